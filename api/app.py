@@ -1,0 +1,59 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import ORJSONResponse
+from sqlalchemy import text
+
+from api import errors
+from api.deps import Services, services
+from api.routes import assets, classes, units
+from gis.area import ServiceArea
+from registry.db import database_url, make_engine
+from registry.settings import Settings, get_settings
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None, *, url: str | None = None) -> FastAPI:
+    """Build the app for ``settings``; ``url`` overrides the database (tests pass their own)."""
+    settings = settings or get_settings()
+    engine = make_engine(url or database_url(settings), pool_size=settings.pool_size)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="smartcode",
+        version="0.1.0",
+        description="智慧码 city-asset registry: who owns this pole, cable, lamp or manhole cover?",
+        default_response_class=ORJSONResponse,
+    )
+    app.state.services = Services(settings=settings, engine=engine, area=ServiceArea.from_settings(settings))
+    errors.install(app)
+
+    api = APIRouter(prefix=API_PREFIX)
+    api.include_router(assets.router)
+    api.include_router(units.router)
+    api.include_router(classes.router)
+
+    @api.get("/health", tags=["meta"], summary="Database reachable, schema revision, counts")
+    def health(request: Request) -> dict[str, Any]:
+        """Whether the service can answer, and what it holds."""
+        with services(request).session() as session:
+            row = session.execute(
+                text("SELECT (SELECT version_num FROM alembic_version), (SELECT count(*) FROM assets)")
+            ).one()
+        return {"status": "ok", "revision": row[0], "assets": row[1], "county": settings.county_code}
+
+    app.include_router(api)
+
+    return app

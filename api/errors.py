@@ -1,0 +1,77 @@
+"""The one place where domain errors become HTTP responses: ``{"error": {type, message, details}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from registry import errors
+
+log = logging.getLogger("smartcode.api")
+
+# Most specific first: the first matching class decides the status.
+STATUS_BY_ERROR: list[tuple[type[errors.SmartcodeError], int]] = [
+    (errors.StaleVersion, 409),
+    (errors.SerialExhausted, 409),
+    (errors.Conflict, 409),
+    (errors.NotFound, 404),
+    (errors.Unauthorized, 401),
+    (errors.Forbidden, 403),
+    (errors.InvalidInput, 400),
+    (errors.DatabaseUnavailable, 503),
+]
+
+
+def status_for(exc: errors.SmartcodeError) -> int:
+    """The HTTP status for a domain error."""
+    for cls, status in STATUS_BY_ERROR:
+        if isinstance(exc, cls):
+            return status
+    return 400
+
+
+def error_body(kind: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON error envelope every endpoint uses."""
+    return {"error": {"type": kind, "message": message, "details": details or {}}}
+
+
+def install(app: FastAPI) -> None:
+    """Register the exception handlers on ``app``."""
+
+    @app.exception_handler(errors.SmartcodeError)
+    async def _domain(_: Request, exc: errors.SmartcodeError) -> ORJSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, errors.Unauthorized) else None
+        return ORJSONResponse(
+            error_body(type(exc).__name__, exc.message, exc.details),
+            status_code=status_for(exc),
+            headers=headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+        problems = [
+            {"field": ".".join(str(part) for part in e["loc"]), "message": e["msg"]} for e in exc.errors()
+        ]
+        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        return ORJSONResponse(
+            error_body("InvalidInput", f"invalid request: {summary}", {"problems": problems}), status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+        return ORJSONResponse(
+            error_body("HTTPError", str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return ORJSONResponse(
+            error_body("InternalError", "internal error: the failure was logged on the server"),
+            status_code=500,
+        )

@@ -1,0 +1,114 @@
+"""``/api/v1/assets``: register, read, update, hand over, decommission, history."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from api.deps import optional_actor, require_actor, services
+from registry import assets as asset_service
+from registry.errors import InvalidInput
+from registry.schemas import AssetCreate, AssetState, AssetUpdate, Decommission, UnitsChange
+
+router = APIRouter(prefix="/assets", tags=["assets"])
+
+
+def _parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
+    if not text:
+        return None
+    try:
+        parts = tuple(float(p) for p in text.split(","))
+    except ValueError as exc:
+        raise InvalidInput(f"bbox {text!r} is not four numbers", field="bbox") from exc
+    if len(parts) != 4:
+        raise InvalidInput(f"bbox {text!r} must be min_lon,min_lat,max_lon,max_lat", field="bbox")
+    return parts  # type: ignore[return-value]
+
+
+@router.get("", summary="List assets filtered by class, unit and bbox (paged, with total)")
+def list_assets(
+    request: Request,
+    class_: Annotated[list[str] | None, Query(alias="class", description="class code, repeatable")] = None,
+    unit: Annotated[int | None, Query(description="unit id as owner, maintainer or supervisor")] = None,
+    bbox: Annotated[str | None, Query(description="min_lon,min_lat,max_lon,max_lat (WGS84)")] = None,
+    in_use: bool | None = None,
+    state: AssetState | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """A page of assets with the total count; needs a token (the full inventory is not public)."""
+    flt = asset_service.AssetFilter(
+        class_codes=tuple(class_ or ()), unit_id=unit, bbox=_parse_bbox(bbox), in_use=in_use, state=state
+    )
+    with services(request).session() as session:
+        require_actor(request, session)
+        rows, total = asset_service.list_assets(session, flt, limit=limit, offset=offset)
+        items = [asset_service.asset_view(session, row) for row in rows]
+    return {"total": total, "limit": limit, "offset": offset, "items": items}
+
+
+@router.get("/{code}", summary="One asset by smart code (public view without a token)")
+def get_asset(request: Request, code: str) -> dict[str, Any]:
+    """The asset; anonymous callers get the passer-by view (what it is, who to call)."""
+    with services(request).session() as session:
+        actor = optional_actor(request, session)
+        asset = asset_service.get_by_code(session, code)
+        return asset_service.asset_view(session, asset, public=actor is None)
+
+
+@router.post("", status_code=201, summary="Register an asset (code allocated when not given)")
+def create_asset(request: Request, body: AssetCreate) -> dict[str, Any]:
+    """Register an asset and return it with its smart code."""
+    svc = services(request)
+    with svc.session() as session:
+        actor = require_actor(request, session)
+        asset = asset_service.register_asset(session, body, actor, svc.area, svc.settings.county_code)
+        return asset_service.asset_view(session, asset)
+
+
+@router.patch("/{code}", summary="Update an asset's description (needs the current version)")
+def update_asset(request: Request, code: str, body: AssetUpdate) -> dict[str, Any]:
+    """Apply the change if ``version`` is current; a stale version gets 409 and nothing is merged."""
+    svc = services(request)
+    with svc.session() as session:
+        actor = require_actor(request, session)
+        asset = asset_service.update_asset(session, code, body, actor, svc.area)
+        return asset_service.asset_view(session, asset)
+
+
+@router.post("/{code}/units", summary="Change the owner, maintainer or supervisor from an effective date")
+def change_units(request: Request, code: str, body: UnitsChange) -> dict[str, Any]:
+    """Hand the asset over; the previous responsibility period is kept."""
+    with services(request).session() as session:
+        actor = require_actor(request, session)
+        asset = asset_service.change_units(session, code, body, actor)
+        return asset_service.asset_view(session, asset)
+
+
+@router.post("/{code}/decommission", summary="Decommission (注销) an asset with time and reason")
+def decommission(request: Request, code: str, body: Decommission) -> dict[str, Any]:
+    """Take the asset out of use; it is never deleted."""
+    with services(request).session() as session:
+        actor = require_actor(request, session)
+        asset = asset_service.decommission_asset(session, code, body, actor)
+        return asset_service.asset_view(session, asset)
+
+
+@router.get("/{code}/history", summary="Every version and responsibility period; or the state at a time")
+def history(
+    request: Request,
+    code: str,
+    at: Annotated[dt.datetime | None, Query(description="ISO 8601 time with zone: the state then")] = None,
+) -> dict[str, Any]:
+    """The asset's history; with ``at``, who was responsible and what was recorded at that time."""
+    with services(request).session() as session:
+        require_actor(request, session)
+        if at is not None:
+            return asset_service.as_of(session, code, at)
+        return {
+            "code": asset_service.get_by_code(session, code).code,
+            "versions": asset_service.history(session, code),
+            "responsibility": asset_service.responsibility_periods(session, code),
+        }

@@ -1,0 +1,1 @@
+"""The ``smartcode`` command line."""

@@ -1,0 +1,50 @@
+"""What commands share: the settings, the database URL (embedded cluster started on demand), sessions."""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from registry.db import Actor, current_revision, database_url, make_engine, migrate, transaction
+from registry.settings import Settings, get_settings
+
+
+def settings() -> Settings:
+    """The process settings."""
+    return get_settings()
+
+
+@lru_cache(maxsize=1)
+def ready_url() -> str:
+    """The database URL, with the schema migrated to the newest revision."""
+    url = database_url(settings())
+    migrate(url, settings=settings())
+    return url
+
+
+@lru_cache(maxsize=1)
+def engine() -> Engine:
+    """An engine on the migrated database."""
+    return make_engine(ready_url(), pool_size=4)
+
+
+@contextmanager
+def session() -> Iterator[Session]:
+    """A committed-or-rolled-back transaction on the migrated database."""
+    with transaction(engine()) as s:
+        yield s
+
+
+def cli_actor() -> Actor:
+    """The person at the terminal: an administrator, recorded by OS user name."""
+    return Actor(name=f"cli:{getpass.getuser()}", admin=True)
+
+
+def revision() -> str | None:
+    """The schema revision of the configured database, without migrating it."""
+    return current_revision(database_url(settings()))

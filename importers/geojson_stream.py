@@ -1,0 +1,366 @@
+"""Streaming GeoJSON: a FeatureCollection split into features without loading the file, and GeoJSONSeq.
+
+GDAL's GeoJSON driver keeps per-feature bookkeeping (about 80 bytes a feature, so memory grows with
+the file) and scans the file twice. Here the file is read in blocks; numpy finds the structural
+characters outside strings and their nesting depth, which gives the byte span of every feature in
+the ``features`` array; a batch of spans is then handed to orjson in one call. Memory is bounded by
+the block size plus one batch, whatever the file size.
+"""
+
+from __future__ import annotations
+
+import io
+from itertools import chain
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+import shapely
+
+from importers.source import RowProblem
+from registry.errors import InvalidInput
+
+_QUOTE, _BACKSLASH = ord('"'), ord("\\")
+_OPEN_OBJ, _CLOSE_OBJ, _OPEN_ARR, _CLOSE_ARR = (ord(c) for c in "{}[]")
+_STRUCTURAL = np.zeros(256, dtype=bool)
+_STRUCTURAL[[_OPEN_OBJ, _CLOSE_OBJ, _OPEN_ARR, _CLOSE_ARR]] = True
+_DELTA = np.zeros(256, dtype=np.int64)
+_DELTA[[_OPEN_OBJ, _OPEN_ARR]] = 1
+_DELTA[[_CLOSE_OBJ, _CLOSE_ARR]] = -1
+
+BLOCK_BYTES = 8 << 20
+# How far into the file the "features" member may start; beyond this the file is not treated as
+# a streamable FeatureCollection (it is read whole if small, refused otherwise).
+_HEADER_LIMIT = 64 << 20
+_TAIL_BYTES = 64 << 10
+GEOMETRY_TYPES = frozenset(
+    {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon", "GeometryCollection"}
+)
+_WS = b" \t\r\n"
+
+
+def _structure(a: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    """Positions, characters and depth-after of the brackets outside strings; ``a`` starts outside a string."""
+    quotes = np.flatnonzero(a == _QUOTE)
+    if quotes.size:
+        escaped = quotes[(quotes > 0) & (a[np.maximum(quotes - 1, 0)] == _BACKSLASH)]
+        if escaped.size:
+            # Rare (quotes inside text): count the backslash run before each candidate; an odd run
+            # escapes the quote, an even one ("\\\\") is just escaped backslashes.
+            keep = np.ones(quotes.size, dtype=bool)
+            for pos in escaped.tolist():
+                run = 0
+                while pos - run - 1 >= 0 and a[pos - run - 1] == _BACKSLASH:
+                    run += 1
+                if run % 2:
+                    keep[np.searchsorted(quotes, pos)] = False
+            quotes = quotes[keep]
+    positions = np.flatnonzero(_STRUCTURAL[a])
+    # A bracket is inside a string when an odd number of real quotes precede it.
+    outside = np.searchsorted(quotes, positions) % 2 == 0
+    positions = positions[outside]
+    chars = a[positions]
+    depth = np.cumsum(_DELTA[chars])
+    return positions, chars, depth
+
+
+@dataclass(slots=True)
+class CollectionLayout:
+    """Where the features array of a FeatureCollection starts, and its other top-level members."""
+
+    features_offset: int  # byte offset just after the '[' of "features"
+    members: dict[str, Any] = field(default_factory=dict)
+
+
+def _skip_ws(buf: bytes, pos: int) -> int:
+    while pos < len(buf) and buf[pos] in _WS:
+        pos += 1
+    return pos
+
+
+def find_features_array(stream: BinaryIO) -> CollectionLayout | None:
+    """Locate the ``features`` array of a top-level FeatureCollection; None if the file is not one."""
+    stream.seek(0)
+    buf = b""
+    while len(buf) < _HEADER_LIMIT:
+        block = stream.read(BLOCK_BYTES)
+        if not block:
+            break
+        buf += block
+        layout = _layout_in(buf)
+        if layout is not None:
+            layout.members.update(_tail_members(stream))
+            return layout
+    return None
+
+
+def _layout_in(buf: bytes) -> CollectionLayout | None:
+    bom = 3 if buf.startswith(b"\xef\xbb\xbf") else 0
+    top = _skip_ws(buf, bom)
+    if top >= len(buf) or buf[top] != _OPEN_OBJ:
+        return None
+    a = np.frombuffer(buf, dtype=np.uint8)[top:]
+    positions, _chars, depth = _structure(a)
+    needle = b'"features"'
+    start = 0
+    while (hit := buf.find(needle, top + start)) >= 0:
+        start = hit - top + 1
+        rel = hit - top
+        # Depth just before the key: depth after the last bracket before it. 1 = top-level member.
+        k = np.searchsorted(positions, rel) - 1
+        if k < 0 or depth[k] != 1:
+            continue
+        colon = _skip_ws(buf, hit + len(needle))
+        if colon >= len(buf) or buf[colon] != ord(":"):
+            continue
+        bracket = _skip_ws(buf, colon + 1)
+        if bracket >= len(buf):
+            return None  # need more bytes
+        if buf[bracket] != _OPEN_ARR:
+            continue
+        head = buf[top:hit].rstrip(_WS).rstrip(b",") + b"}"
+        try:
+            members = orjson.loads(head)
+        except orjson.JSONDecodeError:
+            members = {}
+        return CollectionLayout(bracket + 1, members if isinstance(members, dict) else {})
+    return None
+
+
+def _tail_members(stream: BinaryIO) -> dict[str, Any]:
+    """Top-level members written after the features array (some tools put "crs" last)."""
+    stream.seek(0, io.SEEK_END)
+    size = stream.tell()
+    stream.seek(max(0, size - _TAIL_BYTES))
+    tail = stream.read()
+    end = len(tail)
+    for _ in range(8):
+        end = tail.rfind(b"]", 0, end)
+        if end < 0:
+            break
+        rest = tail[end + 1 :].strip(_WS)
+        if rest == b"}":
+            return {}
+        if rest.startswith(b","):
+            try:
+                members = orjson.loads(b"{" + rest[1:])
+            except orjson.JSONDecodeError:
+                continue
+            return members if isinstance(members, dict) else {}
+    return {}
+
+
+@dataclass(slots=True)
+class _Run:
+    """Consecutive complete features: their bytes and each feature's start/end offset inside them."""
+
+    data: bytes
+    starts: npt.NDArray[np.intp]
+    ends: npt.NDArray[np.intp]
+
+
+def iter_collection_batches(
+    stream: BinaryIO, features_offset: int, batch_size: int, block_bytes: int = BLOCK_BYTES
+) -> Iterator[list[Any]]:
+    """Parsed features of the array starting at ``features_offset``, ``batch_size`` at a time."""
+    stream.seek(features_offset)
+    carry = b""  # bytes after the last complete feature; always starts outside any string
+    runs: list[_Run] = []
+    pending = 0
+    closed = False
+    while not closed:
+        block = stream.read(block_bytes)
+        if not block:
+            if carry.strip(_WS):
+                raise InvalidInput("the file ends inside the features array: is it truncated?")
+            break
+        buf = carry + block
+        positions, chars, depth = _structure(np.frombuffer(buf, dtype=np.uint8))
+        starts = positions[(chars == _OPEN_OBJ) & (depth == 1)]
+        ends = positions[(chars == _CLOSE_OBJ) & (depth == 0)]
+        close = positions[depth < 0]
+        if close.size:
+            closed = True
+            starts, ends = starts[starts < close[0]], ends[ends < close[0]]
+        if ends.size:
+            first, last = int(starts[0]), int(ends[-1])
+            runs.append(_Run(buf[first : last + 1], starts[: ends.size] - first, ends - first))
+            pending += ends.size
+            carry = buf[last + 1 :]
+        else:
+            carry = buf
+        while pending >= batch_size:
+            yield _take(runs, batch_size)
+            pending -= batch_size
+    if pending:
+        yield _take(runs, pending)
+
+
+def _take(runs: list[_Run], count: int) -> list[Any]:
+    """Remove the first ``count`` features from ``runs`` and parse them in one orjson call."""
+    parts: list[bytes] = []
+    while count:
+        run = runs[0]
+        if run.ends.size <= count:
+            parts.append(run.data)
+            count -= run.ends.size
+            runs.pop(0)
+            continue
+        parts.append(run.data[: int(run.ends[count - 1]) + 1])
+        offset = int(run.starts[count])
+        runs[0] = _Run(run.data[offset:], run.starts[count:] - offset, run.ends[count:] - offset)
+        count = 0
+    text = b"[" + b",".join(parts) + b"]"
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"invalid JSON in the features array: {exc}") from exc
+
+
+class _BadRecord:
+    """Stands in for a GeoJSONSeq line that is not valid JSON, so row numbers stay aligned."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def iter_seq_batches(stream: BinaryIO, batch_size: int) -> Iterator[list[Any]]:
+    """Parsed records of a GeoJSON text sequence (one per line, or RS-separated per RFC 8142)."""
+    stream.seek(0)
+    first = stream.read(1)
+    stream.seek(0)
+    records = _rs_records(stream) if first == b"\x1e" else _line_records(stream)
+    batch: list[bytes] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) == batch_size:
+            yield _parse_records(batch)
+            batch = []
+    if batch:
+        yield _parse_records(batch)
+
+
+def _line_records(stream: BinaryIO) -> Iterator[bytes]:
+    for line in stream:
+        record = line.strip(b"\x1e" + _WS)
+        if record:
+            yield record
+
+
+def _rs_records(stream: BinaryIO) -> Iterator[bytes]:
+    carry = b""
+    while block := stream.read(BLOCK_BYTES):
+        pieces = (carry + block).split(b"\x1e")
+        carry = pieces.pop()
+        for piece in pieces:
+            if record := piece.strip(_WS):
+                yield record
+    if record := carry.strip(_WS):
+        yield record
+
+
+def _parse_records(batch: list[bytes]) -> list[Any]:
+    try:
+        return orjson.loads(b"[" + b",".join(batch) + b"]")
+    except orjson.JSONDecodeError:
+        pass
+    # Find the bad record(s) one by one; they become row problems, the rest is kept.
+    out: list[Any] = []
+    for record in batch:
+        try:
+            out.append(orjson.loads(record))
+        except orjson.JSONDecodeError as exc:
+            out.append(_BadRecord(f"invalid JSON: {exc}"))
+    return out
+
+
+@dataclass(slots=True)
+class FeatureColumns:
+    """Features of one batch turned into columns."""
+
+    columns: dict[str, list[Any]]
+    geometry: npt.NDArray[np.object_] | None
+    xs: npt.NDArray[np.float64] | None
+    ys: npt.NDArray[np.float64] | None
+    problems: list[RowProblem]
+    geometry_types: set[str]
+
+
+def features_to_columns(features: list[Any], first_row: int, known_keys: dict[str, None]) -> FeatureColumns:
+    """Turn parsed GeoJSON features into property columns and vectorised geometry.
+
+    ``known_keys`` (insertion-ordered) gathers property names across batches so that every batch has
+    every column seen so far, in first-seen order; it is updated in place.
+    """
+    problems: list[RowProblem] = []
+    props: list[dict[str, Any]] = []
+    geoms: list[Any] = []
+    for i, feature in enumerate(features):
+        if isinstance(feature, dict):
+            if feature.get("type") in GEOMETRY_TYPES and ("coordinates" in feature or "geometries" in feature):
+                props.append({})  # a bare geometry, as some GeoJSONSeq writers emit
+                geoms.append(feature)
+                continue
+            p = feature.get("properties")
+            props.append(p if isinstance(p, dict) else {})
+            geoms.append(feature.get("geometry"))
+            continue
+        reason = feature.reason if isinstance(feature, _BadRecord) else "not a GeoJSON feature"
+        problems.append(RowProblem(first_row + i, None, reason))
+        props.append({})
+        geoms.append(None)
+    # dict.fromkeys over chained key views runs in C: the union of keys in first-seen order.
+    known_keys.update(dict.fromkeys(chain.from_iterable(props)))
+    columns = {key: [p.get(key) for p in props] for key in known_keys}
+    geometry, xs, ys, types = _geometries(geoms, first_row, problems)
+    return FeatureColumns(columns, geometry, xs, ys, problems, types)
+
+
+def _geometries(
+    geoms: list[Any], first_row: int, problems: list[RowProblem]
+) -> tuple[
+    npt.NDArray[np.object_] | None, npt.NDArray[np.float64] | None, npt.NDArray[np.float64] | None, set[str]
+]:
+    n = len(geoms)
+    types = {g.get("type") if isinstance(g, dict) else None for g in geoms}
+    present = {t for t in types if t is not None}
+    if present <= {"Point"}:
+        xs, ys = _point_coordinates(geoms, first_row, problems)
+        return None, xs, ys, set(present)
+    texts = np.array([orjson.dumps(g) if isinstance(g, dict) else None for g in geoms], dtype=object)
+    geometry = shapely.from_geojson(texts, on_invalid="ignore")
+    for i in range(n):
+        if geometry[i] is None or shapely.is_empty(geometry[i]):
+            reason = "no geometry" if texts[i] is None else "invalid or empty GeoJSON geometry"
+            problems.append(RowProblem(first_row + i, "geometry", reason))
+            geometry[i] = None
+    return geometry, None, None, set(present)
+
+
+def _point_coordinates(
+    geoms: list[Any], first_row: int, problems: list[RowProblem]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """x/y arrays of point geometries; fast when every point is a plain [x, y] pair."""
+    coords = [g.get("coordinates") if isinstance(g, dict) else None for g in geoms]
+    try:
+        arr = np.array(coords, dtype=np.float64)
+        if arr.ndim == 2 and arr.shape[1] >= 2:
+            return arr[:, 0].copy(), arr[:, 1].copy()
+    except (ValueError, TypeError):
+        pass
+    # Some rows are null, empty, 3-D or malformed: go row by row.
+    n = len(coords)
+    xs = np.full(n, np.nan)
+    ys = np.full(n, np.nan)
+    for i, c in enumerate(coords):
+        try:
+            xs[i], ys[i] = float(c[0]), float(c[1])
+        except (TypeError, ValueError, IndexError):
+            reason = "no geometry" if c is None or c == [] else "invalid point coordinates"
+            problems.append(RowProblem(first_row + i, "geometry", reason, None if c is None else str(c)))
+    return xs, ys

@@ -1,0 +1,406 @@
+"""Asset services: register, describe, update with a version check, change units, decommission, history."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from geoalchemy2.shape import from_shape, to_shape
+from shapely.geometry import mapping
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from gis.area import ServiceArea
+from registry import classes as class_service
+from registry import units as unit_service
+from registry.codes import SmartCode, near_misses, normalize, parse_code
+from registry.db import Actor, set_change_context
+from registry.errors import CheckDigitMismatch, Conflict, Forbidden, InvalidInput, NotFound, StaleVersion
+from registry.geometry import check_asset_geometry, parse_geojson
+from registry.models import STORAGE_SRID, Asset, AssetHistory, AssetResponsibility, Unit
+from registry.schemas import AssetCreate, AssetUpdate, Decommission, UnitsChange
+from registry.serials import allocate_serials, reserve_serial
+
+# Clocks of clients and servers disagree a little; an "effective now" a few minutes ahead is still now.
+_CLOCK_SKEW = dt.timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class AssetFilter:
+    """Criteria for listing assets; every field is optional and they combine with AND."""
+
+    class_codes: tuple[str, ...] = ()
+    unit_id: int | None = None  # as owner, maintainer or supervisor
+    bbox: tuple[float, float, float, float] | None = None  # WGS84 min lon, min lat, max lon, max lat
+    in_use: bool | None = None
+    state: str | None = None
+
+
+def asset_view(session: Session, asset: Asset, *, public: bool = False) -> dict[str, Any]:
+    """The JSON form of an asset; the public form omits geometry detail, history and internal fields."""
+    cls = class_service.get_class(session, asset.class_code)
+    code = SmartCode(asset.county_code, asset.class_code, asset.serial)
+    geom = to_shape(asset.geom)
+    point = geom.representative_point()
+    units = {
+        role: unit_service.unit_summary(session.get(Unit, unit_id) if unit_id else None)
+        for role, unit_id in (
+            ("owner", asset.owner_id),
+            ("maintainer", asset.maintainer_id),
+            ("supervisor", asset.supervisor_id),
+        )
+    }
+    view: dict[str, Any] = {
+        "code": asset.code,
+        "code_display": code.formatted,
+        "class": {"code": cls.code, "name": cls.name, "geometry_type": cls.geometry_type},
+        "state": asset.state,
+        "in_use": asset.in_use,
+        "decommissioned_at": _iso(asset.decommissioned_at),
+        "decommission_reason": asset.decommission_reason,
+        "position": {"lon": round(point.x, 6), "lat": round(point.y, 6)},
+        **units,
+    }
+    if public:
+        return view
+    view.update(
+        {
+            "id": asset.id,
+            "geometry": mapping(geom),
+            "grid_code": asset.grid_code,
+            "data_source": asset.data_source,
+            "address": asset.address,
+            "note": asset.note,
+            "installed_on": asset.installed_on.isoformat() if asset.installed_on else None,
+            "attributes": asset.attributes,
+            "source_id": asset.source_id,
+            "batch_id": asset.batch_id,
+            "created_at": _iso(asset.created_at),
+            "changed_at": _iso(asset.changed_at),
+            "version": asset.version,
+        }
+    )
+    return view
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def get_by_code(session: Session, text_code: str) -> Asset:
+    """The asset a scanned or typed code names.
+
+    A code with a wrong check digit raises ``CheckDigitMismatch`` listing registered codes one typo
+    away; a well-formed code that is not registered raises ``NotFound``.
+    """
+    try:
+        code = parse_code(text_code)
+    except CheckDigitMismatch as exc:
+        digits = normalize(text_code)
+        suggestions = session.scalars(
+            select(Asset.code).where(Asset.code.in_(near_misses(digits))).limit(5)
+        ).all()
+        exc.details["did_you_mean"] = [parse_code(s).formatted for s in suggestions]
+        raise
+    asset = session.scalars(select(Asset).where(Asset.code == str(code))).first()
+    if asset is None:
+        raise NotFound(f"code {code.formatted} is well-formed but not registered", code=code.formatted)
+    return asset
+
+
+def _check_units_exist(session: Session, **unit_ids: int | None) -> None:
+    for field, unit_id in unit_ids.items():
+        if unit_id is not None and session.get(Unit, unit_id) is None:
+            raise InvalidInput(f"{field} {unit_id} is not a registered unit", field=field)
+
+
+def _require_owner_or_admin(actor: Actor, owner_id: int | None, what: str) -> None:
+    if actor.admin:
+        return
+    if actor.unit_id is None or actor.unit_id != owner_id:
+        raise Forbidden(f"only the owner unit or an administrator may {what}")
+
+
+def _require_can_edit(actor: Actor, asset: Asset) -> None:
+    if actor.admin:
+        return
+    if actor.unit_id is None or actor.unit_id not in (asset.owner_id, asset.maintainer_id):
+        raise Forbidden(
+            f"asset {asset.code} belongs to another unit: only its owner or maintainer may edit it"
+        )
+
+
+def register_asset(
+    session: Session, data: AssetCreate, actor: Actor, area: ServiceArea, county: str
+) -> Asset:
+    """Register one asset: validate it, allocate or adopt its code, and record its first version."""
+    cls = class_service.get_class(session, data.class_code)
+    if not cls.active:
+        raise InvalidInput(f"class {cls.code} {cls.name} is retired", field="class_code")
+    geom = check_asset_geometry(parse_geojson(data.geometry), cls, area)
+    _check_units_exist(
+        session, owner_id=data.owner_id, maintainer_id=data.maintainer_id, supervisor_id=data.supervisor_id
+    )
+    _require_owner_or_admin(actor, data.owner_id, "register an asset for this owner")
+
+    if data.code:
+        code = parse_code(data.code)
+        if code.class_code != cls.code:
+            raise InvalidInput(
+                f"code {code.formatted} names class {code.class_code}, but class_code is {cls.code}",
+                field="code",
+            )
+        reserve_serial(session, code.county, code.class_code, code.serial)
+    else:
+        serial = allocate_serials(session, county, cls.code, 1)[0]
+        code = SmartCode(county, cls.code, serial)
+
+    set_change_context(session, actor, data.reason, action="create")
+    asset = Asset(
+        code=str(code),
+        county_code=code.county,
+        class_code=cls.code,
+        serial=code.serial,
+        geom=from_shape(geom, srid=STORAGE_SRID),
+        owner_id=data.owner_id,
+        maintainer_id=data.maintainer_id,
+        supervisor_id=data.supervisor_id,
+        state=data.state,
+        in_use=True,
+        grid_code=data.grid_code,
+        data_source=data.data_source,
+        address=data.address,
+        note=data.note,
+        installed_on=data.installed_on,
+        attributes=data.attributes,
+        source_id=data.source_id,
+    )
+    session.add(asset)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        session.rollback()
+        if "assets_code_key" in str(exc.orig) or "assets_county_class_serial_key" in str(exc.orig):
+            raise Conflict(f"code {code.formatted} is already registered", code=code.formatted) from exc
+        raise
+    session.refresh(asset)
+    return asset
+
+
+def _apply_versioned_update(
+    session: Session, asset: Asset, expected_version: int, values: dict[str, Any]
+) -> Asset:
+    # The WHERE on version makes the check and the write one atomic step: a concurrent writer that
+    # got there first leaves zero rows to update, and nothing is merged.
+    result = session.execute(
+        update(Asset)
+        .where(Asset.id == asset.id, Asset.version == expected_version)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        current = session.scalar(select(Asset.version).where(Asset.id == asset.id))
+        raise StaleVersion(
+            f"asset {asset.code} is at version {current}, not {expected_version}: "
+            "someone changed it since you read it; reload and retry",
+            code=asset.code,
+            current_version=current,
+        )
+    session.expire(asset)
+    session.refresh(asset)
+    return asset
+
+
+def _check_version(asset: Asset, expected: int) -> None:
+    if asset.version != expected:
+        raise StaleVersion(
+            f"asset {asset.code} is at version {asset.version}, not {expected}: reload and retry",
+            code=asset.code,
+            current_version=asset.version,
+        )
+
+
+def update_asset(session: Session, code: str, data: AssetUpdate, actor: Actor, area: ServiceArea) -> Asset:
+    """Change an asset's description if the caller's version is current; otherwise ``StaleVersion``."""
+    asset = get_by_code(session, code)
+    _require_can_edit(actor, asset)
+    _check_version(asset, data.version)
+    values = data.model_dump(exclude_unset=True, exclude={"version", "reason", "geometry"})
+    if data.geometry is not None:
+        cls = class_service.get_class(session, asset.class_code)
+        geom = check_asset_geometry(parse_geojson(data.geometry), cls, area)
+        values["geom"] = from_shape(geom, srid=STORAGE_SRID)
+    if not values:
+        return asset
+    set_change_context(session, actor, data.reason, action="update")
+    return _apply_versioned_update(session, asset, data.version, values)
+
+
+def change_units(session: Session, code: str, data: UnitsChange, actor: Actor) -> Asset:
+    """Hand an asset to new responsible units from ``effective_at`` (default now), keeping the old period."""
+    asset = get_by_code(session, code)
+    _require_owner_or_admin(actor, asset.owner_id, "change who is responsible for an asset")
+    _check_version(asset, data.version)
+    fields = data.model_fields_set & {"owner_id", "maintainer_id", "supervisor_id"}
+    if not fields:
+        raise InvalidInput("name at least one of owner_id, maintainer_id, supervisor_id", field="owner_id")
+    values = {field: getattr(data, field) for field in fields}
+    _check_units_exist(session, **values)
+    now = session.scalar(select(func.now()))
+    assert now is not None
+    effective = data.effective_at or now
+    if effective.tzinfo is None:
+        raise InvalidInput(
+            "effective_at needs a time zone, e.g. 2025-03-02T00:00:00+08:00", field="effective_at"
+        )
+    if effective > now + _CLOCK_SKEW:
+        raise InvalidInput(
+            "effective_at is in the future: record the change when it happens", field="effective_at"
+        )
+    open_from = session.scalar(
+        select(AssetResponsibility.valid_from).where(
+            AssetResponsibility.asset_id == asset.id, AssetResponsibility.valid_to.is_(None)
+        )
+    )
+    if open_from is not None and effective <= open_from:
+        raise InvalidInput(
+            f"effective_at {effective.isoformat()} is not after the start of the current "
+            f"responsibility period ({open_from.isoformat()})",
+            field="effective_at",
+        )
+    if all(getattr(asset, field) == value for field, value in values.items()):
+        raise InvalidInput("these units are already responsible for the asset", field="owner_id")
+    set_change_context(session, actor, data.reason, action="change_units", effective_at=effective)
+    return _apply_versioned_update(session, asset, data.version, values)
+
+
+def decommission_asset(session: Session, code: str, data: Decommission, actor: Actor) -> Asset:
+    """Take an asset out of use (注销) with time and reason; it stays in the registry for good."""
+    asset = get_by_code(session, code)
+    _require_owner_or_admin(actor, asset.owner_id, "decommission an asset")
+    _check_version(asset, data.version)
+    if not asset.in_use:
+        raise Conflict(f"asset {asset.code} was already decommissioned on {_iso(asset.decommissioned_at)}")
+    at = data.at or session.scalar(select(func.now()))
+    set_change_context(session, actor, data.reason, action="decommission")
+    return _apply_versioned_update(
+        session,
+        asset,
+        data.version,
+        {"in_use": False, "decommissioned_at": at, "decommission_reason": data.reason},
+    )
+
+
+def list_assets(
+    session: Session, flt: AssetFilter, *, limit: int = 100, offset: int = 0
+) -> tuple[list[Asset], int]:
+    """Assets matching ``flt`` ordered by code, one page of them, with the total count."""
+    stmt = select(Asset)
+    if flt.class_codes:
+        stmt = stmt.where(Asset.class_code.in_(flt.class_codes))
+    if flt.unit_id is not None:
+        stmt = stmt.where(
+            (Asset.owner_id == flt.unit_id)
+            | (Asset.maintainer_id == flt.unit_id)
+            | (Asset.supervisor_id == flt.unit_id)
+        )
+    if flt.bbox is not None:
+        min_x, min_y, max_x, max_y = flt.bbox
+        if min_x >= max_x or min_y >= max_y:
+            raise InvalidInput("bbox must be min_lon,min_lat,max_lon,max_lat with min < max", field="bbox")
+        stmt = stmt.where(Asset.geom.op("&&")(func.ST_MakeEnvelope(min_x, min_y, max_x, max_y, STORAGE_SRID)))
+    if flt.in_use is not None:
+        stmt = stmt.where(Asset.in_use == flt.in_use)
+    if flt.state is not None:
+        stmt = stmt.where(Asset.state == flt.state)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.scalars(stmt.order_by(Asset.code).limit(limit).offset(offset)).all()
+    return list(rows), total
+
+
+def history(session: Session, code: str) -> list[dict[str, Any]]:
+    """Every recorded version of an asset, oldest first, with who, when, why and what it was."""
+    asset = get_by_code(session, code)
+    rows = session.scalars(
+        select(AssetHistory).where(AssetHistory.asset_id == asset.id).order_by(AssetHistory.version)
+    ).all()
+    return [
+        {
+            "version": row.version,
+            "recorded_at": row.recorded_at.isoformat(),
+            "actor": row.actor,
+            "reason": row.reason,
+            "action": row.action,
+            "batch_id": row.batch_id,
+            "data": row.data,
+            "geometry": mapping(to_shape(row.geom)),
+        }
+        for row in rows
+    ]
+
+
+def responsibility_periods(session: Session, code: str) -> list[dict[str, Any]]:
+    """The asset's responsibility periods, oldest first."""
+    asset = get_by_code(session, code)
+    rows = session.scalars(
+        select(AssetResponsibility)
+        .where(AssetResponsibility.asset_id == asset.id)
+        .order_by(AssetResponsibility.valid_from)
+    ).all()
+    return [_period_view(session, row) for row in rows]
+
+
+def _period_view(session: Session, row: AssetResponsibility) -> dict[str, Any]:
+    def bound(value: dt.datetime | None) -> str | None:
+        if value is None or value.year <= 1:
+            return None  # open end, or "-infinity": since before the registry knew of it
+        return value.isoformat()
+
+    return {
+        "valid_from": bound(row.valid_from),
+        "valid_to": bound(row.valid_to),
+        "owner": unit_service.unit_summary(session.get(Unit, row.owner_id) if row.owner_id else None),
+        "maintainer": unit_service.unit_summary(
+            session.get(Unit, row.maintainer_id) if row.maintainer_id else None
+        ),
+        "supervisor": unit_service.unit_summary(
+            session.get(Unit, row.supervisor_id) if row.supervisor_id else None
+        ),
+        "recorded_at": row.recorded_at.isoformat(),
+        "actor": row.actor,
+        "reason": row.reason,
+    }
+
+
+def as_of(session: Session, code: str, at: dt.datetime) -> dict[str, Any]:
+    """Who was responsible for the asset at ``at``, and what the registry recorded about it then."""
+    if at.tzinfo is None:
+        raise InvalidInput("the time needs a time zone, e.g. 2025-03-02T00:00:00+08:00", field="at")
+    asset = get_by_code(session, code)
+    period = session.scalars(
+        select(AssetResponsibility).where(
+            AssetResponsibility.asset_id == asset.id,
+            AssetResponsibility.valid_from <= at,
+            (AssetResponsibility.valid_to.is_(None)) | (AssetResponsibility.valid_to > at),
+        )
+    ).first()
+    recorded = session.scalars(
+        select(AssetHistory)
+        .where(AssetHistory.asset_id == asset.id, AssetHistory.recorded_at <= at)
+        .order_by(AssetHistory.version.desc())
+        .limit(1)
+    ).first()
+    return {
+        "code": asset.code,
+        "at": at.isoformat(),
+        "responsibility": _period_view(session, period) if period else None,
+        "recorded_version": recorded.version if recorded else None,
+        "recorded": recorded.data if recorded else None,
+    }
+
+
+def count_assets(session: Session) -> int:
+    """How many assets the registry holds (all states)."""
+    return session.scalar(text("SELECT count(*) FROM assets")) or 0

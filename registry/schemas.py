@@ -1,0 +1,134 @@
+"""Input shapes of the domain services (pydantic, so the API and the CLI validate alike)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from registry.models import ASSET_STATES, UNIT_KINDS
+
+UnitKind = Literal[
+    "government",
+    "street_office",
+    "community",
+    "utility",
+    "telecom",
+    "property_manager",
+    "contractor",
+    "enterprise",
+    "other",
+]
+AssetState = Literal["完好", "破损", "丢失", "占用"]
+GeometryKind = Literal["point", "line", "polygon"]
+assert set(UnitKind.__args__) == set(UNIT_KINDS)  # type: ignore[attr-defined]
+assert set(AssetState.__args__) == set(ASSET_STATES)  # type: ignore[attr-defined]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class UnitCreate(_Strict):
+    """A new unit (单位)."""
+
+    name: str = Field(min_length=2, max_length=200)
+    kind: UnitKind = "other"
+    aliases: list[str] = Field(default_factory=list)
+    credit_code: str | None = Field(default=None, description="统一社会信用代码, 18 characters (GB 32100)")
+    phone: str | None = None
+    parent_id: int | None = None
+    verified: bool = False
+    note: str | None = None
+
+
+class UnitUpdate(_Strict):
+    """Changes to a unit; ``version`` must be the version the caller read."""
+
+    version: int
+    name: str | None = Field(default=None, min_length=2, max_length=200)
+    kind: UnitKind | None = None
+    aliases: list[str] | None = None
+    credit_code: str | None = None
+    phone: str | None = None
+    parent_id: int | None = None
+    verified: bool | None = None
+    note: str | None = None
+    reason: str | None = None
+
+
+class ClassCreate(_Strict):
+    """A local component class added by a deployment (e.g. 架空线缆)."""
+
+    code: str = Field(pattern=r"^[0-9]{4}$")
+    name: str = Field(min_length=1, max_length=100)
+    big_name: str = Field(min_length=1, max_length=100)
+    geometry_type: GeometryKind
+    aliases: list[str] = Field(default_factory=list)
+    note: str | None = None
+    scheme_version: str = "local"
+
+
+class AssetCreate(_Strict):
+    """A new asset. ``geometry`` is GeoJSON in WGS84 lon/lat (convert other CRSs before)."""
+
+    class_code: str = Field(pattern=r"^[0-9]{4}$")
+    geometry: dict[str, Any]
+    code: str | None = Field(
+        default=None, description="an existing 16-digit identifier or 17-digit code; allocated when empty"
+    )
+    owner_id: int | None = None
+    maintainer_id: int | None = None
+    supervisor_id: int | None = None
+    state: AssetState = "完好"
+    grid_code: str | None = None
+    data_source: str | None = None
+    address: str | None = None
+    note: str | None = None
+    installed_on: dt.date | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    source_id: str | None = None
+    reason: str | None = None
+
+    @field_validator("grid_code")
+    @classmethod
+    def _grid_digits(cls, value: str | None) -> str | None:
+        # Grid codes are 14 or 15 digits in the field, sometimes other lengths: digits only, any length.
+        if value is not None and not value.isdigit():
+            raise ValueError("grid code must be digits")
+        return value
+
+
+class AssetUpdate(_Strict):
+    """Changes to an asset's description; ``version`` must be the version the caller read."""
+
+    version: int
+    geometry: dict[str, Any] | None = None
+    state: AssetState | None = None
+    grid_code: str | None = None
+    data_source: str | None = None
+    address: str | None = None
+    note: str | None = None
+    installed_on: dt.date | None = None
+    attributes: dict[str, Any] | None = None
+    reason: str | None = None
+
+
+class UnitsChange(_Strict):
+    """A change of responsible units, effective from a date (default now)."""
+
+    version: int
+    owner_id: int | None = None
+    maintainer_id: int | None = None
+    supervisor_id: int | None = None
+    effective_at: dt.datetime | None = None
+    reason: str = Field(min_length=2, description="why the responsibility changes (transfer, contract...)")
+
+
+class Decommission(_Strict):
+    """Taking an asset out of use (注销)."""
+
+    version: int
+    reason: str = Field(min_length=2)
+    at: dt.datetime | None = None

@@ -1,0 +1,83 @@
+"""API tokens: who a bearer token belongs to and what it may change."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry import audit
+from registry.db import Actor
+from registry.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from registry.models import ApiToken, Unit
+from registry.settings import Settings
+
+ROLES = ("admin", "unit", "reader")
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def admin_token(settings: Settings) -> str:
+    """The deployment's administrator token: ``SMARTCODE_API_TOKEN``, else one kept in ``var/api-token``."""
+    if settings.api_token:
+        return settings.api_token
+    path = settings.var_dir / "api-token"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    _write_private(path, token)
+    return token
+
+
+def _write_private(path: Path, content: str) -> None:
+    # Created 0600 from the start so the secret is never readable by others, not even briefly.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(content + "\n")
+
+
+def create_token(session: Session, name: str, role: str, actor: Actor, unit_id: int | None = None) -> str:
+    """Issue a token and return it in plain text (only its hash is stored: show it once)."""
+    if role not in ROLES:
+        raise InvalidInput(f"role must be one of {', '.join(ROLES)}, got {role!r}", field="role")
+    if (role == "unit") != (unit_id is not None):
+        raise InvalidInput("a 'unit' token needs --unit, and only a 'unit' token takes one", field="unit_id")
+    if unit_id is not None and session.get(Unit, unit_id) is None:
+        raise NotFound(f"no unit with id {unit_id}", unit_id=unit_id)
+    if session.scalar(select(ApiToken.id).where(ApiToken.name == name)) is not None:
+        raise Conflict(f"a token named {name!r} already exists")
+    token = secrets.token_urlsafe(32)
+    row = ApiToken(name=name, token_hash=_hash(token), role=role, unit_id=unit_id)
+    session.add(row)
+    session.flush()
+    audit.record(
+        session, actor, "create", "token", row.id, details={"name": name, "role": role, "unit_id": unit_id}
+    )
+    return token
+
+
+def authenticate(session: Session, token: str | None, settings: Settings) -> Actor:
+    """The actor a bearer token stands for; ``Unauthorized`` when it is missing, unknown or revoked."""
+    if not token:
+        raise Unauthorized("this operation needs a bearer token (Authorization: Bearer <token>)")
+    if hmac.compare_digest(token, admin_token(settings)):
+        return Actor(name="admin", admin=True)
+    row = session.scalars(
+        select(ApiToken).where(ApiToken.token_hash == _hash(token), ApiToken.revoked_at.is_(None))
+    ).first()
+    if row is None:
+        raise Unauthorized("the bearer token is unknown or revoked")
+    return Actor(name=f"token:{row.name}", unit_id=row.unit_id, admin=row.role == "admin")
+
+
+def can_read_full(session: Session, token: str | None, settings: Settings) -> Actor | None:
+    """The actor for a token that may read full records, or None for anonymous callers."""
+    return authenticate(session, token, settings) if token else None

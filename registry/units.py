@@ -1,0 +1,185 @@
+"""Units (单位): owners, maintainers and supervising departments."""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from registry import audit
+from registry.credit_code import normalize_credit_code
+from registry.db import Actor
+from registry.errors import Conflict, InvalidInput, NotFound, StaleVersion
+from registry.models import Unit
+from registry.schemas import UnitCreate, UnitUpdate
+
+
+def name_key(name: str) -> str:
+    """A unit name folded for matching: NFKC (full-width to half-width), no whitespace."""
+    return "".join(unicodedata.normalize("NFKC", name).split())
+
+
+def unit_summary(unit: Unit | None) -> dict[str, Any] | None:
+    """The short form of a unit used inside other answers (id, name, credit code, phone)."""
+    if unit is None:
+        return None
+    return {
+        "id": unit.id,
+        "name": unit.name,
+        "credit_code": unit.credit_code,
+        "phone": unit.phone,
+        "verified": unit.verified,
+    }
+
+
+def unit_view(unit: Unit) -> dict[str, Any]:
+    """The full JSON form of a unit."""
+    return {
+        "id": unit.id,
+        "name": unit.name,
+        "kind": unit.kind,
+        "aliases": list(unit.aliases or []),
+        "credit_code": unit.credit_code,
+        "phone": unit.phone,
+        "parent_id": unit.parent_id,
+        "verified": unit.verified,
+        "county_code": unit.county_code,
+        "note": unit.note,
+        "version": unit.version,
+        "created_at": unit.created_at.isoformat() if unit.created_at else None,
+        "updated_at": unit.updated_at.isoformat() if unit.updated_at else None,
+    }
+
+
+def get_unit(session: Session, unit_id: int) -> Unit:
+    """The unit with this id, or ``NotFound``."""
+    unit = session.get(Unit, unit_id)
+    if unit is None:
+        raise NotFound(f"no unit with id {unit_id}", unit_id=unit_id)
+    return unit
+
+
+def find_unit(session: Session, name_or_credit_code: str) -> Unit | None:
+    """The unit whose name, alias or credit code matches (names folded for full-width and spaces)."""
+    text = name_or_credit_code.strip()
+    if not text:
+        return None
+    key = name_key(text)
+    upper = key.upper()
+    stmt = select(Unit).where(
+        or_(
+            func.replace(Unit.name, " ", "") == key,
+            Unit.aliases.any(key),  # type: ignore[arg-type]
+            Unit.aliases.any(text),  # type: ignore[arg-type]
+            Unit.credit_code == upper,
+        )
+    )
+    return session.scalars(stmt.limit(1)).first()
+
+
+def list_units(
+    session: Session, *, query: str | None = None, kind: str | None = None, limit: int = 100, offset: int = 0
+) -> tuple[list[Unit], int]:
+    """Units matching an optional name fragment and kind, with the total count."""
+    stmt = select(Unit)
+    if query:
+        pattern = f"%{query.strip()}%"
+        stmt = stmt.where(
+            or_(Unit.name.ilike(pattern), func.array_to_string(Unit.aliases, " ").ilike(pattern))
+        )
+    if kind:
+        stmt = stmt.where(Unit.kind == kind)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.scalars(stmt.order_by(Unit.id).limit(limit).offset(offset)).all()
+    return list(rows), total
+
+
+def _check_parent(session: Session, parent_id: int | None) -> None:
+    if parent_id is not None and session.get(Unit, parent_id) is None:
+        raise InvalidInput(f"parent unit {parent_id} does not exist", field="parent_id")
+
+
+def create_unit(session: Session, data: UnitCreate, actor: Actor, county_code: str) -> Unit:
+    """Register a unit; the credit code is validated and names must be unique."""
+    credit = normalize_credit_code(data.credit_code) if data.credit_code else None
+    _check_parent(session, data.parent_id)
+    unit = Unit(
+        name=data.name,
+        kind=data.kind,
+        aliases=[name_key(a) for a in data.aliases if a.strip()],
+        credit_code=credit,
+        phone=data.phone,
+        parent_id=data.parent_id,
+        verified=data.verified,
+        county_code=county_code,
+        note=data.note,
+    )
+    session.add(unit)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        session.rollback()
+        raise Conflict(
+            f"a unit named {data.name!r} or with credit code {credit} already exists", name=data.name
+        ) from exc
+    audit.record(session, actor, "create", "unit", unit.id, details=data.model_dump(mode="json"))
+    return unit
+
+
+def ensure_unit(session: Session, name: str, actor: Actor, county_code: str) -> tuple[Unit, bool]:
+    """The unit matching ``name``, or a new unverified one; the flag says whether it was created."""
+    found = find_unit(session, name)
+    if found is not None:
+        return found, False
+    unit = Unit(name=name.strip(), kind="other", aliases=[], verified=False, county_code=county_code)
+    session.add(unit)
+    session.flush()
+    audit.record(session, actor, "create", "unit", unit.id, reason="unknown unit named in an inventory")
+    return unit, True
+
+
+def update_unit(session: Session, unit_id: int, data: UnitUpdate, actor: Actor) -> Unit:
+    """Change a unit if ``data.version`` is still current; a stale version is refused."""
+    unit = get_unit(session, unit_id)
+    if unit.version != data.version:
+        raise StaleVersion(
+            f"unit {unit_id} is at version {unit.version}, not {data.version}: reload and retry",
+            current_version=unit.version,
+        )
+    changes = data.model_dump(exclude_unset=True, exclude={"version", "reason"})
+    if changes.get("credit_code"):
+        changes["credit_code"] = normalize_credit_code(changes["credit_code"])
+    if "aliases" in changes and changes["aliases"] is not None:
+        changes["aliases"] = [name_key(a) for a in changes["aliases"] if a.strip()]
+    if "parent_id" in changes:
+        if changes["parent_id"] == unit_id:
+            raise InvalidInput("a unit cannot be its own parent", field="parent_id")
+        _check_parent(session, changes["parent_id"])
+    before = {key: getattr(unit, key) for key in changes}
+    for key, value in changes.items():
+        setattr(unit, key, value)
+    unit.version += 1
+    unit.updated_at = func.now()
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        session.rollback()
+        raise Conflict(f"another unit already has that name or credit code: {exc.orig}") from exc
+    audit.record(
+        session,
+        actor,
+        "update",
+        "unit",
+        unit_id,
+        reason=data.reason,
+        details={"before": _jsonable(before), "after": _jsonable(changes)},
+    )
+    session.refresh(unit)
+    return unit
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, list | tuple) else v) for k, v in values.items()}

@@ -1,0 +1,103 @@
+"""Shared fixtures: one throwaway PostGIS cluster per test session, a clean registry per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, text
+
+from registry.db import Actor, make_engine, migrate
+from registry.embedded import EmbeddedCluster
+from registry.settings import Settings
+
+ADMIN_TOKEN = "test-admin-token"
+# Reference data that migrations seed; every other table is emptied between tests.
+_KEEP = {"alembic_version", "spatial_ref_sys", "component_classes"}
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[EmbeddedCluster]:
+    """A PostgreSQL + PostGIS cluster in a fresh /tmp directory, never the demo's data directory."""
+    base = Path(tempfile.mkdtemp(prefix="smartcode-test-"))
+    base.chmod(0o755)  # the unprivileged server account must reach it when tests run as root
+    cluster = EmbeddedCluster(base / "pgdata", db_name="smartcode_test", fast_unsafe=True)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def settings(cluster: EmbeddedCluster, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings of the test deployment (Pingshan defaults, a fixed admin token, the test cluster)."""
+    var = tmp_path_factory.mktemp("var")
+    return Settings(database_url=cluster.url(), api_token=ADMIN_TOKEN, data_dir=var / "pgdata")
+
+
+@pytest.fixture(scope="session")
+def migrated_url(cluster: EmbeddedCluster, settings: Settings) -> str:
+    """The test database URL with the schema at head."""
+    migrate(cluster.url(), settings=settings)
+    return cluster.url()
+
+
+@pytest.fixture(scope="session")
+def engine(migrated_url: str) -> Iterator[Engine]:
+    """A session-wide engine on the migrated test database."""
+    eng = make_engine(migrated_url, pool_size=5)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def _seeded_at(engine: Engine) -> str:
+    with engine.connect() as conn:
+        return str(conn.execute(text("SELECT max(created_at) FROM component_classes")).scalar())
+
+
+@pytest.fixture
+def db(engine: Engine, _seeded_at: str) -> Engine:
+    """The engine, on a registry emptied of everything but the seeded class table."""
+    with engine.begin() as conn:
+        tables = (
+            conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).scalars().all()
+        )
+        data_tables = [t for t in tables if t not in _KEEP]
+        if data_tables:
+            conn.execute(text(f"TRUNCATE {', '.join(data_tables)} RESTART IDENTITY CASCADE"))
+        conn.execute(text("DELETE FROM component_classes WHERE created_at > :t"), {"t": _seeded_at})
+    return engine
+
+
+@pytest.fixture
+def admin() -> Actor:
+    """An administrator actor for service-level tests."""
+    return Actor(name="test-admin", admin=True)
+
+
+@pytest.fixture
+def client(db: Engine, settings: Settings, migrated_url: str) -> Iterator[TestClient]:
+    """An HTTP client on the real app and the real test database."""
+    from api.app import create_app
+
+    with TestClient(create_app(settings, url=migrated_url)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def auth() -> dict[str, str]:
+    """Headers carrying the administrator token."""
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep the tests off any developer database configured in the environment."""
+    os.environ.pop("SMARTCODE_DATABASE_URL", None)
