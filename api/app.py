@@ -7,11 +7,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import ORJSONResponse
 from sqlalchemy import text
 
 from api import errors
 from api.deps import Services, services
+from api.responses import OrjsonResponse
 from api.routes import assets, classes, units
 from gis.area import ServiceArea
 from registry.db import database_url, make_engine
@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
         title="smartcode",
         version="0.1.0",
         description="智慧码 city-asset registry: who owns this pole, cable, lamp or manhole cover?",
-        default_response_class=ORJSONResponse,
+        default_response_class=OrjsonResponse,
     )
     app.state.services = Services(settings=settings, engine=engine, area=ServiceArea.from_settings(settings))
     errors.install(app)

@@ -7,9 +7,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.responses import OrjsonResponse
 from registry import errors
 
 log = logging.getLogger("smartcode.api")
@@ -44,34 +44,34 @@ def install(app: FastAPI) -> None:
     """Register the exception handlers on ``app``."""
 
     @app.exception_handler(errors.SmartcodeError)
-    async def _domain(_: Request, exc: errors.SmartcodeError) -> ORJSONResponse:
+    async def _domain(_: Request, exc: errors.SmartcodeError) -> OrjsonResponse:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, errors.Unauthorized) else None
-        return ORJSONResponse(
+        return OrjsonResponse(
             error_body(type(exc).__name__, exc.message, exc.details),
             status_code=status_for(exc),
             headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _validation(_: Request, exc: RequestValidationError) -> OrjsonResponse:
         problems = [
             {"field": ".".join(str(part) for part in e["loc"]), "message": e["msg"]} for e in exc.errors()
         ]
         summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
-        return ORJSONResponse(
+        return OrjsonResponse(
             error_body("InvalidInput", f"invalid request: {summary}", {"problems": problems}), status_code=422
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
-        return ORJSONResponse(
+    async def _http(_: Request, exc: StarletteHTTPException) -> OrjsonResponse:
+        return OrjsonResponse(
             error_body("HTTPError", str(exc.detail)), status_code=exc.status_code, headers=exc.headers
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> OrjsonResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return ORJSONResponse(
+        return OrjsonResponse(
             error_body("InternalError", "internal error: the failure was logged on the server"),
             status_code=500,
         )

@@ -39,7 +39,7 @@ _LOOKALIKES = str.maketrans(
 
 _TOKEN = re.compile(
     r"""
-    (?P<num>\d+(?:\.\d*)?|\.\d+)
+    (?P<num>\d+(?:\.\d*)?|(?<!\d)\.\d+)
     |(?P<deg>°|度|degrees?|deg|d)
     |(?P<sec>''|"|秒|seconds?|secs?|s)
     |(?P<min>'|分|minutes?|mins?|m)

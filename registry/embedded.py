@@ -44,6 +44,8 @@ CONF_NAME = "smartcode.conf"
 # A log above this size is rotated (one generation kept) before the next start so it cannot grow forever.
 LOG_ROTATE_BYTES = 16 * 1024 * 1024
 LOG_TAIL_LINES = 25
+# Seconds pg_ctl waits for start/stop; crash recovery or the shutdown checkpoint of a big import can be slow.
+PG_CTL_WAIT = 300
 
 _INSTALL_POSTGRES = "apt-get install postgresql postgresql-postgis"
 _warned_fallback: set[Path] = set()
@@ -89,7 +91,8 @@ class EmbeddedCluster:
         self.configured_data_dir = Path(data_dir).expanduser().resolve()
         self.db_name = db_name
         self.server_user = server_user
-        # Throwaway test clusters may trade crash safety for speed; a real registry never should.
+        # Throwaway test clusters may trade crash safety for speed; a real registry never should. It
+        # takes effect when the server starts, not on a server that is already running.
         self.fast_unsafe = fast_unsafe
         self._root = os.geteuid() == 0
         self._fallback_base = FALLBACK_ROOT / _short_hash(self.configured_data_dir, 12)
@@ -160,8 +163,8 @@ class EmbeddedCluster:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             if self.socket_dir.parent != self.data_dir:
                 shutil.rmtree(self.socket_dir, ignore_errors=True)
-            # Unlinking while still holding the lock: a process queued on the old file then finds no
-            # cluster and starts afresh, which is what destroy-then-start means anyway (tests only).
+            # Removed so tests leave nothing behind in /tmp. destroy() is meant for throwaway clusters:
+            # a start() racing with it in another process is not supported.
             with contextlib.suppress(FileNotFoundError):
                 lock_path.unlink()
         if self.data_dir.parent == self._fallback_base:
@@ -230,8 +233,10 @@ class EmbeddedCluster:
     def _locked(self) -> Iterator[None]:
         """Serialise start/stop/destroy across processes so two of them never run initdb at once."""
         self._make_parents(self.data_dir.parent)
-        # O_NOFOLLOW: the lock may live in a shared directory such as /tmp.
-        fd = os.open(self._lock_path(), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        # O_NOFOLLOW: the lock may live in a shared directory such as /tmp. Read-only is enough for flock
+        # and lets another account lock a file that root created.
+        flags = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self._lock_path(), flags, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -482,10 +487,10 @@ log_min_duration_statement = 2000
             str(self.data_dir / LOG_NAME),
             "-w",
             "-t",
-            "120",
+            str(PG_CTL_WAIT),
             "-s",
         ]
-        proc = _run(self._as_server(cmd), check=False, timeout=180)
+        proc = _run(self._as_server(cmd), check=False, timeout=PG_CTL_WAIT + 60)
         if proc.returncode != 0:
             raise DatabaseUnavailable(
                 f"PostgreSQL did not start for {self.data_dir}: {(proc.stderr or proc.stdout).strip()}\n"
@@ -497,8 +502,8 @@ log_min_duration_statement = 2000
         if not self._is_running():
             return
         bins = self._binaries(require_postgis=False)
-        cmd = [bins.tool("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "120", "-s"]
-        proc = _run(self._as_server(cmd), check=False, timeout=180)
+        cmd = [bins.tool("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w", "-s"]
+        proc = _run(self._as_server([*cmd, "-t", str(PG_CTL_WAIT)]), check=False, timeout=PG_CTL_WAIT + 60)
         if proc.returncode != 0 and self._pg_ctl_running(bins):
             raise DatabaseUnavailable(
                 f"PostgreSQL did not stop for {self.data_dir}: {(proc.stderr or proc.stdout).strip()}\n"

@@ -97,8 +97,8 @@ fi
 find_python() {
     local candidate
     for candidate in "${PYTHON:-}" python3 python3.12 python3.11; do
-        [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1 || continue
-        if "$candidate" -c "$PY_OK" 2>/dev/null; then
+        if [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c "$PY_OK" 2>/dev/null; then
             command -v "$candidate"
             return 0
         fi

@@ -18,7 +18,7 @@ from registry.settings import Settings
 
 ADMIN_TOKEN = "test-admin-token"
 # Reference data that migrations seed; every other table is emptied between tests.
-_KEEP = {"alembic_version", "spatial_ref_sys", "component_classes"}
+_KEEP = {"alembic_version", "spatial_ref_sys", "component_classes", "complaint_categories"}
 
 
 @pytest.fixture(scope="session")
