@@ -13,7 +13,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import numpy as np
 from charset_normalizer import from_bytes
@@ -140,7 +140,7 @@ def _decodes_as(blocks: Iterable[bytes], encoding: str) -> bool:
     return True
 
 
-def _dbf_blocks(dbf: BinaryIO) -> Iterator[bytes]:
+def _dbf_blocks(dbf: IO[bytes]) -> Iterator[bytes]:
     """Field-name descriptors, then the record area of a DBF in blocks cut at record boundaries."""
     dbf.seek(0)
     header = dbf.read(32)
@@ -157,14 +157,14 @@ def _dbf_blocks(dbf: BinaryIO) -> Iterator[bytes]:
         yield block
 
 
-def dbf_ldid(dbf: BinaryIO) -> int:
+def dbf_ldid(dbf: IO[bytes]) -> int:
     """The language driver id byte (29) of a DBF header, 0 when absent."""
     dbf.seek(0)
     header = dbf.read(32)
     return header[29] if len(header) >= 32 else 0
 
 
-def dbf_encoding(dbf: BinaryIO, cpg_text: str | None = None, override: str | None = None) -> EncodingChoice:
+def dbf_encoding(dbf: IO[bytes], cpg_text: str | None = None, override: str | None = None) -> EncodingChoice:
     """Encoding of a shapefile's DBF: the caller's choice, then the .cpg, the LDID byte, detection."""
     if override:
         name = codepage_to_encoding(override)
@@ -193,7 +193,7 @@ def dbf_encoding(dbf: BinaryIO, cpg_text: str | None = None, override: str | Non
     return EncodingChoice(encoding, "detected", f"no .cpg file; {why}")
 
 
-def _line_blocks(stream: BinaryIO) -> Iterator[bytes]:
+def _line_blocks(stream: IO[bytes]) -> Iterator[bytes]:
     """A byte stream in blocks cut after a newline, so no multi-byte character is split."""
     carry = b""
     while True:

@@ -10,7 +10,7 @@ the block size plus one batch, whatever the file size.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import itemgetter
@@ -21,7 +21,8 @@ import numpy.typing as npt
 import orjson
 import shapely
 
-from importers.source import RowProblem
+from importers._perf import gc_paused
+from importers.source import RowProblem, points_from_xy
 from registry.errors import InvalidInput
 
 _QUOTE, _BACKSLASH = ord('"'), ord("\\")
@@ -30,7 +31,10 @@ _DELTA = np.zeros(256, dtype=np.int64)
 _DELTA[[_OPEN_OBJ, _OPEN_ARR]] = 1
 _DELTA[[_CLOSE_OBJ, _CLOSE_ARR]] = -1
 
-BLOCK_BYTES = 8 << 20
+BLOCK_BYTES = 4 << 20
+# Features parsed per orjson call. A chunk of 50,000 features is assembled from several of these so
+# that only this many parsed feature dicts (~1.5 kB each) are alive at once, not a whole chunk's.
+PARSE_UNIT = 10_000
 # How far into the file the "features" member may start; beyond this the file is not treated as
 # a streamable FeatureCollection (it is read whole if small, refused otherwise).
 _HEADER_LIMIT = 64 << 20
@@ -170,6 +174,17 @@ def iter_collection_batches(
     stream: BinaryIO, features_offset: int, batch_size: int, block_bytes: int = BLOCK_BYTES
 ) -> Iterator[list[Any]]:
     """Parsed features of the array starting at ``features_offset``, ``batch_size`` at a time."""
+    for text in iter_collection_texts(stream, features_offset, batch_size, block_bytes):
+        yield parse_array(text)
+
+
+def iter_collection_texts(
+    stream: BinaryIO, features_offset: int, batch_size: int, block_bytes: int = BLOCK_BYTES
+) -> Iterator[bytes]:
+    """JSON array texts of ``batch_size`` features each, from the array at ``features_offset``.
+
+    Parsing is left to the caller so that it can parse, convert and free a batch in one go.
+    """
     stream.seek(features_offset)
     carry = b""  # bytes after the last complete feature; always starts outside any string
     runs: list[_Run] = []
@@ -203,8 +218,8 @@ def iter_collection_batches(
         yield _take(runs, pending)
 
 
-def _take(runs: list[_Run], count: int) -> list[Any]:
-    """Remove the first ``count`` features from ``runs`` and parse them in one orjson call."""
+def _take(runs: list[_Run], count: int) -> bytes:
+    """Remove the first ``count`` features from ``runs``, as the text of one JSON array."""
     parts: list[bytes] = []
     while count:
         run = runs[0]
@@ -217,11 +232,16 @@ def _take(runs: list[_Run], count: int) -> list[Any]:
         offset = int(run.starts[count])
         runs[0] = _Run(run.data[offset:], run.starts[count:] - offset, run.ends[count:] - offset)
         count = 0
-    text = b"[" + b",".join(parts) + b"]"
+    return b"[" + b",".join(parts) + b"]"
+
+
+def parse_array(text: bytes) -> list[Any]:
+    """Parse the JSON array text of a batch of features."""
     try:
-        return orjson.loads(text)
+        parsed: list[Any] = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"invalid JSON in the features array: {exc}") from exc
+    return parsed
 
 
 class _BadRecord:
@@ -234,7 +254,13 @@ class _BadRecord:
 
 
 def iter_seq_batches(stream: BinaryIO, batch_size: int) -> Iterator[list[Any]]:
-    """Parsed records of a GeoJSON text sequence (one per line, or RS-separated per RFC 8142)."""
+    """Parsed records of a GeoJSON text sequence, ``batch_size`` at a time."""
+    for records in iter_seq_records(stream, batch_size):
+        yield parse_records(records)
+
+
+def iter_seq_records(stream: BinaryIO, batch_size: int) -> Iterator[list[bytes]]:
+    """Raw records of a GeoJSON text sequence (one per line, or RS-separated per RFC 8142)."""
     stream.seek(0)
     first = stream.read(1)
     stream.seek(0)
@@ -243,10 +269,10 @@ def iter_seq_batches(stream: BinaryIO, batch_size: int) -> Iterator[list[Any]]:
     for record in records:
         batch.append(record)
         if len(batch) == batch_size:
-            yield _parse_records(batch)
+            yield batch
             batch = []
     if batch:
-        yield _parse_records(batch)
+        yield batch
 
 
 def _line_records(stream: BinaryIO) -> Iterator[bytes]:
@@ -268,9 +294,11 @@ def _rs_records(stream: BinaryIO) -> Iterator[bytes]:
         yield record
 
 
-def _parse_records(batch: list[bytes]) -> list[Any]:
+def parse_records(batch: list[bytes]) -> list[Any]:
+    """Parse GeoJSONSeq records; a record that is not JSON becomes a placeholder (a row problem)."""
     try:
-        return orjson.loads(b"[" + b",".join(batch) + b"]")
+        parsed: list[Any] = orjson.loads(b"[" + b",".join(batch) + b"]")
+        return parsed
     except orjson.JSONDecodeError:
         pass
     # Find the bad record(s) one by one; they become row problems, the rest is kept.
@@ -293,6 +321,11 @@ class FeatureColumns:
     ys: npt.NDArray[np.float64] | None
     problems: list[RowProblem]
     geometry_types: set[str]
+    first_row: int = 1
+    length: int = 0
+
+    def __len__(self) -> int:
+        return self.length
 
 
 def features_to_columns(features: list[Any], first_row: int, known_keys: dict[str, None]) -> FeatureColumns:
@@ -321,7 +354,7 @@ def features_to_columns(features: list[Any], first_row: int, known_keys: dict[st
     else:
         columns = {key: [p.get(key) for p in props] for key in keys}
     geometry, xs, ys, types = _geometries(geoms, first_row, problems)
-    return FeatureColumns(columns, geometry, xs, ys, problems, types)
+    return FeatureColumns(columns, geometry, xs, ys, problems, types, first_row, len(features))
 
 
 _PROPERTIES = itemgetter("properties")
@@ -404,3 +437,93 @@ def _point_coordinates(
             reason = "no geometry" if c is None or c == [] else "invalid point coordinates"
             problems.append(RowProblem(first_row + i, "geometry", reason, None if c is None else str(c)))
     return xs, ys
+
+
+def iter_feature_chunks(
+    batches: Iterator[Callable[[], list[Any]]], chunk_size: int, known_keys: dict[str, None]
+) -> Iterator[tuple[int, FeatureColumns]]:
+    """Parse and convert units of features, regrouped into chunks of exactly ``chunk_size`` rows.
+
+    ``batches`` yields parse functions (one per unit); yields (first_row, columns). Each unit is
+    parsed, converted and its dicts freed while the garbage collector is paused, so the collector
+    never scans them (re-enabling it with a million young dicts alive costs as much as parsing).
+    """
+    parts: list[FeatureColumns] = []
+    pending = 0
+    row = 1
+    for parse in batches:
+        with gc_paused():
+            features = parse()
+            part = features_to_columns(features, row + pending, known_keys)
+            del features
+        parts.append(part)
+        pending += len(part)
+        while pending >= chunk_size:
+            merged, parts = _merge(parts, chunk_size, known_keys)
+            yield row, merged
+            row += chunk_size
+            pending -= chunk_size
+    if pending:
+        merged, _ = _merge(parts, pending, known_keys)
+        yield row, merged
+
+
+def _merge(
+    parts: list[FeatureColumns], count: int, known_keys: dict[str, None]
+) -> tuple[FeatureColumns, list[FeatureColumns]]:
+    """The first ``count`` rows of ``parts`` as one FeatureColumns, and the parts left over."""
+    taken: list[FeatureColumns] = []
+    rest = list(parts)
+    need = count
+    while need:
+        part = rest.pop(0)
+        if len(part) <= need:
+            taken.append(part)
+            need -= len(part)
+        else:
+            head, tail = _split(part, need)
+            taken.append(head)
+            rest.insert(0, tail)
+            need = 0
+    if len(taken) == 1 and set(taken[0].columns) == set(known_keys):
+        return taken[0], rest
+    columns: dict[str, list[Any]] = {}
+    for key in known_keys:
+        values: list[Any] = []
+        for part in taken:
+            values.extend(part.columns.get(key) or [None] * len(part))
+        columns[key] = values
+    problems = [p for part in taken for p in part.problems]
+    types = set().union(*(part.geometry_types for part in taken))
+    if all(part.geometry is None for part in taken):
+        xs = np.concatenate([part.xs for part in taken if part.xs is not None])
+        ys = np.concatenate([part.ys for part in taken if part.ys is not None])
+        return FeatureColumns(columns, None, xs, ys, problems, types, taken[0].first_row, count), rest
+    geometry = np.concatenate(
+        [part.geometry if part.geometry is not None else points_from_xy(part.xs, part.ys) for part in taken]  # type: ignore[arg-type]
+    )
+    return FeatureColumns(columns, geometry, None, None, problems, types, taken[0].first_row, count), rest
+
+
+def _split(part: FeatureColumns, k: int) -> tuple[FeatureColumns, FeatureColumns]:
+    """Cut a FeatureColumns after its first ``k`` rows."""
+    boundary = part.first_row + k
+
+    def cut(array: Any, head: bool) -> Any:
+        if array is None:
+            return None
+        return array[:k] if head else array[k:]
+
+    def piece(head: bool) -> FeatureColumns:
+        return FeatureColumns(
+            {key: cut(values, head) for key, values in part.columns.items()},
+            cut(part.geometry, head),
+            cut(part.xs, head),
+            cut(part.ys, head),
+            [p for p in part.problems if (p.row < boundary) == head],
+            part.geometry_types,
+            part.first_row if head else boundary,
+            k if head else len(part) - k,
+        )
+
+    return piece(True), piece(False)

@@ -9,11 +9,13 @@ its memory grows with the feature count.
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
+from functools import partial
+from itertools import chain
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,10 +30,13 @@ from importers._perf import gc_paused
 from importers.encoding import EncodingChoice, dbf_encoding
 from importers.geojson_stream import (
     GEOMETRY_TYPES,
-    features_to_columns,
+    PARSE_UNIT,
     find_features_array,
-    iter_collection_batches,
-    iter_seq_batches,
+    iter_collection_texts,
+    iter_feature_chunks,
+    iter_seq_records,
+    parse_array,
+    parse_records,
 )
 from importers.source import Column, RowProblem, SourceChunk, SourceInfo
 from registry.errors import InvalidInput
@@ -72,28 +77,34 @@ def _locate_shapefile(path: Path, layer: str | None) -> _Shapefile:
     if path.suffix.lower() == ".zip":
         try:
             with zipfile.ZipFile(path) as archive:
-                names = [n for n in archive.namelist() if not n.endswith("/") and "__MACOSX" not in n]
+                entries = [i for i in archive.infolist() if not i.is_dir() and "__MACOSX" not in i.filename]
         except zipfile.BadZipFile as exc:
             raise InvalidInput(f"{path.name}: not a readable zip archive ({exc})", file=path.name) from exc
-        shps = sorted(n for n in names if n.lower().endswith(".shp"))
+        names = [entry.filename for entry in entries]
+        readable = {entry.filename: _zip_member_name(entry) for entry in entries}
+        shps = sorted((n for n in names if n.lower().endswith(".shp")), key=lambda n: readable[n])
         if not shps:
             raise InvalidInput(f"{path.name}: the zip archive holds no .shp file", file=path.name)
-        stems = tuple(PurePosixPath(n).stem for n in shps)
-        chosen = shps[0] if layer is None else next((n for n in shps if PurePosixPath(n).stem == layer), None)
+        stems = tuple(PurePosixPath(readable[n]).stem for n in shps)
+        chosen = (
+            shps[0]
+            if layer is None
+            else next((n for n, st in zip(shps, stems, strict=True) if st == layer), None)
+        )
         if chosen is None:
             raise InvalidInput(
                 f"{path.name}: no shapefile layer {layer!r} in the archive; layers: {', '.join(stems)}",
                 file=path.name,
             )
         base = chosen[:-4].lower()
-        members = {}
+        members: dict[str, str] = {}
         for name in names:
             ext = name[len(base) :].lower()
             # roads.shp -> roads.dbf, roads.DBF; but not roads_old.dbf or roads.shp.xml.
             if name[: len(base)].lower() == base and ext.startswith(".") and ext.count(".") == 1:
                 members[ext] = name
-        display = f"{path.name}!{chosen}"
-        _check_parts(members, display, PurePosixPath(chosen).name)
+        display = f"{path.name}!{readable[chosen]}"
+        _check_parts(members, display, PurePosixPath(readable[chosen]).name)
         return _Shapefile(f"/vsizip/{path.resolve()}/{chosen}", display, stems, path, members)
     if not path.exists():
         raise InvalidInput(f"{path.name}: file not found", file=path.name)
@@ -102,13 +113,33 @@ def _locate_shapefile(path: Path, layer: str | None) -> _Shapefile:
     return _Shapefile(str(path), path.name, (path.stem,), None, members)
 
 
+def _zip_member_name(entry: zipfile.ZipInfo) -> str:
+    """A member name as its author wrote it, for display and layer names.
+
+    Zips made on Chinese Windows store names in GBK without the UTF-8 flag; Python (and GDAL's
+    /vsizip, which is addressed with the raw name) decode those as CP437, giving mojibake.
+    """
+    if entry.flag_bits & 0x800:
+        return entry.filename
+    try:
+        raw = entry.filename.encode("cp437")
+    except UnicodeEncodeError:
+        return entry.filename
+    for encoding in ("utf-8", "gb18030"):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return entry.filename
+
+
 def _check_parts(members: dict[str, str], display: str, shp_name: str) -> None:
     for ext in (".dbf", ".shx"):
         if ext not in members:
             raise InvalidInput(f"{display}: missing {ext} beside {shp_name}", file=display)
 
 
-def _open_part(shp: _Shapefile, ext: str, stack: ExitStack) -> BinaryIO | None:
+def _open_part(shp: _Shapefile, ext: str, stack: ExitStack) -> IO[bytes] | None:
     name = shp.members.get(ext)
     if name is None:
         return None
@@ -122,7 +153,7 @@ def _parent(shp: _Shapefile) -> Path:
     return Path(shp.gdal_path).parent
 
 
-def shapefile_encoding(shp: _Shapefile, override: str | None) -> EncodingChoice:
+def _shapefile_encoding(shp: _Shapefile, override: str | None) -> EncodingChoice:
     """Encoding of the shapefile's DBF: argument, .cpg, LDID byte or detection."""
     with ExitStack() as stack:
         cpg = _open_part(shp, ".cpg", stack)
@@ -136,7 +167,7 @@ def shapefile_encoding(shp: _Shapefile, override: str | None) -> EncodingChoice:
 def open_shapefile(path: Path, *, layer: str | None, encoding: str | None, chunk_size: int) -> Opened:
     """Open a .shp (or a .zip of shapefiles): SourceInfo plus a stream of chunks."""
     shp = _locate_shapefile(path, layer)
-    choice = shapefile_encoding(shp, encoding)
+    choice = _shapefile_encoding(shp, encoding)
     info = _gdal_info(shp.gdal_path, shp.display, "shapefile", None, shp.layers, choice)
     notes = [f"encoding {choice.encoding}: {choice.detail}"]
     if ".prj" not in shp.members and info.declared_crs is None:
@@ -250,8 +281,9 @@ def _batch_to_chunk(
     problems: list[RowProblem] = []
     n = batch.num_rows
     if wkb is None:
-        geometry = np.full(n, None, dtype=object)
-        return SourceChunk(display, first_row, columns, geometry, None, None, declared_crs, problems)
+        # An attribute-only table: no geometry at all (the mapping may find coordinate fields).
+        rows = np.arange(first_row, first_row + n, dtype=np.int64)
+        return SourceChunk(display, first_row, columns, None, None, None, declared_crs, problems, rows)
     xy = wkb_points_xy(wkb)
     if xy is not None:
         xs, ys = xy
@@ -339,7 +371,8 @@ def geojson_crs(members: dict[str, Any]) -> tuple[str | None, str | None]:
             "GeoJSON has no crs member: RFC 7946 says WGS84, but many Chinese exports are GCJ-02 or "
             "projected, so the coordinate system is left undeclared"
         )
-    props = crs.get("properties") if isinstance(crs.get("properties"), dict) else {}
+    given = crs.get("properties")
+    props: dict[str, Any] = given if isinstance(given, dict) else {}
     name = props.get("name")
     code = props.get("code")
     if crs.get("type") == "EPSG" and code is not None:
@@ -367,19 +400,23 @@ def open_geojson(path: Path, *, chunk_size: int) -> Opened:
         members = layout.members
         offset = layout.features_offset
 
-        def batches() -> Iterator[list[Any]]:
+        def batches() -> Iterator[Callable[[], list[Any]]]:
             with path.open("rb") as stream:
-                yield from iter_collection_batches(stream, offset, chunk_size)
+                try:
+                    for text in iter_collection_texts(stream, offset, min(chunk_size, PARSE_UNIT)):
+                        yield partial(parse_array, text)
+                except InvalidInput as exc:
+                    raise InvalidInput(f"{path.name}: {exc.message}", file=path.name) from exc
 
     else:
         members, features = _read_small_geojson(path)
 
-        def batches() -> Iterator[list[Any]]:
-            for start in range(0, len(features), chunk_size):
-                yield features[start : start + chunk_size]
+        def batches() -> Iterator[Callable[[], list[Any]]]:
+            for start in range(0, len(features), PARSE_UNIT):
+                yield partial(list, features[start : start + PARSE_UNIT])
 
     declared, note = geojson_crs(members)
-    return _json_source(path, "geojson", batches(), declared, [note] if note else [])
+    return _json_source(path, "geojson", batches(), chunk_size, declared, [note] if note else [])
 
 
 def _read_small_geojson(path: Path) -> tuple[dict[str, Any], list[Any]]:
@@ -404,34 +441,37 @@ def open_geojsonseq(path: Path, *, chunk_size: int) -> Opened:
     if not path.exists():
         raise InvalidInput(f"{path.name}: file not found", file=path.name)
 
-    def batches() -> Iterator[list[Any]]:
+    def batches() -> Iterator[Callable[[], list[Any]]]:
         with path.open("rb") as stream:
-            yield from iter_seq_batches(stream, chunk_size)
+            for records in iter_seq_records(stream, min(chunk_size, PARSE_UNIT)):
+                yield partial(parse_records, records)
 
     note = "GeoJSON text sequences carry no crs member: the coordinate system is not declared"
-    return _json_source(path, "geojsonseq", batches(), None, [note])
+    return _json_source(path, "geojsonseq", batches(), chunk_size, None, [note])
 
 
 def _json_source(
-    path: Path, fmt: Any, batches: Iterator[list[Any]], declared: str | None, notes: list[str]
+    path: Path,
+    fmt: Any,
+    batches: Iterator[Callable[[], list[Any]]],
+    chunk_size: int,
+    declared: str | None,
+    notes: list[str],
 ) -> Opened:
     keys: dict[str, None] = {}
-
-    def convert(features: list[Any], first_row: int) -> tuple[SourceChunk, set[str]]:
-        with gc_paused():
-            cols = features_to_columns(features, first_row, keys)
-            del features[:]  # free the parsed dicts now, while the collector is paused
-        chunk = SourceChunk(
-            path.name, first_row, dict(cols.columns), cols.geometry, cols.xs, cols.ys, declared, cols.problems
-        )
-        return chunk, cols.geometry_types
-
-    # The first batch is read now so that SourceInfo can list the fields and the geometry type.
-    first_batch = next(batches, None)
-    first: SourceChunk | None = None
     types: set[str] = set()
-    if first_batch is not None:
-        first, types = convert(first_batch, 1)
+
+    def chunks() -> Iterator[SourceChunk]:
+        for first_row, cols in iter_feature_chunks(batches, chunk_size, keys):
+            types.update(cols.geometry_types)
+            geometry, xs, ys = cols.geometry, cols.xs, cols.ys
+            yield SourceChunk(
+                path.name, first_row, dict(cols.columns), geometry, xs, ys, declared, cols.problems
+            )
+
+    # The first chunk is read now so that SourceInfo can list the fields and the geometry type.
+    stream = chunks()
+    first = next(stream, None)
     info = SourceInfo(
         file=path.name,
         format=fmt,
@@ -445,16 +485,4 @@ def _json_source(
         geometry_type=next(iter(types)) if len(types) == 1 else ("Mixed" if types else None),
         notes=tuple(notes),
     )
-
-    def chunks() -> Iterator[SourceChunk]:
-        if first is None:
-            return
-        row = 1 + len(first)
-        yield first
-        for features in batches:
-            n = len(features)
-            chunk, _ = convert(features, row)
-            row += n
-            yield chunk
-
-    return info, chunks()
+    return info, chain([first], stream) if first is not None else iter(())
