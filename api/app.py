@@ -12,9 +12,10 @@ from sqlalchemy import text
 from api import errors
 from api.deps import Services, services
 from api.responses import OrjsonResponse
-from api.routes import assets, classes, units
+from api.routes import assets, classes, imports, resolve, units, zones
 from gis.area import ServiceArea
 from registry.db import database_url, make_engine
+from registry.resolution import Resolver, conninfo_from_url
 from registry.settings import Settings, get_settings
 
 API_PREFIX = "/api/v1"
@@ -23,12 +24,20 @@ API_PREFIX = "/api/v1"
 def create_app(settings: Settings | None = None, *, url: str | None = None) -> FastAPI:
     """Build the app for ``settings``; ``url`` overrides the database (tests pass their own)."""
     settings = settings or get_settings()
-    engine = make_engine(url or database_url(settings), pool_size=settings.pool_size)
+    db_url = url or database_url(settings)
+    engine = make_engine(db_url, pool_size=settings.pool_size)
+    area = ServiceArea.from_settings(settings)
+    # The resolve endpoints run on their own async pool (see api/routes/resolve.py).
+    resolve_runtime = resolve.ResolveRuntime(settings, conninfo_from_url(db_url), Resolver(settings, area))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        engine.dispose()
+        await resolve_runtime.open()
+        try:
+            yield
+        finally:
+            await resolve_runtime.close()
+            engine.dispose()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -37,13 +46,19 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
         description="智慧码 city-asset registry: who owns this pole, cable, lamp or manhole cover?",
         default_response_class=OrjsonResponse,
     )
-    app.state.services = Services(settings=settings, engine=engine, area=ServiceArea.from_settings(settings))
+    app.state.services = Services(settings=settings, engine=engine, area=area)
+    app.state.resolve = resolve_runtime
     errors.install(app)
+    # The resolve hot path is answered before FastAPI's routing (see api/routes/resolve.py).
+    app.add_middleware(resolve.ResolveFastPath, path=f"{API_PREFIX}/resolve")
 
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(assets.router)
     api.include_router(units.router)
     api.include_router(classes.router)
+    api.include_router(resolve.router)
+    api.include_router(zones.router)
+    api.include_router(imports.router)
 
     @api.get("/health", tags=["meta"], summary="Database reachable, schema revision, counts")
     def health(request: Request) -> dict[str, Any]:

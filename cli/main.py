@@ -8,6 +8,9 @@ from typing import Annotated, Any
 import typer
 
 from cli import context
+from cli import demo as demo_cli
+from cli import imports as imports_cli
+from cli import resolve as resolve_cli
 from cli.output import emit, failures
 
 app = typer.Typer(
@@ -186,6 +189,11 @@ def token(
             return
         with context.session() as session:
             typer.echo(tokens.create_token(session, name, role, context.cli_actor(), unit_id=unit))
+
+
+resolve_cli.register(app)
+demo_cli.register(app)
+imports_cli.register(app)
 
 
 def main() -> None:

@@ -12,6 +12,9 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 from registry.errors import CheckDigitMismatch, InvalidCode
 
 SERIAL_MAX = 999_999
@@ -31,6 +34,29 @@ def mod11_10_check_digit(digits: str) -> str:
         total = (product + int(char)) % 10 or 10
         product = (total * 2) % 11
     return str((11 - product) % 10)
+
+
+def _mod11_10_state(product: npt.NDArray[np.int64], digit: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    total = (product + digit) % 10
+    total[total == 0] = 10
+    return (total * 2) % 11
+
+
+def check_digits(prefix10: str, serials: npt.ArrayLike) -> npt.NDArray[np.uint8]:
+    """Vectorised MOD 11,10 check digits of ``prefix10 + serial:06d`` for many serials at once (0-9)."""
+    if len(prefix10) != 10 or not prefix10.isdigit():
+        raise InvalidCode(f"prefix must be 10 digits (county 6 + class 4), got {prefix10!r}")
+    values = np.asarray(serials, dtype=np.int64)
+    if values.size and (values.min() < 0 or values.max() > SERIAL_MAX):
+        raise InvalidCode(f"serials must be between 000000 and {SERIAL_MAX}")
+    # The prefix is shared, so its part of the recurrence is computed once as a scalar.
+    product = 10
+    for char in prefix10:
+        product = (((product + int(char)) % 10 or 10) * 2) % 11
+    state = np.full(values.shape, product, dtype=np.int64)
+    for power in (100_000, 10_000, 1_000, 100, 10, 1):
+        state = _mod11_10_state(state, (values // power) % 10)
+    return ((11 - state) % 10).astype(np.uint8)
 
 
 def mod11_10_is_valid(digits_with_check: str) -> bool:

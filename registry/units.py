@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, literal_column, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -71,7 +71,9 @@ def find_unit(session: Session, name_or_credit_code: str) -> Unit | None:
     upper = key.upper()
     stmt = select(Unit).where(
         or_(
-            func.replace(Unit.name, " ", "") == key,
+            Unit.name == text,
+            # NFKC in SQL too, so 深圳市水务（集团）有限公司 matches itself typed with ASCII parentheses.
+            func.normalize(func.replace(Unit.name, " ", ""), literal_column("NFKC")) == key,
             Unit.aliases.any(key),  # type: ignore[arg-type]
             Unit.aliases.any(text),  # type: ignore[arg-type]
             Unit.credit_code == upper,

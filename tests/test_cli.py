@@ -22,7 +22,9 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     return subprocess.run([SMARTCODE, *args], capture_output=True, text=True, env=env, timeout=120, check=False)
 
 
-@pytest.mark.parametrize("command", [[], ["db"], ["db", "start"], ["migrate"], ["serve"], ["show"], ["token"]])
+@pytest.mark.parametrize(
+    "command", [[], ["db"], ["db", "start"], ["migrate"], ["serve"], ["show"], ["token"], ["demo"], ["resolve"]]
+)
 def test_every_command_has_help(command: list[str]) -> None:
     result = run(*command, "--help")
     assert result.returncode == 0, result.stderr

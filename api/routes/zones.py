@@ -1,0 +1,278 @@
+"""``/api/v1/zones`` and ``/api/v1/rules``: the areas and responsibility rules behind resolution.
+
+Reads need a token (contract areas and rules are internal); writes need an administrator.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from api.deps import require_actor, services
+from api.routes.resolve import _admin, parse_optional_time
+from gis.crs import parse_crs, transform_geometry
+from registry import rules as rule_service
+from registry import zones as zone_service
+from registry.errors import InvalidInput
+from registry.geometry import parse_geojson
+
+router = APIRouter(tags=["zones and rules"])
+
+_MAX_UPLOAD = 200 * 1024 * 1024
+
+
+class ZoneBody(BaseModel):
+    """A zone version: level, name, polygon (GeoJSON in ``crs``), responsible unit."""
+
+    level: str
+    name: str = Field(min_length=1, max_length=200)
+    geometry: dict[str, Any]
+    crs: str | None = Field(default=None, description="coordinate system of the geometry (default wgs84)")
+    unit: str | None = Field(default=None, description="responsible unit by name, alias or credit code")
+    unit_id: int | None = None
+    code: str | None = Field(default=None, description="statistical or grid code of the zone")
+    valid_from: dt.datetime | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    reason: str | None = None
+
+
+class CloseBody(BaseModel):
+    """When a zone or rule stops applying, and why."""
+
+    at: dt.datetime | None = None
+    reason: str | None = None
+
+
+class RuleBody(BaseModel):
+    """A responsibility rule; empty class or category means any."""
+
+    zone: str | None = None
+    level: str | None = None
+    class_: str | None = Field(default=None, alias="class")
+    category: str | None = None
+    unit: str | None = None
+    unit_id: int | None = None
+    priority: int = 0
+    valid_from: dt.datetime | None = None
+    valid_to: dt.datetime | None = None
+    note: str | None = None
+    reason: str | None = None
+
+
+@router.get("/zones", summary="Zones valid at a time (default now), or every version (token)")
+def list_zones(
+    request: Request,
+    level: str | None = None,
+    name: str | None = None,
+    at: Annotated[str | None, Query(description="ISO 8601 time")] = None,
+    all_versions: bool = False,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Zone versions, without geometry."""
+    svc = services(request)
+    with svc.session() as session:
+        require_actor(request, session)
+        items, total = zone_service.list_zones(
+            session,
+            level=level,
+            name=name,
+            at=parse_optional_time(at, svc.settings),
+            all_versions=all_versions,
+            limit=limit,
+            offset=offset,
+        )
+    return {"total": total, "items": items}
+
+
+@router.get("/zones/{zone_id}", summary="One zone version with its polygon (token)")
+def get_zone(request: Request, zone_id: int, geometry: bool = True) -> dict[str, Any]:
+    """The zone version, geometry as GeoJSON (WGS84)."""
+    with services(request).session() as session:
+        require_actor(request, session)
+        return zone_service.get_zone(session, zone_id, with_geometry=geometry)
+
+
+@router.post("/zones", status_code=201, summary="Add a zone, or a new boundary generation (administrators)")
+def create_zone(request: Request, body: ZoneBody) -> dict[str, Any]:
+    """Save a zone; an open version of the same level and name is closed where the new one starts."""
+    svc = services(request)
+    geom = parse_geojson(body.geometry)
+    if body.crs:
+        geom = transform_geometry(geom, parse_crs(body.crs))
+    with svc.session() as session:
+        actor = _admin(require_actor(request, session))
+        view, outcome = zone_service.save_zone(
+            session,
+            actor,
+            zone_service.ZoneInput(
+                level=body.level,
+                name=body.name,
+                geometry=geom,
+                unit=body.unit,
+                unit_id=body.unit_id,
+                code=body.code,
+                valid_from=body.valid_from,
+                attributes=body.attributes,
+                source="api",
+            ),
+            area=svc.area,
+            county=svc.settings.county_code,
+            reason=body.reason,
+        )
+    return {**view, "outcome": outcome}
+
+
+@router.post("/zones/import", summary="Import zones from a polygon file (administrators)")
+async def import_zones(
+    request: Request,
+    file: Annotated[UploadFile, File(description="GeoJSON, zipped shapefile or GeoPackage")],
+    level: Annotated[str, Form()],
+    name_field: Annotated[str, Form()],
+    unit_field: Annotated[str | None, Form()] = None,
+    code_field: Annotated[str | None, Form()] = None,
+    crs: Annotated[str | None, Form()] = None,
+    layer: Annotated[str | None, Form()] = None,
+    valid_from: Annotated[str | None, Form()] = None,
+    reason: Annotated[str | None, Form()] = None,
+) -> dict[str, Any]:
+    """All features or none; repaired polygons are listed in the report."""
+    svc = services(request)
+    suffix = Path(file.filename or "upload.geojson").suffix.lower()
+    content = await file.read(_MAX_UPLOAD + 1)
+    if len(content) > _MAX_UPLOAD:
+        raise InvalidInput(f"file larger than {_MAX_UPLOAD // (1024 * 1024)} MiB")
+    with tempfile.TemporaryDirectory(prefix="smartcode-zones-") as folder:
+        path = Path(folder) / f"{Path(file.filename or 'upload').stem}{suffix}"
+        path.write_bytes(content)
+
+        def work() -> dict[str, Any]:
+            with svc.session() as session:
+                actor = _admin(require_actor(request, session))
+                report = zone_service.import_zones(
+                    session,
+                    actor,
+                    path,
+                    level=level,
+                    name_field=name_field,
+                    unit_field=unit_field or None,
+                    code_field=code_field or None,
+                    crs=crs or None,
+                    layer=layer or None,
+                    valid_from=parse_optional_time(valid_from, svc.settings),
+                    area=svc.area,
+                    county=svc.settings.county_code,
+                    reason=reason,
+                )
+                return report.as_dict()
+
+        return await run_in_threadpool(work)
+
+
+@router.post("/zones/{zone_id}/close", summary="End a zone version (administrators)")
+def close_zone(request: Request, zone_id: int, body: CloseBody) -> dict[str, Any]:
+    """The zone stops applying at ``at`` (default now)."""
+    with services(request).session() as session:
+        actor = _admin(require_actor(request, session))
+        return zone_service.close_zone(session, actor, zone_id, at=body.at, reason=body.reason)
+
+
+@router.get("/rules", summary="Responsibility rules valid at a time, or every version (token)")
+def list_rules(
+    request: Request,
+    zone: str | None = None,
+    level: str | None = None,
+    unit: int | None = None,
+    at: Annotated[str | None, Query(description="ISO 8601 time")] = None,
+    all_versions: bool = False,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Rules ordered by zone and priority."""
+    svc = services(request)
+    with svc.session() as session:
+        require_actor(request, session)
+        items, total = rule_service.list_rules(
+            session,
+            zone=zone,
+            level=level,
+            unit_id=unit,
+            at=parse_optional_time(at, svc.settings),
+            all_versions=all_versions,
+            limit=limit,
+            offset=offset,
+        )
+    return {"total": total, "items": items}
+
+
+@router.post("/rules", status_code=201, summary="Add a rule, or a new version of one (administrators)")
+def create_rule(request: Request, body: RuleBody) -> dict[str, Any]:
+    """Save a rule; the open rule for the same zone, class and category is closed where this one starts."""
+    svc = services(request)
+    with svc.session() as session:
+        actor = _admin(require_actor(request, session))
+        view, outcome, unit_created = rule_service.save_rule(
+            session,
+            actor,
+            rule_service.RuleInput(
+                zone=body.zone,
+                level=body.level,
+                class_=body.class_,
+                category=body.category,
+                unit=body.unit,
+                unit_id=body.unit_id,
+                priority=body.priority,
+                valid_from=body.valid_from,
+                valid_to=body.valid_to,
+                note=body.note,
+            ),
+            county=svc.settings.county_code,
+            reason=body.reason,
+        )
+    return {**view, "outcome": outcome, "unit_created": unit_created}
+
+
+@router.post(
+    "/rules/import", summary="Import rules from CSV: zone,level,class,category,unit,priority (administrators)"
+)
+async def import_rules(
+    request: Request,
+    file: Annotated[UploadFile, File(description="UTF-8 CSV")],
+    reason: Annotated[str | None, Form()] = None,
+) -> dict[str, Any]:
+    """All rows or none; the report lists created, replaced and unchanged rule ids."""
+    svc = services(request)
+    raw = await file.read(_MAX_UPLOAD + 1)
+    try:
+        content = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput("the rules CSV must be UTF-8 (save it as 'CSV UTF-8' in Excel)") from exc
+
+    def work() -> dict[str, Any]:
+        with svc.session() as session:
+            actor = _admin(require_actor(request, session))
+            report = rule_service.import_rules_csv(
+                session,
+                actor,
+                content,
+                county=svc.settings.county_code,
+                file=file.filename or "rules.csv",
+                reason=reason,
+            )
+            return report.as_dict()
+
+    return await run_in_threadpool(work)
+
+
+@router.post("/rules/{rule_id}/close", summary="End a rule (administrators)")
+def close_rule(request: Request, rule_id: int, body: CloseBody) -> dict[str, Any]:
+    """The rule stops applying at ``at`` (default now)."""
+    with services(request).session() as session:
+        actor = _admin(require_actor(request, session))
+        return rule_service.close_rule(session, actor, rule_id, at=body.at, reason=body.reason)

@@ -1,0 +1,661 @@
+"""Resolution benchmark: generate a city-scale registry, time the SQL and the HTTP endpoints, compare.
+
+    python bench/resolve/run.py --points 1000000 --cables 200000 --growth-points 10000000
+
+What it does, in one run on one machine:
+
+1. starts a throwaway embedded PostgreSQL + PostGIS cluster under /tmp (``--dir``), migrates it and
+   generates the data in SQL (``generate.py``); a second run with the same ``--dir`` reuses it;
+2. SQL alone: median/p90 server execution time (EXPLAIN ANALYZE of the prepared statements the API
+   uses, over random inputs) and the client round trip, plus EXPLAIN (ANALYZE, BUFFERS) plans;
+3. HTTP with ``wrk`` (10 connections, one server process): resolve by code (log batched, then log
+   synchronous), resolve by location with a class, the bare FastAPI + psycopg baseline, and tipg's
+   feature-by-id on the same table (tipg from a separate venv, ``--tipg-venv``);
+4. with ``--growth-points``: adds points up to that many, and measures the SQL medians again.
+
+Figures and ratios are printed and written to ``bench/out/resolve-<timestamp>.json``.
+Never run from the tests: figures depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench.resolve import generate  # noqa: E402
+from gis.metric import metric_projector  # noqa: E402
+from registry import resolution  # noqa: E402
+from registry.db import migrate  # noqa: E402
+from registry.embedded import EmbeddedCluster  # noqa: E402
+from registry.settings import Settings  # noqa: E402
+
+TOKEN = "bench-token"
+OUT = ROOT / "bench" / "out"
+HERE = Path(__file__).resolve().parent
+
+
+def say(text: str) -> None:
+    """Progress on stderr, flushed."""
+    print(text, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# SQL alone
+# --------------------------------------------------------------------------------------------------
+
+
+def to_dollar(sql: str) -> tuple[str, list[str]]:
+    """psycopg placeholders (%(name)s / %s) to PREPARE's $n, with the parameter order."""
+    names: list[str] = []
+
+    def named(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    out = re.sub(r"%\((\w+)\)s", named, sql)
+    count = 0
+
+    def positional(_: re.Match[str]) -> str:
+        nonlocal count
+        count += 1
+        return f"${count}"
+
+    out = re.sub(r"%s", positional, out)
+    return out, names or [str(i) for i in range(count)]
+
+
+def sample_codes(conn: psycopg.Connection, n: int, rng: random.Random) -> list[str]:
+    """Codes of random existing assets."""
+    top = conn.execute("SELECT max(id) FROM assets").fetchone()[0]  # type: ignore[index]
+    ids = [rng.randint(1, top) for _ in range(n)]
+    return [r[0] for r in conn.execute("SELECT code FROM assets WHERE id = ANY(%s)", (ids,)).fetchall()]
+
+
+def sample_points(n: int, rng: random.Random) -> list[tuple[float, float]]:
+    """Random WGS84 points inside the generated district."""
+    return [
+        (
+            rng.uniform(generate.MIN_LON + 0.002, generate.MAX_LON - 0.002),
+            rng.uniform(generate.MIN_LAT + 0.002, generate.MAX_LAT - 0.002),
+        )
+        for _ in range(n)
+    ]
+
+
+def measure_sql(
+    conn: psycopg.Connection, label: str, sql: str, params: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Server time (EXPLAIN ANALYZE: planning + execution, timing off) and client round trip.
+
+    The statement is prepared and run with its generic plan, as the API's connections do
+    (``registry.resolution.resolution_connection_kwargs``); every input is run once before measuring,
+    so the figures are for a warm cache, the steady state of a server with enough memory.
+    """
+    text, names = to_dollar(sql)
+    conn.execute(f"PREPARE bench_stmt AS {text}")
+    cur = psycopg.ClientCursor(conn)
+
+    def literal_args(p: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(p[n] for n in names)
+
+    placeholders = ", ".join(["%s"] * len(names))
+    for p in params:  # warm the cache with every input
+        cur.execute(f"EXECUTE bench_stmt({placeholders})", literal_args(p))
+        cur.fetchall()
+    server: list[float] = []
+    for p in params:
+        cur.execute(
+            f"EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) EXECUTE bench_stmt({placeholders})", literal_args(p)
+        )
+        plan = cur.fetchone()[0][0]  # type: ignore[index]
+        server.append(float(plan["Planning Time"]) + float(plan["Execution Time"]))
+    # The client round trip as the API sees it: psycopg, prepared, Unix socket.
+    client: list[float] = []
+    for p in params:
+        args = literal_args(p) if names[0].isdigit() else p
+        started = time.perf_counter()
+        conn.execute(sql, args, prepare=True).fetchall()
+        client.append((time.perf_counter() - started) * 1000.0)
+    plan_lines = [
+        r[0]
+        for r in cur.execute(
+            f"EXPLAIN (ANALYZE, BUFFERS) EXECUTE bench_stmt({placeholders})",
+            literal_args(params[len(params) // 2]),
+        ).fetchall()
+    ]
+    conn.execute("DEALLOCATE bench_stmt")
+    result = {
+        "label": label,
+        "samples": len(params),
+        "server_median_ms": round(statistics.median(server), 4),
+        "server_p90_ms": round(sorted(server)[int(len(server) * 0.9)], 4),
+        "client_median_ms": round(statistics.median(client), 4),
+        "plan": "\n".join(plan_lines),
+    }
+    say(
+        f"  {label}: server median {result['server_median_ms']} ms, p90 {result['server_p90_ms']} ms, "
+        f"round trip median {result['client_median_ms']} ms"
+    )
+    return result
+
+
+def sql_suite(conn: psycopg.Connection, settings: Settings, samples: int, seed: int) -> dict[str, Any]:
+    """The statements the resolver runs, on random codes and points."""
+    rng = random.Random(seed)
+    config = resolution.ResolveConfig.from_settings(settings)
+    projector = metric_projector(settings.metric_srid)
+    codes = sample_codes(conn, samples, rng)
+    points = sample_points(samples, rng)
+    classes = list(generate.POINT_CLASSES)
+    located = []
+    for lon, lat in points:
+        x, y = projector.project_point(lon, lat)
+        cls = rng.choice(classes)
+        located.append({"x": x, "y": y, "lon": lon, "lat": lat, "cls": cls})
+    k = config.candidates
+    out = {}
+    out["code"] = measure_sql(conn, "by code", resolution._CODE_SQL_NOW, [{"0": c} for c in codes])
+    out["code_at"] = measure_sql(
+        conn,
+        "by code, as of a time",
+        resolution._CODE_SQL_AT,
+        [{"code": c, "at": "2024-06-01T00:00:00+08:00"} for c in codes],
+    )
+    by_class = [
+        {
+            "classes": "{" + p["cls"] + "}",
+            "tolerances": "{" + str(config.point_tolerance_m) + "}",
+            "x": p["x"],
+            "y": p["y"],
+            "k": k,
+            "lon": p["lon"],
+            "lat": p["lat"],
+            "county": generate.COUNTY,
+            "zt": "2026-01-01T00:00:00+08:00",
+            "category": None,
+        }
+        for p in located
+    ]
+    srid = settings.metric_srid
+    out["location"] = measure_sql(
+        conn,
+        "by location, one class (steps 1-4, one statement)",
+        resolution._location_sql(srid, by_class=True, at=False),
+        by_class,
+    )
+    out["location_at"] = measure_sql(
+        conn,
+        "by location, one class, as of a time",
+        resolution._location_sql(srid, by_class=True, at=True),
+        [
+            {
+                **p,
+                "at": "2024-06-01T00:00:00+08:00",
+                "zt": "2024-06-01T00:00:00+08:00",
+                "tz": settings.timezone,
+            }
+            for p in by_class
+        ],
+    )
+    out["location_cable"] = measure_sql(
+        conn,
+        "by location, cables (line band)",
+        resolution._location_sql(srid, by_class=True, at=False),
+        [
+            {**p, "classes": "{2105}", "tolerances": "{" + str(config.line_tolerance_m) + "}"}
+            for p in by_class
+        ],
+    )
+    out["location_any"] = measure_sql(
+        conn,
+        "by location, any class",
+        resolution._location_sql(srid, by_class=False, at=False),
+        [{**p, "tol": config.point_tolerance_m, "classes": "{}"} for p in by_class],
+    )
+    out["nearest"] = measure_sql(
+        conn,
+        "step 1 alone (nearest assets of one class)",
+        resolution._nearest_sql(srid, by_class=True, at=False),
+        by_class,
+    )
+    out["area"] = measure_sql(
+        conn, "steps 3-4 alone (zones and rules at a point)", resolution._AREA_SQL, by_class
+    )
+    return out
+
+
+def index_comparison(conn: psycopg.Connection, settings: Settings, samples: int, seed: int) -> dict[str, Any]:
+    """Step 1 (nearest lamp within 30 m) under other index designs, each in a rolled-back transaction."""
+    rng = random.Random(seed + 2)
+    projector = metric_projector(settings.metric_srid)
+    config = resolution.ResolveConfig.from_settings(settings)
+    params = []
+    for lon, lat in sample_points(samples, rng):
+        x, y = projector.project_point(lon, lat)
+        params.append({"classes": "{0118}", "tolerances": "{30}", "x": x, "y": y, "k": config.candidates})
+    sql = resolution._nearest_sql(settings.metric_srid, by_class=True, at=False)
+    designs = {
+        "composite GiST (class_code, geom_m) [chosen]": [],
+        "GiST (geom_m) alone, class filtered": ["DROP INDEX assets_class_geom_m_gist"],
+        "GiST (geom_m) + btree (class_code)": [
+            "DROP INDEX assets_class_geom_m_gist",
+            "CREATE INDEX bench_class_btree ON assets (class_code)",
+            "ANALYZE assets",
+        ],
+    }
+    out = {}
+    for label, statements in designs.items():
+        try:
+            with conn.transaction():
+                for statement in statements:
+                    conn.execute(statement)
+                out[label] = measure_sql(conn, f"step 1 with {label}", sql, params)
+                raise psycopg.Rollback()
+        except psycopg.Rollback:
+            pass
+    conn.execute("ANALYZE assets")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# HTTP
+# --------------------------------------------------------------------------------------------------
+
+
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    """Poll until the server answers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status < 500:
+                    return
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:
+                return
+            time.sleep(0.3)
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"server at {url} did not come up")
+
+
+class Server:
+    """A server process started for one measurement."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], ready_url: str, log: Path) -> None:
+        self.log = log.open("w")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        try:
+            wait_http(ready_url)
+        except RuntimeError:
+            self.stop()
+            raise RuntimeError(f"{cmd[0]} failed to start; see {log}") from None
+
+    def stop(self) -> None:
+        """Terminate the process we started (by its pid) and wait for it."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def _ms(text: str) -> float:
+    match = re.match(r"([\d.]+)(us|ms|s)", text)
+    if not match:
+        return float("nan")
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000.0 if unit == "us" else value * 1000.0 if unit == "s" else value
+
+
+def wrk(
+    base: str, paths: list[str], label: str, *, seconds: int, connections: int, headers: list[str]
+) -> dict[str, Any]:
+    """Run wrk over random paths; requests/s and latency percentiles (ms)."""
+    paths_file = OUT / f"paths-{re.sub(r'[^a-z0-9]+', '-', label.lower())}.txt"
+    paths_file.write_text("\n".join(paths) + "\n")
+    header_args = [arg for h in headers for arg in ("-H", h)]
+    common = ["wrk", "-t1", f"-c{connections}", "--latency", "-s", str(HERE / "paths.lua"), *header_args]
+    subprocess.run([*common, "-d3s", base, "--", str(paths_file)], capture_output=True, check=True)  # warm-up
+    done = subprocess.run(
+        [*common, f"-d{seconds}s", base, "--", str(paths_file)], capture_output=True, text=True, check=True
+    )
+    text = done.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    latency = {p: _ms(v) for p, v in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", text, re.M)}
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    errors = re.search(r"Socket errors:.*", text)
+    result = {
+        "label": label,
+        "requests_per_s": round(rps, 1),
+        "p50_ms": latency.get("50"),
+        "p90_ms": latency.get("90"),
+        "p99_ms": latency.get("99"),
+        "non_2xx": int(bad.group(1)) if bad else 0,
+        "socket_errors": errors.group(0) if errors else None,
+        "connections": connections,
+        "seconds": seconds,
+    }
+    say(
+        f"  {label}: {result['requests_per_s']} req/s, p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms"
+        + (f", NON-2XX {result['non_2xx']}" if result["non_2xx"] else "")
+    )
+    return result
+
+
+def http_suite(cluster: EmbeddedCluster, url: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Resolve by code (batched and synchronous log), by location, the bare baseline, and tipg."""
+    rng = random.Random(args.seed + 1)
+    conninfo = resolution.conninfo_from_url(url)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        codes = sample_codes(conn, 5000, rng)
+        id_rows = conn.execute(
+            "SELECT id FROM assets WHERE id = ANY(%s)", ([rng.randint(1, 1_000_000) for _ in range(5000)],)
+        ).fetchall()
+        log_before = conn.execute("SELECT count(*) FROM resolution_log").fetchone()[0]  # type: ignore[index]
+    uvicorn = str(Path(sys.executable).parent / "uvicorn")
+    base_env = {
+        **os.environ,
+        "SMARTCODE_DATABASE_URL": url,
+        "SMARTCODE_API_TOKEN": TOKEN,
+        "PYTHONPATH": str(ROOT),
+    }
+    port = args.port
+    results: dict[str, Any] = {}
+    common = dict(seconds=args.seconds, connections=args.connections)
+    auth = [f"Authorization: Bearer {TOKEN}"]
+
+    def ours(mode: str) -> Server:
+        env = {**base_env, "SMARTCODE_RESOLUTION_LOG_MODE": mode}
+        cmd = [
+            uvicorn,
+            "--factory",
+            "api.app:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+        return Server(cmd, env, f"http://127.0.0.1:{port}/api/v1/health", OUT / f"server-{mode}.log")
+
+    base = f"http://127.0.0.1:{port}"
+    server = ours("batch")
+    try:
+        results["code"] = wrk(
+            base,
+            [f"/api/v1/resolve?code={c}" for c in codes],
+            "resolve by code (log batched)",
+            headers=[],
+            **common,
+        )
+        classes = list(generate.POINT_CLASSES)
+        location_paths = [
+            f"/api/v1/resolve?lon={lon:.6f}&lat={lat:.6f}&class={rng.choice(classes)}"
+            for lon, lat in sample_points(5000, rng)
+        ]
+        results["location"] = wrk(
+            base, location_paths, "resolve by location, class given", headers=auth, **common
+        )
+        gcj_paths = []
+        from gis.crs import GCJ02, from_wgs84
+
+        for lon, lat in sample_points(2000, rng):
+            gx, gy = from_wgs84(lon, lat, GCJ02)
+            gcj_paths.append(
+                f"/api/v1/resolve?lon={gx:.7f}&lat={gy:.7f}&crs=gcj02&category=%E4%BA%95%E7%9B%96%E7%A0%B4%E6%8D%9F"
+            )
+        results["location_gcj_category"] = wrk(
+            base, gcj_paths, "resolve by location, gcj02 + category 井盖破损", headers=auth, **common
+        )
+    finally:
+        server.stop()
+    server = ours("sync")
+    try:
+        results["code_sync_log"] = wrk(
+            base,
+            [f"/api/v1/resolve?code={c}" for c in codes],
+            "resolve by code (log synchronous)",
+            headers=[],
+            **common,
+        )
+    finally:
+        server.stop()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        logged = conn.execute("SELECT count(*) FROM resolution_log").fetchone()[0] - log_before  # type: ignore[index]
+    answered = sum(
+        r["requests_per_s"] * r["seconds"] for r in results.values()
+    )  # approximate: wrk's count excludes the warm-up runs, which were logged too
+    results["log_rows_written"] = logged
+    results["answers_measured_approx"] = round(answered)
+    bare_env = {**base_env, "SMARTCODE_BENCH_CONNINFO": conninfo}
+    server = Server(
+        [
+            uvicorn,
+            "bench.resolve.bare_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        bare_env,
+        f"{base}/c/0",
+        OUT / "server-bare.log",
+    )
+    try:
+        results["bare"] = wrk(
+            base, [f"/c/{c}" for c in codes], "bare FastAPI + psycopg lookup", headers=[], **common
+        )
+    finally:
+        server.stop()
+    tipg = Path(args.tipg_venv) / "bin" / "uvicorn"
+    socket_host = quote(str(cluster.socket_dir), safe="")
+    if tipg.exists():
+        tipg_env = {
+            **os.environ,
+            # tipg validates the URL and needs a host: the socket directory percent-encoded (asyncpg
+            # decodes it).
+            "DATABASE_URL": f"postgresql://{cluster.server_user}@{socket_host}:5432/{cluster.db_name}",
+            "TIPG_DB_SCHEMAS": '["public"]',
+            "TIPG_DB_SPATIAL_EXTENT": "false",
+            "TIPG_DB_DATETIME_EXTENT": "false",
+        }
+        server = Server(
+            [
+                str(tipg),
+                "tipg.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            tipg_env,
+            f"{base}/collections",
+            OUT / "server-tipg.log",
+        )
+        try:
+            results["tipg"] = wrk(
+                base,
+                [f"/collections/public.assets/items/{r[0]}" for r in id_rows],
+                "tipg feature by id",
+                headers=[],
+                **common,
+            )
+        finally:
+            server.stop()
+    else:
+        say(
+            f"  tipg not found at {tipg}: python -m venv {args.tipg_venv} && "
+            f"{args.tipg_venv}/bin/pip install tipg uvicorn"
+        )
+    return results
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    """Parse options, build or reuse the data, measure, report."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--points", type=int, default=1_000_000)
+    parser.add_argument("--cables", type=int, default=200_000)
+    parser.add_argument(
+        "--growth-points", type=int, default=0, help="then grow to this many points and re-measure SQL"
+    )
+    parser.add_argument(
+        "--dir", default="/tmp/smartcode-bench", help="cluster directory (reused between runs)"
+    )
+    parser.add_argument("--samples", type=int, default=2000, help="random inputs per SQL statement")
+    parser.add_argument("--seconds", type=int, default=20, help="duration of each HTTP measurement")
+    parser.add_argument("--connections", type=int, default=10)
+    parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--tipg-venv", default="/tmp/bench-venv")
+    parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--compare-indexes", action="store_true", help="also time step 1 under other indexes")
+    parser.add_argument("--seed", type=int, default=20261122)
+    parser.add_argument("--destroy", action="store_true", help="delete the cluster afterwards")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None and not args.skip_http:
+        sys.exit("wrk is needed for the HTTP part: apt-get install wrk (or pass --skip-http)")
+    OUT.mkdir(parents=True, exist_ok=True)
+    base = Path(args.dir)
+    base.mkdir(parents=True, exist_ok=True)
+    base.chmod(0o755)
+    cluster = EmbeddedCluster(base / "pgdata", db_name="smartcode_bench")
+    url = cluster.start()
+    settings = Settings(database_url=url, api_token=TOKEN, data_dir=base / "pgdata")
+    migrate(url, settings=settings)
+    conninfo = resolution.conninfo_from_url(url)
+    report: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "args": vars(args)}
+    try:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            say("generating" if generate.meta(conn, "points") is None else "reusing / extending the data")
+            started = time.perf_counter()
+            generate.reference_data(conn, say)
+            generate.add_assets(conn, args.points, args.cables, say)
+            report["generate_s"] = round(time.perf_counter() - started, 1)
+            report["sizes"] = dict(
+                conn.execute(
+                    "SELECT 'assets', count(*) FROM assets UNION ALL SELECT 'zones', count(*) FROM zones "
+                    "UNION ALL SELECT 'rules', count(*) FROM responsibility_rules "
+                    "UNION ALL SELECT 'units', count(*) FROM units"
+                ).fetchall()
+            )
+            say(f"data: {report['sizes']}")
+        with psycopg.connect(conninfo, **resolution.resolution_connection_kwargs()) as conn:
+            say("SQL alone")
+            report["sql"] = sql_suite(conn, settings, args.samples, args.seed)
+            if args.compare_indexes:
+                say("index designs for step 1")
+                report["indexes"] = index_comparison(conn, settings, args.samples, args.seed)
+        if not args.skip_http:
+            say("HTTP (wrk, one server process)")
+            report["http"] = http_suite(cluster, url, args)
+        if args.growth_points:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                say(f"growth to {args.growth_points:,} points")
+                started = time.perf_counter()
+                generate.add_assets(conn, args.growth_points, args.cables, say)
+                report["growth_generate_s"] = round(time.perf_counter() - started, 1)
+            with psycopg.connect(conninfo, **resolution.resolution_connection_kwargs()) as conn:
+                report["growth_sql"] = sql_suite(conn, settings, args.samples, args.seed)
+                if args.compare_indexes:
+                    report["growth_indexes"] = index_comparison(conn, settings, args.samples, args.seed)
+    finally:
+        if args.destroy:
+            cluster.destroy()
+    summary(report)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = OUT / f"resolve-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    say(f"written {path}")
+
+
+def summary(report: dict[str, Any]) -> None:
+    """Print the figures against the goals, with ratios to the baselines of the same run."""
+    print("\n== Resolution benchmark ==")
+    print(f"data: {report.get('sizes')}")
+    sql = report.get("sql", {})
+    for key, goal in (("code", 0.1), ("location", 0.5)):
+        if key in sql:
+            value = sql[key]["server_median_ms"]
+            print(
+                f"SQL {sql[key]['label']}: median {value} ms (goal < {goal}) "
+                f"{'OK' if value < goal else 'MISSED'}"
+            )
+    for key in ("code_at", "location_at", "location_cable", "location_any", "area"):
+        if key in sql:
+            print(f"SQL {sql[key]['label']}: median {sql[key]['server_median_ms']} ms")
+    http = report.get("http", {})
+    if "code" in http:
+        code = http["code"]
+        print(
+            f"HTTP by code: {code['requests_per_s']} req/s (goal >= 1500), "
+            f"p99 {code['p99_ms']} ms (goal < 10)"
+        )
+        for base_key in ("tipg", "bare"):
+            if base_key in http:
+                ratio = code["requests_per_s"] / http[base_key]["requests_per_s"]
+                print(
+                    f"  vs {http[base_key]['label']} ({http[base_key]['requests_per_s']} req/s): {ratio:.2f}x"
+                    + (" (goal >= 3x)" if base_key == "tipg" else "")
+                )
+        if "code_sync_log" in http:
+            sync = http["code_sync_log"]
+            print(
+                f"  with the log written synchronously: {sync['requests_per_s']} req/s, "
+                f"p99 {sync['p99_ms']} ms"
+            )
+    if "location" in http:
+        loc = http["location"]
+        print(f"HTTP by location: {loc['requests_per_s']} req/s, p99 {loc['p99_ms']} ms (goal < 15)")
+    if "location_gcj_category" in http:
+        loc = http["location_gcj_category"]
+        print(f"HTTP by location (gcj02 + category): {loc['requests_per_s']} req/s, p99 {loc['p99_ms']} ms")
+    growth = report.get("growth_sql")
+    if growth:
+        for key in ("code", "location"):
+            ratio = growth[key]["server_median_ms"] / sql[key]["server_median_ms"]
+            print(
+                f"growth {sql[key]['label']}: {sql[key]['server_median_ms']} -> "
+                f"{growth[key]['server_median_ms']} ms "
+                f"= {ratio:.2f}x (goal < 1.5x)"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""``smartcode import``: load an inventory file as one batch; list, show and roll back batches.
+
+smartcode import FILE [--profile NAME | --mapping FILE] [--zone NAME] [--crs CRS]
+                      [--dry-run] [--strict] [--report PATH]
+smartcode import list
+smartcode import show BATCH_ID
+smartcode import rollback BATCH_ID
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from cli import context
+from cli.output import emit, failures
+
+_ACTIONS = ("rollback", "show", "list")
+
+
+def import_command(
+    target: Annotated[str, typer.Argument(help="the inventory file, or: list | show ID | rollback ID")],
+    batch: Annotated[str | None, typer.Argument(help="batch number for show / rollback")] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="built-in mapping profile (default szcg: 数字城管)")
+    ] = None,
+    mapping: Annotated[Path | None, typer.Option(help="mapping profile file (TOML)")] = None,
+    zone: Annotated[
+        str | None, typer.Option(help="restrict to this zone: rows outside it are rejected")
+    ] = None,
+    crs: Annotated[
+        str | None, typer.Option(help="coordinate system of the file (EPSG:4547, gcj02 ...)")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="check everything, write nothing")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="refuse the whole batch if any row is rejected")
+    ] = False,
+    report: Annotated[Path | None, typer.Option(help="write the JSON report to this file")] = None,
+    layer: Annotated[
+        str | None, typer.Option(help="GeoPackage layer, shapefile in a zip, Excel sheet")
+    ] = None,
+    encoding: Annotated[
+        str | None, typer.Option(help="text encoding of a DBF or CSV (GBK, UTF-8 ...)")
+    ] = None,
+    source_system: Annotated[
+        str | None, typer.Option(help="scope of the file's source ids (default: the profile name)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for machines")] = False,
+) -> None:
+    """Import an inventory file as one batch (all or nothing), or list / show / roll back batches."""
+    with failures():
+        if target in _ACTIONS and not Path(target).is_file():
+            _batch_action(target, batch, as_json)
+            return
+        if batch is not None:
+            raise typer.BadParameter(f"unexpected argument {batch!r}")
+        if profile and mapping:
+            raise typer.BadParameter("give --profile or --mapping, not both")
+        _import(
+            Path(target),
+            profile=profile,
+            mapping=mapping,
+            zone=zone,
+            crs=crs,
+            dry_run=dry_run,
+            strict=strict,
+            report_path=report,
+            layer=layer,
+            encoding=encoding,
+            source_system=source_system,
+            as_json=as_json,
+        )
+
+
+def _import(path: Path, *, report_path: Path | None, as_json: bool, mapping: Path | None, **kw: Any) -> None:
+    from importers.pipeline import ImportOptions, ImportRefused, run_import
+    from importers.progress import TerminalProgress
+
+    options = ImportOptions(mapping=str(mapping) if mapping else None, **kw)
+    progress = TerminalProgress()
+    try:
+        result = run_import(
+            context.engine(), path, context.cli_actor(), context.settings(), options, progress=progress
+        )
+    except ImportRefused as exc:
+        progress.close()
+        if report_path is not None and exc.report is not None:
+            _write(report_path, exc.report)
+        if exc.report is not None:
+            emit(_summary(exc.report), as_json, render)
+        raise
+    progress.close()
+    data = result.as_dict()
+    if report_path is not None:
+        _write(report_path, data)
+    emit(data if as_json else _summary(data), as_json, render)
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2, default=str) + b"\n")
+
+
+def _summary(data: dict[str, Any]) -> dict[str, Any]:
+    return {key: data[key] for key in data if key != "problems"} | {"problems": data["problems"][:20]}
+
+
+def render(data: dict[str, Any]) -> str:
+    """The human summary of an import report."""
+    counts = data["counts"]
+    lines = [
+        f"{data['file']}: {data['status']}"
+        + (f" (batch {data['batch_id']})" if data.get("batch_id") else ""),
+        f"  read {counts['read']:,}  created {counts['created']:,}  updated {counts['updated']:,}  "
+        f"unchanged {counts['unchanged']:,}  rejected {counts['rejected']:,}",
+    ]
+    crs = data.get("crs") or {}
+    if crs.get("used"):
+        lines.append(
+            f"  coordinates: {crs['used']} ({crs.get('origin')})"
+            + (f": {crs['note']}" if crs.get("note") else "")
+        )
+    if data.get("units_created"):
+        lines.append(f"  new unverified units: {', '.join(data['units_created'])}")
+    if data.get("codes_allocated"):
+        lines.append(
+            "  codes allocated: " + ", ".join(f"{k} x{v}" for k, v in data["codes_allocated"].items())
+        )
+    for note in data.get("notes") or ():
+        lines.append(f"  note: {note}")
+    problems = data.get("problems") or []
+    if problems:
+        lines.append(f"  problems ({data.get('problems_total', len(problems))}, first {len(problems)}):")
+        for p in problems:
+            value = f" [{p['value']}]" if p.get("value") else ""
+            lines.append(f"    row {p['row']} {p.get('field') or ''}: {p['reason']}{value}")
+    return "\n".join(lines)
+
+
+def _batch_action(action: str, batch: str | None, as_json: bool) -> None:
+    from importers import batches
+
+    if action == "list":
+        with context.session() as session:
+            rows = [batches.batch_view(session, b, with_report=False) for b in batches.list_batches(session)]
+        if as_json:
+            emit(rows, True)
+        else:
+            for b in rows:
+                typer.echo(
+                    f"{b['id']:>6}  {b['status']:<11} {b['started_at'][:19]}  {b['file']}  {b['counts']}"
+                )
+        return
+    if batch is None or not batch.isdigit():
+        raise typer.BadParameter(f"`smartcode import {action}` needs a batch number")
+    with context.session() as session:
+        if action == "show":
+            data = batches.batch_view(session, batches.get_batch(session, int(batch)))
+        else:
+            data = batches.rollback_batch(session, int(batch), context.cli_actor())
+    emit(data, as_json)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``smartcode import`` to the main app."""
+    app.command("import")(import_command)

@@ -1,0 +1,346 @@
+"""``smartcode resolve``, ``zones``, ``rules``, ``categories`` and ``resolutions``: ownership resolution."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli import context
+from cli.output import emit, failures
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines")]
+
+zones_app = typer.Typer(help="Zones (street, community, grid, contract, pilot) with versioned boundaries.")
+rules_app = typer.Typer(help="Responsibility rules (职责清单): zone + class/category -> unit.")
+categories_app = typer.Typer(help="Complaint categories (案件类别) and the classes they concern.")
+resolutions_app = typer.Typer(help="The resolution log: every answer given, with its query.")
+
+
+def _conninfo() -> str:
+    from registry.resolution import conninfo_from_url
+
+    return conninfo_from_url(context.ready_url())
+
+
+def _time(text: str | None) -> dt.datetime | None:
+    from registry.resolution import parse_time
+
+    return parse_time(text, context.settings().timezone)
+
+
+def render_answer(answer: dict[str, Any]) -> str:
+    """A dispatcher-readable answer: verdict, parties, explanation lines."""
+
+    def who(unit: dict[str, Any] | None) -> str:
+        if unit is None:
+            return "-"
+        phone = f"  tel {unit['phone']}" if unit.get("phone") else ""
+        return f"{unit['name']}{phone}"
+
+    lines = [f"{answer['status'].upper()}  (decided by: {answer['rule']}; log id {answer['id']})"]
+    asset = answer.get("asset")
+    if asset:
+        distance = f", {asset['distance_m']} m away" if asset.get("distance_m") is not None else ""
+        lines.append(f"asset:      {asset['code_display']}  {asset['class']['name']}{distance}")
+    for role in ("owner", "maintainer", "supervisor"):
+        lines.append(f"{role + ':':<11} {who(answer.get(role))}")
+    if answer.get("candidates") and answer["status"] == "ambiguous":
+        lines.append("candidates:")
+        for c in answer["candidates"]:
+            if "code" in c:
+                lines.append(
+                    f"  {c['rank']}. {c['code_display']} {c['class']['name']} {c['distance_m']} m  "
+                    f"{who(c['owner'])}"
+                )
+            else:
+                lines.append(f"  {c['rank']}. {who(c.get('unit'))}")
+    lines.append("why:")
+    lines.extend(f"  - {line}" for line in answer["explanation"])
+    return "\n".join(lines)
+
+
+def resolve(
+    code: Annotated[
+        str | None, typer.Option("--code", help="a scanned code, any separators, or a QR URL")
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="the location as LON,LAT (or X,Y in --crs)", metavar="LON,LAT")
+    ] = None,
+    crs: Annotated[str | None, typer.Option(help="wgs84 (default), gcj02, bd09, cgcs2000 or EPSG:n")] = None,
+    class_: Annotated[
+        list[str] | None, typer.Option("--class", help="component class code or name (repeatable)")
+    ] = None,
+    category: Annotated[str | None, typer.Option(help="complaint category, e.g. 井盖破损")] = None,
+    time: Annotated[str | None, typer.Option("--time", help="complaint time, ISO 8601 (default now)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Who is responsible: for a scanned code, or for a complaint at a location."""
+    with failures():
+        from registry.errors import InvalidInput
+        from registry.resolution import DirectLog, LocationQuery, Resolver, run_sync
+
+        if (code is None) == (at is None):
+            raise InvalidInput("give either --code CODE or --at LON,LAT")
+        resolver = Resolver(context.settings())
+        actor = context.cli_actor().name
+        log = DirectLog()
+        if code is not None:
+            answer, _ = run_sync(
+                _conninfo(),
+                lambda conn: resolver.resolve_code(conn, code, at=time, log=log, actor=actor, channel="cli"),
+            )
+        else:
+            assert at is not None
+            parts = [p.strip() for p in at.replace(" ", ",").split(",") if p.strip()]
+            if len(parts) != 2:
+                raise InvalidInput(f"--at {at!r}: write the location as LON,LAT, e.g. --at 114.3466,22.6953")
+            try:
+                x, y = float(parts[0]), float(parts[1])
+            except ValueError as exc:
+                raise InvalidInput(f"--at {at!r}: LON and LAT must be numbers") from exc
+            query = LocationQuery(x=x, y=y, crs=crs, classes=class_ or [], category=category, at=time)
+            answer, _ = run_sync(
+                _conninfo(),
+                lambda conn: resolver.resolve_location(conn, query, log=log, actor=actor, channel="cli"),
+            )
+        emit(answer, as_json, render_answer)
+
+
+@resolutions_app.command("show")
+def resolution_show(
+    log_id: Annotated[int, typer.Argument(help="the answer's log id")], as_json: JsonOpt = False
+) -> None:
+    """Show a logged answer with who asked and when."""
+    with failures():
+        from registry.resolution import get_resolution, run_sync
+
+        entry = run_sync(_conninfo(), lambda conn: get_resolution(conn, log_id))
+        if as_json:
+            emit(entry, True)
+        else:
+            typer.echo(f"asked {entry['at']} by {entry['actor']} via {entry['channel']}: {entry['query']}")
+            typer.echo(render_answer(entry["answer"]))
+
+
+@zones_app.command("import")
+def zones_import(
+    file: Annotated[Path, typer.Argument(help="GeoJSON, shapefile (.shp or .zip) or GeoPackage")],
+    level: Annotated[str, typer.Option(help="street, community, grid, contract or pilot")],
+    name_field: Annotated[str, typer.Option(help="field holding the zone's name")],
+    unit_field: Annotated[str | None, typer.Option(help="field naming the responsible unit")] = None,
+    code_field: Annotated[str | None, typer.Option(help="field holding the zone's code")] = None,
+    crs: Annotated[
+        str | None, typer.Option(help="the file's CRS when it declares none or a wrong one")
+    ] = None,
+    layer: Annotated[str | None, typer.Option(help="GeoPackage layer or shapefile in a .zip")] = None,
+    valid_from: Annotated[str | None, typer.Option(help="when these boundaries start (ISO 8601)")] = None,
+    reason: Annotated[str | None, typer.Option(help="why (kept in the audit log)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import polygons as zones: all or nothing; invalid polygons are repaired and reported."""
+    with failures():
+        from gis.area import ServiceArea
+        from registry import zones
+
+        s = context.settings()
+        with context.session() as session:
+            report = zones.import_zones(
+                session,
+                context.cli_actor(),
+                file,
+                level=level,
+                name_field=name_field,
+                unit_field=unit_field,
+                code_field=code_field,
+                crs=crs,
+                layer=layer,
+                valid_from=_time(valid_from),
+                area=ServiceArea.from_settings(s),
+                county=s.county_code,
+                reason=reason,
+            )
+        data = report.as_dict()
+        emit(data, as_json, _render_report)
+
+
+def _render_report(data: dict[str, Any]) -> str:
+    lines = []
+    for key, value in data.items():
+        if isinstance(value, list):
+            lines.append(f"{key}: {len(value)}")
+            lines.extend(f"  {item}" for item in value if key in ("repaired", "units_created"))
+        else:
+            lines.append(f"{key}: {value}")
+    return "\n".join(lines)
+
+
+@zones_app.command("list")
+def zones_list(
+    level: Annotated[str | None, typer.Option(help="only this level")] = None,
+    time: Annotated[str | None, typer.Option("--time", help="valid at this time (default now)")] = None,
+    all_versions: Annotated[bool, typer.Option(help="every boundary version")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List zones valid now (or at --time)."""
+    with failures():
+        from registry import zones
+
+        with context.session() as session:
+            items, _ = zones.list_zones(
+                session, level=level, at=_time(time), all_versions=all_versions, limit=100000
+            )
+        emit(
+            items,
+            as_json,
+            lambda rows: "\n".join(
+                f"{z['id']:>6}  {z['level']:<9} {z['name']}  -> {(z['unit'] or {}).get('name', '-')}"
+                f"  [{z['valid_from'] or '…'} – {z['valid_to'] or '…'}]"
+                for z in rows
+            ),
+        )
+
+
+@rules_app.command("import")
+def rules_import(
+    file: Annotated[
+        Path, typer.Argument(help="UTF-8 CSV with columns zone,level,class,category,unit,priority")
+    ],
+    reason: Annotated[str | None, typer.Option(help="why (kept in the audit log)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import responsibility rules from CSV: all rows or none."""
+    with failures():
+        from registry import rules
+        from registry.errors import InvalidInput
+
+        try:
+            content = file.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"{file.name}: cannot read as UTF-8 CSV: {exc}") from exc
+        with context.session() as session:
+            report = rules.import_rules_csv(
+                session,
+                context.cli_actor(),
+                content,
+                county=context.settings().county_code,
+                file=file.name,
+                reason=reason,
+            )
+        emit(report.as_dict(), as_json, _render_report)
+
+
+@rules_app.command("list")
+def rules_list(
+    zone: Annotated[str | None, typer.Option(help="only rules of this zone")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the rules valid now."""
+    with failures():
+        from registry import rules
+
+        with context.session() as session:
+            items, _ = rules.list_rules(session, zone=zone, limit=100000)
+        emit(
+            items,
+            as_json,
+            lambda rows: "\n".join(
+                f"{r['id']:>6}  {((r['zone'] or {}).get('level') or 'district'):<9} "
+                f"{(r['zone'] or {}).get('name', '*')}  class {(r['class'] or {}).get('code', '*')}  "
+                f"category {r['category'] or '*'}  p{r['priority']}  -> {r['unit']['name']}"
+                for r in rows
+            ),
+        )
+
+
+@categories_app.command("list")
+def categories_list(as_json: JsonOpt = False) -> None:
+    """List the complaint categories and their classes."""
+    with failures():
+        from registry import categories
+
+        with context.session() as session:
+            items = categories.list_categories(session)
+        emit(
+            items,
+            as_json,
+            lambda rows: "\n".join(
+                f"{c['name']}: {', '.join(c['classes']) or '(no asset: rules only)'}"
+                + (f"  aka {', '.join(c['aliases'])}" if c["aliases"] else "")
+                for c in rows
+            ),
+        )
+
+
+@categories_app.command("set")
+def categories_set(
+    name: Annotated[str, typer.Argument(help="the category as the case system sends it")],
+    class_: Annotated[
+        list[str] | None, typer.Option("--class", help="class code or name (repeatable)")
+    ] = None,
+    alias: Annotated[list[str] | None, typer.Option(help="another spelling (repeatable)")] = None,
+    description: Annotated[str | None, typer.Option(help="what it means")] = None,
+    reason: Annotated[str | None, typer.Option(help="why (kept in the audit log)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create or replace a category."""
+    with failures():
+        from registry import categories
+
+        with context.session() as session:
+            view, outcome = categories.set_category(
+                session,
+                context.cli_actor(),
+                categories.CategoryDef(
+                    name=name,
+                    classes=tuple(class_ or ()),
+                    aliases=tuple(alias or ()),
+                    description=description,
+                ),
+                reason=reason,
+            )
+        emit({**view, "outcome": outcome}, as_json)
+
+
+@categories_app.command("remove")
+def categories_remove(
+    name: Annotated[str, typer.Argument(help="the category")],
+    reason: Annotated[str | None, typer.Option(help="why (kept in the audit log)")] = None,
+) -> None:
+    """Deactivate a category (kept for old rules and log entries)."""
+    with failures():
+        from registry import categories
+
+        with context.session() as session:
+            categories.deactivate_category(session, context.cli_actor(), name, reason=reason)
+        typer.echo(f"category {name} deactivated")
+
+
+@categories_app.command("load")
+def categories_load(
+    file: Annotated[
+        Path | None, typer.Argument(help="TOML file (default: the shipped categories.toml)")
+    ] = None,
+    replace: Annotated[bool, typer.Option(help="overwrite categories that already exist")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Load categories from a TOML file: the missing ones, or all with --replace."""
+    with failures():
+        from registry import categories
+
+        with context.session() as session:
+            report = categories.import_categories(
+                session, context.cli_actor(), file or categories.DEFAULTS_PATH, replace=replace
+            )
+        emit(report, as_json, _render_report)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the resolution commands to the main ``smartcode`` app."""
+    app.command("resolve")(resolve)
+    app.add_typer(zones_app, name="zones")
+    app.add_typer(rules_app, name="rules")
+    app.add_typer(categories_app, name="categories")
+    app.add_typer(resolutions_app, name="resolutions")

@@ -1,0 +1,287 @@
+"""Staging and merging: validated rows go into a temporary table by COPY, then into ``assets`` set-based.
+
+Everything here runs inside the import's single transaction. The staging table has no index and
+is temporary (never WAL-logged), so COPY runs at full speed; the checks that need the registry's
+state (file-internal duplicates, codes already taken, which rows are new, changed or unchanged)
+are then one ``CREATE TABLE AS`` over the staged rows, and the writes one ``INSERT ... SELECT`` and
+one ``UPDATE ... FROM``, whose statement-level triggers record history for every row.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from importers.source import RowProblem
+from importers.validate import STAGE_COLUMNS, ValidChunk
+from registry.codes import check_digits
+from registry.serials import allocate_serials, reserve_serial
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "integer": pa.int64(),
+    "bigint": pa.int64(),
+    "text": pa.string(),
+    "double precision": pa.float64(),
+    "boolean": pa.bool_(),
+    "date": pa.date32(),
+    "jsonb": pa.string(),
+}
+_CSV_OPTIONS = pa_csv.WriteOptions(include_header=False)
+_COLUMN_LIST = ", ".join(name for name, _ in STAGE_COLUMNS)
+
+
+def create_stage(session: Session) -> None:
+    """The staging table of this transaction (temporary, unindexed, dropped at commit or rollback)."""
+    session.execute(text("DROP TABLE IF EXISTS import_stage"))
+    columns = ", ".join(f"{name} {kind}" for name, kind in STAGE_COLUMNS)
+    session.execute(text(f"CREATE TEMP TABLE import_stage ({columns}) ON COMMIT DROP"))
+
+
+def copy_chunk(session: Session, chunk: ValidChunk) -> None:
+    """Append a validated chunk to the staging table with one COPY (CSV written by Arrow, in C)."""
+    n = len(chunk)
+    if n == 0:
+        return
+    arrays = []
+    for name, kind in STAGE_COLUMNS:
+        values = chunk.columns[name]
+        arrow_type = _ARROW_TYPES[kind]
+        if values is None:
+            arrays.append(pa.nulls(n, arrow_type))
+        elif isinstance(values, np.ndarray) and values.dtype != object:
+            arrays.append(pa.array(values, type=arrow_type))
+        else:
+            arrays.append(pa.array(values.tolist(), type=arrow_type))
+    table = pa.Table.from_arrays(arrays, names=[name for name, _ in STAGE_COLUMNS])
+    buffer = io.BytesIO()
+    pa_csv.write_csv(table, buffer, _CSV_OPTIONS)
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    with (
+        raw.cursor() as cursor,
+        cursor.copy(f"COPY import_stage ({_COLUMN_LIST}) FROM STDIN (FORMAT csv)") as copy,
+    ):
+        copy.write(buffer.getbuffer())
+
+
+# The plan: every staged row with the asset it matches and what will happen to it. A row matches
+# the asset that carries its source id; a row with a code that no source id matched adopts the
+# asset registered under that code if that asset has no real source id of its own (registered
+# through the API or by hand, or known so far only by class and position: a 'geom:' key). Reasons
+# are checked in order; the first that applies rejects the row.
+_PLAN = """
+CREATE TEMP TABLE import_plan ON COMMIT DROP AS
+WITH matched AS (
+  SELECT s.row, s.source_id, s.code, s.serial, s.class_code,
+         CASE WHEN s.wkb IS NULL THEN ST_SetSRID(ST_MakePoint(s.lon, s.lat), 4326)
+              ELSE ST_SetSRID(ST_GeomFromWKB(decode(s.wkb, 'hex')), 4326) END AS geom,
+         s.owner_id, s.maintainer_id, s.supervisor_id, s.state, s.in_use, s.changed_on, s.grid_code,
+         s.data_source, s.note, s.installed_on, s.attributes,
+         m.id AS m_id, m.code AS m_code, c.id AS c_id, c.source_id AS c_source,
+         min(s.row) OVER (PARTITION BY s.source_id) AS first_source_row,
+         CASE WHEN s.code IS NOT NULL THEN min(s.row) OVER (PARTITION BY s.code) END AS first_code_row
+  FROM import_stage s
+  LEFT JOIN (SELECT DISTINCT ON (a.source_id) a.source_id, a.id, a.code FROM assets a
+             WHERE a.source_id IN (SELECT source_id FROM import_stage)
+             ORDER BY a.source_id, a.id) m ON m.source_id = s.source_id
+  LEFT JOIN assets c ON c.code = s.code
+), judged AS (
+  SELECT x.*,
+         CASE WHEN x.m_id IS NOT NULL THEN x.m_id
+              WHEN x.c_id IS NOT NULL AND (x.c_source IS NULL OR x.c_source LIKE 'geom:%') THEN x.c_id
+         END AS asset_id,
+         CASE
+           WHEN x.first_code_row < x.row THEN
+             'code ' || x.code || ' appears again: first at row ' || x.first_code_row
+           WHEN x.source_id IS NOT NULL AND x.first_source_row < x.row THEN
+             CASE WHEN x.source_id LIKE 'geom:%'
+                  THEN 'the same class at the same position as row ' || x.first_source_row
+                       || ', and neither has an identifier'
+                  ELSE 'source id ' || x.source_id || ' appears again: first at row ' || x.first_source_row
+             END
+           WHEN x.m_id IS NOT NULL AND x.code IS NOT NULL AND x.code <> x.m_code THEN
+             'source id ' || x.source_id || ' is registered as code ' || x.m_code || ', the file now gives '
+             || x.code || ': a smart code never changes'
+           WHEN x.m_id IS NULL AND x.c_id IS NOT NULL AND x.c_source NOT LIKE 'geom:%' THEN
+             'code ' || x.code || ' is already registered to another asset (source id ' || x.c_source || ')'
+         END AS reject_reason
+  FROM matched x
+)
+SELECT j.row, j.source_id, j.code, j.serial, j.class_code, j.geom, j.owner_id, j.maintainer_id,
+       j.supervisor_id, j.state, j.in_use, j.changed_on, j.grid_code, j.data_source, j.note,
+       j.installed_on, j.attributes, j.asset_id,
+       coalesce(j.reject_reason, CASE WHEN CAST(:actor_unit AS bigint) IS NOT NULL
+                                       AND a.owner_id IS DISTINCT FROM CAST(:actor_unit AS bigint)
+         THEN 'asset ' || a.code || ' belongs to another unit: '
+              || 'a unit token may only import assets of its own unit'
+       END) AS reject_reason,
+       CASE
+         WHEN j.reject_reason IS NOT NULL OR (CAST(:actor_unit AS bigint) IS NOT NULL AND a.id IS NOT NULL
+                                              AND a.owner_id IS DISTINCT FROM CAST(:actor_unit AS bigint))
+           THEN 'reject'
+         WHEN a.id IS NULL THEN 'create'
+         WHEN a.geom IS DISTINCT FROM j.geom
+           OR (j.owner_id IS NOT NULL AND j.owner_id IS DISTINCT FROM a.owner_id)
+           OR (j.maintainer_id IS NOT NULL AND j.maintainer_id IS DISTINCT FROM a.maintainer_id)
+           OR (j.supervisor_id IS NOT NULL AND j.supervisor_id IS DISTINCT FROM a.supervisor_id)
+           OR (j.state IS NOT NULL AND j.state IS DISTINCT FROM a.state)
+           OR (j.in_use IS NOT NULL AND j.in_use IS DISTINCT FROM a.in_use)
+           OR (j.grid_code IS NOT NULL AND j.grid_code IS DISTINCT FROM a.grid_code)
+           OR (j.data_source IS NOT NULL AND j.data_source IS DISTINCT FROM a.data_source)
+           OR (j.note IS NOT NULL AND j.note IS DISTINCT FROM a.note)
+           OR (j.installed_on IS NOT NULL AND j.installed_on IS DISTINCT FROM a.installed_on)
+           OR (j.attributes IS NOT NULL AND a.attributes || j.attributes <> a.attributes)
+           OR ((a.source_id IS NULL OR a.source_id LIKE 'geom:%') AND j.source_id IS DISTINCT FROM a.source_id)
+           THEN 'update'
+         ELSE 'unchanged'
+       END AS action
+FROM judged j LEFT JOIN assets a ON a.id = j.asset_id
+"""
+
+# The day a row marked out of use (作废) was changed, read as local midnight; else now.
+_DECOMMISSIONED_AT = "coalesce(p.changed_on::timestamp AT TIME ZONE CAST(:tz AS text), now())"
+
+_INSERT = f"""
+INSERT INTO assets (code, county_code, class_code, serial, geom, owner_id, maintainer_id, supervisor_id,
+                    state, in_use, decommissioned_at, decommission_reason, grid_code, data_source, note,
+                    installed_on, attributes, source_id, batch_id)
+SELECT coalesce(p.code, CAST(:county AS text) || p.class_code || lpad((al.first + p.k)::text, 6, '0')
+                        || get_byte(al.checks, p.k::int)::text),
+       CAST(:county AS text), p.class_code, coalesce(p.serial, al.first + p.k), p.geom,
+       p.owner_id, p.maintainer_id, p.supervisor_id, coalesce(p.state, '完好'), coalesce(p.in_use, true),
+       CASE WHEN p.in_use = false THEN {_DECOMMISSIONED_AT} END,
+       CASE WHEN p.in_use = false THEN CAST(:reason AS text) END,
+       p.grid_code, p.data_source, p.note, p.installed_on, coalesce(p.attributes, '{{}}'), p.source_id,
+       CAST(:batch AS bigint)
+FROM (SELECT p.*, CASE WHEN p.code IS NULL
+                       THEN row_number() OVER (PARTITION BY p.class_code, p.code IS NULL ORDER BY p.row) - 1
+                  END AS k
+      FROM import_plan p WHERE p.action = 'create') p
+LEFT JOIN import_alloc al ON al.class_code = p.class_code AND p.code IS NULL
+"""
+
+_UPDATE = f"""
+UPDATE assets a SET
+  geom = p.geom,
+  owner_id = coalesce(p.owner_id, a.owner_id),
+  maintainer_id = coalesce(p.maintainer_id, a.maintainer_id),
+  supervisor_id = coalesce(p.supervisor_id, a.supervisor_id),
+  state = coalesce(p.state, a.state),
+  in_use = coalesce(p.in_use, a.in_use),
+  decommissioned_at = CASE WHEN p.in_use IS NULL OR p.in_use = a.in_use THEN a.decommissioned_at
+                           WHEN p.in_use THEN NULL ELSE {_DECOMMISSIONED_AT} END,
+  decommission_reason = CASE WHEN p.in_use IS NULL OR p.in_use = a.in_use THEN a.decommission_reason
+                             WHEN p.in_use THEN NULL ELSE CAST(:reason AS text) END,
+  grid_code = coalesce(p.grid_code, a.grid_code),
+  data_source = coalesce(p.data_source, a.data_source),
+  note = coalesce(p.note, a.note),
+  installed_on = coalesce(p.installed_on, a.installed_on),
+  attributes = a.attributes || coalesce(p.attributes, '{{}}'),
+  source_id = CASE WHEN a.source_id IS NULL OR a.source_id LIKE 'geom:%'
+                   THEN coalesce(p.source_id, a.source_id) ELSE a.source_id END,
+  batch_id = CAST(:batch AS bigint)
+FROM import_plan p
+WHERE p.action = 'update' AND a.id = p.asset_id
+"""
+
+
+@dataclass
+class MergeResult:
+    """What the merge did (or, for a dry run, would do)."""
+
+    created: int
+    updated: int
+    unchanged: int
+    rejected: int
+    problems: list[RowProblem]
+    allocated: dict[str, int]
+
+
+def _field(reason: str, fields: dict[str, str]) -> str:
+    """The source field a plan rejection is about (the reason's first words say which)."""
+    if reason.startswith("code"):
+        return fields.get("code", "code")
+    if reason.startswith("source id"):
+        return fields.get("source_id", fields.get("code", "source_id"))
+    if reason.startswith("asset"):
+        return fields.get("owner", "owner")
+    return "geometry"
+
+
+def plan(session: Session, actor_unit: int | None, problem_cap: int, fields: dict[str, str]) -> MergeResult:
+    """Match staged rows to assets and decide create / update / unchanged / reject for each."""
+    session.execute(text("ANALYZE import_stage"))
+    session.execute(text(_PLAN), {"actor_unit": actor_unit})
+    counts = dict(
+        session.execute(text("SELECT action, count(*) FROM import_plan GROUP BY action")).tuples().all()
+    )
+    rows = session.execute(
+        text(
+            "SELECT row, reject_reason, coalesce(source_id, code) FROM import_plan "
+            "WHERE action = 'reject' ORDER BY row LIMIT :cap"
+        ),
+        {"cap": problem_cap},
+    ).all()
+    problems = [RowProblem(row, _field(reason, fields), reason, value) for row, reason, value in rows]
+    to_allocate = dict(
+        session.execute(
+            text(
+                "SELECT class_code, count(*) FROM import_plan WHERE action = 'create' AND code IS NULL "
+                "GROUP BY class_code ORDER BY class_code"
+            )
+        )
+        .tuples()
+        .all()
+    )
+    return MergeResult(
+        created=counts.get("create", 0),
+        updated=counts.get("update", 0),
+        unchanged=counts.get("unchanged", 0),
+        rejected=counts.get("reject", 0),
+        problems=problems,
+        allocated=to_allocate,
+    )
+
+
+def allocate(session: Session, county: str, allocated: dict[str, int]) -> None:
+    """Reserve the explicit serials, then allocate one range per class for rows without a code.
+
+    The check digits of each range are computed here, vectorised, and handed to the INSERT as a
+    byte string (one digit per byte), so the database never computes MOD 11,10 row by row.
+    """
+    explicit = session.execute(
+        text(
+            "SELECT class_code, max(serial) FROM import_plan WHERE action = 'create' AND code IS NOT NULL "
+            "GROUP BY class_code"
+        )
+    ).all()
+    for class_code, top in explicit:
+        reserve_serial(session, county, class_code, int(top))
+    session.execute(text("DROP TABLE IF EXISTS import_alloc"))
+    session.execute(
+        text("CREATE TEMP TABLE import_alloc (class_code text, first integer, checks bytea) ON COMMIT DROP")
+    )
+    for class_code, count in allocated.items():
+        serials = allocate_serials(session, county, class_code, count)
+        checks = check_digits(county + class_code, np.arange(serials.start, serials.stop))
+        session.execute(
+            text("INSERT INTO import_alloc VALUES (:c, :f, :k)"),
+            {"c": class_code, "f": serials.start, "k": checks.tobytes()},
+        )
+
+
+def write_created(session: Session, params: dict[str, Any]) -> int:
+    """Insert the new assets; returns how many."""
+    return int(session.execute(text(_INSERT), params).rowcount)  # type: ignore[attr-defined]
+
+
+def write_updated(session: Session, params: dict[str, Any]) -> int:
+    """Update the changed assets; returns how many."""
+    return int(session.execute(text(_UPDATE), params).rowcount)  # type: ignore[attr-defined]

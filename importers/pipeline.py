@@ -1,0 +1,596 @@
+"""One inventory file into the registry as one batch: read, map, validate, stage, merge, report.
+
+The batch is ONE database transaction: units it creates, serials it allocates, assets it creates
+or updates and their history all commit together or not at all, so a crash, a kill or a database
+failure half-way leaves the registry as it was. The ``import_batches`` row is written in its own
+small transactions around it (running -> committed / refused / failed) so that a failed batch is
+still on record. A dry run does the same work and rolls it back, writing nothing at all.
+
+Data flows as columns: reader chunks (:mod:`importers.formats`) -> mapped drafts
+(:mod:`importers.mapping`) -> validated stage columns (:mod:`importers.validate`) -> COPY into a
+temporary staging table -> set-based SQL (:mod:`importers.merge`). Memory is one chunk, whatever
+the file size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
+
+from gis.area import ServiceArea
+from gis.crs import Crs, parse_crs
+from gis.detect import guess_crs
+from importers import merge
+from importers.formats import DEFAULT_CHUNK_SIZE, open_source
+from importers.mapping import DraftChunk, map_chunk
+from importers.profiles import Profile, default_profile, load_profile
+from importers.source import RowProblem, SourceInfo
+from importers.validate import ClassTable, UnitResolver, ValidationContext, Zone, validate_chunk
+from registry.db import Actor, session_factory, set_change_context
+from registry.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
+from registry.models import ImportBatch, Unit
+from registry.settings import Settings
+
+# Problems kept in a report; beyond this only their number (and counts per field) are kept, so a
+# file where every one of a million rows is wrong still has a report of sensible size.
+DEFAULT_PROBLEM_CAP = 10_000
+_REFERENCE_POINTS = 5000
+# Sidecar files that belong to a shapefile: they are part of "the file" for its fingerprint.
+_SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
+
+Progress = Callable[[str, int, int | None], None]
+Fault = Callable[[str], None]
+
+
+class ImportRefused(Conflict):
+    """A strict import found rejected rows: nothing was written."""
+
+
+@dataclass
+class ImportOptions:
+    """How to read and load one file; every field is optional."""
+
+    profile: str | None = None  # a built-in profile name or a profile file path
+    mapping: str | None = None  # a profile TOML file (same as profile=path)
+    zone: str | None = None  # restrict to a zone (rows outside are rejected) and record it
+    crs: str | None = None  # the file's CRS, overriding what the profile or the file declares
+    dry_run: bool = False
+    strict: bool = False
+    layer: str | None = None  # GeoPackage layer, shapefile in a zip, Excel sheet
+    encoding: str | None = None  # DBF/CSV text encoding, overriding detection
+    source_system: str | None = None  # scope of the profile's source ids (default: the profile name)
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    file_name: str | None = None  # the name to report (an upload is stored under another name)
+    problem_cap: int = DEFAULT_PROBLEM_CAP
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as recorded on the batch."""
+        return {
+            "profile": self.profile,
+            "mapping": self.mapping,
+            "zone": self.zone,
+            "crs": self.crs,
+            "dry_run": self.dry_run,
+            "strict": self.strict,
+            "layer": self.layer,
+            "encoding": self.encoding,
+            "source_system": self.source_system,
+        }
+
+
+@dataclass
+class ImportReport:
+    """What an import did, as written to ``--report`` and returned by the API."""
+
+    file: str
+    sha256: str
+    status: str  # committed | dry_run | refused
+    batch_id: int | None
+    profile: str
+    dry_run: bool
+    strict: bool
+    format: str | None = None
+    encoding: str | None = None
+    crs: dict[str, Any] = field(default_factory=dict)
+    zone: str | None = None
+    read: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    problems: list[dict[str, Any]] = field(default_factory=list)
+    problems_total: int = 0
+    problems_by_field: dict[str, int] = field(default_factory=dict)
+    units_created: list[str] = field(default_factory=list)
+    codes_allocated: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form; counts under ``counts`` as well as at the top for convenience."""
+        return {
+            "batch_id": self.batch_id,
+            "status": self.status,
+            "file": self.file,
+            "sha256": self.sha256,
+            "format": self.format,
+            "encoding": self.encoding,
+            "profile": self.profile,
+            "dry_run": self.dry_run,
+            "strict": self.strict,
+            "zone": self.zone,
+            "crs": self.crs,
+            "counts": self.counts(),
+            "problems": self.problems,
+            "problems_total": self.problems_total,
+            "problems_shown": len(self.problems),
+            "problems_by_field": self.problems_by_field,
+            "units_created": self.units_created,
+            "codes_allocated": self.codes_allocated,
+            "notes": self.notes,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def counts(self) -> dict[str, int]:
+        """created / updated / unchanged / rejected, plus rows read."""
+        return {
+            "read": self.read,
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "rejected": self.rejected,
+        }
+
+
+class _Problems:
+    """Row problems of the whole import, capped; counts per field are kept for all of them."""
+
+    def __init__(self, file: str, cap: int) -> None:
+        self.file = file
+        self.cap = cap
+        self.kept: list[dict[str, Any]] = []
+        self.total = 0
+        self.by_field: Counter[str] = Counter()
+
+    def add(self, problems: list[RowProblem]) -> None:
+        for p in problems:
+            self.total += 1
+            self.by_field[p.field or "(row)"] += 1
+            if len(self.kept) < self.cap:
+                entry: dict[str, Any] = {
+                    "file": self.file,
+                    "row": p.row,
+                    "field": p.field,
+                    "reason": p.reason,
+                }
+                if p.value is not None:
+                    entry["value"] = p.value
+                self.kept.append(entry)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def file_fingerprint(path: Path) -> tuple[str, int]:
+    """sha256 and size of the file (a shapefile: of its .shp/.shx/.dbf/.prj/.cpg together)."""
+    parts = [path]
+    if path.suffix.lower() == ".shp":
+        parts = [p for ext in _SHAPEFILE_PARTS for p in _sidecars(path, ext)]
+    digest = hashlib.sha256()
+    size = 0
+    for part in parts:
+        with part.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+                size += len(block)
+    return digest.hexdigest(), size
+
+
+def _sidecars(path: Path, ext: str) -> list[Path]:
+    for candidate in (path.with_suffix(ext), path.with_suffix(ext.upper())):
+        if candidate.exists():
+            return [candidate]
+    return []
+
+
+def resolve_profile(options: ImportOptions) -> Profile:
+    """The mapping profile the options name; the built-in 数字城管 profile when none is named."""
+    name = options.mapping or options.profile
+    return load_profile(name) if name else default_profile()
+
+
+def _field_names(columns: dict[str, Any], profile: Profile) -> dict[str, str]:
+    """For each target, the source field that feeds it (for problem reports)."""
+    by_key = {name.strip().lower(): name for name in columns}
+    out: dict[str, str] = {}
+    for target in ("code", "source_id", "class_code", "class_name", "owner", "maintainer", "supervisor"):
+        for candidate in profile.fields.for_target(target):
+            actual = by_key.get(candidate.strip().lower())
+            if actual is not None:
+                out[target] = actual
+                break
+    if "class_name" not in out and "class_code" in out:
+        out["class_name"] = out["class_code"]
+    return out
+
+
+def _zone(session: Session, name: str, county: str) -> Zone:
+    rows = session.execute(
+        text(
+            "SELECT id, name, level, ST_AsBinary(geom) FROM zones WHERE county_code = :c AND name = :n "
+            "AND valid_to IS NULL ORDER BY level = 'pilot' DESC, level"
+        ),
+        {"c": county, "n": name},
+    ).all()
+    if not rows:
+        raise NotFound(f"no current zone named {name!r} in county {county}", zone=name)
+    if len(rows) > 1 and rows[0].level != "pilot":
+        levels = ", ".join(r.level for r in rows)
+        raise InvalidInput(f"zone name {name!r} exists at several levels ({levels}): ambiguous", zone=name)
+    row = rows[0]
+    geometry = shapely.from_wkb(bytes(row[3]))
+    shapely.prepare(geometry)
+    return Zone(row.id, row.name, row.level, geometry)
+
+
+def _reference_points(session: Session) -> tuple[np.ndarray, np.ndarray] | None:
+    """Registered asset positions (WGS84), to tell GCJ-02 from WGS84 coordinates."""
+    rows = session.execute(
+        text(
+            "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) AS p FROM assets "
+            "WHERE in_use LIMIT :n) s"
+        ),
+        {"n": _REFERENCE_POINTS},
+    ).all()
+    if not rows:
+        return None
+    arr = np.array(rows, dtype=np.float64)
+    return arr[:, 0], arr[:, 1]
+
+
+def decide_crs(
+    session: Session,
+    info: SourceInfo,
+    draft: DraftChunk,
+    options: ImportOptions,
+    profile: Profile,
+    area: ServiceArea,
+) -> tuple[Crs, bool, dict[str, Any]]:
+    """The CRS to read the file in, whether x/y are swapped, and what the report says about it."""
+    if options.crs:
+        return parse_crs(options.crs), False, {"used": parse_crs(options.crs).name, "origin": "argument"}
+    if profile.crs:
+        crs = parse_crs(profile.crs)
+        return crs, False, {"used": crs.name, "origin": "profile", "note": f"from profile {profile.name}"}
+    if info.declared_crs:
+        try:
+            crs = parse_crs(info.declared_crs)
+        except InvalidInput as exc:
+            raise InvalidInput(
+                f"{info.file}: its coordinate system is not one PROJ identifies "
+                f"({info.declared_crs[:80]}): pass --crs",
+                file=info.file,
+            ) from exc
+        return crs, False, {"used": crs.name, "origin": "declared", "note": "declared by the file"}
+    xs, ys = _sample_coordinates(draft)
+    guess = guess_crs(xs, ys, area, reference=_reference_points(session))
+    return (
+        guess.crs,
+        guess.swapped,
+        {
+            "used": guess.crs.name,
+            "origin": "detected",
+            "swapped": guess.swapped,
+            "note": f"the file declares no coordinate system; {guess.reason}",
+        },
+    )
+
+
+def _sample_coordinates(draft: DraftChunk) -> tuple[np.ndarray, np.ndarray]:
+    if draft.xs is not None and draft.ys is not None and not np.isnan(draft.xs).all():
+        return draft.xs, draft.ys
+    if draft.geometry is None:
+        return np.array([]), np.array([])
+    present = np.array([g is not None for g in draft.geometry.tolist()], dtype=bool)
+    coords = shapely.get_coordinates(draft.geometry[present][:5000])
+    return coords[:, 0], coords[:, 1]
+
+
+# --------------------------------------------------------------------------------------------------
+# Batch records (own small transactions)
+
+
+def _open_batch(
+    engine: Engine,
+    actor: Actor,
+    settings: Settings,
+    name: str,
+    digest: str,
+    size: int,
+    profile: Profile,
+    options: ImportOptions,
+) -> int:
+    with session_factory(engine)() as session, session.begin():
+        batch = ImportBatch(
+            county_code=settings.county_code,
+            file_name=name,
+            file_sha256=digest,
+            file_size=size,
+            profile=profile.name,
+            options=options.as_dict(),
+            actor=actor.name,
+            unit_id=actor.unit_id,
+            zone_name=options.zone,
+            status="running",
+        )
+        session.add(batch)
+        session.flush()
+        return batch.id
+
+
+def _close_batch(engine: Engine, batch_id: int, status: str, **values: Any) -> None:
+    with session_factory(engine)() as session, session.begin():
+        session.execute(
+            text(
+                "UPDATE import_batches SET status = :s, finished_at = now(), error = :e, "
+                "report = CAST(:r AS jsonb), counts = CAST(:c AS jsonb) WHERE id = :id"
+            ),
+            {
+                "s": status,
+                "e": values.get("error"),
+                "r": _json(values.get("report")),
+                "c": _json(values.get("counts") or {}),
+                "id": batch_id,
+            },
+        )
+
+
+def _json(value: Any) -> str | None:
+    import orjson
+
+    return None if value is None else orjson.dumps(value, default=str).decode()
+
+
+# --------------------------------------------------------------------------------------------------
+# The import
+
+
+def run_import(
+    engine: Engine,
+    path: str | Path,
+    actor: Actor,
+    settings: Settings,
+    options: ImportOptions | None = None,
+    *,
+    area: ServiceArea | None = None,
+    progress: Progress | None = None,
+    fault: Fault | None = None,
+) -> ImportReport:
+    """Import one inventory file as one batch; returns the report (status committed, dry_run or refused).
+
+    Raises InvalidInput when the file cannot be read at all, and whatever the database raised when
+    it failed; in both cases nothing was written (the batch, if one was opened, is marked failed).
+    ``fault`` is called at named points (tests use it to fail half-way).
+    """
+    options = options or ImportOptions()
+    path = Path(path)
+    area = area or ServiceArea.from_settings(settings)
+    started = time.perf_counter()
+    profile = resolve_profile(options)
+    name = options.file_name or path.name
+    digest, size = file_fingerprint(path)
+    x_fields, y_fields = profile.coordinate_fields()
+    info, chunks = open_source(
+        path,
+        layer=options.layer,
+        encoding=options.encoding or profile.encoding,
+        x_field=x_fields or None,
+        y_field=y_fields or None,
+        chunk_size=options.chunk_size,
+    )
+    report = ImportReport(
+        file=name,
+        sha256=digest,
+        status="dry_run" if options.dry_run else "committed",
+        batch_id=None,
+        profile=profile.name,
+        dry_run=options.dry_run,
+        strict=options.strict,
+        format=info.format,
+        encoding=info.encoding,
+        zone=options.zone,
+        notes=list(info.notes),
+    )
+    batch_id = None
+    if not options.dry_run:
+        batch_id = _open_batch(engine, actor, settings, name, digest, size, profile, options)
+        report.batch_id = batch_id
+    try:
+        _run(engine, info, chunks, actor, settings, options, profile, area, report, progress, fault)
+    except BaseException as exc:
+        if batch_id is not None:
+            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            status = "refused" if isinstance(exc, ImportRefused) else "failed"
+            report.status = status
+            report.seconds = time.perf_counter() - started
+            _close_batch(
+                engine, batch_id, status, error=message, report=report.as_dict(), counts=report.counts()
+            )
+        if isinstance(exc, ImportRefused):
+            report.status = "refused"
+            report.seconds = time.perf_counter() - started
+            exc.report = report.as_dict()
+        raise
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _run(
+    engine: Engine,
+    info: SourceInfo,
+    chunks: Iterator[Any],
+    actor: Actor,
+    settings: Settings,
+    options: ImportOptions,
+    profile: Profile,
+    area: ServiceArea,
+    report: ImportReport,
+    progress: Progress | None,
+    fault: Fault | None,
+) -> None:
+    county = settings.county_code
+    problems = _Problems(report.file, options.problem_cap)
+    session = session_factory(engine)()
+    session.begin()
+    try:
+        if True:
+            session.execute(text("SET LOCAL work_mem = '256MB'"))
+            reason = f"import of {report.file}" + (f" (batch {report.batch_id})" if report.batch_id else "")
+            set_change_context(session, actor, reason, action="import", batch_id=report.batch_id)
+            if report.batch_id is not None:
+                # Held to the end of the transaction: tells a reader whether a 'running' batch is alive.
+                session.execute(
+                    text("SELECT pg_advisory_xact_lock(CAST(:k AS int), CAST(:id AS int))"),
+                    {"k": _LOCK_KEY, "id": report.batch_id},
+                )
+            zone = _zone(session, options.zone, county) if options.zone else None
+            if zone is not None:
+                report.zone = f"{zone.name} ({zone.level})"
+            actor_unit_name = None
+            if actor.unit_id is not None and not actor.admin:
+                unit = session.get(Unit, actor.unit_id)
+                actor_unit_name = unit.name if unit else str(actor.unit_id)
+            units = UnitResolver(session, actor, county)
+            merge.create_stage(session)
+            ctx: ValidationContext | None = None
+            for chunk in chunks:
+                draft = map_chunk(chunk, profile)
+                if ctx is None:
+                    crs, swapped, crs_report = decide_crs(session, info, draft, options, profile, area)
+                    report.crs = crs_report
+                    ctx = ValidationContext(
+                        county=county,
+                        area=area,
+                        crs=crs,
+                        swapped=swapped,
+                        classes=ClassTable.load(session, profile),
+                        units=units,
+                        scope=options.source_system or profile.name,
+                        field_names=_field_names(chunk.columns, profile),
+                        zone=zone,
+                        actor_unit=actor.unit_id if not actor.admin else None,
+                        actor_unit_name=actor_unit_name,
+                    )
+                valid = validate_chunk(draft, ctx)
+                merge.copy_chunk(session, valid)
+                report.read += valid.read_rows
+                report.rejected += valid.rejected_rows
+                problems.add(valid.problems)
+                if progress is not None:
+                    progress("reading", report.read, info.feature_count)
+                if fault is not None:
+                    fault("chunk")
+            if ctx is None:
+                report.crs = {"used": None, "origin": "none", "note": "the file has no rows"}
+            if progress is not None:
+                progress("merging", report.read, info.feature_count)
+            actor_unit = actor.unit_id if not actor.admin else None
+            cap = max(0, options.problem_cap - len(problems.kept))
+            result = merge.plan(session, actor_unit, cap, ctx.field_names if ctx else {})
+            problems.add(result.problems)
+            problems.total += result.rejected - len(result.problems)  # those beyond the cap
+            report.rejected += result.rejected
+            report.unchanged = result.unchanged
+            report.units_created = list(units.created)
+            report.codes_allocated = dict(result.allocated)
+            if options.strict and report.rejected:
+                report.created, report.updated = result.created, result.updated
+                _finish_problems(report, problems)
+                report.status = "refused"
+                raise ImportRefused(
+                    f"{report.file}: {report.rejected} of {report.read} rows were rejected and --strict "
+                    "refuses the whole batch: nothing was written",
+                    rejected=report.rejected,
+                )
+            if options.dry_run:
+                report.created, report.updated = result.created, result.updated
+                _finish_problems(report, problems)
+                session.rollback()  # a dry run writes nothing: units, serials and all
+                return
+            merge.allocate(session, county, result.allocated)
+            params = {
+                "county": county,
+                "batch": report.batch_id,
+                "tz": settings.timezone,
+                "reason": f"marked out of use (作废) in {report.file}",
+            }
+            if progress is not None:
+                progress("writing", report.read, info.feature_count)
+            report.created = merge.write_created(session, params)
+            if fault is not None:
+                fault("created")
+            report.updated = merge.write_updated(session, params)
+            if fault is not None:
+                fault("written")
+            _finish_problems(report, problems)
+            session.execute(
+                text(
+                    "UPDATE import_batches SET status = 'committed', finished_at = now(), zone_id = :z, "
+                    "format = :f, counts = CAST(:c AS jsonb), report = CAST(:r AS jsonb) WHERE id = :id"
+                ),
+                {
+                    "z": zone.id if zone else None,
+                    "f": info.format,
+                    "c": _json(report.counts()),
+                    "r": _json(report.as_dict()),
+                    "id": report.batch_id,
+                },
+            )
+            session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        raise Conflict(
+            f"{report.file}: the registry refused the batch, nothing was written: {exc.orig}"
+        ) from exc
+    except DBAPIError as exc:
+        session.rollback()
+        raise DatabaseUnavailable(f"database error during import, nothing was written: {exc.orig}") from exc
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def _finish_problems(report: ImportReport, problems: _Problems) -> None:
+    report.problems = sorted(problems.kept, key=lambda p: p["row"])
+    report.problems_total = problems.total
+    report.problems_by_field = dict(problems.by_field)
+
+
+# Advisory lock namespace of import batches ("IMPT").
+_LOCK_KEY = 0x494D5054
+
+
+def batch_is_alive(session: Session, batch_id: int) -> bool:
+    """True when the transaction of a 'running' batch still holds its lock (the import is going on)."""
+    free = session.execute(
+        text("SELECT pg_try_advisory_xact_lock_shared(CAST(:k AS int), CAST(:id AS int))"),
+        {"k": _LOCK_KEY, "id": batch_id},
+    ).scalar()
+    return not free

@@ -1,0 +1,45 @@
+"""A progress line on the terminal for long imports: rows read (of the total when known), phase, rate."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+class TerminalProgress:
+    """Callable progress reporter; draws on ``stream`` (stderr) only when it is a terminal."""
+
+    def __init__(self, stream: TextIO | None = None, min_interval: float = 0.2) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty()
+        self.min_interval = min_interval
+        self.started = time.monotonic()
+        self._last_draw = 0.0
+        self._width = 0
+
+    def __call__(self, phase: str, done: int, total: int | None) -> None:
+        """Redraw the line (at most every ``min_interval`` seconds unless the phase changes)."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if phase == "reading" and now - self._last_draw < self.min_interval:
+            return
+        self._last_draw = now
+        elapsed = now - self.started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        if total:
+            filled = int(30 * min(done, total) / total)
+            bar = f"[{'#' * filled}{'.' * (30 - filled)}] {done:,}/{total:,} rows"
+        else:
+            bar = f"{done:,} rows"
+        line = f"{phase:<8} {bar}  {rate:,.0f} rows/s  {elapsed:.0f} s"
+        self.stream.write("\r" + line.ljust(self._width))
+        self._width = len(line)
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the line so later output starts on a fresh one."""
+        if self.enabled and self._width:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,690 @@
+"""Validating mapped rows, column by column: geometry, area, zone, class, code, units.
+
+Input is a :class:`importers.mapping.DraftChunk` (registry fields, geometry still in the source
+CRS); output is a :class:`ValidChunk`, the rows that passed as columns ready to stage, plus one
+:class:`RowProblem` per rejected row and reason. Everything runs on whole columns (numpy, shapely
+vectorised, per-distinct-value lookups) because inventories reach millions of rows. What needs
+the registry's current state (codes already taken, source ids already imported) is checked
+afterwards in SQL, on the staged rows (see :mod:`importers.merge`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+import shapely
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from gis.area import ServiceArea
+from gis.crs import WGS84, Crs, to_wgs84_arrays
+from importers.mapping import DraftChunk
+from importers.profiles import Profile
+from importers.source import RowProblem
+from registry import audit
+from registry.classes import ALLOWED_GEOMETRIES
+from registry.codes import InvalidCode, check_digits, parse_code
+from registry.db import Actor
+from registry.units import name_key
+
+ObjectArray = npt.NDArray[np.object_]
+BoolArray = npt.NDArray[np.bool_]
+
+# shapely type ids allowed for each class geometry kind (see registry.classes.ALLOWED_GEOMETRIES).
+_TYPE_IDS = {
+    "Point": 0,
+    "LineString": 1,
+    "Polygon": 3,
+    "MultiPoint": 4,
+    "MultiLineString": 5,
+    "MultiPolygon": 6,
+}
+_ALLOWED_IDS = {kind: {_TYPE_IDS[name] for name in names} for kind, names in ALLOWED_GEOMETRIES.items()}
+_TYPE_NAMES = {v: k for k, v in _TYPE_IDS.items()} | {2: "LinearRing", 7: "GeometryCollection"}
+# Rows without any identifier are recognised on re-import by class and position, to about 1 cm.
+_DERIVED_DECIMALS = 7
+DERIVED_PREFIX = "geom:"
+
+
+# --------------------------------------------------------------------------------------------------
+# Reference data, loaded once per import
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """What validation needs of a component class."""
+
+    code: str
+    name: str
+    geometry_type: str
+    active: bool
+
+
+@dataclass
+class ClassTable:
+    """Classes by code, and codes by folded name or alias (national, local and the profile's variants)."""
+
+    by_code: dict[str, ClassInfo]
+    by_name: dict[str, str]
+
+    @classmethod
+    def load(cls, session: Session, profile: Profile) -> ClassTable:
+        """Read the class table, adding the profile's local names (local name -> national code)."""
+        rows = session.execute(
+            text("SELECT code, name, geometry_type, active, aliases FROM component_classes")
+        ).all()
+        by_code = {r.code: ClassInfo(r.code, r.name, r.geometry_type, r.active) for r in rows}
+        by_name: dict[str, str] = {}
+        # Active classes first, so a retired class never shadows a live one of the same name.
+        for r in sorted(rows, key=lambda r: (not r.active, r.code)):
+            for label in (r.name, *(r.aliases or ())):
+                by_name.setdefault(_fold(label), r.code)
+        for label, code in profile.classes.items():
+            by_name[_fold(label)] = code
+        return cls(by_code, by_name)
+
+    def resolve(self, code: str | None, name: str | None) -> tuple[str | None, str | None]:
+        """(class code, None) or (None, reason): a known code wins, then a known name or alias."""
+        if code is not None:
+            if code in self.by_code:
+                return code, None
+            mapped = self.by_name.get(_fold(code))
+            if mapped is not None:
+                return mapped, None
+        if name is not None:
+            mapped = self.by_name.get(_fold(name))
+            if mapped is not None:
+                return mapped, None
+            return None, f"unknown class {name!r}: not a class name, alias or local variant in the profile"
+        if code is not None:
+            return None, f"unknown class code {code!r}"
+        return None, None
+
+
+def _fold(label: str) -> str:
+    return "".join(unicodedata.normalize("NFKC", label).split())
+
+
+class UnitResolver:
+    """Unit names to unit ids, set-based: one query per chunk for the names not seen before.
+
+    Names, aliases and credit codes match as in :func:`registry.units.find_unit`; names that match
+    nothing become new unverified units (as :func:`registry.units.ensure_unit` would make them),
+    created in the import's transaction and listed in the report.
+    """
+
+    _MATCH = text(
+        """
+        SELECT q.i, (SELECT u.id FROM units u
+                     WHERE replace(u.name, ' ', '') = q.key OR q.key = ANY (u.aliases)
+                        OR q.raw = ANY (u.aliases) OR u.credit_code = upper(q.key)
+                     ORDER BY u.id LIMIT 1)
+        FROM unnest(CAST(:raws AS text[]), CAST(:keys AS text[])) WITH ORDINALITY AS q(raw, key, i)
+        """
+    )
+    _CREATE = text(
+        """
+        INSERT INTO units (name, kind, aliases, verified, county_code)
+        SELECT n, 'other', '{}', false, :county FROM unnest(CAST(:names AS text[])) AS n
+        ON CONFLICT (name) DO NOTHING
+        RETURNING id, name
+        """
+    )
+
+    def __init__(self, session: Session, actor: Actor, county: str) -> None:
+        self.session = session
+        self.actor = actor
+        self.county = county
+        self.ids: dict[str, int] = {}
+        self.created: list[str] = []
+
+    def resolve(self, names: Sequence[str]) -> None:
+        """Make sure every name in ``names`` has an id in ``self.ids`` (creating unknown units)."""
+        todo = [n for n in dict.fromkeys(names) if n not in self.ids]
+        if not todo:
+            return
+        keys = [name_key(n) for n in todo]
+        found = self.session.execute(self._MATCH, {"raws": todo, "keys": keys}).all()
+        missing: list[str] = []
+        for index, unit_id in found:
+            name = todo[index - 1]
+            if unit_id is None:
+                missing.append(name)
+            else:
+                self.ids[name] = unit_id
+        if missing:
+            created = self.session.execute(self._CREATE, {"names": missing, "county": self.county}).all()
+            for unit_id, name in created:
+                self.ids[name] = unit_id
+                self.created.append(name)
+                audit.record(
+                    self.session,
+                    self.actor,
+                    "create",
+                    "unit",
+                    unit_id,
+                    reason="unknown unit named in an inventory",
+                )
+            # A name that differs from an existing one only by spacing is found on a second look.
+            rest = [n for n in missing if n not in self.ids]
+            if rest:
+                again = self.session.execute(
+                    self._MATCH, {"raws": rest, "keys": [name_key(n) for n in rest]}
+                ).all()
+                for index, unit_id in again:
+                    if unit_id is not None:
+                        self.ids[rest[index - 1]] = unit_id
+
+    def ids_for(self, names: ObjectArray) -> ObjectArray:
+        """Unit ids (or None) for a column of names."""
+        present = [n for n in dict.fromkeys(names.tolist()) if n is not None]
+        self.resolve(present)
+        lookup = self.ids.get
+        out = np.empty(len(names), dtype=object)
+        out[:] = [None if n is None else lookup(n) for n in names.tolist()]
+        return out
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A zone the import is restricted to: rows outside it are rejected."""
+
+    id: int
+    name: str
+    level: str
+    geometry: shapely.Geometry
+
+
+@dataclass
+class ValidationContext:
+    """What validation of every chunk of one import shares."""
+
+    county: str
+    area: ServiceArea
+    crs: Crs
+    swapped: bool
+    classes: ClassTable
+    units: UnitResolver
+    scope: str
+    field_names: dict[str, str] = field(default_factory=dict)  # target -> source field, for reports
+    zone: Zone | None = None
+    actor_unit: int | None = None
+    actor_unit_name: str | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# The result
+
+
+@dataclass
+class ValidChunk:
+    """Rows that passed, as columns in the staging table's order, and the problems of the others."""
+
+    columns: dict[str, Any]
+    problems: list[RowProblem]
+    rejected_rows: int
+    read_rows: int
+
+    def __len__(self) -> int:
+        return len(self.columns["row"])
+
+
+STAGE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("row", "integer"),
+    ("source_id", "text"),
+    ("code", "text"),
+    ("serial", "integer"),
+    ("class_code", "text"),
+    ("lon", "double precision"),
+    ("lat", "double precision"),
+    ("wkb", "text"),
+    ("owner_id", "bigint"),
+    ("maintainer_id", "bigint"),
+    ("supervisor_id", "bigint"),
+    ("state", "text"),
+    ("in_use", "boolean"),
+    ("changed_on", "date"),
+    ("grid_code", "text"),
+    ("data_source", "text"),
+    ("note", "text"),
+    ("installed_on", "date"),
+    ("attributes", "jsonb"),
+)
+
+
+class _Rejections:
+    """Collects row problems; a row with any problem is rejected."""
+
+    def __init__(self, draft: DraftChunk, ctx: ValidationContext) -> None:
+        self.rows = draft.rows
+        self.ctx = ctx
+        self.bad = np.zeros(len(draft), dtype=bool)
+        self.problems: list[RowProblem] = []
+        for problem in draft.problems:
+            self.problems.append(problem)
+        if draft.problems:
+            where = np.isin(self.rows, np.fromiter((p.row for p in draft.problems), dtype=np.int64))
+            self.bad |= where
+
+    def add(
+        self, mask: BoolArray, target: str, reason: Callable[[int], str], value: Callable[[int], Any]
+    ) -> None:
+        """Reject the rows in ``mask`` (those not rejected yet), each with its own reason."""
+        fresh = np.flatnonzero(mask & ~self.bad)
+        field_name = self.ctx.field_names.get(target, target)
+        for i in fresh.tolist():
+            raw = value(i)
+            self.problems.append(
+                RowProblem(int(self.rows[i]), field_name, reason(i), None if raw is None else str(raw)[:200])
+            )
+        self.bad[fresh] = True
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+
+
+def validate_chunk(draft: DraftChunk, ctx: ValidationContext) -> ValidChunk:
+    """Check every row of ``draft``; the rows that pass come back as stage columns."""
+    n = len(draft)
+    rej = _Rejections(draft, ctx)
+
+    class_codes = _classes(draft, ctx, rej)
+    codes, serials = _codes(draft, ctx, rej, class_codes)
+    lon, lat, wkb, key_coords = _geometry(draft, ctx, rej, class_codes)
+    owner, maintainer, supervisor = _units(draft, ctx, rej)
+
+    source_ids = _source_ids(draft, ctx, codes, class_codes, key_coords)
+    keep = ~rej.bad
+    attributes = _attributes_json(draft)
+    columns: dict[str, Any] = {
+        "row": draft.rows[keep],
+        "source_id": source_ids[keep],
+        "code": codes[keep],
+        "serial": serials[keep],
+        "class_code": class_codes[keep],
+        "lon": lon[keep] if lon is not None else None,
+        "lat": lat[keep] if lat is not None else None,
+        "wkb": wkb[keep] if wkb is not None else None,
+        "owner_id": owner[keep],
+        "maintainer_id": maintainer[keep],
+        "supervisor_id": supervisor[keep],
+        "state": draft.state[keep],
+        "in_use": draft.in_use[keep],
+        "changed_on": draft.changed[keep],
+        "grid_code": draft.grid[keep],
+        "data_source": draft.data_source[keep],
+        "note": draft.note[keep],
+        "installed_on": draft.installed[keep],
+        "attributes": attributes[keep],
+    }
+    rej.problems.sort(key=lambda p: p.row)
+    return ValidChunk(columns, rej.problems, int(rej.bad.sum()), n)
+
+
+def _classes(draft: DraftChunk, ctx: ValidationContext, rej: _Rejections) -> ObjectArray:
+    """The 4-digit class of every row (None where unknown: the row is rejected)."""
+    n = len(draft)
+    out = np.empty(n, dtype=object)
+    memo: dict[tuple[str | None, str | None], tuple[str | None, str | None]] = {}
+    reasons: dict[int, str] = {}
+    codes = draft.class_code.tolist()
+    names = draft.class_name.tolist()
+    own_codes = draft.code.tolist()
+    for i in range(n):
+        pair = (codes[i], names[i])
+        hit = memo.get(pair)
+        if hit is None:
+            hit = memo[pair] = ctx.classes.resolve(*pair)
+        code, reason = hit
+        if code is None and reason is None:
+            # No class in the file: the class part of the row's smart code, if it has one.
+            own = own_codes[i]
+            code = (
+                own[6:10] if own is not None and len(own) >= 10 and own[6:10] in ctx.classes.by_code else None
+            )
+            if code is None:
+                reason = "no class: give the class name (or code), or a smart code that contains it"
+        if reason is not None:
+            reasons[i] = reason
+        out[i] = code
+    if reasons:
+        mask = np.zeros(n, dtype=bool)
+        mask[list(reasons)] = True
+        rej.add(mask, "class_name", reasons.__getitem__, lambda i: names[i] or codes[i])
+    retired = np.array(
+        [c is not None and not ctx.classes.by_code[c].active for c in out.tolist()], dtype=bool
+    )
+    if retired.any():
+        rej.add(
+            retired,
+            "class_name",
+            lambda i: f"class {out[i]} {ctx.classes.by_code[out[i]].name} is retired",
+            lambda i: names[i] or codes[i],
+        )
+    return out
+
+
+def _codes(
+    draft: DraftChunk, ctx: ValidationContext, rej: _Rejections, class_codes: ObjectArray
+) -> tuple[ObjectArray, npt.NDArray[np.object_]]:
+    """17-digit codes (16-digit identifiers gain their check digit) and serials; None to allocate."""
+    n = len(draft)
+    codes = np.full(n, None, dtype=object)
+    serials = np.full(n, None, dtype=object)
+    given = draft.code.tolist()
+    present = [i for i in range(n) if given[i] is not None]
+    if not present:
+        return codes, serials
+    reasons: dict[int, str] = {}
+    # Fast path: plain 16/17 digits; anything else goes through parse_code for its exact message.
+    by_prefix: dict[str, list[int]] = {}
+    for i in present:
+        text_code = given[i]
+        if not (text_code.isdigit() and text_code.isascii() and len(text_code) in (16, 17)):
+            try:
+                parsed = parse_code(text_code)
+            except InvalidCode as exc:
+                reasons[i] = exc.message
+                continue
+            text_code = str(parsed)
+        by_prefix.setdefault(text_code[:10], []).append(i)
+        codes[i] = text_code
+    for prefix, members in by_prefix.items():
+        serial_values = np.array([int(codes[i][10:16]) for i in members], dtype=np.int64)
+        checks = check_digits(prefix, serial_values)
+        for i, serial, check in zip(members, serial_values.tolist(), checks.tolist(), strict=True):
+            code = codes[i]
+            if len(code) == 17 and int(code[16]) != check:
+                reasons[i] = (
+                    f"check digit of {code} is wrong (expected {check}, got {code[16]}): "
+                    "the code was probably mistyped"
+                )
+                codes[i] = None
+                continue
+            if prefix[:6] != ctx.county:
+                reasons[i] = f"code {code} belongs to county {prefix[:6]}, this registry is {ctx.county}"
+                codes[i] = None
+                continue
+            cls = class_codes[i]
+            if cls is not None and prefix[6:10] != cls:
+                reasons[i] = f"code {code} names class {prefix[6:10]}, but the row's class is {cls}"
+                codes[i] = None
+                continue
+            codes[i] = code[:16] + str(check)
+            serials[i] = serial
+    if reasons:
+        mask = np.zeros(n, dtype=bool)
+        mask[list(reasons)] = True
+        rej.add(mask, "code", reasons.__getitem__, lambda i: given[i])
+    return codes, serials
+
+
+def _geometry(
+    draft: DraftChunk, ctx: ValidationContext, rej: _Rejections, class_codes: ObjectArray
+) -> tuple[
+    npt.NDArray[np.float64] | None,
+    npt.NDArray[np.float64] | None,
+    ObjectArray | None,
+    npt.NDArray[np.float64],
+]:
+    """WGS84 lon/lat (points) or hex WKB (other shapes), and a key coordinate per row."""
+    n = len(draft)
+    kinds = np.array(
+        [ctx.classes.by_code[c].geometry_type if c is not None else None for c in class_codes.tolist()],
+        dtype=object,
+    )
+    if draft.geometry is None:
+        xs = draft.xs if draft.xs is not None else np.full(n, np.nan)
+        ys = draft.ys if draft.ys is not None else np.full(n, np.nan)
+        return _points(xs, ys, ctx, rej, kinds)
+    geoms = np.asarray(draft.geometry, dtype=object)
+    missing = np.array([g is None for g in geoms.tolist()], dtype=bool)
+    if not missing.any():
+        missing = shapely.is_empty(geoms)
+    else:
+        missing[~missing] = shapely.is_empty(geoms[~missing])
+    rej.add(missing, "geometry", lambda i: "no geometry", lambda i: None)
+    ok = ~missing
+    types = np.full(n, -1, dtype=np.int64)
+    types[ok] = shapely.get_type_id(geoms[ok])
+    if ok.any() and (types[ok] == 0).all() and ok.all():
+        coords = shapely.get_coordinates(geoms)
+        return _points(coords[:, 0].copy(), coords[:, 1].copy(), ctx, rej, kinds)
+    out = np.full(n, None, dtype=object)
+    if ok.any():
+        out[ok] = _to_wgs84_geometries(geoms[ok], ctx)
+        if shapely.get_coordinate_dimension(out[ok]).max(initial=2) > 2:
+            out[ok] = shapely.force_2d(out[ok])
+    _check_types(types, kinds, ctx, rej)
+    live = ok & ~rej.bad
+    if live.any():
+        valid = np.zeros(n, dtype=bool)
+        valid[live] = shapely.is_valid(out[live])
+        rej.add(
+            live & ~valid,
+            "geometry",
+            lambda i: f"invalid geometry: {shapely.is_valid_reason(out[i])}",
+            lambda i: None,
+        )
+    live = ok & ~rej.bad
+    inside = np.zeros(n, dtype=bool)
+    if live.any():
+        inside[live] = shapely.covers(ctx.area.accepted_region, out[live])
+    rej.add(live & ~inside, "geometry", lambda i: _outside_reason(ctx, out[i]), lambda i: None)
+    if ctx.zone is not None:
+        live = ok & ~rej.bad
+        in_zone = np.zeros(n, dtype=bool)
+        if live.any():
+            in_zone[live] = shapely.covers(ctx.zone.geometry, out[live])
+        rej.add(live & ~in_zone, "geometry", lambda i: _zone_reason(ctx), lambda i: None)
+    live = ok & ~rej.bad
+    wkb = np.full(n, None, dtype=object)
+    key = np.full(n, np.nan)
+    if live.any():
+        wkb[live] = shapely.to_wkb(out[live], hex=True)
+    return None, None, wkb, key
+
+
+def _to_wgs84_geometries(geoms: ObjectArray, ctx: ValidationContext) -> ObjectArray:
+    crs, swapped = ctx.crs, ctx.swapped
+    if crs == WGS84 and not swapped:
+        return geoms
+
+    def convert(coords: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        x, y = (coords[:, 1], coords[:, 0]) if swapped else (coords[:, 0], coords[:, 1])
+        lon, lat = to_wgs84_arrays(x, y, crs)
+        return np.column_stack([lon, lat])
+
+    result: ObjectArray = shapely.transform(geoms, convert)
+    return result
+
+
+def _points(
+    xs: npt.NDArray[np.float64],
+    ys: npt.NDArray[np.float64],
+    ctx: ValidationContext,
+    rej: _Rejections,
+    kinds: ObjectArray,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], None, npt.NDArray[np.float64]]:
+    n = len(xs)
+    if ctx.swapped:
+        xs, ys = ys, xs
+    missing = ~(np.isfinite(xs) & np.isfinite(ys))
+    rej.add(missing, "geometry", lambda i: "no geometry (coordinates missing or not numbers)", lambda i: None)
+    lon, lat = to_wgs84_arrays(xs, ys, ctx.crs)
+    types = np.where(missing, -1, 0)
+    _check_types(types, kinds, ctx, rej)
+    live = ~rej.bad
+    inside = np.zeros(n, dtype=bool)
+    inside[live] = ctx.area.inside_mask(lon[live], lat[live])
+    outside = live & ~inside
+    if outside.any():
+        swapped = np.zeros(n, dtype=bool)
+        swapped[outside] = ctx.area.inside_mask(lat[outside], lon[outside])
+        rej.add(
+            outside & swapped,
+            "geometry",
+            lambda i: (
+                f"latitude and longitude look swapped: (lon {lon[i]:.6f}, lat {lat[i]:.6f}) is outside "
+                "the service area but would be inside with x and y exchanged"
+            ),
+            lambda i: f"{xs[i]}, {ys[i]}",
+        )
+        rej.add(
+            outside,
+            "geometry",
+            lambda i: _outside_point_reason(ctx, float(lon[i]), float(lat[i])),
+            lambda i: f"{xs[i]}, {ys[i]}",
+        )
+    if ctx.zone is not None:
+        live = ~rej.bad
+        in_zone = np.zeros(n, dtype=bool)
+        if live.any():
+            in_zone[live] = shapely.intersects_xy(ctx.zone.geometry, lon[live], lat[live])
+        rej.add(
+            live & ~in_zone, "geometry", lambda i: _zone_reason(ctx), lambda i: f"{lon[i]:.6f}, {lat[i]:.6f}"
+        )
+    return lon, lat, None, np.column_stack([lon, lat])
+
+
+def _check_types(
+    types: npt.NDArray[np.int64], kinds: ObjectArray, ctx: ValidationContext, rej: _Rejections
+) -> None:
+    """Reject rows whose geometry type does not suit their class (a lamp must be a point...)."""
+    wrong = np.zeros(len(types), dtype=bool)
+    for kind, allowed in _ALLOWED_IDS.items():
+        of_kind = (kinds == kind) & (types >= 0)
+        if of_kind.any():
+            wrong |= of_kind & ~np.isin(types, list(allowed))
+    if wrong.any():
+        rej.add(
+            wrong,
+            "geometry",
+            lambda i: (
+                f"class expects a {kinds[i]} geometry "
+                f"({' or '.join(ALLOWED_GEOMETRIES[kinds[i]])}), got {_TYPE_NAMES.get(int(types[i]), '?')}"
+            ),
+            lambda i: None,
+        )
+
+
+def _outside_point_reason(ctx: ValidationContext, lon: float, lat: float) -> str:
+    if not (abs(lon) <= 180 and abs(lat) <= 90):
+        return (
+            f"coordinate ({lon:g}, {lat:g}) is not a longitude/latitude: "
+            f"the file is read as {ctx.crs.name}; declare the right coordinate system (--crs)"
+        )
+    km = ctx.area.distance_outside_m(lon, lat) / 1000.0
+    return (
+        f"(lon {lon:.6f}, lat {lat:.6f}) is {km:.2f} km outside the service area "
+        f"(allowed margin {ctx.area.margin_m / 1000.0:g} km)"
+    )
+
+
+def _outside_reason(ctx: ValidationContext, geom: shapely.Geometry) -> str:
+    flipped = shapely.transform(geom, lambda c: c[:, ::-1])
+    if shapely.covers(ctx.area.accepted_region, flipped):
+        return (
+            f"latitude and longitude look swapped: this {geom.geom_type} is outside the service area "
+            "but would be inside with x and y exchanged"
+        )
+    point = shapely.get_coordinates(geom)[0]
+    return (
+        f"geometry leaves the service area (first vertex: {_outside_point_reason(ctx, *map(float, point))})"
+    )
+
+
+def _zone_reason(ctx: ValidationContext) -> str:
+    assert ctx.zone is not None
+    return f"outside the zone {ctx.zone.name} ({ctx.zone.level}) this import is restricted to"
+
+
+def _units(
+    draft: DraftChunk, ctx: ValidationContext, rej: _Rejections
+) -> tuple[ObjectArray, ObjectArray, ObjectArray]:
+    owner = ctx.units.ids_for(draft.owner)
+    maintainer = ctx.units.ids_for(draft.maintainer)
+    supervisor = ctx.units.ids_for(draft.supervisor)
+    if ctx.actor_unit is not None:
+        # A unit token imports its own assets: an empty owner is the token's unit, another owner
+        # is refused row by row.
+        owner[np.array([o is None for o in owner.tolist()], dtype=bool)] = ctx.actor_unit
+        foreign = np.array([o != ctx.actor_unit for o in owner.tolist()], dtype=bool)
+        rej.add(
+            foreign,
+            "owner",
+            lambda i: (
+                f"owned by {draft.owner[i]}: a unit token may only import assets of its own unit "
+                f"({ctx.actor_unit_name})"
+            ),
+            lambda i: draft.owner[i],
+        )
+    return owner, maintainer, supervisor
+
+
+def _source_ids(
+    draft: DraftChunk,
+    ctx: ValidationContext,
+    codes: ObjectArray,
+    class_codes: ObjectArray,
+    key_coords: npt.NDArray[np.float64],
+) -> ObjectArray:
+    """What identifies each row across imports: the profile's source id (scoped), else the code,
+    else class + position."""
+    n = len(draft)
+    out = np.full(n, None, dtype=object)
+    given = draft.source_id.tolist()
+    code_list = codes.tolist()
+    raw_codes = draft.code.tolist()
+    scope = ctx.scope + ":"
+    for i in range(n):
+        if given[i] is not None:
+            out[i] = scope + given[i]
+        elif code_list[i] is not None:
+            out[i] = raw_codes[i]
+    need = np.array([v is None for v in out.tolist()], dtype=bool)
+    if need.any():
+        cls_list = class_codes.tolist()
+        for i in np.flatnonzero(need).tolist():
+            if key_coords.ndim == 2 and np.isfinite(key_coords[i]).all():
+                position = (
+                    f"{key_coords[i][0]:.{_DERIVED_DECIMALS}f},{key_coords[i][1]:.{_DERIVED_DECIMALS}f}"
+                )
+            elif draft.geometry is not None and draft.geometry[i] is not None:
+                position = hashlib.sha1(shapely.to_wkb(draft.geometry[i])).hexdigest()
+            else:
+                continue
+            digest = hashlib.sha1(f"{cls_list[i]}|{position}".encode()).hexdigest()[:20]
+            out[i] = DERIVED_PREFIX + digest
+    return out
+
+
+def _attributes_json(draft: DraftChunk) -> ObjectArray:
+    """The attribute bag as JSON text per row (None when empty), with the source's change date."""
+    n = len(draft)
+    out = np.full(n, None, dtype=object)
+    changed = draft.changed.tolist()
+    if not draft.attributes:
+        memo: dict[date, str] = {}
+        for i, day in enumerate(changed):
+            if day is not None:
+                hit = memo.get(day)
+                if hit is None:
+                    hit = memo[day] = orjson.dumps({"changed_on": day.isoformat()}).decode()
+                out[i] = hit
+        return out
+    for i, bag in enumerate(draft.attribute_dicts()):
+        if changed[i] is not None:
+            bag["changed_on"] = changed[i].isoformat()
+        if bag:
+            out[i] = orjson.dumps(bag, default=str).decode()
+    return out

@@ -1,0 +1,556 @@
+"""Zones: street, community, grid, maintenance-contract and pilot areas, versioned like MapIt generations.
+
+A zone is identified by (county, level, name); each boundary version has a validity period
+[valid_from, valid_to). A new version closes the open one, so "which zones contained this point at
+time t" always has one answer per zone. Rules (``registry.rules``) name zones by level and name and
+therefore follow them across generations.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import shapely
+from shapely.geometry import mapping
+from shapely.geometry.base import BaseGeometry
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from gis.area import ServiceArea
+from gis.crs import WGS84, Crs, parse_crs, transform_geometry
+from gis.detect import guess_crs
+from registry import audit
+from registry import units as unit_service
+from registry.db import Actor
+from registry.errors import InvalidInput, NotFound
+
+ZONE_LEVELS = ("street", "community", "grid", "contract", "pilot")
+LEVEL_NAMES = {
+    "street": "街道",
+    "community": "社区",
+    "grid": "单元网格",
+    "contract": "养护合同片区",
+    "pilot": "试点区域",
+}
+_NEG_INFINITY = "-infinity"
+# A zone smaller than this is a digitising accident (a collapsed or flat ring), not an area.
+_MIN_AREA_M2 = 1.0
+_M_PER_DEG = 111_320.0
+
+_ZONE_COLUMNS = (
+    "z.id, z.county_code, z.level, z.name, z.code, z.unit_id, "
+    "nullif(z.valid_from, '-infinity') AS valid_from, z.valid_to, z.source, "
+    "z.repair_note, z.attributes, z.created_at, z.actor, z.reason, u.name AS unit_name"
+)
+
+
+@dataclass
+class ZoneInput:
+    """One zone version to save: geometry in WGS84, unit named or given by id."""
+
+    level: str
+    name: str
+    geometry: BaseGeometry
+    unit: str | None = None
+    unit_id: int | None = None
+    code: str | None = None
+    valid_from: dt.datetime | None = None
+    source: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    repair_note: str | None = None  # set when the caller already repaired the polygon
+
+
+def check_level(level: str) -> str:
+    """The level, lower-cased, or ``InvalidInput`` listing the accepted ones."""
+    value = (level or "").strip().lower()
+    if value not in ZONE_LEVELS:
+        raise InvalidInput(
+            f"unknown zone level {level!r}; use one of {', '.join(ZONE_LEVELS)}", field="level"
+        )
+    return value
+
+
+def prepare_polygon(geom: BaseGeometry | None, what: str) -> tuple[shapely.MultiPolygon, str | None]:
+    """A valid 2D MultiPolygon from ``geom`` and a note on any repair, or ``InvalidInput`` with the reason."""
+    if geom is None or geom.is_empty:
+        raise InvalidInput(f"{what}: no geometry")
+    if shapely.get_coordinate_dimension(geom) > 2:
+        geom = shapely.force_2d(geom)
+    if not isinstance(geom, shapely.Polygon | shapely.MultiPolygon):
+        raise InvalidInput(f"{what}: a zone must be a Polygon or MultiPolygon, got {geom.geom_type}")
+    note = None
+    if not geom.is_valid:
+        reason = shapely.is_valid_reason(geom)
+        repaired = shapely.make_valid(geom)
+        # make_valid may return lines or points beside the polygons (e.g. a collapsed spike): only
+        # the areal parts bound a zone.
+        parts = [
+            g for g in shapely.get_parts(repaired) if isinstance(g, shapely.Polygon | shapely.MultiPolygon)
+        ]
+        polygons = [p for g in parts for p in shapely.get_parts(g)]
+        if not polygons:
+            raise InvalidInput(f"{what}: invalid polygon ({reason}) has no area left after repair: refused")
+        fixed = shapely.MultiPolygon(polygons)
+        if not fixed.is_valid:
+            fixed = shapely.make_valid(fixed)
+        lost = 1.0 - fixed.area / geom.buffer(0).area if geom.buffer(0).area else 0.0
+        note = f"repaired with make_valid: {reason}" + (
+            f" ({lost:.1%} of the area dropped)" if lost > 0.001 else ""
+        )
+        geom = fixed
+    if isinstance(geom, shapely.Polygon):
+        geom = shapely.MultiPolygon([geom])
+    # Degrees squared to square metres near the zone (good to a few percent: only a sanity bound).
+    lat = geom.centroid.y if not geom.is_empty else 0.0
+    area_m2 = geom.area * _M_PER_DEG**2 * math.cos(math.radians(lat))
+    if not isinstance(geom, shapely.MultiPolygon) or area_m2 < _MIN_AREA_M2:
+        raise InvalidInput(f"{what}: the polygon has no area (about {area_m2:.2g} m²): refused")
+    return geom, note
+
+
+def zone_view(row: Any, *, geometry: BaseGeometry | None = None) -> dict[str, Any]:
+    """The JSON form of a zone version (geometry as GeoJSON when given)."""
+    view = {
+        "id": row.id,
+        "level": row.level,
+        "name": row.name,
+        "code": row.code,
+        "unit": {"id": row.unit_id, "name": row.unit_name} if row.unit_id else None,
+        "valid_from": _bound(row.valid_from),
+        "valid_to": _bound(row.valid_to),
+        "source": row.source,
+        "repair_note": row.repair_note,
+        "attributes": row.attributes,
+        "created_at": row.created_at.isoformat(),
+        "actor": row.actor,
+        "reason": row.reason,
+    }
+    if geometry is not None:
+        view["geometry"] = mapping(geometry)
+    return view
+
+
+def _bound(value: dt.datetime | None) -> str | None:
+    # No start (SQL '-infinity', read as NULL) means "since before the registry knew".
+    if value is None or value.year <= 1:
+        return None
+    return value.isoformat()
+
+
+def _now(session: Session) -> dt.datetime:
+    now = session.execute(text("SELECT now()")).scalar()
+    assert isinstance(now, dt.datetime)
+    return now
+
+
+def _unit_id(session: Session, actor: Actor, data: ZoneInput, county: str, created: list[str]) -> int | None:
+    if data.unit_id is not None:
+        unit_service.get_unit(session, data.unit_id)
+        return data.unit_id
+    if data.unit and data.unit.strip():
+        unit, new = unit_service.ensure_unit(session, data.unit, actor, county)
+        if new:
+            created.append(unit.name)
+        return unit.id
+    return None
+
+
+def save_zone(
+    session: Session,
+    actor: Actor,
+    data: ZoneInput,
+    *,
+    area: ServiceArea,
+    county: str,
+    reason: str | None = None,
+    units_created: list[str] | None = None,
+) -> tuple[dict[str, Any], str]:
+    """Save a zone version; returns its view and 'created', 'replaced' (new generation) or 'unchanged'."""
+    level = check_level(data.level)
+    name = " ".join((data.name or "").split())
+    if not name:
+        raise InvalidInput("a zone needs a name", field="name")
+    geom, note = prepare_polygon(data.geometry, f"zone {name!r}")
+    note = note or data.repair_note
+    area.check_geometry(geom)
+    created = units_created if units_created is not None else []
+    unit_id = _unit_id(session, actor, data, county, created)
+    current = session.execute(
+        text(
+            "SELECT id, unit_id, code, nullif(valid_from, '-infinity') AS valid_from, "
+            "ST_Equals(geom, ST_GeomFromWKB(:wkb, 4326)) AS same_geom "
+            "FROM zones WHERE county_code = :c AND level = :l AND name = :n AND valid_to IS NULL FOR UPDATE"
+        ),
+        {"c": county, "l": level, "n": name, "wkb": shapely.to_wkb(geom)},
+    ).first()
+    if current is not None and current.same_geom and current.unit_id == unit_id and current.code == data.code:
+        return get_zone(session, current.id), "unchanged"
+    valid_from: dt.datetime | str
+    if data.valid_from is not None:
+        if data.valid_from.tzinfo is None:
+            raise InvalidInput(
+                "valid_from needs a time zone, e.g. 2025-01-01T00:00:00+08:00", field="valid_from"
+            )
+        valid_from = data.valid_from
+    else:
+        # The first boundary of a zone holds "since ever", so complaints older than the registry still
+        # find their street; a later generation starts now.
+        valid_from = _now(session) if current is not None else _NEG_INFINITY
+    if current is not None:
+        if (
+            isinstance(valid_from, dt.datetime)
+            and current.valid_from is not None
+            and valid_from <= current.valid_from
+        ):
+            raise InvalidInput(
+                f"zone {level} {name!r}: the new boundary must start after the current one "
+                f"({current.valid_from.isoformat()})",
+                field="valid_from",
+            )
+        session.execute(
+            text("UPDATE zones SET valid_to = :t WHERE id = :id"), {"t": valid_from, "id": current.id}
+        )
+    try:
+        zone_id = session.execute(
+            text(
+                "INSERT INTO zones (county_code, level, name, code, unit_id, valid_from, source, "
+                "repair_note, "
+                "attributes, actor, reason, geom) VALUES (:c, :l, :n, :code, :u, :vf, :src, :note, "
+                "CAST(:attrs AS jsonb), :actor, :reason, ST_GeomFromWKB(:wkb, 4326)) RETURNING id"
+            ),
+            {
+                "c": county,
+                "l": level,
+                "n": name,
+                "code": data.code,
+                "u": unit_id,
+                "vf": valid_from,
+                "src": data.source,
+                "note": note,
+                "attrs": orjson.dumps(data.attributes, default=str).decode(),
+                "actor": actor.name,
+                "reason": reason,
+                "wkb": shapely.to_wkb(geom),
+            },
+        ).scalar_one()
+    except IntegrityError as exc:
+        raise InvalidInput(f"zone {level} {name!r} cannot be saved: {exc.orig}") from exc
+    outcome = "replaced" if current is not None else "created"
+    audit.record(
+        session,
+        actor,
+        "create" if outcome == "created" else "new_generation",
+        "zone",
+        zone_id,
+        reason=reason,
+        details={
+            "level": level,
+            "name": name,
+            "unit_id": unit_id,
+            "previous_id": current.id if current else None,
+            "repair_note": note,
+            "source": data.source,
+        },
+    )
+    return get_zone(session, zone_id), outcome
+
+
+def get_zone(session: Session, zone_id: int, *, with_geometry: bool = False) -> dict[str, Any]:
+    """One zone version by id, or ``NotFound``."""
+    row = session.execute(
+        text(
+            f"SELECT {_ZONE_COLUMNS}, ST_AsBinary(z.geom) AS wkb FROM zones z "
+            "LEFT JOIN units u ON u.id = z.unit_id WHERE z.id = :id"
+        ),
+        {"id": zone_id},
+    ).first()
+    if row is None:
+        raise NotFound(f"no zone with id {zone_id}", zone_id=zone_id)
+    return zone_view(row, geometry=shapely.from_wkb(bytes(row.wkb)) if with_geometry else None)
+
+
+def list_zones(
+    session: Session,
+    *,
+    level: str | None = None,
+    name: str | None = None,
+    at: dt.datetime | None = None,
+    all_versions: bool = False,
+    limit: int = 1000,
+    offset: int = 0,
+) -> tuple[list[dict[str, Any]], int]:
+    """Zone versions valid at ``at`` (default now) or every version, filtered by level and name."""
+    where = ["true"]
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    if level:
+        where.append("z.level = :level")
+        params["level"] = check_level(level)
+    if name:
+        where.append("z.name = :name")
+        params["name"] = name.strip()
+    if not all_versions:
+        where.append(
+            "z.valid_from <= coalesce(:at, now()) "
+            "AND (z.valid_to IS NULL OR z.valid_to > coalesce(:at, now()))"
+        )
+        params["at"] = at
+    condition = " AND ".join(where)
+    total = session.execute(text(f"SELECT count(*) FROM zones z WHERE {condition}"), params).scalar_one()
+    rows = session.execute(
+        text(
+            f"SELECT {_ZONE_COLUMNS} FROM zones z LEFT JOIN units u ON u.id = z.unit_id WHERE {condition} "
+            "ORDER BY z.level, z.name, z.valid_from LIMIT :limit OFFSET :offset"
+        ),
+        params,
+    ).all()
+    return [zone_view(row) for row in rows], total
+
+
+def close_zone(
+    session: Session, actor: Actor, zone_id: int, *, at: dt.datetime | None = None, reason: str | None = None
+) -> dict[str, Any]:
+    """End a zone version's validity at ``at`` (default now): the area no longer applies."""
+    zone = get_zone(session, zone_id)
+    if zone["valid_to"] is not None:
+        raise InvalidInput(f"zone {zone_id} already ended at {zone['valid_to']}")
+    end = at or _now(session)
+    if end.tzinfo is None:
+        raise InvalidInput("the end time needs a time zone", field="at")
+    if zone["valid_from"] is not None and end <= dt.datetime.fromisoformat(zone["valid_from"]):
+        raise InvalidInput(f"zone {zone_id} starts at {zone['valid_from']}: it cannot end before that")
+    session.execute(text("UPDATE zones SET valid_to = :t WHERE id = :id"), {"t": end, "id": zone_id})
+    audit.record(
+        session, actor, "close", "zone", zone_id, reason=reason, details={"valid_to": end.isoformat()}
+    )
+    return get_zone(session, zone_id)
+
+
+def zone_exists(session: Session, level: str, name: str, county: str) -> bool:
+    """True when some version of the zone (level, name) was ever recorded."""
+    return (
+        session.execute(
+            text("SELECT 1 FROM zones WHERE county_code = :c AND level = :l AND name = :n LIMIT 1"),
+            {"c": county, "l": level, "n": name},
+        ).first()
+        is not None
+    )
+
+
+def zone_levels_named(session: Session, name: str, county: str) -> list[str]:
+    """The levels at which a zone of this name exists (to complete a rule that names only the zone)."""
+    rows = session.execute(
+        text("SELECT DISTINCT level FROM zones WHERE county_code = :c AND name = :n ORDER BY level"),
+        {"c": county, "n": name},
+    ).scalars()
+    return list(rows)
+
+
+# ------------------------------------------------------------------------------------------------
+# Import from polygon files
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ZoneImportReport:
+    """What a zone file import did, feature by feature where it matters."""
+
+    file: str
+    level: str
+    crs: str
+    created: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    repaired: list[dict[str, Any]] = field(default_factory=list)
+    units_created: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data."""
+        return {
+            "file": self.file,
+            "level": self.level,
+            "crs": self.crs,
+            "created": self.created,
+            "replaced": self.replaced,
+            "unchanged": self.unchanged,
+            "repaired": self.repaired,
+            "units_created": self.units_created,
+        }
+
+
+def _source_crs(declared: str | None, given: str | None, file: str, file_format: str) -> Crs | None:
+    """The CRS to read the file in; None when it must be guessed from the coordinates."""
+    if given:
+        return parse_crs(given)
+    if declared is None:
+        # RFC 7946: GeoJSON without a "crs" member is WGS84 lon/lat.
+        return WGS84 if file_format in ("geojson", "geojsonseq") else None
+    try:
+        return parse_crs(declared)
+    except InvalidInput as exc:
+        raise InvalidInput(
+            f"{file}: its coordinate system is not one PROJ identifies ({declared[:80]}...): pass --crs",
+            file=file,
+        ) from exc
+
+
+def _cell(columns: dict[str, Any], column: str | None, index: int) -> str | None:
+    """A text cell, None when the column is not asked for or the cell is blank."""
+    if not column:
+        return None
+    raw = columns[column][index]
+    text_value = "" if raw is None else str(raw).strip()
+    return None if text_value in ("", "nan", "None") else text_value
+
+
+def read_polygon_file(
+    path: Path,
+    *,
+    name_field: str,
+    unit_field: str | None,
+    code_field: str | None,
+    crs: str | None,
+    layer: str | None,
+    area: ServiceArea | None = None,
+) -> tuple[str, list[tuple[int, str | None, str | None, str | None, BaseGeometry | None]]]:
+    """The features of a polygon file as (row, name, unit, code, WGS84 geometry); the CRS name used."""
+    # The importer reading layer knows shapefile encodings, zipped shapefiles and GeoPackage layers.
+    from importers.formats import open_source
+
+    info, chunks = open_source(path, layer=layer)
+    for wanted, flag in (
+        (name_field, "--name-field"),
+        (unit_field, "--unit-field"),
+        (code_field, "--code-field"),
+    ):
+        if wanted and wanted not in info.fields:
+            raise InvalidInput(
+                f"{path.name}: no field {wanted!r} ({flag}); fields are: {', '.join(info.fields)}",
+                file=path.name,
+            )
+    source_crs = _source_crs(info.declared_crs, crs, path.name, info.format)
+    features: list[tuple[int, str | None, str | None, str | None, BaseGeometry | None]] = []
+    try:
+        for chunk in chunks:
+            shapes = chunk.shapes()
+            for i, row in enumerate(chunk.rows()):
+                features.append(
+                    (
+                        int(row),
+                        _cell(chunk.columns, name_field, i),
+                        _cell(chunk.columns, unit_field, i),
+                        _cell(chunk.columns, code_field, i),
+                        shapes[i],
+                    )
+                )
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    if source_crs is None:
+        # No declaration (e.g. a shapefile without .prj): guess from the vertices, verified against
+        # the service area, and say so in the report.
+        vertices = shapely.get_coordinates([f[4] for f in features if f[4] is not None])
+        if len(vertices) == 0:
+            raise InvalidInput(f"{path.name}: no geometries to read", file=path.name)
+        guess = guess_crs(vertices[:, 0], vertices[:, 1], area or ServiceArea.from_settings())
+        if guess.swapped:
+            raise InvalidInput(f"{path.name}: {guess.reason}; swap the axes or pass --crs", file=path.name)
+        source_crs = guess.crs
+        crs_label = f"{guess.crs.name} (guessed: {guess.reason})"
+    else:
+        crs_label = source_crs.name
+    if source_crs != WGS84:
+        features = [
+            (row, name, unit, code, transform_geometry(geom, source_crs) if geom is not None else None)
+            for row, name, unit, code, geom in features
+        ]
+    return crs_label, features
+
+
+def import_zones(
+    session: Session,
+    actor: Actor,
+    path: Path,
+    *,
+    level: str,
+    name_field: str,
+    unit_field: str | None = None,
+    code_field: str | None = None,
+    crs: str | None = None,
+    layer: str | None = None,
+    valid_from: dt.datetime | None = None,
+    area: ServiceArea,
+    county: str,
+    reason: str | None = None,
+) -> ZoneImportReport:
+    """Import every polygon of a file as zones of ``level``, all or nothing.
+
+    Invalid polygons are repaired (make_valid) and reported; a feature without name or area is
+    refused with its row number, and then nothing is imported.
+    """
+    level = check_level(level)
+    crs_name, features = read_polygon_file(
+        path,
+        name_field=name_field,
+        unit_field=unit_field,
+        code_field=code_field,
+        crs=crs,
+        layer=layer,
+        area=area,
+    )
+    report = ZoneImportReport(file=path.name, level=level, crs=crs_name)
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    prepared: list[ZoneInput] = []
+    for row, name, unit, code, geom in features:
+        if not name:
+            problems.append(f"row {row}: empty {name_field}")
+            continue
+        if name in seen:
+            problems.append(f"row {row}: zone {name!r} appears again (first at row {seen[name]})")
+            continue
+        seen[name] = row
+        what = f"row {row} ({name})"
+        try:
+            polygon, note = prepare_polygon(geom, what)
+            area.check_geometry(polygon)
+        except InvalidInput as exc:
+            problems.append(exc.message if exc.message.startswith(what) else f"{what}: {exc.message}")
+            continue
+        if note:
+            report.repaired.append({"row": row, "name": name, "note": note})
+        prepared.append(
+            ZoneInput(
+                level=level,
+                name=name,
+                geometry=polygon,
+                unit=unit,
+                code=code,
+                valid_from=valid_from,
+                source=f"{path.name}#{row}",
+                repair_note=note,
+            )
+        )
+    if not features:
+        problems.append("the file has no features")
+    if problems:
+        shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise InvalidInput(f"{path.name}: nothing imported: {shown}", file=path.name, problems=problems)
+    for item in prepared:
+        _, outcome = save_zone(
+            session,
+            actor,
+            item,
+            area=area,
+            county=county,
+            reason=reason or f"imported from {path.name}",
+            units_created=report.units_created,
+        )
+        getattr(report, outcome).append(item.name)
+    return report
