@@ -166,9 +166,15 @@ def explain_merge(url: str, path: Path) -> str:
     @event.listens_for(engine, "before_cursor_execute", retval=True)
     def _explain(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
         head = statement.lstrip()
-        if head.startswith(("CREATE TEMP TABLE import_plan", "INSERT INTO assets", "UPDATE assets a SET")):
-            cursor.execute("EXPLAIN (ANALYZE, BUFFERS, TIMING OFF) " + statement, parameters)
+        if head.startswith("CREATE TEMP TABLE import_plan"):
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)
             captured.append("\n".join(row[0] for row in cursor.fetchall()))
+            cursor.execute("DROP TABLE import_plan")  # the statement itself runs next
+        elif head.startswith(("INSERT INTO assets", "UPDATE assets a SET")):
+            # EXPLAIN ANALYZE performs the write; the statement itself is then skipped.
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)
+            captured.append("\n".join(row[0] for row in cursor.fetchall()))
+            return "SELECT 1 WHERE false", {}
         return statement, parameters
 
     from importers.pipeline import ImportOptions, run_import
@@ -219,26 +225,32 @@ def main() -> None:
             generate(path, n)
             size_mb = path.stat().st_size / 1e6
             print(f"\nN = {n:,}: generated {size_mb:,.0f} MB in {time.perf_counter() - start:.1f} s")
-            if args.explain:
-                reset(url)
-                print(explain_merge(url, path))
+            print(f"  load average before: {os.getloadavg()[0]:.2f} (2 cores; other work skews timings)")
+            # ogr2ogr first, each tool after a CHECKPOINT so neither pays for the other's WAL.
             reset(url)
-            ours = run_importer(url, path)
             ogr: dict[str, object] = {"seconds": None}
             if not args.no_ogr:
                 ogr = run_ogr2ogr(cluster.conninfo(), path, f"ogr_points_{n}")
-            ratio = (
-                f"{float(ours['seconds']) / float(ogr['seconds']):.2f}x"  # type: ignore[arg-type]
-                if ogr.get("seconds")
-                else "n/a"
-            )
+            reset(url)
+            ours = run_importer(url, path)
+            seconds = float(ours["seconds"])  # type: ignore[arg-type]
             print(
-                f"importer: {float(ours['seconds']):.1f} s ({n / float(ours['seconds']):,.0f} rows/s), "  # type: ignore[arg-type]
+                f"importer: {seconds:.1f} s ({n / seconds:,.0f} rows/s), "
                 f"peak RSS {float(ours['peak_rss_mb']):.0f} MB, counts {ours['counts']}"  # type: ignore[arg-type]
             )
-            print("  phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in ours["phases"].items()))  # type: ignore[attr-defined]
+            phases = ours["phases"]
+            print("  phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))  # type: ignore[attr-defined]
             if ogr.get("seconds"):
-                print(f"ogr2ogr:  {float(ogr['seconds']):.1f} s; importer / ogr2ogr = {ratio}")  # type: ignore[arg-type]
+                ogr_seconds = float(ogr["seconds"])  # type: ignore[arg-type]
+                print(f"ogr2ogr:  {ogr_seconds:.1f} s; importer / ogr2ogr = {seconds / ogr_seconds:.2f}x")
+            reimport = run_importer(url, path)
+            print(
+                f"re-import of the same file: {float(reimport['seconds']):.1f} s, counts {reimport['counts']}"
+            )  # type: ignore[arg-type]
+            if args.explain and n == args.sizes[0]:
+                reset(url)
+                print(explain_merge(url, path))
+            print(f"  load average after: {os.getloadavg()[0]:.2f}")
             path.unlink()
     finally:
         if args.keep:

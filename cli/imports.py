@@ -122,12 +122,13 @@ def render(data: dict[str, Any]) -> str:
             f"  coordinates: {crs['used']} ({crs.get('origin')})"
             + (f": {crs['note']}" if crs.get("note") else "")
         )
+    would = data["status"] in ("dry_run", "refused")  # nothing was written: say what would have been
     if data.get("units_created"):
-        lines.append(f"  new unverified units: {', '.join(data['units_created'])}")
+        label = "units that would be created (unverified)" if would else "new unverified units"
+        lines.append(f"  {label}: {', '.join(data['units_created'])}")
     if data.get("codes_allocated"):
-        lines.append(
-            "  codes allocated: " + ", ".join(f"{k} x{v}" for k, v in data["codes_allocated"].items())
-        )
+        label = "codes to allocate" if would else "codes allocated"
+        lines.append(f"  {label}: " + ", ".join(f"{k} x{v}" for k, v in data["codes_allocated"].items()))
     for note in data.get("notes") or ():
         lines.append(f"  note: {note}")
     problems = data.get("problems") or []

@@ -7,6 +7,7 @@ its ``import_batches`` row, which outlives the server process.
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import threading
 import time
@@ -73,11 +74,7 @@ class ImportJob:
 
 
 def _iso(stamp: float | None) -> str | None:
-    if stamp is None:
-        return None
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(stamp, dt.UTC).isoformat()
+    return None if stamp is None else dt.datetime.fromtimestamp(stamp, dt.UTC).isoformat()
 
 
 class ImportJobs:

@@ -55,10 +55,9 @@ def copy_chunk(session: Session, chunk: ValidChunk) -> None:
         arrow_type = _ARROW_TYPES[kind]
         if values is None:
             arrays.append(pa.nulls(n, arrow_type))
-        elif isinstance(values, np.ndarray) and values.dtype != object:
-            arrays.append(pa.array(values, type=arrow_type))
         else:
-            arrays.append(pa.array(values.tolist(), type=arrow_type))
+            # from_pandas: None (and NaN in float columns) become NULL, without a Python-level pass.
+            arrays.append(pa.array(values, type=arrow_type, from_pandas=True))
     table = pa.Table.from_arrays(arrays, names=[name for name, _ in STAGE_COLUMNS])
     buffer = io.BytesIO()
     pa_csv.write_csv(table, buffer, _CSV_OPTIONS)
@@ -138,7 +137,8 @@ SELECT j.row, j.source_id, j.code, j.serial, j.class_code, j.geom, j.owner_id, j
            OR (j.note IS NOT NULL AND j.note IS DISTINCT FROM a.note)
            OR (j.installed_on IS NOT NULL AND j.installed_on IS DISTINCT FROM a.installed_on)
            OR (j.attributes IS NOT NULL AND a.attributes || j.attributes <> a.attributes)
-           OR ((a.source_id IS NULL OR a.source_id LIKE 'geom:%') AND j.source_id IS DISTINCT FROM a.source_id)
+           OR ((a.source_id IS NULL OR a.source_id LIKE 'geom:%')
+               AND j.source_id IS DISTINCT FROM a.source_id)
            THEN 'update'
          ELSE 'unchanged'
        END AS action

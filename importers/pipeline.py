@@ -269,7 +269,8 @@ def decide_crs(
 ) -> tuple[Crs, bool, dict[str, Any]]:
     """The CRS to read the file in, whether x/y are swapped, and what the report says about it."""
     if options.crs:
-        return parse_crs(options.crs), False, {"used": parse_crs(options.crs).name, "origin": "argument"}
+        crs = parse_crs(options.crs)
+        return crs, False, {"used": crs.name, "origin": "argument"}
     if profile.crs:
         crs = parse_crs(profile.crs)
         return crs, False, {"used": crs.name, "origin": "profile", "note": f"from profile {profile.name}"}
@@ -462,6 +463,9 @@ def _run(
             session.execute(text("SET LOCAL work_mem = '256MB'"))
             reason = f"import of {report.file}" + (f" (batch {report.batch_id})" if report.batch_id else "")
             set_change_context(session, actor, reason, action="import", batch_id=report.batch_id)
+            # One import at a time per registry: two batches matching the same source ids at once
+            # would both see them as new. Held to the end of the transaction, like the one below.
+            session.execute(text("SELECT pg_advisory_xact_lock(CAST(:k AS int), 0)"), {"k": _LOCK_KEY})
             if report.batch_id is not None:
                 # Held to the end of the transaction: tells a reader whether a 'running' batch is alive.
                 session.execute(

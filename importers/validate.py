@@ -33,7 +33,7 @@ from registry import audit
 from registry.classes import ALLOWED_GEOMETRIES
 from registry.codes import InvalidCode, check_digits, parse_code
 from registry.db import Actor
-from registry.units import name_key
+from registry.units import match_unit_ids
 
 ObjectArray = npt.NDArray[np.object_]
 BoolArray = npt.NDArray[np.bool_]
@@ -50,7 +50,7 @@ _TYPE_IDS = {
 _ALLOWED_IDS = {kind: {_TYPE_IDS[name] for name in names} for kind, names in ALLOWED_GEOMETRIES.items()}
 _TYPE_NAMES = {v: k for k, v in _TYPE_IDS.items()} | {2: "LinearRing", 7: "GeometryCollection"}
 # Rows without any identifier are recognised on re-import by class and position, to about 1 cm.
-_DERIVED_DECIMALS = 7
+_DERIVED_SCALE = 1e7
 DERIVED_PREFIX = "geom:"
 
 
@@ -121,15 +121,6 @@ class UnitResolver:
     created in the import's transaction and listed in the report.
     """
 
-    _MATCH = text(
-        """
-        SELECT q.i, (SELECT u.id FROM units u
-                     WHERE replace(u.name, ' ', '') = q.key OR q.key = ANY (u.aliases)
-                        OR q.raw = ANY (u.aliases) OR u.credit_code = upper(q.key)
-                     ORDER BY u.id LIMIT 1)
-        FROM unnest(CAST(:raws AS text[]), CAST(:keys AS text[])) WITH ORDINALITY AS q(raw, key, i)
-        """
-    )
     _CREATE = text(
         """
         INSERT INTO units (name, kind, aliases, verified, county_code)
@@ -146,21 +137,18 @@ class UnitResolver:
         self.ids: dict[str, int] = {}
         self.created: list[str] = []
 
-    def resolve(self, names: Sequence[str]) -> None:
-        """Make sure every name in ``names`` has an id in ``self.ids`` (creating unknown units)."""
+    def resolve(self, names: Sequence[str], *, create: bool = True) -> None:
+        """Look up every name in ``names`` into ``self.ids``, creating the unknown ones if ``create``."""
         todo = [n for n in dict.fromkeys(names) if n not in self.ids]
         if not todo:
             return
-        keys = [name_key(n) for n in todo]
-        found = self.session.execute(self._MATCH, {"raws": todo, "keys": keys}).all()
         missing: list[str] = []
-        for index, unit_id in found:
-            name = todo[index - 1]
+        for name, unit_id in zip(todo, match_unit_ids(self.session, todo), strict=True):
             if unit_id is None:
                 missing.append(name)
             else:
                 self.ids[name] = unit_id
-        if missing:
+        if missing and create:
             created = self.session.execute(self._CREATE, {"names": missing, "county": self.county}).all()
             for unit_id, name in created:
                 self.ids[name] = unit_id
@@ -176,17 +164,14 @@ class UnitResolver:
             # A name that differs from an existing one only by spacing is found on a second look.
             rest = [n for n in missing if n not in self.ids]
             if rest:
-                again = self.session.execute(
-                    self._MATCH, {"raws": rest, "keys": [name_key(n) for n in rest]}
-                ).all()
-                for index, unit_id in again:
+                for name, unit_id in zip(rest, match_unit_ids(self.session, rest), strict=True):
                     if unit_id is not None:
-                        self.ids[rest[index - 1]] = unit_id
+                        self.ids[name] = unit_id
 
-    def ids_for(self, names: ObjectArray) -> ObjectArray:
+    def ids_for(self, names: ObjectArray, *, create: bool = True) -> ObjectArray:
         """Unit ids (or None) for a column of names."""
         present = [n for n in dict.fromkeys(names.tolist()) if n is not None]
-        self.resolve(present)
+        self.resolve(present, create=create)
         lookup = self.ids.get
         out = np.empty(len(names), dtype=object)
         out[:] = [None if n is None else lookup(n) for n in names.tolist()]
@@ -267,9 +252,7 @@ class _Rejections:
         self.rows = draft.rows
         self.ctx = ctx
         self.bad = np.zeros(len(draft), dtype=bool)
-        self.problems: list[RowProblem] = []
-        for problem in draft.problems:
-            self.problems.append(problem)
+        self.problems: list[RowProblem] = list(draft.problems)
         if draft.problems:
             where = np.isin(self.rows, np.fromiter((p.row for p in draft.problems), dtype=np.int64))
             self.bad |= where
@@ -611,14 +594,13 @@ def _zone_reason(ctx: ValidationContext) -> str:
 def _units(
     draft: DraftChunk, ctx: ValidationContext, rej: _Rejections
 ) -> tuple[ObjectArray, ObjectArray, ObjectArray]:
-    owner = ctx.units.ids_for(draft.owner)
-    maintainer = ctx.units.ids_for(draft.maintainer)
-    supervisor = ctx.units.ids_for(draft.supervisor)
+    """Unit ids of owner, maintainer and supervisor; units are only ever created for rows that pass."""
     if ctx.actor_unit is not None:
         # A unit token imports its own assets: an empty owner is the token's unit, another owner
-        # is refused row by row.
-        owner[np.array([o is None for o in owner.tolist()], dtype=bool)] = ctx.actor_unit
-        foreign = np.array([o != ctx.actor_unit for o in owner.tolist()], dtype=bool)
+        # is refused row by row (and never created).
+        owner = ctx.units.ids_for(_live(draft.owner, ~rej.bad), create=False)
+        owner[np.equal(draft.owner, None)] = ctx.actor_unit
+        foreign = np.not_equal(owner, ctx.actor_unit)
         rej.add(
             foreign,
             "owner",
@@ -628,7 +610,18 @@ def _units(
             ),
             lambda i: draft.owner[i],
         )
+    else:
+        owner = ctx.units.ids_for(_live(draft.owner, ~rej.bad))
+    maintainer = ctx.units.ids_for(_live(draft.maintainer, ~rej.bad))
+    supervisor = ctx.units.ids_for(_live(draft.supervisor, ~rej.bad))
     return owner, maintainer, supervisor
+
+
+def _live(names: ObjectArray, live: BoolArray) -> ObjectArray:
+    """The names of the rows still in play (None for rejected rows, so no unit is made for them)."""
+    out = names.copy()
+    out[~live] = None
+    return out
 
 
 def _source_ids(
@@ -638,33 +631,38 @@ def _source_ids(
     class_codes: ObjectArray,
     key_coords: npt.NDArray[np.float64],
 ) -> ObjectArray:
-    """What identifies each row across imports: the profile's source id (scoped), else the code,
-    else class + position."""
-    n = len(draft)
-    out = np.full(n, None, dtype=object)
-    given = draft.source_id.tolist()
-    code_list = codes.tolist()
-    raw_codes = draft.code.tolist()
+    """What identifies each row across imports: the profile's source id (scoped), else the code as
+    given, else class + position (``geom:<class>:<lon e7>:<lat e7>``, or a hash of the shape)."""
     scope = ctx.scope + ":"
-    for i in range(n):
-        if given[i] is not None:
-            out[i] = scope + given[i]
-        elif code_list[i] is not None:
-            out[i] = raw_codes[i]
-    need = np.array([v is None for v in out.tolist()], dtype=bool)
-    if need.any():
-        cls_list = class_codes.tolist()
-        for i in np.flatnonzero(need).tolist():
-            if key_coords.ndim == 2 and np.isfinite(key_coords[i]).all():
-                position = (
-                    f"{key_coords[i][0]:.{_DERIVED_DECIMALS}f},{key_coords[i][1]:.{_DERIVED_DECIMALS}f}"
-                )
-            elif draft.geometry is not None and draft.geometry[i] is not None:
-                position = hashlib.sha1(shapely.to_wkb(draft.geometry[i])).hexdigest()
-            else:
-                continue
-            digest = hashlib.sha1(f"{cls_list[i]}|{position}".encode()).hexdigest()[:20]
-            out[i] = DERIVED_PREFIX + digest
+    code_list = codes.tolist()
+    out = np.empty(len(draft), dtype=object)
+    out[:] = [
+        scope + given if given is not None else (raw if code is not None else None)
+        for given, code, raw in zip(draft.source_id.tolist(), code_list, draft.code.tolist(), strict=True)
+    ]
+    need = np.flatnonzero(np.equal(out, None))
+    if need.size == 0:
+        return out
+    classes = class_codes[need].tolist()
+    if key_coords.ndim == 2:
+        # Points: the position in units of 1e-7 degree (about 1 cm), formatted without floats.
+        scaled = np.round(key_coords[need] * _DERIVED_SCALE)
+        finite = np.isfinite(scaled).all(axis=1)
+        xs = np.where(finite, scaled[:, 0], 0).astype(np.int64).tolist()
+        ys = np.where(finite, scaled[:, 1], 0).astype(np.int64).tolist()
+        out[need] = [
+            f"{DERIVED_PREFIX}{c}:{x}:{y}" if ok else None
+            for c, x, y, ok in zip(classes, xs, ys, finite.tolist(), strict=True)
+        ]
+    elif draft.geometry is not None:
+        shapes = draft.geometry[need]
+        present = np.not_equal(shapes, None)
+        blobs = np.full(len(need), None, dtype=object)
+        blobs[present] = shapely.to_wkb(shapes[present])
+        out[need] = [
+            None if blob is None else f"{DERIVED_PREFIX}{c}:{hashlib.sha1(blob).hexdigest()[:24]}"
+            for c, blob in zip(classes, blobs.tolist(), strict=True)
+        ]
     return out
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, literal_column, or_, select
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -62,24 +63,37 @@ def get_unit(session: Session, unit_id: int) -> Unit:
     return unit
 
 
+# One definition of "this text names that unit", used for one name and for a whole import chunk:
+# exact name, name folded with NFKC and without spaces (full-width parentheses match ASCII ones),
+# an alias, or the credit code.
+_MATCH_UNITS = text(
+    """
+    SELECT q.i, (SELECT u.id FROM units u
+                 WHERE u.name = q.raw OR normalize(replace(u.name, ' ', ''), NFKC) = q.key
+                    OR q.key = ANY (u.aliases) OR q.raw = ANY (u.aliases)
+                    OR u.credit_code = upper(q.key)
+                 ORDER BY u.id LIMIT 1)
+    FROM unnest(CAST(:raws AS text[]), CAST(:keys AS text[])) WITH ORDINALITY AS q(raw, key, i)
+    ORDER BY q.i
+    """
+)
+
+
+def match_unit_ids(session: Session, names: Sequence[str]) -> list[int | None]:
+    """The id of the unit each name (or alias, or credit code) designates, None where none does."""
+    if not names:
+        return []
+    raws = [n.strip() for n in names]
+    rows = session.execute(_MATCH_UNITS, {"raws": raws, "keys": [name_key(n) for n in raws]}).all()
+    return [unit_id for _, unit_id in rows]
+
+
 def find_unit(session: Session, name_or_credit_code: str) -> Unit | None:
     """The unit whose name, alias or credit code matches (names folded for full-width and spaces)."""
-    text = name_or_credit_code.strip()
-    if not text:
+    if not name_or_credit_code.strip():
         return None
-    key = name_key(text)
-    upper = key.upper()
-    stmt = select(Unit).where(
-        or_(
-            Unit.name == text,
-            # NFKC in SQL too, so 深圳市水务（集团）有限公司 matches itself typed with ASCII parentheses.
-            func.normalize(func.replace(Unit.name, " ", ""), literal_column("NFKC")) == key,
-            Unit.aliases.any(key),  # type: ignore[arg-type]
-            Unit.aliases.any(text),  # type: ignore[arg-type]
-            Unit.credit_code == upper,
-        )
-    )
-    return session.scalars(stmt.limit(1)).first()
+    unit_id = match_unit_ids(session, [name_or_credit_code])[0]
+    return session.get(Unit, unit_id) if unit_id is not None else None
 
 
 def list_units(

@@ -19,11 +19,14 @@ SMARTCODE = str(Path(sys.executable).parent / "smartcode")
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the console script as a user would."""
-    return subprocess.run([SMARTCODE, *args], capture_output=True, text=True, env=env, timeout=120, check=False)
+    return subprocess.run(
+        [SMARTCODE, *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["db"], ["db", "start"], ["migrate"], ["serve"], ["show"], ["token"], ["demo"], ["resolve"]]
+    "command",
+    [[], ["db"], ["db", "start"], ["migrate"], ["serve"], ["show"], ["token"], ["demo"], ["resolve"]],
 )
 def test_every_command_has_help(command: list[str]) -> None:
     result = run(*command, "--help")

@@ -1,7 +1,8 @@
-"""Imports through the API (upload, job polling, rollback, unit tokens) and the ``smartcode import`` command."""
+"""Imports through the API (upload, job polling, rollback, unit tokens) and ``smartcode import``."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -127,6 +128,7 @@ def test_a_unit_token_imports_only_its_own_assets(
 
 def test_the_import_command(db: Engine, settings: Settings, migrated_url: str, tmp_path: Path) -> None:
     env = {**os.environ, "SMARTCODE_DATABASE_URL": migrated_url, "SMARTCODE_API_TOKEN": "x"}
+    assert "--dry-run" in run_cli("import", "--help").stdout
     path = write_geojson(tmp_path / "lamps.geojson", three_lamps())
     report_path = tmp_path / "report.json"
     result = run_cli("import", str(path), "--report", str(report_path), env=env)
@@ -144,3 +146,20 @@ def test_the_import_command(db: Engine, settings: Settings, migrated_url: str, t
     rolled = run_cli("import", "rollback", "1", "--json", env=env)
     assert rolled.returncode == 0, rolled.stderr
     assert json.loads(rolled.stdout)["decommissioned"] == 3
+
+
+def test_progress_line_only_on_a_terminal() -> None:
+    from importers.progress import TerminalProgress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen, pipe = Tty(), io.StringIO()
+    for stream in (screen, pipe):
+        progress = TerminalProgress(stream, min_interval=0)
+        progress("reading", 50_000, 200_000)
+        progress("writing", 200_000, 200_000)
+        progress.close()
+    assert pipe.getvalue() == ""
+    assert "50,000/200,000 rows" in screen.getvalue() and screen.getvalue().endswith("\n")

@@ -190,3 +190,29 @@ def test_declared_crs_that_puts_points_far_away_is_rejected_row_by_row(
     report = run(db, settings, path, crs=bad)
     assert report.counts()["rejected"] == 3
     assert "declare the right coordinate system" in report.problems[0]["reason"]
+
+
+def test_gcj02_coordinates_are_recognised_against_registered_assets(
+    db: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    from gis.crs import wgs84_to_gcj02
+
+    rng = np.random.default_rng(7)
+    lons = 114.33 + rng.random(40) * 0.04
+    lats = 22.68 + rng.random(40) * 0.04
+    rows = [["路灯", POWER, x, y] for x, y in zip(lons, lats, strict=True)]
+    run(db, settings, write_csv(tmp_path / "lamps.csv", ["OBJNAME", "DEPTNAME2", "经度", "纬度"], rows))
+    # The poles beside those lamps, digitised on AMap: GCJ-02, about 600 m off if read as WGS84.
+    g_lons, g_lats = wgs84_to_gcj02(lons + 0.00005, lats)
+    poles = [["立杆", POWER, x, y] for x, y in zip(g_lons, g_lats, strict=True)]
+    report = run(
+        db, settings, write_csv(tmp_path / "poles.csv", ["OBJNAME", "DEPTNAME2", "经度", "纬度"], poles)
+    )
+    assert report.crs["used"] == "gcj02" and "chose gcj02" in report.crs["note"]
+    with db.connect() as conn:
+        placed = conn.execute(
+            text("SELECT ST_X(geom), ST_Y(geom) FROM assets WHERE class_code = '0117' ORDER BY id")
+        ).all()
+    got = np.array(sorted(placed))
+    want = np.array(sorted(zip(lons + 0.00005, lats, strict=True)))
+    assert np.abs(got - want).max() < 1e-7  # converted back to WGS84 to the centimetre

@@ -11,7 +11,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
 from importers.batches import rollback_batch
@@ -156,7 +158,8 @@ def test_a_changed_file_updates_only_what_changed(db: Engine, settings: Settings
         new_history = (
             conn.execute(
                 text(
-                    "SELECT a.code FROM asset_history h JOIN assets a ON a.id = h.asset_id WHERE h.batch_id = :b"
+                    "SELECT a.code FROM asset_history h JOIN assets a ON a.id = h.asset_id "
+                    "WHERE h.batch_id = :b"
                 ),
                 {"b": changed.batch_id},
             )
@@ -165,7 +168,8 @@ def test_a_changed_file_updates_only_what_changed(db: Engine, settings: Settings
         )
         periods = conn.execute(
             text(
-                "SELECT count(*) FROM asset_responsibility r JOIN assets a ON a.id = r.asset_id WHERE a.code = :c"
+                "SELECT count(*) FROM asset_responsibility r JOIN assets a ON a.id = r.asset_id "
+                "WHERE a.code = :c"
             ),
             {"c": codes[0]},
         ).scalar_one()
@@ -274,9 +278,8 @@ def test_rollback_decommissions_created_and_restores_updated(
     second = run(db, settings, path)
     assert second.counts()["updated"] == 1 and second.counts()["created"] == 1
 
-    with pytest.raises(Conflict, match="changed after it"):
-        with transaction(db) as session:
-            rollback_batch(session, first.batch_id, ADMIN)  # batch 2 changed one of its assets since
+    with pytest.raises(Conflict, match="changed after it"), transaction(db) as session:
+        rollback_batch(session, first.batch_id, ADMIN)  # batch 2 changed one of its assets since
     with transaction(db) as session:
         result = rollback_batch(session, second.batch_id, ADMIN)
     assert result == {
@@ -304,9 +307,8 @@ def test_rollback_decommissions_created_and_restores_updated(
     assert rows[2].class_code == "0101" and not rows[2].in_use
     assert rows[2].decommission_reason == f"import batch {second.batch_id} rolled back"
     assert last.action == "rollback" and "rolled back" in last.reason
-    with pytest.raises(Conflict, match="is rolled_back"):
-        with transaction(db) as session:
-            rollback_batch(session, second.batch_id, ADMIN)
+    with pytest.raises(Conflict, match="is rolled_back"), transaction(db) as session:
+        rollback_batch(session, second.batch_id, ADMIN)
 
 
 def test_an_asset_registered_by_hand_is_adopted_by_its_code(
@@ -319,3 +321,31 @@ def test_an_asset_registered_by_hand_is_adopted_by_its_code(
     with db.connect() as conn:
         row = conn.execute(text("SELECT code, source_id, version FROM assets")).one()
     assert row.code == by_hand.code and row.source_id == "4403100118000007" and row.version == 2
+
+
+def test_lines_and_polygons_load_and_reimport_unchanged(
+    db: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    rail = {
+        "type": "LineString",
+        "coordinates": [[114.3466, 22.6953], [114.3476, 22.6958], [114.3486, 22.6953]],
+    }
+    park = {
+        "type": "Polygon",
+        "coordinates": [
+            [[114.35, 22.70], [114.351, 22.70], [114.351, 22.701], [114.35, 22.701], [114.35, 22.70]]
+        ],
+    }
+    features = [shaped(rail, OBJNAME="交通护栏"), shaped(park, OBJNAME="停车场"), lamp(114.3466, 22.6953)]
+    path = write_geojson(tmp_path / "mixed.geojson", features)
+    first = run(db, settings, path)
+    assert first.counts()["created"] == 3, first.problems
+    with db.connect() as conn:
+        shapes = dict(conn.execute(text("SELECT class_code, GeometryType(geom) FROM assets")).tuples().all())
+    assert shapes == {"0211": "LINESTRING", "0201": "POLYGON", "0118": "POINT"}
+    assert run(db, settings, path).counts()["unchanged"] == 3
+
+
+def test_an_empty_file_is_an_empty_batch(db: Engine, settings: Settings, tmp_path: Path) -> None:
+    report = run(db, settings, write_geojson(tmp_path / "empty.geojson", []))
+    assert report.status == "committed" and report.counts()["read"] == 0

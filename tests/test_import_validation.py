@@ -30,7 +30,7 @@ def test_each_validation_error_is_reported_with_file_row_and_field(
         shaped(BOWTIE, OBJNAME="停车场"),  # 2: self-intersecting polygon
         shaped(LINE),  # 3: a lamp drawn as a line
         lamp(113.93, 22.52),  # 4: 南山, far outside 坪山
-        lamp(114.3466, 22.6953, OBJNAME="飞碟"),  # 5: no such class
+        lamp(114.3466, 22.6953, OBJNAME="飞碟", DEPTNAME3="只在坏行出现的单位"),  # 5: no such class
         lamp(114.3466, 22.6953, OBJCODE="44031001180001"),  # 6: 14 digits
         lamp(114.3470, 22.6953, OBJCODE="4403100118000900"),  # 7: another asset's code
         lamp(114.3466, 22.6953, ORDATE="2019-13-45"),  # 8: no such date
@@ -62,6 +62,7 @@ def test_each_validation_error_is_reported_with_file_row_and_field(
         assert found["field"] == field, (row, found)
         assert reason in found["reason"], (row, found)
     assert problem(report, 8)["value"] == "2019-13-45"
+    assert "只在坏行出现的单位" not in report.units_created  # no unit is made for a rejected row
     with db.connect() as conn:
         stored = conn.execute(
             text("SELECT count(*) FROM assets WHERE code <> :c"), {"c": taken.code}
@@ -102,8 +103,9 @@ def test_zone_restriction_rejects_rows_outside_the_zone(
     with db.begin() as conn:
         conn.execute(
             text(
-                "INSERT INTO zones (county_code, level, name, actor, geom) VALUES ('440310', 'pilot', '坪山中心区', "
-                "'test', ST_Multi(ST_MakeEnvelope(114.340, 22.690, 114.350, 22.700, 4326)))"
+                "INSERT INTO zones (county_code, level, name, actor, geom) "
+                "VALUES ('440310', 'pilot', '坪山中心区', 'test', "
+                "ST_Multi(ST_MakeEnvelope(114.340, 22.690, 114.350, 22.700, 4326)))"
             )
         )
     features = [lamp(114.3466, 22.6953), lamp(114.3700, 22.7200)]

@@ -51,7 +51,8 @@ def test_update_is_versioned_and_audited(db: Engine, admin: Actor) -> None:
     with db.connect() as conn:
         rows = conn.execute(
             text(
-                "SELECT action, reason, details->'after'->>'phone' FROM audit_log WHERE entity = 'unit' ORDER BY id"
+                "SELECT action, reason, details->'after'->>'phone' FROM audit_log"
+                " WHERE entity = 'unit' ORDER BY id"
             )
         ).all()
     assert [tuple(r) for r in rows] == [("create", None, None), ("update", "新号码", "0755-28308000")]
