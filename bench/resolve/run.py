@@ -1,20 +1,24 @@
 """Resolution benchmark: generate a city-scale registry, time the SQL and the HTTP endpoints, compare.
 
-    python bench/resolve/run.py --points 1000000 --cables 200000 --growth-points 10000000
+    python bench/resolve/run.py --points 1000000 --cables 200000 --growth-points 10000000 --compare-indexes
 
 What it does, in one run on one machine:
 
-1. starts a throwaway embedded PostgreSQL + PostGIS cluster under /tmp (``--dir``), migrates it and
-   generates the data in SQL (``generate.py``); a second run with the same ``--dir`` reuses it;
-2. SQL alone: median/p90 server execution time (EXPLAIN ANALYZE of the prepared statements the API
-   uses, over random inputs) and the client round trip, plus EXPLAIN (ANALYZE, BUFFERS) plans;
+1. starts a throwaway embedded PostgreSQL + PostGIS cluster under /tmp (``--dir``, reused by later runs),
+   migrates a database and generates the data in SQL (``generate.py``), then puts the assets in spatial
+   order (``CLUSTER``, as after a big import; ``--random-order`` skips it, on a fresh ``--dir``); with
+   ``--growth-points`` a second database holds that many points;
+2. SQL alone: planning + execution time (EXPLAIN ANALYZE of the prepared statements the API uses, generic
+   plans, warm cache) over random inputs and the client round trip, in ``--rounds`` rounds alternating
+   between the two databases (median of the round medians), plus EXPLAIN (ANALYZE, BUFFERS) plans;
+   ``--compare-indexes`` also times step 1 under other index designs;
 3. HTTP with ``wrk`` (10 connections, one server process): resolve by code (log batched, then log
-   synchronous), resolve by location with a class, the bare FastAPI + psycopg baseline, and tipg's
-   feature-by-id on the same table (tipg from a separate venv, ``--tipg-venv``);
-4. with ``--growth-points``: adds points up to that many, and measures the SQL medians again.
+   synchronous), resolve by location with a class, then with GCJ-02 coordinates and a category, the bare
+   FastAPI + psycopg baseline, and tipg's feature-by-id on the same table (tipg from a separate venv,
+   ``--tipg-venv``).
 
-Figures and ratios are printed and written to ``bench/out/resolve-<timestamp>.json``.
-Never run from the tests: figures depend on the machine.
+Figures and ratios are printed and written to ``bench/out/resolve-<timestamp>.json``, with the machine's
+load average at each phase (other work on the machine skews them). Never run from the tests.
 """
 
 from __future__ import annotations
@@ -526,6 +530,53 @@ def http_suite(cluster: EmbeddedCluster, url: str, args: argparse.Namespace) -> 
 # --------------------------------------------------------------------------------------------------
 
 
+def prepare_database(
+    cluster: EmbeddedCluster, points: int, cables: int, settings: Settings, *, spatial_order: bool
+) -> dict[str, Any]:
+    """Start/migrate one benchmark database and fill it up to ``points`` point assets."""
+    url = cluster.start()
+    migrate(url, settings=settings)
+    started = time.perf_counter()
+    with psycopg.connect(resolution.conninfo_from_url(url), autocommit=True) as conn:
+        say(
+            f"{cluster.db_name}: "
+            + ("generating" if generate.meta(conn, "points") is None else "reusing / extending")
+        )
+        generate.reference_data(conn, say)
+        generate.add_assets(conn, points, cables, say)
+        if spatial_order:
+            generate.cluster(conn, say)
+        sizes = dict(
+            conn.execute(
+                "SELECT 'assets', count(*) FROM assets UNION ALL SELECT 'zones', count(*) FROM zones "
+                "UNION ALL SELECT 'rules', count(*) FROM responsibility_rules "
+                "UNION ALL SELECT 'units', count(*) FROM units"
+            ).fetchall()
+        )
+    say(f"  {cluster.db_name}: {sizes}")
+    return {"url": url, "sizes": sizes, "prepare_s": round(time.perf_counter() - started, 1)}
+
+
+def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per statement: the median of the rounds' medians (drift and noise between rounds cancel out)."""
+    merged: dict[str, Any] = {}
+    for key in rounds[0]:
+        entries = [r[key] for r in rounds]
+        merged[key] = {
+            **entries[0],
+            "server_median_ms": round(statistics.median(e["server_median_ms"] for e in entries), 4),
+            "server_p90_ms": round(statistics.median(e["server_p90_ms"] for e in entries), 4),
+            "client_median_ms": round(statistics.median(e["client_median_ms"] for e in entries), 4),
+            "rounds_server_median_ms": [e["server_median_ms"] for e in entries],
+        }
+    return merged
+
+
+def load() -> str:
+    """The machine's load averages, recorded beside each phase (other work skews the figures)."""
+    return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
 def main() -> None:
     """Parse options, build or reuse the data, measure, report."""
     parser = argparse.ArgumentParser(
@@ -534,12 +585,16 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=1_000_000)
     parser.add_argument("--cables", type=int, default=200_000)
     parser.add_argument(
-        "--growth-points", type=int, default=0, help="then grow to this many points and re-measure SQL"
+        "--growth-points",
+        type=int,
+        default=0,
+        help="a second database with this many points, for the growth ratio",
     )
     parser.add_argument(
         "--dir", default="/tmp/smartcode-bench", help="cluster directory (reused between runs)"
     )
-    parser.add_argument("--samples", type=int, default=2000, help="random inputs per SQL statement")
+    parser.add_argument("--samples", type=int, default=2000, help="random inputs per SQL statement and round")
+    parser.add_argument("--rounds", type=int, default=3, help="SQL rounds, alternating between the databases")
     parser.add_argument("--seconds", type=int, default=20, help="duration of each HTTP measurement")
     parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--port", type=int, default=8766)
@@ -547,6 +602,11 @@ def main() -> None:
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--compare-indexes", action="store_true", help="also time step 1 under other indexes")
     parser.add_argument("--seed", type=int, default=20261122)
+    parser.add_argument(
+        "--random-order",
+        action="store_true",
+        help="leave the assets in random physical order (no CLUSTER; use a fresh --dir)",
+    )
     parser.add_argument("--destroy", action="store_true", help="delete the cluster afterwards")
     args = parser.parse_args()
     if shutil.which("wrk") is None and not args.skip_http:
@@ -556,45 +616,50 @@ def main() -> None:
     base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o755)
     cluster = EmbeddedCluster(base / "pgdata", db_name="smartcode_bench")
-    url = cluster.start()
-    settings = Settings(database_url=url, api_token=TOKEN, data_dir=base / "pgdata")
-    migrate(url, settings=settings)
-    conninfo = resolution.conninfo_from_url(url)
     report: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "args": vars(args)}
     try:
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            say("generating" if generate.meta(conn, "points") is None else "reusing / extending the data")
-            started = time.perf_counter()
-            generate.reference_data(conn, say)
-            generate.add_assets(conn, args.points, args.cables, say)
-            report["generate_s"] = round(time.perf_counter() - started, 1)
-            report["sizes"] = dict(
-                conn.execute(
-                    "SELECT 'assets', count(*) FROM assets UNION ALL SELECT 'zones', count(*) FROM zones "
-                    "UNION ALL SELECT 'rules', count(*) FROM responsibility_rules "
-                    "UNION ALL SELECT 'units', count(*) FROM units"
-                ).fetchall()
-            )
-            say(f"data: {report['sizes']}")
-        with psycopg.connect(conninfo, **resolution.resolution_connection_kwargs()) as conn:
-            say("SQL alone")
-            report["sql"] = sql_suite(conn, settings, args.samples, args.seed)
-            if args.compare_indexes:
-                say("index designs for step 1")
-                report["indexes"] = index_comparison(conn, settings, args.samples, args.seed)
-        if not args.skip_http:
-            say("HTTP (wrk, one server process)")
-            report["http"] = http_suite(cluster, url, args)
+        url = cluster.start()
+        settings = Settings(database_url=url, api_token=TOKEN, data_dir=base / "pgdata")
+        main_db = prepare_database(
+            cluster, args.points, args.cables, settings, spatial_order=not args.random_order
+        )
+        report["sizes"] = main_db["sizes"]
+        report["physical_order"] = (
+            "random" if args.random_order else "spatial (CLUSTER assets USING assets_geom_m_gist)"
+        )
+        report["generate_s"] = main_db["prepare_s"]
+        databases = {"sql": main_db["url"]}
         if args.growth_points:
-            with psycopg.connect(conninfo, autocommit=True) as conn:
-                say(f"growth to {args.growth_points:,} points")
-                started = time.perf_counter()
-                generate.add_assets(conn, args.growth_points, args.cables, say)
-                report["growth_generate_s"] = round(time.perf_counter() - started, 1)
-            with psycopg.connect(conninfo, **resolution.resolution_connection_kwargs()) as conn:
-                report["growth_sql"] = sql_suite(conn, settings, args.samples, args.seed)
-                if args.compare_indexes:
-                    report["growth_indexes"] = index_comparison(conn, settings, args.samples, args.seed)
+            growth_cluster = EmbeddedCluster(base / "pgdata", db_name="smartcode_bench_growth")
+            growth_db = prepare_database(
+                growth_cluster, args.growth_points, args.cables, settings, spatial_order=not args.random_order
+            )
+            report["growth_sizes"] = growth_db["sizes"]
+            report["growth_generate_s"] = growth_db["prepare_s"]
+            databases["growth_sql"] = growth_db["url"]
+        # SQL alone, alternating between the databases round by round, so that drift in the machine's
+        # speed (other work, a noisy host) hits both sizes alike.
+        rounds: dict[str, list[dict[str, Any]]] = {key: [] for key in databases}
+        for number in range(1, args.rounds + 1):
+            for key, db_url in databases.items():
+                say(f"SQL alone, {key}, round {number} ({load()})")
+                conninfo = resolution.conninfo_from_url(db_url)
+                with psycopg.connect(conninfo, **resolution.resolution_connection_kwargs()) as conn:
+                    rounds[key].append(sql_suite(conn, settings, args.samples, args.seed + number))
+        for key, results in rounds.items():
+            report[key] = merge_rounds(results)
+        if args.compare_indexes:
+            for key, db_url in databases.items():
+                say(f"index designs for step 1, {key} ({load()})")
+                with psycopg.connect(
+                    resolution.conninfo_from_url(db_url), **resolution.resolution_connection_kwargs()
+                ) as conn:
+                    report[f"{key}_indexes"] = index_comparison(conn, settings, args.samples, args.seed)
+        if not args.skip_http:
+            say(f"HTTP (wrk, one server process; {load()})")
+            report["http_load_before"] = load()
+            report["http"] = http_suite(cluster, main_db["url"], args)
+            report["http_load_after"] = load()
     finally:
         if args.destroy:
             cluster.destroy()
@@ -646,6 +711,11 @@ def summary(report: dict[str, Any]) -> None:
     if "location_gcj_category" in http:
         loc = http["location_gcj_category"]
         print(f"HTTP by location (gcj02 + category): {loc['requests_per_s']} req/s, p99 {loc['p99_ms']} ms")
+    for key in ("sql_indexes", "growth_sql_indexes"):
+        for label, entry in report.get(key, {}).items():
+            print(
+                f"index design ({key.split('_')[0]}): {label}: step 1 median {entry['server_median_ms']} ms"
+            )
     growth = report.get("growth_sql")
     if growth:
         for key in ("code", "location"):
