@@ -8,7 +8,7 @@ from typing import Any
 
 from geoalchemy2.shape import from_shape, to_shape
 from shapely.geometry import mapping
-from sqlalchemy import func, select, text, update
+from sqlalchemy import DateTime, Row, func, literal, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -341,34 +341,44 @@ def history(session: Session, code: str) -> list[dict[str, Any]]:
     ]
 
 
+# "-infinity" marks a first period that began before the registry knew of the asset; Python's
+# datetime cannot hold it, so such bounds are read as NULL (shown as "since unknown").
+_PERIOD_COLUMNS = (
+    AssetResponsibility.owner_id,
+    AssetResponsibility.maintainer_id,
+    AssetResponsibility.supervisor_id,
+    func.nullif(AssetResponsibility.valid_from, literal("-infinity", DateTime(timezone=True))).label(
+        "valid_from"
+    ),
+    AssetResponsibility.valid_to,
+    AssetResponsibility.recorded_at,
+    AssetResponsibility.actor,
+    AssetResponsibility.reason,
+)
+
+
 def responsibility_periods(session: Session, code: str) -> list[dict[str, Any]]:
     """The asset's responsibility periods, oldest first."""
     asset = get_by_code(session, code)
-    rows = session.scalars(
-        select(AssetResponsibility)
+    rows = session.execute(
+        select(*_PERIOD_COLUMNS)
         .where(AssetResponsibility.asset_id == asset.id)
         .order_by(AssetResponsibility.valid_from)
     ).all()
     return [_period_view(session, row) for row in rows]
 
 
-def _period_view(session: Session, row: AssetResponsibility) -> dict[str, Any]:
-    def bound(value: dt.datetime | None) -> str | None:
-        if value is None or value.year <= 1:
-            return None  # open end, or "-infinity": since before the registry knew of it
-        return value.isoformat()
+def _period_view(session: Session, row: Row[Any]) -> dict[str, Any]:
+    def unit(unit_id: int | None) -> dict[str, Any] | None:
+        return unit_service.unit_summary(session.get(Unit, unit_id) if unit_id else None)
 
     return {
-        "valid_from": bound(row.valid_from),
-        "valid_to": bound(row.valid_to),
-        "owner": unit_service.unit_summary(session.get(Unit, row.owner_id) if row.owner_id else None),
-        "maintainer": unit_service.unit_summary(
-            session.get(Unit, row.maintainer_id) if row.maintainer_id else None
-        ),
-        "supervisor": unit_service.unit_summary(
-            session.get(Unit, row.supervisor_id) if row.supervisor_id else None
-        ),
-        "recorded_at": row.recorded_at.isoformat(),
+        "valid_from": _iso(row.valid_from),
+        "valid_to": _iso(row.valid_to),
+        "owner": unit(row.owner_id),
+        "maintainer": unit(row.maintainer_id),
+        "supervisor": unit(row.supervisor_id),
+        "recorded_at": _iso(row.recorded_at),
         "actor": row.actor,
         "reason": row.reason,
     }
@@ -379,8 +389,8 @@ def as_of(session: Session, code: str, at: dt.datetime) -> dict[str, Any]:
     if at.tzinfo is None:
         raise InvalidInput("the time needs a time zone, e.g. 2025-03-02T00:00:00+08:00", field="at")
     asset = get_by_code(session, code)
-    period = session.scalars(
-        select(AssetResponsibility).where(
+    period = session.execute(
+        select(*_PERIOD_COLUMNS).where(
             AssetResponsibility.asset_id == asset.id,
             AssetResponsibility.valid_from <= at,
             (AssetResponsibility.valid_to.is_(None)) | (AssetResponsibility.valid_to > at),

@@ -150,3 +150,16 @@ def test_health_and_openapi(client: TestClient) -> None:
     health = client.get("/api/v1/health").json()
     assert health["status"] == "ok" and health["revision"]
     assert "/api/v1/assets/{code}" in client.get("/openapi.json").json()["paths"]
+
+
+def test_history_of_an_asset_without_installation_date(client: TestClient, auth: dict[str, str]) -> None:
+    # Its first responsibility period starts at -infinity ("since before the registry knew"), which
+    # must read back as an open start, not break the endpoint.
+    code = _lamp(client, auth)["code"]
+    hist = client.get(f"/api/v1/assets/{code}/history", headers=auth)
+    assert hist.status_code == 200, hist.text
+    assert hist.json()["responsibility"][0]["valid_from"] is None
+    then = client.get(
+        f"/api/v1/assets/{code}/history", params={"at": "2001-01-01T00:00:00+08:00"}, headers=auth
+    )
+    assert then.status_code == 200 and then.json()["responsibility"]["valid_from"] is None

@@ -200,6 +200,10 @@ def test_who_owned_it_on_a_past_date(db: Engine, admin: Actor) -> None:
     assert before["responsibility"]["owner"]["name"] == "中国电信深圳分公司"
     assert after["responsibility"]["owner"]["name"] == "中国铁塔深圳分公司"
     assert ancient["responsibility"] is None  # before it was installed nobody owned it
+    with transaction(db) as session:
+        # The installation date is a Beijing-time calendar day: owned from its local midnight.
+        first_hour = assets.as_of(session, pole.code, dt.datetime(2019, 5, 1, 0, 30, tzinfo=CST))
+    assert first_hour["responsibility"]["owner"]["name"] == "中国电信深圳分公司"
     assert [p["reason"] for p in periods] == [None, "存量杆塔移交铁塔公司"]
     assert dt.datetime.fromisoformat(periods[0]["valid_to"]) == handover
     assert dt.datetime.fromisoformat(periods[1]["valid_from"]) == handover

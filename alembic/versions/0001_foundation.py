@@ -266,7 +266,8 @@ def _create_history_triggers() -> None:
           INSERT INTO asset_responsibility
                  (asset_id, owner_id, maintainer_id, supervisor_id, valid_from, recorded_at, actor, reason)
           SELECT n.id, n.owner_id, n.maintainer_id, n.supervisor_id,
-                 coalesce(smartcode_ctx('effective_at')::timestamptz, n.installed_on::timestamptz,
+                 coalesce(smartcode_ctx('effective_at')::timestamptz,
+                          (n.installed_on::timestamp AT TIME ZONE 'Asia/Shanghai'),
                           '-infinity'::timestamptz),
                  now(), coalesce(smartcode_ctx('actor'), session_user), smartcode_ctx('reason')
           FROM new_rows n;
