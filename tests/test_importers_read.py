@@ -120,6 +120,7 @@ def test_encoding_argument_wins(tmp_path: Path) -> None:
     assert column(chunks, "OBJNAME") == NAMES
 
 
+@pytest.mark.filterwarnings("ignore:.crs. was not provided")
 def test_shapefile_without_prj_has_no_declared_crs(tmp_path: Path) -> None:
     shp = write_shapefile(tmp_path / "poles.shp", encoding="UTF-8", crs=None)
     assert not (tmp_path / "poles.prj").exists()
