@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -66,6 +68,17 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> OrjsonResponse:
         return OrjsonResponse(
             error_body("HTTPError", str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(sqlalchemy.exc.DataError)
+    @app.exception_handler(psycopg.DataError)
+    async def _unstorable(_: Request, exc: Exception) -> OrjsonResponse:
+        # Values the database cannot hold (ids beyond bigint, NUL in text...) are the caller's input.
+        cause = getattr(exc, "orig", None) or exc
+        first_line = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        return OrjsonResponse(
+            error_body("InvalidInput", f"a value in the request cannot be stored: {first_line}"),
+            status_code=400,
         )
 
     @app.exception_handler(Exception)

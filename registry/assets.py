@@ -27,6 +27,13 @@ from registry.serials import allocate_serials, reserve_serial
 _CLOCK_SKEW = dt.timedelta(minutes=5)
 
 
+# "-infinity" marks a first period that began before the registry knew of the asset; Python's
+# datetime cannot hold it, so such bounds are read as NULL (shown as "since unknown").
+_PERIOD_START = func.nullif(
+    AssetResponsibility.valid_from, literal("-infinity", DateTime(timezone=True))
+).label("valid_from")
+
+
 @dataclass(frozen=True)
 class AssetFilter:
     """Criteria for listing assets; every field is optional and they combine with AND."""
@@ -146,7 +153,15 @@ def register_asset(
     _require_owner_or_admin(actor, data.owner_id, "register an asset for this owner")
 
     if data.code:
+        if not actor.admin:
+            # An adopted serial raises the class's counter: only administrators may move it.
+            raise Forbidden("only administrators register assets under an existing code")
         code = parse_code(data.code)
+        if code.county != county:
+            raise InvalidInput(
+                f"code {code.formatted} belongs to county {code.county}, not this deployment's {county}",
+                field="code",
+            )
         if code.class_code != cls.code:
             raise InvalidInput(
                 f"code {code.formatted} names class {code.class_code}, but class_code is {cls.code}",
@@ -213,6 +228,22 @@ def _apply_versioned_update(
     return asset
 
 
+def _require_in_use(asset: Asset, what: str) -> None:
+    if not asset.in_use:
+        raise Conflict(
+            f"asset {asset.code} was decommissioned on {_iso(asset.decommissioned_at)}: "
+            f"a decommissioned asset cannot {what}",
+            code=asset.code,
+        )
+
+
+def _require_tz_past(value: dt.datetime, now: dt.datetime, field: str) -> None:
+    if value.tzinfo is None:
+        raise InvalidInput(f"{field} needs a time zone, e.g. 2025-03-02T00:00:00+08:00", field=field)
+    if value > now + _CLOCK_SKEW:
+        raise InvalidInput(f"{field} is in the future: record the change when it happens", field=field)
+
+
 def _check_version(asset: Asset, expected: int) -> None:
     if asset.version != expected:
         raise StaleVersion(
@@ -226,8 +257,12 @@ def update_asset(session: Session, code: str, data: AssetUpdate, actor: Actor, a
     """Change an asset's description if the caller's version is current; otherwise ``StaleVersion``."""
     asset = get_by_code(session, code)
     _require_can_edit(actor, asset)
+    _require_in_use(asset, "be edited")
     _check_version(asset, data.version)
     values = data.model_dump(exclude_unset=True, exclude={"version", "reason", "geometry"})
+    for required in ("state", "attributes"):
+        if required in values and values[required] is None:
+            raise InvalidInput(f"{required} cannot be null", field=required)
     if data.geometry is not None:
         cls = class_service.get_class(session, asset.class_code)
         geom = check_asset_geometry(parse_geojson(data.geometry), cls, area)
@@ -242,6 +277,7 @@ def change_units(session: Session, code: str, data: UnitsChange, actor: Actor) -
     """Hand an asset to new responsible units from ``effective_at`` (default now), keeping the old period."""
     asset = get_by_code(session, code)
     _require_owner_or_admin(actor, asset.owner_id, "change who is responsible for an asset")
+    _require_in_use(asset, "be handed over")
     _check_version(asset, data.version)
     fields = data.model_fields_set & {"owner_id", "maintainer_id", "supervisor_id"}
     if not fields:
@@ -251,16 +287,9 @@ def change_units(session: Session, code: str, data: UnitsChange, actor: Actor) -
     now = session.scalar(select(func.now()))
     assert now is not None
     effective = data.effective_at or now
-    if effective.tzinfo is None:
-        raise InvalidInput(
-            "effective_at needs a time zone, e.g. 2025-03-02T00:00:00+08:00", field="effective_at"
-        )
-    if effective > now + _CLOCK_SKEW:
-        raise InvalidInput(
-            "effective_at is in the future: record the change when it happens", field="effective_at"
-        )
+    _require_tz_past(effective, now, "effective_at")
     open_from = session.scalar(
-        select(AssetResponsibility.valid_from).where(
+        select(_PERIOD_START).where(
             AssetResponsibility.asset_id == asset.id, AssetResponsibility.valid_to.is_(None)
         )
     )
@@ -283,7 +312,10 @@ def decommission_asset(session: Session, code: str, data: Decommission, actor: A
     _check_version(asset, data.version)
     if not asset.in_use:
         raise Conflict(f"asset {asset.code} was already decommissioned on {_iso(asset.decommissioned_at)}")
-    at = data.at or session.scalar(select(func.now()))
+    now = session.scalar(select(func.now()))
+    assert now is not None
+    at = data.at or now
+    _require_tz_past(at, now, "at")
     set_change_context(session, actor, data.reason, action="decommission")
     return _apply_versioned_update(
         session,
@@ -341,15 +373,11 @@ def history(session: Session, code: str) -> list[dict[str, Any]]:
     ]
 
 
-# "-infinity" marks a first period that began before the registry knew of the asset; Python's
-# datetime cannot hold it, so such bounds are read as NULL (shown as "since unknown").
 _PERIOD_COLUMNS = (
     AssetResponsibility.owner_id,
     AssetResponsibility.maintainer_id,
     AssetResponsibility.supervisor_id,
-    func.nullif(AssetResponsibility.valid_from, literal("-infinity", DateTime(timezone=True))).label(
-        "valid_from"
-    ),
+    _PERIOD_START,
     AssetResponsibility.valid_to,
     AssetResponsibility.recorded_at,
     AssetResponsibility.actor,

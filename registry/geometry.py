@@ -22,7 +22,7 @@ def parse_geojson(geojson: dict[str, Any], field: str = "geometry") -> BaseGeome
         geojson = geojson.get("geometry") or {}
     try:
         geom = shape(geojson)
-    except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError, shapely.errors.GEOSException) as exc:
         raise InvalidInput(f"geometry is not valid GeoJSON: {exc}", field=field) from exc
     return geom
 

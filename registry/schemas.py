@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -26,8 +27,26 @@ assert set(UnitKind.__args__) == set(UNIT_KINDS)  # type: ignore[attr-defined]
 assert set(AssetState.__args__) == set(ASSET_STATES)  # type: ignore[attr-defined]
 
 
+_CHINA = ZoneInfo("Asia/Shanghai")
+
+
+def _not_in_future(value: dt.date | None) -> dt.date | None:
+    # A typo such as 2091 would later make every hand-over of the asset look backdated.
+    if value is not None and value > dt.datetime.now(_CHINA).date():
+        raise ValueError(f"installation date {value.isoformat()} is in the future")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL text cannot hold NUL; say so as a validation error instead of failing in the database.
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("text must not contain NUL characters")
+        return value
 
 
 class UnitCreate(_Strict):
@@ -91,6 +110,8 @@ class AssetCreate(_Strict):
     source_id: str | None = None
     reason: str | None = None
 
+    _installed_not_in_future = field_validator("installed_on")(_not_in_future)
+
     @field_validator("grid_code")
     @classmethod
     def _grid_digits(cls, value: str | None) -> str | None:
@@ -113,6 +134,8 @@ class AssetUpdate(_Strict):
     installed_on: dt.date | None = None
     attributes: dict[str, Any] | None = None
     reason: str | None = None
+
+    _installed_not_in_future = field_validator("installed_on")(_not_in_future)
 
 
 class UnitsChange(_Strict):

@@ -72,7 +72,10 @@ _MATCH_UNITS = text(
                  WHERE u.name = q.raw OR normalize(replace(u.name, ' ', ''), NFKC) = q.key
                     OR q.key = ANY (u.aliases) OR q.raw = ANY (u.aliases)
                     OR u.credit_code = upper(q.key)
-                 ORDER BY u.id LIMIT 1)
+                 -- a unit's own name beats another unit's alias, so an alias can never capture a name
+                 ORDER BY (u.name = q.raw) DESC, (u.credit_code = upper(q.key)) DESC NULLS LAST,
+                          (normalize(replace(u.name, ' ', ''), NFKC) = q.key) DESC, u.id
+                 LIMIT 1)
     FROM unnest(CAST(:raws AS text[]), CAST(:keys AS text[])) WITH ORDINALITY AS q(raw, key, i)
     ORDER BY q.i
     """
@@ -122,6 +125,7 @@ def create_unit(session: Session, data: UnitCreate, actor: Actor, county_code: s
     """Register a unit; the credit code is validated and names must be unique."""
     credit = normalize_credit_code(data.credit_code) if data.credit_code else None
     _check_parent(session, data.parent_id)
+    _check_aliases_free(session, [name_key(a) for a in data.aliases if a.strip()], None)
     unit = Unit(
         name=data.name,
         kind=data.kind,
@@ -157,6 +161,15 @@ def ensure_unit(session: Session, name: str, actor: Actor, county_code: str) -> 
     return unit, True
 
 
+def _check_aliases_free(session: Session, aliases: list[str], unit_id: int | None) -> None:
+    """Refuse an alias that already names another unit: it would capture that unit's inventory rows."""
+    for alias, owner_id in zip(aliases, match_unit_ids(session, aliases), strict=True):
+        if owner_id is not None and owner_id != unit_id:
+            raise Conflict(
+                f"alias {alias!r} already names unit {owner_id}", field="aliases", unit_id=owner_id
+            )
+
+
 def update_unit(session: Session, unit_id: int, data: UnitUpdate, actor: Actor) -> Unit:
     """Change a unit if ``data.version`` is still current; a stale version is refused."""
     unit = get_unit(session, unit_id)
@@ -166,10 +179,14 @@ def update_unit(session: Session, unit_id: int, data: UnitUpdate, actor: Actor) 
             current_version=unit.version,
         )
     changes = data.model_dump(exclude_unset=True, exclude={"version", "reason"})
+    for required in ("name", "kind", "aliases", "verified"):
+        if required in changes and changes[required] is None:
+            raise InvalidInput(f"{required} cannot be null", field=required)
     if changes.get("credit_code"):
         changes["credit_code"] = normalize_credit_code(changes["credit_code"])
-    if "aliases" in changes and changes["aliases"] is not None:
+    if "aliases" in changes:
         changes["aliases"] = [name_key(a) for a in changes["aliases"] if a.strip()]
+        _check_aliases_free(session, changes["aliases"], unit_id)
     if "parent_id" in changes:
         if changes["parent_id"] == unit_id:
             raise InvalidInput("a unit cannot be its own parent", field="parent_id")
@@ -183,7 +200,7 @@ def update_unit(session: Session, unit_id: int, data: UnitUpdate, actor: Actor) 
         session.flush()
     except IntegrityError as exc:
         session.rollback()
-        raise Conflict(f"another unit already has that name or credit code: {exc.orig}") from exc
+        raise Conflict("another unit already has that name or credit code", unit_id=unit_id) from exc
     audit.record(
         session,
         actor,

@@ -123,6 +123,11 @@ def list_imports(request: Request, limit: int = 50, offset: int = 0) -> dict[str
     return {"items": items}
 
 
+def _batch_number(text: str) -> int | None:
+    """A batch number in ASCII digits that fits a bigint, else None (then it may be a job id)."""
+    return int(text) if re.fullmatch(r"[0-9]{1,18}", text) else None
+
+
 @router.get("/{import_id}", summary="An import job (status, progress, report) or a batch by number")
 def get_import(request: Request, import_id: str) -> dict[str, Any]:
     """A job by its id while this server remembers it, or a batch by its number."""
@@ -133,9 +138,10 @@ def get_import(request: Request, import_id: str) -> dict[str, Any]:
             if not _visible(actor, job):
                 raise NotFound(f"no import {import_id}")
             return job.view()
-        if not import_id.isdigit():
+        batch_id = _batch_number(import_id)
+        if batch_id is None:
             raise NotFound(f"no import job {import_id} (jobs are remembered until the server restarts)")
-        batch = batch_service.get_batch(session, int(import_id))
+        batch = batch_service.get_batch(session, batch_id)
         if not actor.admin and (actor.unit_id is None or batch.unit_id != actor.unit_id):
             raise NotFound(f"no import batch {import_id}")
         return batch_service.batch_view(session, batch)
@@ -150,7 +156,7 @@ def rollback(request: Request, import_id: str) -> dict[str, Any]:
     with services(request).session() as session:
         actor = require_actor(request, session)
         _require_writer(actor)
-        batch_id: int | None = int(import_id) if import_id.isdigit() else None
+        batch_id = _batch_number(import_id)
         if batch_id is None:
             job = _jobs(request).get(import_id)
             if job is None or job.batch_id is None or not _visible(actor, job):

@@ -62,6 +62,8 @@ def update_unit(request: Request, unit_id: int, body: UnitUpdate) -> dict[str, A
         actor = require_actor(request, session)
         if not actor.admin and actor.unit_id != unit_id:
             raise Forbidden("a unit may only update its own record")
-        if not actor.admin and body.verified is not None:
-            raise Forbidden("only administrators verify units")
+        identity = body.model_fields_set & {"name", "aliases", "credit_code", "kind", "parent_id", "verified"}
+        if not actor.admin and identity:
+            # Names, aliases and credit codes decide which unit an inventory row names: administrators only.
+            raise Forbidden(f"only administrators change {', '.join(sorted(identity))}")
         return unit_service.unit_view(unit_service.update_unit(session, unit_id, body, actor))
