@@ -851,6 +851,9 @@ class Resolver:
             category, category_classes = await self.categories.lookup(conn, q.category)
         if not classes and category_classes:
             classes = [self.catalog.by_code[c] for c in category_classes if c in self.catalog.by_code]
+        # A category that concerns no class (道路破损, 占道经营: no registered asset) is not about
+        # whatever asset happens to be nearest: only "no class and no category" means any class.
+        skip_assets = category is not None and not classes
 
         query: dict[str, Any] = {
             "x": q.x,
@@ -874,9 +877,13 @@ class Resolver:
         mx, my = self.area.metric.project_point(lon, lat)
 
         # Step 1: nearest asset of the concerned classes; steps 3-4 data come in the same round trip.
-        candidates, zones, rules = await self._fetch(
-            conn, classes, mx, my, lon, lat, when, when or now, [c.code for c in classes], category
-        )
+        candidates: list[_Candidate] = []
+        if skip_assets:
+            zones, rules = await self._area(conn, lon, lat, when or now, [], category)
+        else:
+            candidates, zones, rules = await self._fetch(
+                conn, classes, mx, my, lon, lat, when, when or now, [c.code for c in classes], category
+            )
         answer["zones"] = self._zone_views(zones)
         what = ", ".join(f"{c.name} ({c.code})" for c in classes) if classes else "any class"
         rule_classes = [c.code for c in classes]
@@ -943,6 +950,11 @@ class Resolver:
                 rules = [r for r in rules if r.class_code in (None, cls.code)]
             else:  # found without a class filter: its class's rules were not fetched yet
                 zones, rules = await self._area(conn, lon, lat, when or now, rule_classes, category)
+        elif skip_assets:
+            lines.append(
+                f"step 1 nearest asset: skipped: category {category} concerns no component class "
+                "(it is routed by responsibility rules or jurisdiction, not by a nearby asset)"
+            )
         else:
             tolerances = sorted({self.config.tolerance(c.geometry_type) for c in classes}) or [
                 self.config.point_tolerance_m

@@ -347,6 +347,29 @@ def test_category_rules_and_aliases(db: Engine, admin: Actor, conninfo, resolver
     assert locate(conninfo, resolver, *PINGSHAN, category="路灯不亮")["owner"]["id"] == power.id
 
 
+def test_category_without_classes_skips_the_nearest_asset(
+    db: Engine, admin: Actor, conninfo, resolver, district
+) -> None:
+    power = make_unit(db, "深圳供电局有限公司", admin, kind="utility")
+    make_asset(db, admin, owner_id=power.id, geometry=pt(3))  # a lamp 3 m away
+    # 道路破损 concerns no class: not the power company's lamp, but the street office (no rule yet).
+    road = locate(conninfo, resolver, *PINGSHAN, category="道路破损")
+    assert road["query"]["classes"] == [] and road["asset"] is None and road["candidates"] == []
+    assert road["status"] == "fallback" and road["rule"] == "jurisdiction"
+    assert road["owner"]["id"] == district["office"].id
+    assert road["explanation"][1].startswith("step 1 nearest asset: skipped: category 道路破损 concerns no")
+    # With a rule for the category, the rule decides.
+    add_rule(
+        db, admin, zone="坪山街道", level="street", category="占道经营", unit="坪山区城市管理和综合执法局"
+    )
+    vending = locate(conninfo, resolver, *PINGSHAN, category="占道经营")
+    assert vending["rule"] == "responsibility_rule" and vending["asset"] is None
+    assert vending["owner"]["name"] == "坪山区城市管理和综合执法局"
+    # Neither class nor category: any class, so the lamp still decides.
+    anything = locate(conninfo, resolver, *PINGSHAN)
+    assert anything["rule"] == "nearest_asset" and anything["owner"]["id"] == power.id
+
+
 def test_rules_of_equal_rank_naming_different_units_are_ambiguous(
     db: Engine, admin: Actor, conninfo, resolver, district
 ) -> None:

@@ -166,3 +166,35 @@ def test_ambiguous_answer_over_http(
         "深圳市水务集团有限公司",
         "深圳市燃气集团股份有限公司",
     ]
+
+
+def test_non_ascii_bearer_token_is_401_not_500(client: TestClient, lamp) -> None:
+    bad = {"Authorization": b"Bearer \xe9"}  # raw header bytes, not ASCII (decoded as latin-1)
+    by_code = client.get("/api/v1/resolve", params={"code": lamp.code}, headers=bad)
+    assert by_code.status_code == 401 and by_code.headers["www-authenticate"] == "Bearer"
+    by_location = client.get("/api/v1/resolve", params={"lon": LON, "lat": LAT}, headers=bad)
+    assert by_location.status_code == 401, by_location.text
+    assert client.get("/api/v1/resolutions", headers=bad).status_code == 401
+    assert client.get("/api/v1/resolutions/1", headers=bad).status_code == 401
+
+
+def test_reading_the_log_checks_the_token_every_time(
+    client: TestClient, db: Engine, admin: Actor, lamp
+) -> None:
+    from sqlalchemy import text
+
+    from registry import tokens
+    from registry.db import transaction
+
+    with transaction(db) as session:
+        token = tokens.create_token(session, "dispatcher-revoked-later", "reader", admin)
+    reader = {"Authorization": f"Bearer {token}"}
+    located = client.get("/api/v1/resolve", params={"lon": LON, "lat": LAT}, headers=reader)
+    assert located.status_code == 200, located.text
+    assert client.get("/api/v1/resolutions", headers=reader).status_code == 200
+    with db.begin() as conn:
+        conn.execute(text("UPDATE api_tokens SET revoked_at = now() WHERE name = 'dispatcher-revoked-later'"))
+    # The log is re-checked at once; the resolve hot path may keep its cached check for a while.
+    assert client.get("/api/v1/resolutions", headers=reader).status_code == 401
+    assert client.get(f"/api/v1/resolutions/{located.json()['id']}", headers=reader).status_code == 401
+    assert client.get("/api/v1/resolve", params={"lon": LON, "lat": LAT}, headers=reader).status_code == 200

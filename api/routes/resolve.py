@@ -74,8 +74,14 @@ class TokenCache:
         self._ttl = ttl_s
         self._entries: dict[str, tuple[float, Actor]] = {}
 
-    async def actor(self, svc: Services, authorization: str | None, *, required: bool) -> Actor | None:
-        """The caller for an Authorization header; None when anonymous and not required."""
+    async def actor(
+        self, svc: Services, authorization: str | None, *, required: bool, cached: bool = True
+    ) -> Actor | None:
+        """The caller for an Authorization header; None when anonymous and not required.
+
+        ``cached=False`` checks the token against the database every time (reading the resolution log:
+        a revoked token must stop working at once there, not up to ``ttl_s`` later).
+        """
         token = _bearer(authorization)
         if token is None:
             if required:
@@ -84,17 +90,24 @@ class TokenCache:
                     "the network; resolving a scanned code does not"
                 )
             return None
+        if not token.isascii() or not token.isprintable():
+            # Issued tokens are URL-safe ASCII; header bytes beyond that (decoded as latin-1) can match
+            # none of them, and must not reach a comparison that only accepts ASCII strings.
+            raise Unauthorized("the bearer token is unknown or revoked")
         key = hashlib.sha256(token.encode()).hexdigest()
-        hit = self._entries.get(key)
         now = time.monotonic()
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        if cached:
+            hit = self._entries.get(key)
+            if hit is not None and hit[0] > now:
+                return hit[1]
 
         def check() -> Actor:
             with transaction(svc.engine) as session:
                 return tokens.authenticate(session, token, svc.settings)
 
         actor = await run_in_threadpool(check)
+        if not cached:
+            return actor
         if len(self._entries) > 10_000:
             self._entries.clear()
         self._entries[key] = (now + self._ttl, actor)
@@ -309,7 +322,9 @@ class ResolveFastPath:
 async def get_logged(request: Request, resolution_id: int) -> Response:
     """What was answered, to whom and why: for disputes about a past dispatch."""
     rt = runtime(request)
-    await rt.tokens.actor(services(request), request.headers.get("authorization"), required=True)
+    await rt.tokens.actor(
+        services(request), request.headers.get("authorization"), required=True, cached=False
+    )
     await rt.flush_log()
     async with rt.pool.connection() as conn:
         data = await get_resolution(conn, resolution_id)
@@ -326,7 +341,9 @@ async def list_logged(
 ) -> Response:
     """The resolution log, filtered."""
     rt = runtime(request)
-    await rt.tokens.actor(services(request), request.headers.get("authorization"), required=True)
+    await rt.tokens.actor(
+        services(request), request.headers.get("authorization"), required=True, cached=False
+    )
     await rt.flush_log()
     async with rt.pool.connection() as conn:
         rows = await list_resolutions(
