@@ -1,9 +1,11 @@
 """Import batches: look them up, and roll a committed batch back as a whole.
 
 Rolling back never deletes: the assets a batch created are decommissioned with the reason
-"import batch N rolled back", and the assets it updated get back the values of the version before
-it (read from ``asset_history``). If anything changed one of those assets after the batch, the
-rollback is refused, naming them: undoing the batch would silently undo that later change too.
+"import batch N rolled back" (their source id set aside as ``rolledback:N:<source id>``, so
+importing the file again creates fresh assets), and the assets it updated get back the values of
+the version before it (read from ``asset_history``). If anything changed one of those assets after
+the batch, the rollback is refused, naming them: undoing the batch would silently undo that later
+change too.
 """
 
 from __future__ import annotations
@@ -127,10 +129,14 @@ def rollback_batch(session: Session, batch_id: int, actor: Actor) -> dict[str, A
     set_change_context(session, actor, reason, action="rollback")
     decommissioned = session.execute(
         text(
-            "UPDATE assets a SET in_use = false, decommissioned_at = now(), decommission_reason = :reason "
+            "UPDATE assets a SET in_use = false, decommissioned_at = now(), decommission_reason = :reason, "
+            # The source id moves out of the way, so importing the file again creates fresh assets
+            # instead of matching these decommissioned ones and reporting them unchanged.
+            "source_id = CASE WHEN a.source_id IS NULL THEN NULL "
+            "ELSE 'rolledback:' || CAST(:b AS text) || ':' || a.source_id END "
             "FROM rollback_rows r WHERE r.asset_id = a.id AND r.created AND a.in_use"
         ),
-        {"reason": reason},
+        {"reason": reason, "b": batch_id},
     ).rowcount  # type: ignore[attr-defined]
     assignments = ", ".join(
         f"{col} = (jsonb_populate_record(NULL::assets, h.data)).{col}" for col in _RESTORED

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
@@ -177,6 +178,14 @@ _DATE_TEXT = re.compile(
 _DATE_DIGITS = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
 
 
+# Bare integers in this range are years, not Excel serial days; serial days start above 3653
+# (1910-01-01), so a year is never read as a day of 1905.
+_YEAR_MIN, _YEAR_MAX = 1900, 2100
+_SERIAL_MIN = 3654
+# Dates are judged in the registry's local time (Pingshan, Shenzhen).
+LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+
+
 class DateError(ValueError):
     """A value that is not a date in any accepted spelling."""
 
@@ -203,6 +212,8 @@ def parse_date(value: Any) -> date | None:
     if text is None:
         return None
     match = _DATE_TEXT.match(text) or _DATE_DIGITS.match(text)
+    if match is None and text.isdigit() and text.isascii() and _YEAR_MIN <= int(text) <= _YEAR_MAX:
+        raise DateError(f"{text} is a year: a year alone is not a date (give the day, e.g. {text}-01-01)")
     if match is None:
         raise DateError("not a date (expected e.g. 2019-03-02, 2019/3/2, 20190302 or 2019年3月2日)")
     return _make_date(*(int(g) for g in match.groups()))
@@ -214,7 +225,10 @@ def _date_from_number(number: float) -> date | None:
     whole = int(number)
     if 19000101 <= whole <= 29991231 and number == whole:
         return _make_date(whole // 10000, whole // 100 % 100, whole % 100)  # 20190302 from a DBF number
-    if 1 <= whole <= 2958465:
+    if _YEAR_MIN <= whole <= _YEAR_MAX and number == whole:
+        # 2019 is a year (a cell holding only the year), not Excel day 2019 (1905-07-11).
+        raise DateError(f"{whole} is a year: a year alone is not a date (give the day, e.g. {whole}-01-01)")
+    if _SERIAL_MIN <= whole <= 2958465:
         # An Excel serial day (cell formatted as a number); a fraction is the time of day.
         return _EXCEL_EPOCH + timedelta(days=whole)
     raise DateError("number is neither a yyyymmdd date nor an Excel date serial")
@@ -399,6 +413,19 @@ def _date_function(value: Any) -> date | None:
     return parse_date(value)
 
 
+def _installed_function(value: Any) -> date | None:
+    """An installation date, which cannot lie after today (local time): a future one would also
+    open a responsibility period in the future that every later change of units runs into."""
+    day = parse_date(value)
+    if day is not None:
+        today = datetime.now(LOCAL_TZ).date()
+        if day > today:
+            raise DateError(
+                f"installation date {day.isoformat()} is in the future (today is {today.isoformat()})"
+            )
+    return day
+
+
 def map_chunk(chunk: SourceChunk, profile: Profile | None = None) -> DraftChunk:
     """Map one SourceChunk to registry fields with ``profile`` (default: the 数字城管 profile)."""
     profile = profile or default_profile()
@@ -421,7 +448,7 @@ def _map(chunk: SourceChunk, profile: Profile) -> DraftChunk:
         "note": mapper.values("note", normalise_text),
         "state": mapper.values("state", _state_function(profile)),
         "in_use": mapper.values("in_use", _in_use_function(profile)),
-        "installed": mapper.values("installed", _date_function),
+        "installed": mapper.values("installed", _installed_function),
         "changed": mapper.values("changed", _date_function),
     }
     for target in UNIT_TARGETS:

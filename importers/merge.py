@@ -91,10 +91,19 @@ WITH matched AS (
              WHERE a.source_id IN (SELECT source_id FROM import_stage)
              ORDER BY a.source_id, a.id) m ON m.source_id = s.source_id
   LEFT JOIN assets c ON c.code = s.code
+), flagged AS (
+  -- Before source ids were normalised, a row keyed by its code kept the code as written
+  -- (17 digits, dashes...): such a source id names this same code, not another asset.
+  SELECT y.*,
+         coalesce(y.c_source ~ '^[0-9[:space:]-]+$'
+                  AND left(regexp_replace(y.c_source, '[^0-9]', '', 'g'), 16) = left(y.code, 16),
+                  false) AS legacy_code_source
+  FROM matched y
 ), judged AS (
   SELECT x.*,
          CASE WHEN x.m_id IS NOT NULL THEN x.m_id
-              WHEN x.c_id IS NOT NULL AND (x.c_source IS NULL OR x.c_source LIKE 'geom:%') THEN x.c_id
+              WHEN x.c_id IS NOT NULL AND (x.c_source IS NULL OR x.c_source LIKE 'geom:%'
+                                           OR x.legacy_code_source) THEN x.c_id
          END AS asset_id,
          CASE
            WHEN x.first_code_row < x.row THEN
@@ -108,10 +117,11 @@ WITH matched AS (
            WHEN x.m_id IS NOT NULL AND x.code IS NOT NULL AND x.code <> x.m_code THEN
              'source id ' || x.source_id || ' is registered as code ' || x.m_code || ', the file now gives '
              || x.code || ': a smart code never changes'
-           WHEN x.m_id IS NULL AND x.c_id IS NOT NULL AND x.c_source NOT LIKE 'geom:%' THEN
+           WHEN x.m_id IS NULL AND x.c_id IS NOT NULL AND x.c_source NOT LIKE 'geom:%'
+                AND NOT x.legacy_code_source THEN
              'code ' || x.code || ' is already registered to another asset (source id ' || x.c_source || ')'
          END AS reject_reason
-  FROM matched x
+  FROM flagged x
 )
 SELECT j.row, j.source_id, j.code, j.serial, j.class_code, j.geom, j.owner_id, j.maintainer_id,
        j.supervisor_id, j.state, j.in_use, j.changed_on, j.grid_code, j.data_source, j.note,

@@ -471,9 +471,14 @@ def _geometry(
         rej.add(live & ~in_zone, "geometry", lambda i: _zone_reason(ctx), lambda i: None)
     live = ok & ~rej.bad
     wkb = np.full(n, None, dtype=object)
-    key = np.full(n, np.nan)
+    # Points are keyed by their WGS84 position here too, exactly as in the all-points fast path,
+    # so a point's identity never depends on what else is in its chunk.
+    key = np.full((n, 2), np.nan)
     if live.any():
         wkb[live] = shapely.to_wkb(out[live], hex=True)
+    single = ok & (types == 0)
+    if single.any():
+        key[single] = shapely.get_coordinates(out[single])[:, :2]
     return None, None, wkb, key
 
 
@@ -631,37 +636,42 @@ def _source_ids(
     class_codes: ObjectArray,
     key_coords: npt.NDArray[np.float64],
 ) -> ObjectArray:
-    """What identifies each row across imports: the profile's source id (scoped), else the code as
-    given, else class + position (``geom:<class>:<lon e7>:<lat e7>``, or a hash of the shape)."""
+    """What identifies each row across imports: the profile's source id (scoped), else the row's
+    16-digit component identifier (however the code was written: with or without its check digit,
+    with dashes or spaces), else class + position (``geom:<class>:<lon e7>:<lat e7>``, or a hash of
+    the shape)."""
     scope = ctx.scope + ":"
     code_list = codes.tolist()
     out = np.empty(len(draft), dtype=object)
+    # ``codes`` holds the normalised 17-digit code of every row whose code passed (None otherwise),
+    # so its first 16 digits are the identifier parse_code(...).identifier gives.
     out[:] = [
-        scope + given if given is not None else (raw if code is not None else None)
-        for given, code, raw in zip(draft.source_id.tolist(), code_list, draft.code.tolist(), strict=True)
+        scope + given if given is not None else (code[:16] if code is not None else None)
+        for given, code in zip(draft.source_id.tolist(), code_list, strict=True)
     ]
     need = np.flatnonzero(np.equal(out, None))
     if need.size == 0:
         return out
     classes = class_codes[need].tolist()
-    if key_coords.ndim == 2:
-        # Points: the position in units of 1e-7 degree (about 1 cm), formatted without floats.
-        scaled = np.round(key_coords[need] * _DERIVED_SCALE)
-        finite = np.isfinite(scaled).all(axis=1)
-        xs = np.where(finite, scaled[:, 0], 0).astype(np.int64).tolist()
-        ys = np.where(finite, scaled[:, 1], 0).astype(np.int64).tolist()
-        out[need] = [
-            f"{DERIVED_PREFIX}{c}:{x}:{y}" if ok else None
-            for c, x, y, ok in zip(classes, xs, ys, finite.tolist(), strict=True)
-        ]
-    elif draft.geometry is not None:
-        shapes = draft.geometry[need]
+    # Points: the WGS84 position in units of 1e-7 degree (about 1 cm), formatted without floats.
+    scaled = np.round(key_coords[need] * _DERIVED_SCALE)
+    finite = np.isfinite(scaled).all(axis=1)
+    xs = np.where(finite, scaled[:, 0], 0).astype(np.int64).tolist()
+    ys = np.where(finite, scaled[:, 1], 0).astype(np.int64).tolist()
+    out[need] = [
+        f"{DERIVED_PREFIX}{c}:{x}:{y}" if ok else None
+        for c, x, y, ok in zip(classes, xs, ys, finite.tolist(), strict=True)
+    ]
+    if draft.geometry is not None and not finite.all():
+        # Other shapes: a hash of the shape as read.
+        shaped = need[~finite]
+        shapes = draft.geometry[shaped]
         present = np.not_equal(shapes, None)
-        blobs = np.full(len(need), None, dtype=object)
+        blobs = np.full(len(shaped), None, dtype=object)
         blobs[present] = shapely.to_wkb(shapes[present])
-        out[need] = [
+        out[shaped] = [
             None if blob is None else f"{DERIVED_PREFIX}{c}:{hashlib.sha1(blob).hexdigest()[:24]}"
-            for c, blob in zip(classes, blobs.tolist(), strict=True)
+            for c, blob in zip(class_codes[shaped].tolist(), blobs.tolist(), strict=True)
         ]
     return out
 

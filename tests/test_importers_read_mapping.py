@@ -272,3 +272,20 @@ def test_null_geometries_fall_back_to_coordinate_fields() -> None:
     assert draft.xs is not None and draft.xs[0] == 114.3
     # Row 1 got coordinates from its fields; row 2 has none anywhere.
     assert [(p.row, p.field) for p in draft.problems] == [(2, "geometry"), (2, "X"), (2, "Y")]
+
+
+@pytest.mark.parametrize("value", [2019, 2019.0, np.int64(2019), 1900, 2100, "2019"])
+def test_a_bare_year_is_not_read_as_an_excel_serial(value: Any) -> None:
+    with pytest.raises(ValueError, match="a year alone is not a date"):
+        parse_date(value)
+
+
+@pytest.mark.parametrize(("value", "day"), [(3654, date(1910, 1, 1)), (45000, date(2023, 3, 15))])
+def test_excel_serials_start_above_ten_years(value: int, day: date) -> None:
+    assert parse_date(value) == day
+
+
+@pytest.mark.parametrize("value", [1, 1899, 2101, 3653])
+def test_small_numbers_are_not_dates(value: int) -> None:
+    with pytest.raises(ValueError, match="neither a yyyymmdd date nor an Excel date serial"):
+        parse_date(value)

@@ -74,15 +74,18 @@ BEGIN
     FROM new_rows n $q$, assets_history_data_sql()) USING who;
 
   -- Close the open responsibility period of every asset whose units changed, open the next.
-  UPDATE asset_responsibility r SET valid_to = effective
+  -- A period that starts after the change (a legacy future installation date) is closed just
+  -- after its start, and the next one opens there, so the periods stay ordered and never overlap.
+  UPDATE asset_responsibility r SET valid_to = greatest(effective, r.valid_from + interval '1 microsecond')
   FROM new_rows n JOIN old_rows o ON o.id = n.id
   WHERE r.asset_id = n.id AND r.valid_to IS NULL
     AND (n.owner_id, n.maintainer_id, n.supervisor_id)
         IS DISTINCT FROM (o.owner_id, o.maintainer_id, o.supervisor_id);
   INSERT INTO asset_responsibility
          (asset_id, owner_id, maintainer_id, supervisor_id, valid_from, recorded_at, actor, reason)
-  SELECT n.id, n.owner_id, n.maintainer_id, n.supervisor_id, effective, now(), who,
-         smartcode_ctx('reason')
+  SELECT n.id, n.owner_id, n.maintainer_id, n.supervisor_id,
+         greatest(effective, (SELECT max(p.valid_to) FROM asset_responsibility p WHERE p.asset_id = n.id)),
+         now(), who, smartcode_ctx('reason')
   FROM new_rows n JOIN old_rows o ON o.id = n.id
   WHERE (n.owner_id, n.maintainer_id, n.supervisor_id)
         IS DISTINCT FROM (o.owner_id, o.maintainer_id, o.supervisor_id);
@@ -126,15 +129,18 @@ BEGIN
   FROM new_rows n;
 
   -- Close the open responsibility period of every asset whose units changed, open the next.
-  UPDATE asset_responsibility r SET valid_to = effective
+  -- A period that starts after the change (a legacy future installation date) is closed just
+  -- after its start, and the next one opens there, so the periods stay ordered and never overlap.
+  UPDATE asset_responsibility r SET valid_to = greatest(effective, r.valid_from + interval '1 microsecond')
   FROM new_rows n JOIN old_rows o ON o.id = n.id
   WHERE r.asset_id = n.id AND r.valid_to IS NULL
     AND (n.owner_id, n.maintainer_id, n.supervisor_id)
         IS DISTINCT FROM (o.owner_id, o.maintainer_id, o.supervisor_id);
   INSERT INTO asset_responsibility
          (asset_id, owner_id, maintainer_id, supervisor_id, valid_from, recorded_at, actor, reason)
-  SELECT n.id, n.owner_id, n.maintainer_id, n.supervisor_id, effective, now(), who,
-         smartcode_ctx('reason')
+  SELECT n.id, n.owner_id, n.maintainer_id, n.supervisor_id,
+         greatest(effective, (SELECT max(p.valid_to) FROM asset_responsibility p WHERE p.asset_id = n.id)),
+         now(), who, smartcode_ctx('reason')
   FROM new_rows n JOIN old_rows o ON o.id = n.id
   WHERE (n.owner_id, n.maintainer_id, n.supervisor_id)
         IS DISTINCT FROM (o.owner_id, o.maintainer_id, o.supervisor_id);
