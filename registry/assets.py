@@ -8,7 +8,7 @@ from typing import Any
 
 from geoalchemy2.shape import from_shape, to_shape
 from shapely.geometry import mapping
-from sqlalchemy import DateTime, Row, func, literal, select, text, update
+from sqlalchemy import DateTime, Row, func, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -437,8 +437,3 @@ def as_of(session: Session, code: str, at: dt.datetime) -> dict[str, Any]:
         "recorded_version": recorded.version if recorded else None,
         "recorded": recorded.data if recorded else None,
     }
-
-
-def count_assets(session: Session) -> int:
-    """How many assets the registry holds (all states)."""
-    return session.scalar(text("SELECT count(*) FROM assets")) or 0

@@ -76,8 +76,3 @@ def authenticate(session: Session, token: str | None, settings: Settings) -> Act
     if row is None:
         raise Unauthorized("the bearer token is unknown or revoked")
     return Actor(name=f"token:{row.name}", unit_id=row.unit_id, admin=row.role == "admin")
-
-
-def can_read_full(session: Session, token: str | None, settings: Settings) -> Actor | None:
-    """The actor for a token that may read full records, or None for anonymous callers."""
-    return authenticate(session, token, settings) if token else None
