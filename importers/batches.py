@@ -3,9 +3,9 @@
 Rolling back never deletes: the assets a batch created are decommissioned with the reason
 "import batch N rolled back" (their source id set aside as ``rolledback:N:<source id>``, so
 importing the file again creates fresh assets), and the assets it updated get back the values of
-the version before it (read from ``asset_history``). If anything changed one of those assets after
-the batch, the rollback is refused, naming them: undoing the batch would silently undo that later
-change too.
+the version before it (read from ``asset_history``, which keeps every replaced version). If anything
+changed one of those assets after the batch, the rollback is refused, naming them: undoing the batch
+would silently undo that later change too.
 """
 
 from __future__ import annotations
@@ -100,7 +100,10 @@ def rollback_batch(session: Session, batch_id: int, actor: Actor) -> dict[str, A
         text(
             """
             CREATE TEMP TABLE rollback_rows ON COMMIT DROP AS
-            SELECT h.asset_id, h.version, h.version = 1 AS created FROM asset_history h
+            SELECT a.id AS asset_id, a.version, a.version = 1 AS created FROM assets a
+            WHERE a.batch_id = :b AND a.change_action = 'import'
+            UNION ALL
+            SELECT h.asset_id, h.version, h.version = 1 FROM asset_history h
             WHERE h.batch_id = :b AND h.action = 'import'
             """
         ),

@@ -8,7 +8,7 @@ from typing import Any
 
 from geoalchemy2.shape import from_shape, to_shape
 from shapely.geometry import mapping
-from sqlalchemy import DateTime, Row, func, literal, select, update
+from sqlalchemy import DateTime, func, literal, literal_column, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,9 +29,13 @@ _CLOCK_SKEW = dt.timedelta(minutes=5)
 
 # "-infinity" marks a first period that began before the registry knew of the asset; Python's
 # datetime cannot hold it, so such bounds are read as NULL (shown as "since unknown").
-_PERIOD_START = func.nullif(
-    AssetResponsibility.valid_from, literal("-infinity", DateTime(timezone=True))
-).label("valid_from")
+_MINUS_INFINITY = literal("-infinity", DateTime(timezone=True))
+
+
+def _current_period_start(asset: Asset) -> Any:
+    """SQL: when the asset's current responsibility period began (NULL: since unknown)."""
+    start = func.smartcode_period_start(Asset.responsible_since, Asset.installed_on)
+    return select(func.nullif(start, _MINUS_INFINITY)).where(Asset.id == asset.id).scalar_subquery()
 
 
 @dataclass(frozen=True)
@@ -288,11 +292,7 @@ def change_units(session: Session, code: str, data: UnitsChange, actor: Actor) -
     assert now is not None
     effective = data.effective_at or now
     _require_tz_past(effective, now, "effective_at")
-    open_from = session.scalar(
-        select(_PERIOD_START).where(
-            AssetResponsibility.asset_id == asset.id, AssetResponsibility.valid_to.is_(None)
-        )
-    )
+    open_from = session.scalar(select(_current_period_start(asset)))
     if open_from is not None and effective <= open_from:
         raise InvalidInput(
             f"effective_at {effective.isoformat()} is not after the start of the current "
@@ -342,7 +342,11 @@ def list_assets(
         min_x, min_y, max_x, max_y = flt.bbox
         if min_x >= max_x or min_y >= max_y:
             raise InvalidInput("bbox must be min_lon,min_lat,max_lon,max_lat with min < max", field="bbox")
-        stmt = stmt.where(Asset.geom.op("&&")(func.ST_MakeEnvelope(min_x, min_y, max_x, max_y, STORAGE_SRID)))
+        envelope = func.ST_MakeEnvelope(min_x, min_y, max_x, max_y, STORAGE_SRID)
+        # The spatial index is on the metric twin (migration 0004): candidates come from there,
+        # then the WGS84 boxes that meet the envelope are kept.
+        key = func.smartcode_search_key(literal_column("assets.geom_m"), Asset.class_code)
+        stmt = stmt.where(key.op("&&&")(func.smartcode_search_area(envelope)), Asset.geom.op("&&")(envelope))
     if flt.in_use is not None:
         stmt = stmt.where(Asset.in_use == flt.in_use)
     if flt.state is not None:
@@ -355,60 +359,111 @@ def list_assets(
 def history(session: Session, code: str) -> list[dict[str, Any]]:
     """Every recorded version of an asset, oldest first, with who, when, why and what it was."""
     asset = get_by_code(session, code)
-    rows = session.scalars(
+    return [_version_view(row) for row in _versions(session, asset)]
+
+
+def _versions(session: Session, asset: Asset) -> list[AssetHistory]:
+    """The replaced versions from ``asset_history`` and the current one, built from the asset row."""
+    replaced = session.scalars(
         select(AssetHistory).where(AssetHistory.asset_id == asset.id).order_by(AssetHistory.version)
     ).all()
-    return [
-        {
-            "version": row.version,
-            "recorded_at": row.recorded_at.isoformat(),
-            "actor": row.actor,
-            "reason": row.reason,
-            "action": row.action,
-            "batch_id": row.batch_id,
-            "data": row.data,
-            "geometry": mapping(to_shape(row.geom)),
-        }
-        for row in rows
-    ]
+    data = session.scalar(
+        text(f"SELECT {_data_expression(session)} FROM assets n WHERE n.id = :id"), {"id": asset.id}
+    )
+    current = AssetHistory(
+        asset_id=asset.id,
+        version=asset.version,
+        recorded_at=asset.changed_at,
+        actor=asset.changed_by,
+        reason=asset.change_reason,
+        action=asset.change_action,
+        batch_id=asset.batch_id,
+        data=data,
+        geom=asset.geom,
+    )
+    return [*replaced, current]
 
 
-_PERIOD_COLUMNS = (
-    AssetResponsibility.owner_id,
-    AssetResponsibility.maintainer_id,
-    AssetResponsibility.supervisor_id,
-    _PERIOD_START,
-    AssetResponsibility.valid_to,
-    AssetResponsibility.recorded_at,
-    AssetResponsibility.actor,
-    AssetResponsibility.reason,
-)
+def _data_expression(session: Session) -> str:
+    # The same JSON the update trigger records for a replaced version (migration 0003 defines it).
+    return str(session.scalar(text("SELECT assets_history_data_sql()")))
+
+
+def _version_view(row: AssetHistory) -> dict[str, Any]:
+    return {
+        "version": row.version,
+        "recorded_at": row.recorded_at.isoformat(),
+        "actor": row.actor,
+        "reason": row.reason,
+        "action": row.action,
+        "batch_id": row.batch_id,
+        "data": row.data,
+        "geometry": mapping(to_shape(row.geom)),
+    }
+
+
+@dataclass(frozen=True)
+class _Period:
+    owner_id: int | None
+    maintainer_id: int | None
+    supervisor_id: int | None
+    valid_from: dt.datetime | None  # None: since unknown
+    valid_to: dt.datetime | None  # None: still current
+    recorded_at: dt.datetime | None  # the change that began the period
+    actor: str | None
+    reason: str | None
+
+
+def _periods(session: Session, asset: Asset) -> list[_Period]:
+    """The asset's responsibility periods, oldest first: the closed ones and the current one.
+
+    Each is shown with the change that began it: the asset's registration for the first, the
+    change that closed the one before for the others.
+    """
+    closed = session.execute(
+        select(
+            AssetResponsibility.owner_id,
+            AssetResponsibility.maintainer_id,
+            AssetResponsibility.supervisor_id,
+            func.nullif(AssetResponsibility.valid_from, _MINUS_INFINITY),
+            AssetResponsibility.valid_to,
+            AssetResponsibility.recorded_at,
+            AssetResponsibility.actor,
+            AssetResponsibility.reason,
+        )
+        .where(AssetResponsibility.asset_id == asset.id)
+        .order_by(AssetResponsibility.valid_from)
+    ).all()
+    first = _versions(session, asset)[0]
+    began: tuple[dt.datetime | None, str | None, str | None] = (first.recorded_at, first.actor, first.reason)
+    periods = []
+    for owner, maintainer, supervisor, start, end, closed_at, closed_by, why in closed:
+        periods.append(_Period(owner, maintainer, supervisor, start, end, *began))
+        began = (closed_at, closed_by, why)
+    start = session.scalar(select(_current_period_start(asset)))
+    periods.append(_Period(asset.owner_id, asset.maintainer_id, asset.supervisor_id, start, None, *began))
+    return periods
 
 
 def responsibility_periods(session: Session, code: str) -> list[dict[str, Any]]:
     """The asset's responsibility periods, oldest first."""
     asset = get_by_code(session, code)
-    rows = session.execute(
-        select(*_PERIOD_COLUMNS)
-        .where(AssetResponsibility.asset_id == asset.id)
-        .order_by(AssetResponsibility.valid_from)
-    ).all()
-    return [_period_view(session, row) for row in rows]
+    return [_period_view(session, period) for period in _periods(session, asset)]
 
 
-def _period_view(session: Session, row: Row[Any]) -> dict[str, Any]:
+def _period_view(session: Session, period: _Period) -> dict[str, Any]:
     def unit(unit_id: int | None) -> dict[str, Any] | None:
         return unit_service.unit_summary(session.get(Unit, unit_id) if unit_id else None)
 
     return {
-        "valid_from": _iso(row.valid_from),
-        "valid_to": _iso(row.valid_to),
-        "owner": unit(row.owner_id),
-        "maintainer": unit(row.maintainer_id),
-        "supervisor": unit(row.supervisor_id),
-        "recorded_at": _iso(row.recorded_at),
-        "actor": row.actor,
-        "reason": row.reason,
+        "valid_from": _iso(period.valid_from),
+        "valid_to": _iso(period.valid_to),
+        "owner": unit(period.owner_id),
+        "maintainer": unit(period.maintainer_id),
+        "supervisor": unit(period.supervisor_id),
+        "recorded_at": _iso(period.recorded_at),
+        "actor": period.actor,
+        "reason": period.reason,
     }
 
 
@@ -417,19 +472,15 @@ def as_of(session: Session, code: str, at: dt.datetime) -> dict[str, Any]:
     if at.tzinfo is None:
         raise InvalidInput("the time needs a time zone, e.g. 2025-03-02T00:00:00+08:00", field="at")
     asset = get_by_code(session, code)
-    period = session.execute(
-        select(*_PERIOD_COLUMNS).where(
-            AssetResponsibility.asset_id == asset.id,
-            AssetResponsibility.valid_from <= at,
-            (AssetResponsibility.valid_to.is_(None)) | (AssetResponsibility.valid_to > at),
-        )
-    ).first()
-    recorded = session.scalars(
-        select(AssetHistory)
-        .where(AssetHistory.asset_id == asset.id, AssetHistory.recorded_at <= at)
-        .order_by(AssetHistory.version.desc())
-        .limit(1)
-    ).first()
+    period = next(
+        (
+            p
+            for p in _periods(session, asset)
+            if (p.valid_from is None or p.valid_from <= at) and (p.valid_to is None or at < p.valid_to)
+        ),
+        None,
+    )
+    recorded = next((v for v in reversed(_versions(session, asset)) if v.recorded_at <= at), None)
     return {
         "code": asset.code,
         "at": at.isoformat(),

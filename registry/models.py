@@ -4,9 +4,13 @@ Storage: geometries in EPSG:4326 (WGS84 lon/lat; CGCS2000 coincides to centimetr
 The database also keeps ``assets.geom_m``, a generated column in the deployment's metric SRID
 (default EPSG:4547), so distances are metres and nearest-asset queries are index-backed; it is
 computed by PostGIS and deliberately not mapped here.
-History (``asset_history``) and responsibility periods (``asset_responsibility``) are written by
-database triggers from the transaction's change context (see ``registry.db.set_change_context``),
-so no write path can skip them.
+The asset row holds its current version and who recorded it (``changed_by``, ``changed_at``,
+``change_reason``, ``change_action``, ``batch_id``) and since when its units are responsible
+(``responsible_since``); those columns default from the transaction's change context (see
+``registry.db.set_change_context``). Replaced versions (``asset_history``) and closed
+responsibility periods (``asset_responsibility``) are written by the update trigger, so no write
+path can skip them. References from assets to units and classes are checked once per statement
+by a trigger (migration 0004), not by per-row foreign keys.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     DateTime,
+    FetchedValue,
     ForeignKey,
     Integer,
     String,
@@ -101,12 +106,12 @@ class Asset(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     code: Mapped[str] = mapped_column(String(17), unique=True)
     county_code: Mapped[str] = mapped_column(String(6))
-    class_code: Mapped[str] = mapped_column(ForeignKey("component_classes.code"))
+    class_code: Mapped[str] = mapped_column(String(4))
     serial: Mapped[int] = mapped_column(Integer)
     geom: Mapped[Any] = mapped_column(Geometry(srid=STORAGE_SRID, spatial_index=False))
-    owner_id: Mapped[int | None] = mapped_column(ForeignKey("units.id"))
-    maintainer_id: Mapped[int | None] = mapped_column(ForeignKey("units.id"))
-    supervisor_id: Mapped[int | None] = mapped_column(ForeignKey("units.id"))
+    owner_id: Mapped[int | None] = mapped_column(BigInteger)
+    maintainer_id: Mapped[int | None] = mapped_column(BigInteger)
+    supervisor_id: Mapped[int | None] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(Text, default="完好")
     in_use: Mapped[bool] = mapped_column(Boolean, default=True)
     decommissioned_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
@@ -118,16 +123,22 @@ class Asset(Base):
     installed_on: Mapped[dt.date | None] = mapped_column(Date)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     source_id: Mapped[str | None] = mapped_column(Text)
-    batch_id: Mapped[int | None] = mapped_column(BigInteger)
+    batch_id: Mapped[int | None] = mapped_column(BigInteger, server_default=FetchedValue())
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     changed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    changed_by: Mapped[str] = mapped_column(Text, server_default=FetchedValue())
+    change_reason: Mapped[str | None] = mapped_column(Text, server_default=FetchedValue())
+    change_action: Mapped[str] = mapped_column(Text, server_default=FetchedValue())
+    responsible_since: Mapped[dt.datetime | None] = mapped_column(
+        DateTime(timezone=True), server_default=FetchedValue()
+    )
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     __table_args__ = (UniqueConstraint("county_code", "class_code", "serial"),)
 
 
 class AssetHistory(Base):
-    """One version of an asset as it was recorded, with who changed it, when and why."""
+    """A replaced version of an asset as it was recorded, with who recorded it, when and why."""
 
     __tablename__ = "asset_history"
 
@@ -144,7 +155,10 @@ class AssetHistory(Base):
 
 
 class AssetResponsibility(Base):
-    """A period during which an asset had a given owner, maintainer and supervisor."""
+    """A closed period during which an asset had a given owner, maintainer and supervisor.
+
+    ``recorded_at``, ``actor`` and ``reason`` are those of the change that closed it.
+    """
 
     __tablename__ = "asset_responsibility"
 

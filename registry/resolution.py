@@ -501,17 +501,24 @@ LEFT JOIN units s ON s.id = a.supervisor_id
 WHERE a.code = %s
 """
 
-# The parties at a past time come from the asset's responsibility periods (no overlap, so one row).
+# The parties at a past time: the asset's current units if their period had begun, else the closed
+# period covering that time (periods never overlap, so at most one row).
+_PARTIES_AT = """
+LEFT JOIN LATERAL (
+    SELECT true AS found, a.owner_id, a.maintainer_id, a.supervisor_id
+    WHERE smartcode_period_start(a.responsible_since, a.installed_on) <= %(at)s
+    UNION ALL
+    SELECT true, r.owner_id, r.maintainer_id, r.supervisor_id FROM asset_responsibility r
+    WHERE r.asset_id = a.id AND r.valid_from <= %(at)s AND r.valid_to > %(at)s
+    LIMIT 1
+) r ON true"""
+
 _CODE_SQL_AT = f"""
 SELECT a.code, a.class_code, a.state, a.in_use, a.decommissioned_at, a.decommission_reason,
-       ST_X(p.pt), ST_Y(p.pt), a.installed_on, r.asset_id IS NOT NULL, {_units("o", "m", "s")}
+       ST_X(p.pt), ST_Y(p.pt), a.installed_on, r.found IS NOT NULL, {_units("o", "m", "s")}
 FROM assets a
 CROSS JOIN LATERAL (SELECT ST_PointOnSurface(a.geom) AS pt) p
-LEFT JOIN LATERAL (
-    SELECT r.asset_id, r.owner_id, r.maintainer_id, r.supervisor_id FROM asset_responsibility r
-    WHERE r.asset_id = a.id AND r.valid_from <= %(at)s AND (r.valid_to IS NULL OR r.valid_to > %(at)s)
-    LIMIT 1
-) r ON true
+{_PARTIES_AT}
 LEFT JOIN units o ON o.id = r.owner_id
 LEFT JOIN units m ON m.id = r.maintainer_id
 LEFT JOIN units s ON s.id = r.supervisor_id
@@ -527,12 +534,7 @@ def _nearest_sql(srid: int, *, by_class: bool, at: bool) -> str:
             "(a.decommissioned_at IS NULL OR a.decommissioned_at > %(at)s) "
             "AND (a.installed_on IS NULL OR a.installed_on <= (%(at)s AT TIME ZONE %(tz)s)::date)"
         )
-        parties = """
-        LEFT JOIN LATERAL (
-            SELECT r.owner_id, r.maintainer_id, r.supervisor_id FROM asset_responsibility r
-            WHERE r.asset_id = a.id AND r.valid_from <= %(at)s AND (r.valid_to IS NULL OR r.valid_to > %(at)s)
-            LIMIT 1
-        ) r ON true"""
+        parties = _PARTIES_AT
         who = "r"
     else:
         alive = "a.in_use"
@@ -540,25 +542,30 @@ def _nearest_sql(srid: int, *, by_class: bool, at: bool) -> str:
         who = "a"
     columns = (
         "a.id, a.code, a.class_code, a.state, a.in_use, a.owner_id, a.maintainer_id, a.supervisor_id, "
-        f"ST_Distance(a.geom_m, {point}) AS dist"
+        f"a.responsible_since, a.installed_on, ST_Distance(a.geom_m, {point}) AS dist"
     )
+    # The spatial index (migration 0004) holds each asset's metric geometry at z = its class number:
+    # a search box at z = c reaches only class c, one over z = 0..9999 every class. The tolerance
+    # bounds the box, so the few candidates are sorted by exact distance.
     if by_class:
-        # One KNN scan per class: the composite GiST (class_code, geom_m) answers "nearest of class c"
-        # directly, where one scan over all classes would walk past every other class's assets.
         source = f"""
         FROM unnest(%(classes)s::text[], %(tolerances)s::float8[]) AS q(cls, tol)
         CROSS JOIN LATERAL (
             SELECT {columns} FROM assets a
-            WHERE a.class_code = q.cls AND {alive} AND ST_DWithin(a.geom_m, {point}, q.tol)
-            ORDER BY a.geom_m <-> {point}
+            WHERE smartcode_search_key(a.geom_m, a.class_code)
+                  &&& smartcode_search_box(%(x)s, %(y)s, q.tol, q.cls::float8, q.cls::float8, {srid})
+              AND a.class_code = q.cls AND {alive} AND ST_DWithin(a.geom_m, {point}, q.tol)
+            ORDER BY dist
             LIMIT %(k)s
         ) a"""
     else:
         source = f"""
         FROM (
             SELECT {columns} FROM assets a
-            WHERE {alive} AND ST_DWithin(a.geom_m, {point}, %(tol)s)
-            ORDER BY a.geom_m <-> {point}
+            WHERE smartcode_search_key(a.geom_m, a.class_code)
+                  &&& smartcode_search_box(%(x)s, %(y)s, %(tol)s, 0, 9999, {srid})
+              AND {alive} AND ST_DWithin(a.geom_m, {point}, %(tol)s)
+            ORDER BY dist
             LIMIT %(k)s
         ) a"""
     return f"""

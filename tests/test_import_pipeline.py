@@ -18,6 +18,7 @@ from sqlalchemy import Engine, text
 
 from importers.batches import rollback_batch
 from importers.pipeline import ImportOptions, ImportRefused, ImportReport, run_import
+from registry.assets import responsibility_periods
 from registry.codes import check_digits, mod11_10_check_digit, parse_code
 from registry.db import Actor, transaction
 from registry.errors import Conflict, DatabaseUnavailable
@@ -119,13 +120,14 @@ def test_a_standard_export_loads_with_no_configuration(
                 "ORDER BY a.serial"
             )
         ).all()
-        history = conn.execute(text("SELECT DISTINCT action, batch_id, version FROM asset_history")).all()
+        versions = conn.execute(text("SELECT DISTINCT change_action, batch_id, version FROM assets")).all()
+        replaced = conn.execute(text("SELECT count(*) FROM asset_history")).scalar_one()
         batch = conn.execute(text("SELECT status, counts, file_name FROM import_batches")).one()
     assert [r.serial for r in rows] == [1, 2, 3]
     assert all(parse_code(r.code).class_code == "0118" for r in rows)  # valid check digits
     assert rows[2][2] == WATER and rows[0][3] is False and rows[0][4] == CITY
     assert {r.batch_id for r in rows} == {report.batch_id} and rows[0].installed_on == "2019-05-01"
-    assert history == [("import", report.batch_id, 1)]
+    assert versions == [("import", report.batch_id, 1)] and replaced == 0  # one row per new asset
     assert batch.status == "committed" and batch.counts["created"] == 3 and batch.file_name == "lamps.geojson"
 
 
@@ -155,14 +157,8 @@ def test_a_changed_file_updates_only_what_changed(db: Engine, settings: Settings
     assert changed.counts() == {"read": 3, "created": 0, "updated": 2, "unchanged": 1, "rejected": 0}
     with db.connect() as conn:
         versions = dict(conn.execute(text("SELECT code, version FROM assets")).tuples().all())
-        new_history = (
-            conn.execute(
-                text(
-                    "SELECT a.code FROM asset_history h JOIN assets a ON a.id = h.asset_id "
-                    "WHERE h.batch_id = :b"
-                ),
-                {"b": changed.batch_id},
-            )
+        written = (
+            conn.execute(text("SELECT code FROM assets WHERE batch_id = :b"), {"b": changed.batch_id})
             .scalars()
             .all()
         )
@@ -173,10 +169,14 @@ def test_a_changed_file_updates_only_what_changed(db: Engine, settings: Settings
             ),
             {"c": codes[0]},
         ).scalar_one()
-    assert sorted(new_history) == sorted([codes[0], codes[2]])
-    assert counts(db)["asset_history"] == history_before + 2
+    assert sorted(written) == sorted([codes[0], codes[2]])
+    assert counts(db)["asset_history"] == history_before + 2  # the two replaced versions
     assert versions[codes[1]] == 1 and versions[codes[0]] == 2 and versions[codes[2]] == 2
-    assert periods == 2  # the owner change closed one responsibility period and opened the next
+    assert periods == 1  # the owner change closed the first responsibility period
+    with transaction(db) as session:
+        shown = responsibility_periods(session, codes[0])
+    assert [p["owner"]["name"] for p in shown] == [POWER, WATER]
+    assert shown[0]["valid_to"] == shown[1]["valid_from"] and shown[1]["valid_to"] is None
 
 
 def test_identifiers_keep_their_serial_and_gain_a_check_digit(
@@ -295,18 +295,21 @@ def test_rollback_decommissions_created_and_restores_updated(
                 "FROM assets a LEFT JOIN units u ON u.id = a.owner_id ORDER BY a.class_code DESC, a.serial"
             )
         ).all()
-        last = conn.execute(text("SELECT action, reason FROM asset_history ORDER BY id DESC LIMIT 1")).one()
+        actions = set(conn.execute(text("SELECT change_action, change_reason FROM assets")).tuples().all())
         status = conn.execute(text("SELECT status FROM import_batches WHERE id = :b"), {"b": second.batch_id})
         assert status.scalar_one() == "rolled_back"
     assert (
         rows[0].name == POWER
         and rows[0].in_use
-        and rows[0].batch_id == first.batch_id
+        and rows[0].batch_id is None  # version 3 is the rollback's, not a batch's
         and rows[0].version == 3
     )
     assert rows[2].class_code == "0101" and not rows[2].in_use
     assert rows[2].decommission_reason == f"import batch {second.batch_id} rolled back"
-    assert last.action == "rollback" and "rolled back" in last.reason
+    assert actions == {
+        ("rollback", f"import batch {second.batch_id} rolled back"),  # the restored and the decommissioned
+        ("import", f"import of lamps.geojson (batch {first.batch_id})"),  # the one batch 2 left alone
+    }
     with pytest.raises(Conflict, match="is rolled_back"), transaction(db) as session:
         rollback_batch(session, second.batch_id, ADMIN)
 
