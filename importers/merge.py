@@ -163,7 +163,7 @@ INSERT INTO assets (code, county_code, class_code, serial, geom, owner_id, maint
                     state, in_use, decommissioned_at, decommission_reason, grid_code, data_source, note,
                     installed_on, attributes, source_id, batch_id)
 SELECT coalesce(p.code, CAST(:county AS text) || p.class_code || lpad((al.first + p.k)::text, 6, '0')
-                        || get_byte(al.checks, p.k::int)::text),
+                        || get_byte(CAST(:checks AS bytea), al.offset_ + p.k::int)::text),
        CAST(:county AS text), p.class_code, coalesce(p.serial, al.first + p.k), p.geom,
        p.owner_id, p.maintainer_id, p.supervisor_id, coalesce(p.state, '完好'), coalesce(p.in_use, true),
        CASE WHEN p.in_use = false THEN {_DECOMMISSIONED_AT} END,
@@ -260,11 +260,13 @@ def plan(session: Session, actor_unit: int | None, problem_cap: int, fields: dic
     )
 
 
-def allocate(session: Session, county: str, allocated: dict[str, int]) -> None:
+def allocate(session: Session, county: str, allocated: dict[str, int]) -> bytes:
     """Reserve the explicit serials, then allocate one range per class for rows without a code.
 
-    The check digits of each range are computed here, vectorised, and handed to the INSERT as a
-    byte string (one digit per byte), so the database never computes MOD 11,10 row by row.
+    Returns the check digits of all ranges, one per byte, class after class; ``import_alloc``
+    says where each class's range starts in it. The insert reads them with ``get_byte`` from
+    this one bind parameter (in memory, so each read is O(1); a bytea stored in a table row is
+    TOASTed and was decompressed whole for every row), so the database never computes MOD 11,10.
     """
     explicit = session.execute(
         text(
@@ -276,15 +278,21 @@ def allocate(session: Session, county: str, allocated: dict[str, int]) -> None:
         reserve_serial(session, county, class_code, int(top))
     session.execute(text("DROP TABLE IF EXISTS import_alloc"))
     session.execute(
-        text("CREATE TEMP TABLE import_alloc (class_code text, first integer, checks bytea) ON COMMIT DROP")
+        text(
+            "CREATE TEMP TABLE import_alloc (class_code text, first integer, offset_ integer) ON COMMIT DROP"
+        )
     )
+    digits = []
+    offset = 0
     for class_code, count in allocated.items():
         serials = allocate_serials(session, county, class_code, count)
-        checks = check_digits(county + class_code, np.arange(serials.start, serials.stop))
+        digits.append(check_digits(county + class_code, np.arange(serials.start, serials.stop)).tobytes())
         session.execute(
-            text("INSERT INTO import_alloc VALUES (:c, :f, :k)"),
-            {"c": class_code, "f": serials.start, "k": checks.tobytes()},
+            text("INSERT INTO import_alloc VALUES (:c, :f, :o)"),
+            {"c": class_code, "f": serials.start, "o": offset},
         )
+        offset += count
+    return b"".join(digits)
 
 
 def write_created(session: Session, params: dict[str, Any]) -> int:

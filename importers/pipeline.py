@@ -536,8 +536,9 @@ def _run(
                 _finish_problems(report, problems)
                 session.rollback()  # a dry run writes nothing: units, serials and all
                 return
-            merge.allocate(session, county, result.allocated)
+            checks = merge.allocate(session, county, result.allocated)
             params = {
+                "checks": checks,
                 "county": county,
                 "batch": report.batch_id,
                 "tz": settings.timezone,

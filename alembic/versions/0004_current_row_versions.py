@@ -169,35 +169,44 @@ END $$
 _CHECK_REFERENCES = """
 CREATE FUNCTION assets_check_references() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-  bad record;
+  classes text[];
+  owners bigint[];
+  maintainers bigint[];
+  supervisors bigint[];
+  col text;
+  missing text;
+  example text;
 BEGIN
-  -- What a foreign key does per row, once per statement: lock the referenced rows against
-  -- deletion until this transaction ends, then find any reference that has no row.
-  PERFORM 1 FROM units u
-  WHERE u.id IN (SELECT owner_id FROM new_rows UNION SELECT maintainer_id FROM new_rows
-                 UNION SELECT supervisor_id FROM new_rows)
-  FOR KEY SHARE;
-  PERFORM 1 FROM component_classes c WHERE c.code IN (SELECT class_code FROM new_rows) FOR KEY SHARE;
-  SELECT r.code, r.col, r.val INTO bad
-  FROM (SELECT n.code, 'owner_id' AS col, n.owner_id::text AS val FROM new_rows n
-        WHERE n.owner_id IS NOT NULL AND NOT EXISTS (SELECT FROM units u WHERE u.id = n.owner_id)
+  -- What a foreign key does per row, once per statement: one pass collects the distinct references
+  -- (a batch names a handful of units and classes), the referenced rows are locked against
+  -- deletion until this transaction ends, and any reference without a row is refused.
+  SELECT array_agg(DISTINCT r.class_code),
+         array_agg(DISTINCT r.owner_id) FILTER (WHERE r.owner_id IS NOT NULL),
+         array_agg(DISTINCT r.maintainer_id) FILTER (WHERE r.maintainer_id IS NOT NULL),
+         array_agg(DISTINCT r.supervisor_id) FILTER (WHERE r.supervisor_id IS NOT NULL)
+  INTO classes, owners, maintainers, supervisors
+  FROM (SELECT DISTINCT class_code, owner_id, maintainer_id, supervisor_id FROM new_rows) r;
+  PERFORM 1 FROM units u WHERE u.id = ANY(owners || maintainers || supervisors) FOR KEY SHARE;
+  PERFORM 1 FROM component_classes c WHERE c.code = ANY(classes) FOR KEY SHARE;
+  SELECT m.col, m.val INTO col, missing
+  FROM (SELECT 'owner_id' AS col, x::text AS val FROM unnest(owners) x
+        WHERE NOT EXISTS (SELECT FROM units u WHERE u.id = x)
         UNION ALL
-        SELECT n.code, 'maintainer_id', n.maintainer_id::text FROM new_rows n
-        WHERE n.maintainer_id IS NOT NULL AND NOT EXISTS (SELECT FROM units u WHERE u.id = n.maintainer_id)
+        SELECT 'maintainer_id', x::text FROM unnest(maintainers) x
+        WHERE NOT EXISTS (SELECT FROM units u WHERE u.id = x)
         UNION ALL
-        SELECT n.code, 'supervisor_id', n.supervisor_id::text FROM new_rows n
-        WHERE n.supervisor_id IS NOT NULL AND NOT EXISTS (SELECT FROM units u WHERE u.id = n.supervisor_id)
+        SELECT 'supervisor_id', x::text FROM unnest(supervisors) x
+        WHERE NOT EXISTS (SELECT FROM units u WHERE u.id = x)
         UNION ALL
-        SELECT n.code, 'class_code', n.class_code FROM new_rows n
-        WHERE NOT EXISTS (SELECT FROM component_classes c WHERE c.code = n.class_code)) r
+        SELECT 'class_code', x FROM unnest(classes) x
+        WHERE NOT EXISTS (SELECT FROM component_classes c WHERE c.code = x)) m
   LIMIT 1;
-  IF FOUND THEN
-    RAISE EXCEPTION 'insert or update on table "assets" violates foreign key constraint "assets_%_fkey"',
-                    bad.col
+  IF col IS NOT NULL THEN
+    EXECUTE format('SELECT code FROM new_rows WHERE %I::text = $1 LIMIT 1', col) INTO example USING missing;
+    RAISE EXCEPTION 'insert or update on table "assets" violates foreign key constraint "assets_%_fkey"', col
       USING ERRCODE = 'foreign_key_violation',
-            DETAIL = format('Key (%s)=(%s) of asset %s is not present in table "%s".',
-                            bad.col, bad.val, bad.code,
-                            CASE WHEN bad.col = 'class_code' THEN 'component_classes' ELSE 'units' END);
+            DETAIL = format('Key (%s)=(%s) of asset %s is not present in table "%s".', col, missing,
+                            example, CASE WHEN col = 'class_code' THEN 'component_classes' ELSE 'units' END);
   END IF;
   RETURN NULL;
 END $$;
