@@ -44,8 +44,11 @@ def create_stage(session: Session) -> None:
     session.execute(text(f"CREATE TEMP TABLE import_stage ({columns}) ON COMMIT DROP"))
 
 
-def copy_chunk(session: Session, chunk: ValidChunk) -> None:
-    """Append a validated chunk to the staging table with one COPY (CSV written by Arrow, in C)."""
+def copy_chunk(connection: Any, chunk: ValidChunk) -> None:
+    """Append a validated chunk to the staging table with one COPY (CSV written by Arrow, in C).
+
+    ``connection`` is the import transaction's psycopg connection (see ``importers.stage_writer``).
+    """
     n = len(chunk)
     if n == 0:
         return
@@ -61,10 +64,8 @@ def copy_chunk(session: Session, chunk: ValidChunk) -> None:
     table = pa.Table.from_arrays(arrays, names=[name for name, _ in STAGE_COLUMNS])
     buffer = io.BytesIO()
     pa_csv.write_csv(table, buffer, _CSV_OPTIONS)
-    raw = session.connection().connection.driver_connection
-    assert raw is not None
     with (
-        raw.cursor() as cursor,
+        connection.cursor() as cursor,
         cursor.copy(f"COPY import_stage ({_COLUMN_LIST}) FROM STDIN (FORMAT csv)") as copy,
     ):
         copy.write(buffer.getbuffer())
@@ -77,16 +78,25 @@ def copy_chunk(session: Session, chunk: ValidChunk) -> None:
 # are checked in order; the first that applies rejects the row.
 _PLAN = """
 CREATE TEMP TABLE import_plan ON COMMIT DROP AS
-WITH matched AS (
+WITH repeated_source AS (
+  -- Keys that occur more than once, with their first row: narrow aggregates, so the wide staged
+  -- rows are never sorted (a window over them sorted a million rows twice).
+  SELECT source_id, min(row) AS first_row FROM import_stage WHERE source_id IS NOT NULL
+  GROUP BY source_id HAVING count(*) > 1
+), repeated_code AS (
+  SELECT code, min(row) AS first_row FROM import_stage WHERE code IS NOT NULL
+  GROUP BY code HAVING count(*) > 1
+), matched AS (
   SELECT s.row, s.source_id, s.code, s.serial, s.class_code,
          CASE WHEN s.wkb IS NULL THEN ST_SetSRID(ST_MakePoint(s.lon, s.lat), 4326)
               ELSE ST_SetSRID(ST_GeomFromWKB(decode(s.wkb, 'hex')), 4326) END AS geom,
          s.owner_id, s.maintainer_id, s.supervisor_id, s.state, s.in_use, s.changed_on, s.grid_code,
          s.data_source, s.note, s.installed_on, s.attributes,
          m.id AS m_id, m.code AS m_code, c.id AS c_id, c.source_id AS c_source,
-         min(s.row) OVER (PARTITION BY s.source_id) AS first_source_row,
-         CASE WHEN s.code IS NOT NULL THEN min(s.row) OVER (PARTITION BY s.code) END AS first_code_row
+         rs.first_row AS first_source_row, rc.first_row AS first_code_row
   FROM import_stage s
+  LEFT JOIN repeated_source rs ON rs.source_id = s.source_id
+  LEFT JOIN repeated_code rc ON rc.code = s.code
   LEFT JOIN (SELECT DISTINCT ON (a.source_id) a.source_id, a.id, a.code FROM assets a
              WHERE a.source_id IN (SELECT source_id FROM import_stage)
              ORDER BY a.source_id, a.id) m ON m.source_id = s.source_id

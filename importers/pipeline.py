@@ -36,6 +36,7 @@ from importers.formats import DEFAULT_CHUNK_SIZE, open_source
 from importers.mapping import DraftChunk, map_chunk
 from importers.profiles import Profile, default_profile, load_profile
 from importers.source import RowProblem, SourceInfo
+from importers.stage_writer import StageWriter
 from importers.validate import ClassTable, UnitResolver, ValidationContext, Zone, validate_chunk
 from registry.db import Actor, session_factory, set_change_context
 from registry.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
@@ -482,33 +483,36 @@ def _run(
             units = UnitResolver(session, actor, county)
             merge.create_stage(session)
             ctx: ValidationContext | None = None
-            for chunk in chunks:
-                draft = map_chunk(chunk, profile)
-                if ctx is None:
-                    crs, swapped, crs_report = decide_crs(session, info, draft, options, profile, area)
-                    report.crs = crs_report
-                    ctx = ValidationContext(
-                        county=county,
-                        area=area,
-                        crs=crs,
-                        swapped=swapped,
-                        classes=ClassTable.load(session, profile),
-                        units=units,
-                        scope=options.source_system or profile.name,
-                        field_names=_field_names(chunk.columns, profile),
-                        zone=zone,
-                        actor_unit=actor.unit_id if not actor.admin else None,
-                        actor_unit_name=actor_unit_name,
-                    )
-                valid = validate_chunk(draft, ctx)
-                merge.copy_chunk(session, valid)
-                report.read += valid.read_rows
-                report.rejected += valid.rejected_rows
-                problems.add(valid.problems)
-                if progress is not None:
-                    progress("reading", report.read, info.feature_count)
-                if fault is not None:
-                    fault("chunk")
+            raw = session.connection().connection.driver_connection
+            with StageWriter(raw) as writer:
+                for chunk in chunks:
+                    draft = map_chunk(chunk, profile)
+                    if ctx is None:
+                        crs, swapped, crs_report = decide_crs(session, info, draft, options, profile, area)
+                        report.crs = crs_report
+                        ctx = ValidationContext(
+                            county=county,
+                            area=area,
+                            crs=crs,
+                            swapped=swapped,
+                            classes=ClassTable.load(session, profile),
+                            units=units,
+                            scope=options.source_system or profile.name,
+                            field_names=_field_names(chunk.columns, profile),
+                            zone=zone,
+                            actor_unit=actor.unit_id if not actor.admin else None,
+                            actor_unit_name=actor_unit_name,
+                        )
+                    valid = validate_chunk(draft, ctx)
+                    writer.put(valid)  # written while the next chunk is parsed
+                    report.read += valid.read_rows
+                    report.rejected += valid.rejected_rows
+                    problems.add(valid.problems)
+                    if progress is not None:
+                        progress("reading", report.read, info.feature_count)
+                    if fault is not None:
+                        fault("chunk")
+                writer.finish()
             if ctx is None:
                 report.crs = {"used": None, "origin": "none", "note": "the file has no rows"}
             if progress is not None:

@@ -1,0 +1,85 @@
+"""The staging writer: COPY of validated chunks on a background thread, overlapping the parsing.
+
+Reading, mapping and validating a chunk is Python work; writing it to the staging table is the
+database's. Handing each validated chunk to a thread that runs the COPY lets the server ingest
+chunk n while Python parses chunk n+1 (the two run on different cores). The queue is bounded, so
+at most ``depth`` chunks wait in memory and a slow server slows the reader down instead of
+letting memory grow.
+
+The thread uses the import's own psycopg connection (its transaction, so a failed import leaves
+nothing behind). psycopg connections are thread-safe: a statement the main thread sends while a
+COPY is running waits for it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from types import TracebackType
+from typing import Any
+
+from importers.merge import copy_chunk
+from importers.validate import ValidChunk
+
+_DONE = None
+
+
+class StageWriter:
+    """Writes validated chunks to ``import_stage`` in order, on one background thread."""
+
+    def __init__(self, connection: Any, depth: int = 2) -> None:
+        self._connection = connection
+        self._queue: queue.Queue[ValidChunk | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="import-stage-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, chunk: ValidChunk) -> None:
+        """Queue a chunk (waits while ``depth`` chunks are pending); raises the writer's error if any."""
+        self._raise_error()
+        self._queue.put(chunk)
+
+    @property
+    def failed(self) -> bool:
+        """True once a COPY has failed (the error is raised by the next ``put`` or ``finish``)."""
+        return self._error is not None
+
+    def finish(self) -> None:
+        """Wait until every queued chunk is written; raises the writer's error if any."""
+        self._stop()
+        self._raise_error()
+
+    def __enter__(self) -> StageWriter:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # Never leave the thread using the connection once the caller goes on (to roll back, say).
+        self._stop()
+        if kind is not None and self._error is not None:
+            # The writer failed first: the main thread's error is then only its consequence
+            # ("current transaction is aborted"), so the writer's is the one to report.
+            self._raise_error()
+
+    def _stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(_DONE)
+            self._thread.join()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _work(self) -> None:
+        while True:
+            chunk = self._queue.get()
+            if chunk is _DONE:
+                return
+            if self._error is not None:
+                continue  # after a failure, drain without writing until told to stop
+            try:
+                copy_chunk(self._connection, chunk)
+            except BaseException as exc:  # handed to the main thread, which re-raises it
+                self._error = exc

@@ -1,0 +1,53 @@
+"""The staging writer COPYs chunks on its thread, in order, and reports its failures to the caller."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import psycopg
+import pytest
+from sqlalchemy import Engine
+
+from importers import merge
+from importers.stage_writer import StageWriter
+from importers.validate import STAGE_COLUMNS, ValidChunk
+from registry.db import session_factory
+
+
+def _chunk(first: int, n: int) -> ValidChunk:
+    columns: dict[str, object] = {name: None for name, _ in STAGE_COLUMNS}
+    columns["row"] = np.arange(first, first + n)
+    columns["class_code"] = np.array(["0118"] * n, dtype=object)
+    return ValidChunk(columns=columns, problems=[], rejected_rows=0, read_rows=n)
+
+
+def test_chunks_arrive_in_order_while_the_caller_goes_on(db: Engine) -> None:
+    with session_factory(db)() as session, session.begin():
+        merge.create_stage(session)
+        raw = session.connection().connection.driver_connection
+        with StageWriter(raw, depth=1) as writer:
+            for first in range(1, 5001, 1000):
+                writer.put(_chunk(first, 1000))
+            writer.finish()
+        rows = [r for (r,) in session.connection().exec_driver_sql("SELECT row FROM import_stage")]
+    assert rows == list(range(1, 5001))
+
+
+def test_a_failed_copy_is_raised_in_the_caller(db: Engine) -> None:
+    with session_factory(db)() as session, session.begin():
+        raw = session.connection().connection.driver_connection  # no staging table: COPY fails
+        with pytest.raises(psycopg.errors.UndefinedTable), StageWriter(raw) as writer:
+            writer.put(_chunk(1, 10))
+            writer.finish()
+
+
+def test_the_writers_error_wins_over_its_consequence(db: Engine) -> None:
+    with session_factory(db)() as session, session.begin():
+        raw = session.connection().connection.driver_connection
+        with pytest.raises(psycopg.errors.UndefinedTable), StageWriter(raw) as writer:
+            writer.put(_chunk(1, 10))
+            deadline = time.monotonic() + 10
+            while not writer.failed and time.monotonic() < deadline:
+                time.sleep(0.01)
+            raw.execute("SELECT 1")  # fails too (the transaction is aborted), but is not the cause
