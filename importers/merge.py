@@ -113,6 +113,7 @@ WITH repeated_source AS (
   SELECT x.*,
          CASE WHEN x.m_id IS NOT NULL THEN x.m_id
               WHEN x.c_id IS NOT NULL AND (x.c_source IS NULL OR x.c_source LIKE 'geom:%'
+                                           OR x.c_source LIKE 'rolledback:%'
                                            OR x.legacy_code_source) THEN x.c_id
          END AS asset_id,
          CASE
@@ -128,7 +129,7 @@ WITH repeated_source AS (
              'source id ' || x.source_id || ' is registered as code ' || x.m_code || ', the file now gives '
              || x.code || ': a smart code never changes'
            WHEN x.m_id IS NULL AND x.c_id IS NOT NULL AND x.c_source NOT LIKE 'geom:%'
-                AND NOT x.legacy_code_source THEN
+                AND x.c_source NOT LIKE 'rolledback:%' AND NOT x.legacy_code_source THEN
              'code ' || x.code || ' is already registered to another asset (source id ' || x.c_source || ')'
          END AS reject_reason
   FROM flagged x
@@ -136,14 +137,22 @@ WITH repeated_source AS (
 SELECT j.row, j.source_id, j.code, j.serial, j.class_code, j.geom, j.owner_id, j.maintainer_id,
        j.supervisor_id, j.state, j.in_use, j.changed_on, j.grid_code, j.data_source, j.note,
        j.installed_on, j.attributes, j.asset_id,
-       coalesce(j.reject_reason, CASE WHEN CAST(:actor_unit AS bigint) IS NOT NULL
-                                       AND a.owner_id IS DISTINCT FROM CAST(:actor_unit AS bigint)
-         THEN 'asset ' || a.code || ' belongs to another unit: '
-              || 'a unit token may only import assets of its own unit'
-       END) AS reject_reason,
+       coalesce(j.reject_reason,
+         CASE WHEN CAST(:actor_unit AS bigint) IS NOT NULL
+                   AND a.owner_id IS DISTINCT FROM CAST(:actor_unit AS bigint)
+           THEN 'asset ' || a.code || ' belongs to another unit: '
+                || 'a unit token may only import assets of its own unit'
+         END,
+         -- The class is part of the smart code, and a code never changes.
+         CASE WHEN a.class_code <> j.class_code
+           THEN 'class ' || j.class_code || ' given, but asset ' || a.code || ' is registered as class '
+                || a.class_code || ': the class is part of the smart code and never changes '
+                || '(decommission the asset and import the new one without its identifier)'
+         END) AS reject_reason,
        CASE
          WHEN j.reject_reason IS NOT NULL OR (CAST(:actor_unit AS bigint) IS NOT NULL AND a.id IS NOT NULL
                                               AND a.owner_id IS DISTINCT FROM CAST(:actor_unit AS bigint))
+              OR a.class_code <> j.class_code
            THEN 'reject'
          WHEN a.id IS NULL THEN 'create'
          WHEN a.geom IS DISTINCT FROM j.geom
@@ -157,7 +166,7 @@ SELECT j.row, j.source_id, j.code, j.serial, j.class_code, j.geom, j.owner_id, j
            OR (j.note IS NOT NULL AND j.note IS DISTINCT FROM a.note)
            OR (j.installed_on IS NOT NULL AND j.installed_on IS DISTINCT FROM a.installed_on)
            OR (j.attributes IS NOT NULL AND a.attributes || j.attributes <> a.attributes)
-           OR ((a.source_id IS NULL OR a.source_id LIKE 'geom:%')
+           OR ((a.source_id IS NULL OR a.source_id LIKE 'geom:%' OR a.source_id LIKE 'rolledback:%')
                AND j.source_id IS DISTINCT FROM a.source_id)
            THEN 'update'
          ELSE 'unchanged'
@@ -172,20 +181,30 @@ _INSERT = f"""
 INSERT INTO assets (code, county_code, class_code, serial, geom, owner_id, maintainer_id, supervisor_id,
                     state, in_use, decommissioned_at, decommission_reason, grid_code, data_source, note,
                     installed_on, attributes, source_id, batch_id)
-SELECT coalesce(p.code, CAST(:county AS text) || p.class_code || lpad((al.first + p.k)::text, 6, '0')
-                        || get_byte(CAST(:checks AS bytea), al.offset_ + p.k::int)::text),
-       CAST(:county AS text), p.class_code, coalesce(p.serial, al.first + p.k), p.geom,
+SELECT coalesce(p.code, CAST(:county AS text) || p.class_code || lpad((al.first + n.k)::text, 6, '0')
+                        || get_byte(CAST(:checks AS bytea), al.offset_ + n.k::int)::text),
+       CAST(:county AS text), p.class_code, coalesce(p.serial, al.first + n.k), p.geom,
        p.owner_id, p.maintainer_id, p.supervisor_id, coalesce(p.state, '完好'), coalesce(p.in_use, true),
        CASE WHEN p.in_use = false THEN {_DECOMMISSIONED_AT} END,
        CASE WHEN p.in_use = false THEN CAST(:reason AS text) END,
        p.grid_code, p.data_source, p.note, p.installed_on, coalesce(p.attributes, '{{}}'), p.source_id,
        CAST(:batch AS bigint)
-FROM (SELECT p.*, CASE WHEN p.code IS NULL
-                       THEN row_number() OVER (PARTITION BY p.class_code, p.code IS NULL ORDER BY p.row) - 1
-                  END AS k
-      FROM import_plan p WHERE p.action = 'create') p
+FROM import_plan p
+-- The k-th code-less new row of a class (file order) gets the k-th serial of the class's range.
+-- Numbered in a narrow subquery, so only (row, class) pairs are sorted, not the planned rows.
+LEFT JOIN (SELECT n.row, row_number() OVER (PARTITION BY n.class_code ORDER BY n.row) - 1 AS k
+           FROM import_plan n WHERE n.action = 'create' AND n.code IS NULL) n ON n.row = p.row
 LEFT JOIN import_alloc al ON al.class_code = p.class_code AND p.code IS NULL
+WHERE p.action = 'create'
 """
+
+# Whether the asset is in use after the update. An asset decommissioned by the rollback of its
+# import batch (its source id set aside as 'rolledback:...') and named again by its code is the
+# same asset coming back: it is in use again unless the row says otherwise.
+_IN_USE = (
+    "(CASE WHEN a.source_id LIKE 'rolledback:%' THEN coalesce(p.in_use, true) "
+    "ELSE coalesce(p.in_use, a.in_use) END)"
+)
 
 _UPDATE = f"""
 UPDATE assets a SET
@@ -194,17 +213,17 @@ UPDATE assets a SET
   maintainer_id = coalesce(p.maintainer_id, a.maintainer_id),
   supervisor_id = coalesce(p.supervisor_id, a.supervisor_id),
   state = coalesce(p.state, a.state),
-  in_use = coalesce(p.in_use, a.in_use),
-  decommissioned_at = CASE WHEN p.in_use IS NULL OR p.in_use = a.in_use THEN a.decommissioned_at
-                           WHEN p.in_use THEN NULL ELSE {_DECOMMISSIONED_AT} END,
-  decommission_reason = CASE WHEN p.in_use IS NULL OR p.in_use = a.in_use THEN a.decommission_reason
-                             WHEN p.in_use THEN NULL ELSE CAST(:reason AS text) END,
+  in_use = {_IN_USE},
+  decommissioned_at = CASE WHEN {_IN_USE} = a.in_use THEN a.decommissioned_at
+                           WHEN {_IN_USE} THEN NULL ELSE {_DECOMMISSIONED_AT} END,
+  decommission_reason = CASE WHEN {_IN_USE} = a.in_use THEN a.decommission_reason
+                             WHEN {_IN_USE} THEN NULL ELSE CAST(:reason AS text) END,
   grid_code = coalesce(p.grid_code, a.grid_code),
   data_source = coalesce(p.data_source, a.data_source),
   note = coalesce(p.note, a.note),
   installed_on = coalesce(p.installed_on, a.installed_on),
   attributes = a.attributes || coalesce(p.attributes, '{{}}'),
-  source_id = CASE WHEN a.source_id IS NULL OR a.source_id LIKE 'geom:%'
+  source_id = CASE WHEN a.source_id IS NULL OR a.source_id LIKE 'geom:%' OR a.source_id LIKE 'rolledback:%'
                    THEN coalesce(p.source_id, a.source_id) ELSE a.source_id END,
   batch_id = CAST(:batch AS bigint)
 FROM import_plan p
@@ -232,6 +251,8 @@ def _field(reason: str, fields: dict[str, str]) -> str:
         return fields.get("source_id", fields.get("code", "source_id"))
     if reason.startswith("asset"):
         return fields.get("owner", "owner")
+    if reason.startswith("class"):
+        return fields.get("class_name", fields.get("class_code", "class"))
     return "geometry"
 
 

@@ -130,3 +130,44 @@ def test_an_owner_change_closes_a_period_that_starts_in_the_future(
         closed = conn.execute(text("SELECT valid_from, valid_to FROM asset_responsibility")).one()
         current_from = conn.execute(text("SELECT responsible_since FROM assets")).scalar_one()
     assert closed.valid_to > closed.valid_from and current_from == closed.valid_to
+
+
+def test_a_class_change_is_refused_since_the_class_is_part_of_the_code(
+    db: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    mapping = tmp_path / "ids.toml"
+    mapping.write_text('name = "ids"\nextends = "szcg"\n[fields]\nsource_id = ["ZCBH"]\n', "utf-8")
+    first = [lamp(114.3466, 22.6953, ZCBH="ZC-1")]
+    report = run(db, settings, write_geojson(tmp_path / "a.geojson", first), mapping=str(mapping))
+    assert report.counts()["created"] == 1, report.problems
+    moved = [lamp(114.3466, 22.6953, ZCBH="ZC-1", OBJNAME="上水井盖")]
+    again = run(db, settings, write_geojson(tmp_path / "b.geojson", moved), mapping=str(mapping))
+    assert again.counts()["rejected"] == 1 and again.counts()["updated"] == 0
+    refused = problem(again, 1)
+    assert refused["field"] == "OBJNAME" and "registered as class 0118" in refused["reason"]
+    assert "never changes" in refused["reason"]
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT class_code, version FROM assets")).one() == ("0118", 1)
+
+
+def test_a_coded_asset_rolled_back_comes_back_with_its_code(
+    db: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    path = write_geojson(tmp_path / "a.geojson", [lamp(114.3466, 22.6953, OBJCODE=IDENT)])
+    first = run(db, settings, path)
+    with transaction(db) as session:
+        rollback_batch(session, first.batch_id, ADMIN)
+    assert assets(db) == [(CODE, f"rolledback:{first.batch_id}:{IDENT}", False)]
+    fixed = write_geojson(tmp_path / "b.geojson", [lamp(114.3466, 22.6953, OBJCODE=IDENT, DEPTNAME2=WATER)])
+    again = run(db, settings, fixed)
+    assert again.counts()["updated"] == 1 and again.counts()["rejected"] == 0, again.problems
+    assert assets(db) == [(CODE, IDENT, True)]  # the same asset, in use again under its own source id
+    with db.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT u.name, a.decommissioned_at, a.decommission_reason FROM assets a "
+                "JOIN units u ON u.id = a.owner_id"
+            )
+        ).one()
+    assert row == (WATER, None, None)
+    assert run(db, settings, fixed).counts()["unchanged"] == 1
