@@ -7,7 +7,9 @@ throwaway embedded PostgreSQL cluster under /tmp, migrates it, and for each N:
 * runs ``smartcode``'s importer (full validation, unit matching, code allocation, history) in a
   fresh child process, so its peak RSS is that run's own;
 * runs ``ogr2ogr`` (PG_USE_COPY=YES) loading the same file into a plain PostGIS table;
-* prints both times, the ratio and the importer's peak RSS, plus where the importer's time went.
+* prints both times, the ratio and the importer's peak RSS, plus where the importer's time went;
+* then re-imports the same file (all unchanged) and imports N/10 new features into the registry
+  that now holds N (index maintenance on a loaded table).
 
     .venv/bin/python bench/import_geojson.py                       # N = 100k and 1M
     .venv/bin/python bench/import_geojson.py --sizes 20000 --keep  # small run, keep the cluster
@@ -247,6 +249,17 @@ def main() -> None:
             print(
                 f"re-import of the same file: {float(reimport['seconds']):.1f} s, counts {reimport['counts']}"
             )  # type: ignore[arg-type]
+            # A later, smaller import into the registry that now holds N assets: what a district
+            # adding a survey to a loaded registry waits for (index maintenance, no empty table).
+            more = base / f"points-{n}-more.geojson"
+            generate(more, n // 10, seed=2)
+            added = run_importer(url, more)
+            added_seconds = float(added["seconds"])  # type: ignore[arg-type]
+            print(
+                f"then {n // 10:,} new features into the {n:,}: {added_seconds:.1f} s "
+                f"({n // 10 / added_seconds:,.0f} rows/s), counts {added['counts']}"
+            )
+            more.unlink()
             if args.explain and n == args.sizes[0]:
                 reset(url)
                 print(explain_merge(url, path))

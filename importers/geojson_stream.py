@@ -4,13 +4,20 @@ GDAL's GeoJSON driver keeps per-feature bookkeeping (about 80 bytes a feature, s
 the file) and scans the file twice. Here the file is read in blocks; numpy finds the structural
 characters outside strings and their nesting depth, which gives the byte span of every feature in
 the ``features`` array; a batch of spans is then handed to orjson in one call. Memory is bounded by
-the block size plus one batch, whatever the file size.
+the block size plus two batches (one is read ahead), whatever the file size.
+
+A batch of plain point features (the usual inventory export) is parsed by Arrow's JSON reader
+instead: it fills typed columns in C++, without a Python object per feature and without the GIL, in a
+background thread while the caller works on the previous batch; only the distinct text values become
+Python strings. Anything Arrow might read differently from orjson (other geometries, nested or
+ambiguous numbers, invalid JSON...) goes to orjson as before, so the result is the same either way.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import itemgetter
@@ -19,6 +26,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import numpy.typing as npt
 import orjson
+import pyarrow as pa
+import pyarrow.json as pa_json
 import shapely
 
 from importers._perf import gc_paused
@@ -51,7 +60,8 @@ _Structure = tuple[npt.NDArray[np.intp], npt.NDArray[np.uint8], npt.NDArray[np.i
 def _structure(a: npt.NDArray[np.uint8]) -> _Structure:
     """Positions, characters and depth-after of brackets outside strings (``a`` starts outside one)."""
     quotes = np.flatnonzero(a == _QUOTE)
-    if quotes.size:
+    # Most exports hold no backslash at all; looking for one is far cheaper than checking each quote.
+    if quotes.size and _BACKSLASH in a:
         escaped = quotes[(quotes > 0) & (a[np.maximum(quotes - 1, 0)] == _BACKSLASH)]
         if escaped.size:
             # Rare (quotes inside text): count the backslash run before each candidate; an odd run
@@ -170,21 +180,85 @@ class _Run:
     ends: npt.NDArray[np.intp]
 
 
+class FeatureArrayText(bytes):
+    """The JSON array text of a batch of features, plus where each feature lies inside it.
+
+    Still plain bytes to any caller. The spans let Arrow read the batch without another scan;
+    ``arrow`` is that read, started in the background (None when the batch is left to orjson).
+    """
+
+    starts: npt.NDArray[np.intp]  # offset of each feature's '{'
+    ends: npt.NDArray[np.intp]  # offset of each feature's '}'
+    hints: ArrowHints | None = None
+    arrow: Future[_ArrowRead | None] | None = None
+
+
+@dataclass(slots=True)
+class ArrowHints:
+    """What earlier batches of one file taught the Arrow path."""
+
+    # Properties read as text so far. Declaring them keeps Arrow from turning "2019-01-01" into a
+    # timestamp, which would cost a second parse in every batch.
+    text_fields: dict[str, None] = field(default_factory=dict)
+    skip: int = 0  # batches still to leave to orjson after a failure
+    backoff: int = 1
+
+
 def iter_collection_batches(
     stream: BinaryIO, features_offset: int, batch_size: int, block_bytes: int = BLOCK_BYTES
 ) -> Iterator[list[Any]]:
     """Parsed features of the array starting at ``features_offset``, ``batch_size`` at a time."""
-    for text in iter_collection_texts(stream, features_offset, batch_size, block_bytes):
-        yield parse_array(text)
+    for text in iter_collection_texts(stream, features_offset, batch_size, block_bytes, arrow=False):
+        yield _loads_array(text)
 
 
 def iter_collection_texts(
-    stream: BinaryIO, features_offset: int, batch_size: int, block_bytes: int = BLOCK_BYTES
-) -> Iterator[bytes]:
+    stream: BinaryIO,
+    features_offset: int,
+    batch_size: int,
+    block_bytes: int = BLOCK_BYTES,
+    *,
+    arrow: bool = True,
+) -> Iterator[FeatureArrayText]:
     """JSON array texts of ``batch_size`` features each, from the array at ``features_offset``.
 
-    Parsing is left to the caller so that it can parse, convert and free a batch in one go.
+    Parsing is left to the caller so that it can parse, convert and free a batch in one go. With
+    ``arrow``, batches are cut one ahead and Arrow starts reading each in a background thread, so
+    that it parses the next batch (without the GIL) while the caller works on this one.
     """
+    texts = _cut_texts(stream, features_offset, batch_size, block_bytes)
+    if not arrow:
+        yield from texts
+        return
+    hints = ArrowHints()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geojson-arrow")
+    try:
+        ahead: FeatureArrayText | None = None
+        while True:
+            try:
+                text = next(texts, None)
+            except Exception:
+                # A truncated file, say: the batch cut before the error still goes out first, as it
+                # did without the read-ahead.
+                if ahead is not None:
+                    yield ahead
+                raise
+            if text is None:
+                break
+            _start_arrow(pool, text, hints)
+            if ahead is not None:
+                yield ahead
+            ahead = text
+        if ahead is not None:
+            yield ahead
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _cut_texts(
+    stream: BinaryIO, features_offset: int, batch_size: int, block_bytes: int
+) -> Iterator[FeatureArrayText]:
+    """The batches of the features array, cut where the structural scan finds features end."""
     stream.seek(features_offset)
     carry = b""  # bytes after the last complete feature; always starts outside any string
     runs: list[_Run] = []
@@ -218,30 +292,290 @@ def iter_collection_texts(
         yield _take(runs, pending)
 
 
-def _take(runs: list[_Run], count: int) -> bytes:
+def _take(runs: list[_Run], count: int) -> FeatureArrayText:
     """Remove the first ``count`` features from ``runs``, as the text of one JSON array."""
     parts: list[bytes] = []
+    starts: list[npt.NDArray[np.intp]] = []
+    ends: list[npt.NDArray[np.intp]] = []
+    offset = 1  # after the opening '['
     while count:
         run = runs[0]
         if run.ends.size <= count:
-            parts.append(run.data)
-            count -= run.ends.size
+            part, run_starts, run_ends = run.data, run.starts, run.ends
             runs.pop(0)
-            continue
-        parts.append(run.data[: int(run.ends[count - 1]) + 1])
-        offset = int(run.starts[count])
-        runs[0] = _Run(run.data[offset:], run.starts[count:] - offset, run.ends[count:] - offset)
-        count = 0
-    return b"[" + b",".join(parts) + b"]"
+        else:
+            part = run.data[: int(run.ends[count - 1]) + 1]
+            run_starts, run_ends = run.starts[:count], run.ends[:count]
+            rest = int(run.starts[count])
+            runs[0] = _Run(run.data[rest:], run.starts[count:] - rest, run.ends[count:] - rest)
+        parts.append(part)
+        starts.append(run_starts + offset)
+        ends.append(run_ends + offset)
+        offset += len(part) + 1  # the part and the comma joining it to the next
+        count -= run_ends.size
+    text = FeatureArrayText(b"".join((b"[", b",".join(parts), b"]")))
+    text.starts = np.concatenate(starts)
+    text.ends = np.concatenate(ends)
+    return text
 
 
-def parse_array(text: bytes) -> list[Any]:
-    """Parse the JSON array text of a batch of features."""
+def parse_array(text: bytes) -> list[Any] | ArrowFeatures:
+    """Parse the JSON array text of a batch of features: as columns when Arrow could, else as dicts."""
+    if isinstance(text, FeatureArrayText):
+        parsed = _arrow_features(text)
+        if parsed is not None:
+            return parsed
+    return _loads_array(text)
+
+
+def _loads_array(text: bytes) -> list[Any]:
+    """The features of a JSON array text as Python objects."""
     try:
-        parsed: list[Any] = orjson.loads(text)
+        # A view, because orjson refuses bytes subclasses such as FeatureArrayText.
+        parsed: list[Any] = orjson.loads(memoryview(text))
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"invalid JSON in the features array: {exc}") from exc
     return parsed
+
+
+# --------------------------------------------------------------------------------------------------
+# The Arrow path for batches of points
+
+
+@dataclass(slots=True)
+class ArrowFeatures:
+    """A batch of point features parsed by Arrow: property columns and coordinates."""
+
+    keys: list[str]  # property names in first-seen order
+    columns: dict[str, list[Any]]
+    xs: npt.NDArray[np.float64]
+    ys: npt.NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return len(self.xs)
+
+
+@dataclass(slots=True)
+class _ArrowRead:
+    """What the background thread made of a batch: the features one per line, and Arrow's table."""
+
+    ndjson: pa.Buffer
+    table: pa.Table
+
+
+# Arrow errors (ArrowInvalid is also a ValueError); invalid UTF-8 surfaces as UnicodeDecodeError.
+_ARROW_ERRORS = (pa.ArrowException, ValueError, UnicodeDecodeError)
+_COMMA, _SPACE, _NEWLINE = ord(","), ord(" "), ord("\n")
+_MAX_BLOCK = (1 << 31) - 2  # Arrow's block size is a 32-bit int; a batch this big is left to orjson
+_GAP_BYTES = np.zeros(256, dtype=bool)
+_GAP_BYTES[[*_WS, _COMMA]] = True
+
+
+def _start_arrow(pool: ThreadPoolExecutor, text: FeatureArrayText, hints: ArrowHints) -> None:
+    """Start Arrow on a batch in the background, unless the batch is left to orjson."""
+    text.hints = hints
+    if hints.skip:
+        hints.skip -= 1
+        return
+    if b'"Point"' not in text:
+        return  # no point at all (a file of polygons, say): not worth trying
+    text.arrow = pool.submit(_arrow_read, text, _schema(hints.text_fields))
+
+
+def _arrow_read(text: FeatureArrayText, schema: pa.Schema) -> _ArrowRead | None:
+    """Arrow's reading of a batch, None if it refuses; runs in the background, touching only its arguments."""
+    if len(text) >= _MAX_BLOCK:
+        return None
+    ndjson = _as_ndjson(text)
+    if ndjson is None or not _valid_utf8(ndjson):
+        return None
+    try:
+        return _ArrowRead(ndjson, _read_json(ndjson, schema))
+    except _ARROW_ERRORS:
+        return None
+
+
+def _arrow_features(text: FeatureArrayText) -> ArrowFeatures | None:
+    """The batch as Arrow read it, in columns; None when orjson must read it."""
+    if text.arrow is None or text.hints is None:
+        return None
+    hints = text.hints
+    read = text.arrow.result()
+    text.arrow = None  # the table is not needed once converted
+    parsed = _convert(read, hints) if read is not None else None
+    if parsed is None:
+        # Probably a file (or a stretch of one) Arrow cannot take: try again later, less often.
+        hints.skip, hints.backoff = hints.backoff, min(hints.backoff * 2, 64)
+        hints.text_fields.clear()  # a declared text field may hold numbers further on
+        return None
+    hints.backoff = 1
+    return parsed
+
+
+def _as_ndjson(text: FeatureArrayText) -> pa.Buffer | None:
+    """The features one per line, as Arrow's JSON reader wants them; None if the array holds
+    anything but objects separated by commas (orjson then reports or handles it)."""
+    a = np.frombuffer(text, dtype=np.uint8)
+    starts, ends = text.starts, text.ends
+    # The gaps are the bytes between features (and between the brackets and the first/last one).
+    gap_from = np.concatenate(([1], ends + 1))
+    gap_to = np.concatenate((starts, [len(a) - 1]))
+    lengths = gap_to - gap_from
+    bounds = np.concatenate(([0], np.cumsum(lengths)))
+    where = np.arange(bounds[-1]) + np.repeat(gap_from - bounds[:-1], lengths)
+    gaps = a[where]
+    commas = np.concatenate(([0], np.cumsum(gaps == _COMMA)))
+    per_gap = commas[bounds[1:]] - commas[bounds[:-1]]
+    if not (_GAP_BYTES[gaps].all() and per_gap[0] == per_gap[-1] == 0 and (per_gap[1:-1] == 1).all()):
+        return None
+    out = a.copy()
+    out[where] = _SPACE
+    out[[0, len(a) - 1]] = _SPACE
+    out[ends[:-1] + 1] = _NEWLINE  # every inner gap has at least its comma
+    return pa.py_buffer(out)
+
+
+def _valid_utf8(data: pa.Buffer) -> bool:
+    """Whether ``data`` is valid UTF-8: Arrow's JSON reader does not check, orjson does."""
+    offsets = pa.py_buffer(np.array([0, data.size], dtype=np.int32))
+    try:
+        pa.Array.from_buffers(pa.string(), 1, [None, offsets, data]).validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _schema(text_fields: dict[str, None]) -> pa.Schema:
+    """What Arrow is told in advance: these properties are text."""
+    return pa.schema([("properties", pa.struct([(name, pa.string()) for name in text_fields]))])
+
+
+def _read_json(ndjson: pa.Buffer, schema: pa.Schema) -> pa.Table:
+    """Arrow's reading of a batch, as one block on one thread.
+
+    One block, because Arrow's threads add a property field when its block is done, not in file
+    order, and the first-seen order of fields must be kept; it also spares joining the blocks.
+    Threads gained nothing on batches this size anyway, and the read already runs beside the caller.
+    """
+    return pa_json.read_json(
+        pa.BufferReader(ndjson),
+        read_options=pa_json.ReadOptions(use_threads=False, block_size=ndjson.size + 1),
+        # Pretty-printed features span lines; this mode reads one-line ones about as fast.
+        parse_options=pa_json.ParseOptions(explicit_schema=schema, newlines_in_values=True),
+    )
+
+
+def _convert(read: _ArrowRead, hints: ArrowHints) -> ArrowFeatures | None:
+    """Arrow's table as columns; None if any feature is not a point Feature or a value could differ."""
+    table = read.table
+    try:
+        props = _struct_column(table, "properties")
+        if props is None:
+            return None
+        keys = [f.name for f in props.type]  # first-seen order (a reread below changes it)
+        dates = [f.name for f in props.type if pa.types.is_temporal(f.type)]
+        if dates:
+            # Arrow guessed timestamps from text; orjson keeps text: reread them as text.
+            table = _read_json(read.ndjson, _schema(hints.text_fields | dict.fromkeys(dates)))
+            props = _struct_column(table, "properties")
+            if props is None:
+                return None
+    except _ARROW_ERRORS:
+        return None
+    if not _all_finite(table):
+        return None  # Arrow reads NaN, Infinity and overflowing numbers; orjson refuses them
+    xy = _point_xy(table)
+    if xy is None:
+        return None
+    columns: dict[str, list[Any]] = {}
+    for i, f in enumerate(props.type):
+        values = _python_values(props.field(i))
+        if values is None:
+            return None
+        columns[f.name] = values
+        if pa.types.is_string(f.type):
+            hints.text_fields[f.name] = None
+    return ArrowFeatures(keys, columns, xy[0], xy[1])
+
+
+def _struct_column(table: pa.Table, name: str) -> pa.StructArray | None:
+    """A column of JSON objects present in every row, or None."""
+    if name not in table.column_names:
+        return None
+    column = table.column(name).combine_chunks()
+    if not pa.types.is_struct(column.type) or column.null_count:
+        return None
+    return column
+
+
+def _all_finite(array: pa.Table | pa.Array) -> bool:
+    """Whether every floating-point value anywhere in the table (nested ones too) is finite."""
+    if isinstance(array, pa.Table):
+        return all(_all_finite(column.combine_chunks()) for column in array.columns)
+    kind = array.type
+    if pa.types.is_floating(kind):
+        values = array.to_numpy(zero_copy_only=False)
+        return bool(np.isfinite(values[~np.asarray(array.is_null())]).all())
+    if pa.types.is_struct(kind):
+        return all(_all_finite(array.field(i)) for i in range(kind.num_fields))
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _all_finite(array.values)
+    return True
+
+
+def _point_xy(table: pa.Table) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+    """x/y of every feature if each has a Point geometry with at least two numbers, else None."""
+    if "coordinates" in table.column_names or "geometries" in table.column_names:
+        return None  # bare geometries among the records: orjson sorts them out
+    geometry = _struct_column(table, "geometry")
+    if geometry is None:
+        return None
+    kind_at = geometry.type.get_field_index("type")
+    coordinates_at = geometry.type.get_field_index("coordinates")
+    if kind_at < 0 or coordinates_at < 0:
+        return None
+    kinds, coordinates = geometry.field(kind_at), geometry.field(coordinates_at)
+    if kinds.null_count or not pa.types.is_string(kinds.type) or kinds.unique().to_pylist() != ["Point"]:
+        return None
+    if not pa.types.is_list(coordinates.type) or coordinates.null_count:
+        return None
+    numbers = coordinates.values
+    if numbers.null_count or not (pa.types.is_float64(numbers.type) or pa.types.is_int64(numbers.type)):
+        return None
+    offsets = coordinates.offsets.to_numpy()
+    if (np.diff(offsets) < 2).any():
+        return None
+    flat = numbers.to_numpy().astype(np.float64, copy=False)
+    return flat[offsets[:-1]], flat[offsets[:-1] + 1]
+
+
+def _python_values(array: pa.Array) -> list[Any] | None:
+    """A property column as the Python values orjson gives, or None when that cannot be told."""
+    kind = array.type
+    if pa.types.is_string(kind):
+        # Decode each distinct text once; rows share the str objects, which also speeds up the
+        # per-distinct-value memo of the mapping stage.
+        encoded = array.dictionary_encode()
+        words = encoded.dictionary.to_numpy(zero_copy_only=False)
+        indices = encoded.indices
+        if array.null_count:
+            words = np.concatenate((words, np.array([None], dtype=object)))
+            indices = indices.fill_null(len(words) - 1)
+        shared: list[Any] = words[indices.to_numpy()].tolist()
+        return shared
+    if pa.types.is_null(kind):
+        return [None] * len(array)
+    if pa.types.is_int64(kind) or pa.types.is_boolean(kind):
+        return array.to_pylist()
+    if pa.types.is_float64(kind):
+        # orjson gives int for 2 and float for 2.0; Arrow gives 2.0 for both. Only a column without
+        # whole numbers is unambiguous.
+        values = array.to_numpy(zero_copy_only=False)
+        values = values[~np.isnan(values)]  # nulls (NaN itself was refused by _all_finite)
+        if (values == np.trunc(values)).any():
+            return None
+        return array.to_pylist()
+    return None  # nested objects and arrays keep their exact shape only through orjson
 
 
 class _BadRecord:
@@ -328,12 +662,16 @@ class FeatureColumns:
         return self.length
 
 
-def features_to_columns(features: list[Any], first_row: int, known_keys: dict[str, None]) -> FeatureColumns:
+def features_to_columns(
+    features: list[Any] | ArrowFeatures, first_row: int, known_keys: dict[str, None]
+) -> FeatureColumns:
     """Turn parsed GeoJSON features into property columns and vectorised geometry.
 
     ``known_keys`` (insertion-ordered) gathers property names across batches so that every batch has
     every column seen so far, in first-seen order; it is updated in place.
     """
+    if isinstance(features, ArrowFeatures):
+        return _arrow_columns(features, first_row, known_keys)
     problems: list[RowProblem] = []
     try:
         # Fast path, C-level iteration: every record is a Feature whose properties are an object.
@@ -355,6 +693,17 @@ def features_to_columns(features: list[Any], first_row: int, known_keys: dict[st
         columns = {key: [p.get(key) for p in props] for key in keys}
     geometry, xs, ys, types = _geometries(geoms, first_row, problems)
     return FeatureColumns(columns, geometry, xs, ys, problems, types, first_row, len(features))
+
+
+def _arrow_columns(batch: ArrowFeatures, first_row: int, known_keys: dict[str, None]) -> FeatureColumns:
+    """FeatureColumns of a batch Arrow already turned into columns (points, no problems)."""
+    known_keys.update(dict.fromkeys(batch.keys))
+    n = len(batch)
+    columns: dict[str, list[Any]] = {}
+    for key in known_keys:
+        values = batch.columns.get(key)
+        columns[key] = values if values is not None else [None] * n
+    return FeatureColumns(columns, None, batch.xs, batch.ys, [], {"Point"}, first_row, n)
 
 
 _PROPERTIES = itemgetter("properties")
@@ -440,7 +789,7 @@ def _point_coordinates(
 
 
 def iter_feature_chunks(
-    batches: Iterator[Callable[[], list[Any]]], chunk_size: int, known_keys: dict[str, None]
+    batches: Iterator[Callable[[], list[Any] | ArrowFeatures]], chunk_size: int, known_keys: dict[str, None]
 ) -> Iterator[tuple[int, FeatureColumns]]:
     """Parse and convert units of features, regrouped into chunks of exactly ``chunk_size`` rows.
 

@@ -248,25 +248,39 @@ def _make_date(year: int, month: int, day: int) -> date:
 def _memo_map(function: Callable[[Any], Any], values: Column) -> tuple[list[Any], list[tuple[int, str, Any]]]:
     """Apply ``function`` once per distinct value; errors come back as (index, reason, raw value).
 
-    Distinct values are found with dict.fromkeys and the results spread back with map(), both
-    C-level loops, so a column of one owner repeated 50,000 times costs one call of ``function``.
+    Results are spread over the column by map() over a memo dict, a C-level loop that calls the
+    function only on a miss: a column of one owner repeated 50,000 times costs one call.
     """
-    items: list[Any] = values.tolist() if isinstance(values, np.ndarray) else list(values)
+    items: list[Any] = values.tolist() if isinstance(values, np.ndarray) else values
+    shortcut = _COLUMN_SHORTCUTS.get(function)
+    if shortcut is not None and (out := shortcut(items)) is not None:
+        return out, []
+    memo = _Memo(function)
     try:
-        distinct = dict.fromkeys(items)
+        out = list(map(memo.__getitem__, items))
     except TypeError:  # unhashable cells (nested GeoJSON objects): one call per cell
         return _map_each(function, items)
-    table: dict[Any, Any] = {}
-    failures: dict[Any, str] = {}
-    for raw in distinct:
-        try:
-            table[raw] = function(raw)
-        except ValueError as exc:
-            table[raw] = None
-            failures[raw] = str(exc)
-    out = list(map(table.__getitem__, items))
+    failures = memo.failures
     errors = [(i, failures[raw], raw) for i, raw in enumerate(items) if raw in failures] if failures else []
     return out, errors
+
+
+class _Memo(dict[Any, Any]):
+    """Results of ``function`` by raw value, computed on first lookup; ValueErrors give None."""
+
+    def __init__(self, function: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self.function = function
+        self.failures: dict[Any, str] = {}
+
+    def __missing__(self, raw: Any) -> Any:
+        try:
+            result = self.function(raw)
+        except ValueError as exc:
+            result = None
+            self.failures[raw] = str(exc)
+        self[raw] = result
+        return result
 
 
 def _map_each(
@@ -281,6 +295,22 @@ def _map_each(
             out.append(None)
             errors.append((i, str(exc), raw))
     return out, errors
+
+
+def _plain_codes(items: list[Any]) -> list[Any] | None:
+    """normalise_code of a column of plain ASCII alphanumeric texts, in a few C-level passes.
+
+    Grid and asset codes are mostly distinct, so memoising does not help them; this is the common
+    case of normalise_code done for the whole column at once. None if any cell is something else.
+    """
+    if not items or set(map(type, items)) != {str} or not all(items):
+        return None
+    joined = "\0".join(items)
+    if not joined.isascii() or joined.count("\0") != len(items) - 1:
+        return None  # a cell holds NUL itself: the split below would not give the cells back
+    if not joined.replace("\0", "").isalnum():
+        return None
+    return joined.upper().split("\0")  # ASCII upper-casing keeps every length, so the cells too
 
 
 def _resolve(columns: dict[str, Column], names: Sequence[str]) -> list[str]:
@@ -324,8 +354,12 @@ class _Mapper:
             for i, reason, raw in errors:
                 self.problem(i, target, f"{name}: {reason}", raw)
             column = _object_array(mapped)
-            take = missing & _present(column)
-            out[take] = column[take]
+            present = _present(column)
+            if missing.all():
+                take, out = present, column  # nothing taken yet, and its empty cells are None
+            else:
+                take = missing & present
+                out[take] = column[take]
             # Taken values leave the attribute bag; unreadable ones stay there, so nothing is lost.
             self.consume(name, take)
             missing &= ~take
@@ -356,9 +390,9 @@ def _present(values: ObjectArray) -> npt.NDArray[np.bool_]:
 
 
 def _object_array(values: list[Any]) -> ObjectArray:
-    out = np.empty(len(values), dtype=object)
-    out[:] = values
-    return out
+    # fromiter never looks into the items (lists stay list cells) and is twice as quick as
+    # assigning a list to a slice of an empty object array.
+    return np.fromiter(values, dtype=object, count=len(values))
 
 
 def _state_function(profile: Profile) -> Callable[[Any], str | None]:
@@ -424,6 +458,13 @@ def _installed_function(value: Any) -> date | None:
                 f"installation date {day.isoformat()} is in the future (today is {today.isoformat()})"
             )
     return day
+
+
+# Whole-column versions of per-value functions, tried before the memo; None means "use the memo".
+_COLUMN_SHORTCUTS: dict[Callable[[Any], Any], Callable[[list[Any]], list[Any] | None]] = {
+    normalise_code: _plain_codes,
+    _code_function: _plain_codes,  # the same as normalise_code for texts
+}
 
 
 def map_chunk(chunk: SourceChunk, profile: Profile | None = None) -> DraftChunk:

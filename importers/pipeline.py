@@ -57,6 +57,8 @@ Fault = Callable[[str], None]
 class ImportRefused(Conflict):
     """A strict import found rejected rows: nothing was written."""
 
+    report: dict[str, Any] | None = None  # the import's report, set when it is raised
+
 
 @dataclass
 class ImportOptions:

@@ -31,6 +31,7 @@ from importers.encoding import EncodingChoice, dbf_encoding
 from importers.geojson_stream import (
     GEOMETRY_TYPES,
     PARSE_UNIT,
+    ArrowFeatures,
     find_features_array,
     iter_collection_texts,
     iter_feature_chunks,
@@ -400,7 +401,7 @@ def open_geojson(path: Path, *, chunk_size: int) -> Opened:
         members = layout.members
         offset = layout.features_offset
 
-        def batches() -> Iterator[Callable[[], list[Any]]]:
+        def batches() -> Iterator[_Batch]:
             with path.open("rb") as stream:
                 try:
                     for text in iter_collection_texts(stream, offset, min(chunk_size, PARSE_UNIT)):
@@ -411,7 +412,7 @@ def open_geojson(path: Path, *, chunk_size: int) -> Opened:
     else:
         members, features = _read_small_geojson(path)
 
-        def batches() -> Iterator[Callable[[], list[Any]]]:
+        def batches() -> Iterator[_Batch]:
             for start in range(0, len(features), PARSE_UNIT):
                 yield partial(list, features[start : start + PARSE_UNIT])
 
@@ -441,7 +442,7 @@ def open_geojsonseq(path: Path, *, chunk_size: int) -> Opened:
     if not path.exists():
         raise InvalidInput(f"{path.name}: file not found", file=path.name)
 
-    def batches() -> Iterator[Callable[[], list[Any]]]:
+    def batches() -> Iterator[_Batch]:
         with path.open("rb") as stream:
             for records in iter_seq_records(stream, min(chunk_size, PARSE_UNIT)):
                 yield partial(parse_records, records)
@@ -450,10 +451,14 @@ def open_geojsonseq(path: Path, *, chunk_size: int) -> Opened:
     return _json_source(path, "geojsonseq", batches(), chunk_size, None, [note])
 
 
+# A batch of features, parsed when called: dicts (orjson) or columns (Arrow, for point batches).
+_Batch = Callable[[], list[Any] | ArrowFeatures]
+
+
 def _json_source(
     path: Path,
     fmt: Any,
-    batches: Iterator[Callable[[], list[Any]]],
+    batches: Iterator[_Batch],
     chunk_size: int,
     declared: str | None,
     notes: list[str],
