@@ -345,8 +345,8 @@ def list_assets(
         envelope = func.ST_MakeEnvelope(min_x, min_y, max_x, max_y, STORAGE_SRID)
         # The spatial index is on the metric twin (migration 0004): candidates come from there,
         # then the WGS84 boxes that meet the envelope are kept.
-        key = func.smartcode_search_key(literal_column("assets.geom_m"), Asset.class_code)
-        stmt = stmt.where(key.op("&&&")(func.smartcode_search_area(envelope)), Asset.geom.op("&&")(envelope))
+        near = literal_column("assets.geom_m").op("&&")(func.smartcode_metric_envelope(envelope))
+        stmt = stmt.where(near, Asset.geom.op("&&")(envelope))
     if flt.in_use is not None:
         stmt = stmt.where(Asset.in_use == flt.in_use)
     if flt.state is not None:

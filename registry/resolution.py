@@ -544,28 +544,25 @@ def _nearest_sql(srid: int, *, by_class: bool, at: bool) -> str:
         "a.id, a.code, a.class_code, a.state, a.in_use, a.owner_id, a.maintainer_id, a.supervisor_id, "
         f"a.responsible_since, a.installed_on, ST_Distance(a.geom_m, {point}) AS dist"
     )
-    # The spatial index (migration 0004) holds each asset's metric geometry at z = its class number:
-    # a search box at z = c reaches only class c, one over z = 0..9999 every class. The tolerance
-    # bounds the box, so the few candidates are sorted by exact distance.
     if by_class:
+        # One KNN scan per class: the GiST on (class number, geom_m) (migration 0004) answers
+        # "nearest of class c" inside the index, where a scan over all classes would walk past
+        # every other class's assets. The class is compared as the index holds it, a smallint.
         source = f"""
         FROM unnest(%(classes)s::text[], %(tolerances)s::float8[]) AS q(cls, tol)
         CROSS JOIN LATERAL (
             SELECT {columns} FROM assets a
-            WHERE smartcode_search_key(a.geom_m, a.class_code)
-                  &&& smartcode_search_box(%(x)s, %(y)s, q.tol, q.cls::float8, q.cls::float8, {srid})
-              AND a.class_code = q.cls AND {alive} AND ST_DWithin(a.geom_m, {point}, q.tol)
-            ORDER BY dist
+            WHERE a.class_code::smallint = q.cls::smallint AND a.class_code = q.cls AND {alive}
+              AND ST_DWithin(a.geom_m, {point}, q.tol)
+            ORDER BY a.geom_m <-> {point}
             LIMIT %(k)s
         ) a"""
     else:
         source = f"""
         FROM (
             SELECT {columns} FROM assets a
-            WHERE smartcode_search_key(a.geom_m, a.class_code)
-                  &&& smartcode_search_box(%(x)s, %(y)s, %(tol)s, 0, 9999, {srid})
-              AND {alive} AND ST_DWithin(a.geom_m, {point}, %(tol)s)
-            ORDER BY dist
+            WHERE {alive} AND ST_DWithin(a.geom_m, {point}, %(tol)s)
+            ORDER BY a.geom_m <-> {point}
             LIMIT %(k)s
         ) a"""
     return f"""
