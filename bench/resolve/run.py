@@ -24,6 +24,7 @@ load average at each phase (other work on the machine skews them). Never run fro
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -36,6 +37,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -172,7 +174,7 @@ def sql_suite(conn: psycopg.Connection, settings: Settings, samples: int, seed: 
     codes = sample_codes(conn, samples, rng)
     points = sample_points(samples, rng)
     classes = list(generate.POINT_CLASSES)
-    located = []
+    located: list[dict[str, Any]] = []
     for lon, lat in points:
         x, y = projector.project_point(lon, lat)
         cls = rng.choice(classes)
@@ -249,8 +251,85 @@ def sql_suite(conn: psycopg.Connection, settings: Settings, samples: int, seed: 
     return out
 
 
+def _nearest_sql_with(srid: int, condition: str, order: str) -> str:
+    """Step 1 for one class (in use) with another way of finding the candidates.
+
+    The statement shape and columns of ``resolution._nearest_sql(by_class=True, at=False)``: classes
+    and tolerances unnested, one LATERAL search per class, then the three units. ``condition`` and
+    ``order`` may name the query point as ``{point}``.
+    """
+    point = f"ST_SetSRID(ST_MakePoint(%(x)s, %(y)s), {srid})"
+    columns = (
+        "a.id, a.code, a.class_code, a.state, a.in_use, a.owner_id, a.maintainer_id, a.supervisor_id, "
+        f"a.responsible_since, a.installed_on, ST_Distance(a.geom_m, {point}) AS dist"
+    )
+    return f"""
+    SELECT a.code, a.class_code, a.state, a.in_use, a.dist, {resolution._units("o", "m", "s", named=True)}
+    FROM unnest(%(classes)s::text[], %(tolerances)s::float8[]) AS q(cls, tol)
+    CROSS JOIN LATERAL (
+        SELECT {columns} FROM assets a
+        WHERE {condition.format(point=point)} AND a.in_use AND ST_DWithin(a.geom_m, {point}, q.tol)
+        ORDER BY {order.format(point=point)}
+        LIMIT %(k)s
+    ) a
+    LEFT JOIN units o ON o.id = a.owner_id
+    LEFT JOIN units m ON m.id = a.maintainer_id
+    LEFT JOIN units s ON s.id = a.supervisor_id
+    """
+
+
+# The n-dimensional key tried in 0004 and rejected: the metric geometry lifted to z = class number.
+_ND_KEY = "ST_Force3DZ(a.geom_m, a.class_code::float8)"
+
+
+@dataclass(frozen=True)
+class IndexDesign:
+    """A spatial index for step 1 and the statement that uses it."""
+
+    index: str  # the index's name
+    create: str | None  # its definition; None for the index the migrations create
+    sql: str
+
+
+def index_designs(srid: int) -> dict[str, IndexDesign]:
+    """The chosen index (migration 0004) and the alternatives, each with the statement that suits it."""
+    # Before 0004: a KNN scan per class with the class compared as text.
+    knn = _nearest_sql_with(srid, "a.class_code = q.cls", "a.geom_m <-> {point}")
+    return {
+        "GiST (class_code::smallint, geom_m), KNN [chosen, 0004]": IndexDesign(
+            generate.CLUSTER_INDEX, None, resolution._nearest_sql(srid, by_class=True, at=False)
+        ),
+        "GiST (class_code, geom_m), text class, KNN [0002]": IndexDesign(
+            "bench_class_geom_m_gist",
+            "CREATE INDEX bench_class_geom_m_gist ON assets USING gist (class_code, geom_m)",
+            knn,
+        ),
+        "GiST (geom_m), KNN, class filtered [0001]": IndexDesign(
+            "bench_geom_m_gist", "CREATE INDEX bench_geom_m_gist ON assets USING gist (geom_m)", knn
+        ),
+        # A box at z = class around the point (the tolerance out), its few candidates sorted by distance.
+        "n-d GiST (geom_m at z = class), 3-D box [tried in 0004, rejected]": IndexDesign(
+            "bench_search_nd_gist",
+            f"CREATE INDEX bench_search_nd_gist ON assets USING gist (({_ND_KEY.replace('a.', '')}) "
+            "gist_geometry_ops_nd)",
+            _nearest_sql_with(
+                srid,
+                f"{_ND_KEY} &&& ST_SetSRID(ST_3DMakeBox("
+                "ST_MakePoint(%(x)s - q.tol, %(y)s - q.tol, q.cls::float8), "
+                f"ST_MakePoint(%(x)s + q.tol, %(y)s + q.tol, q.cls::float8)), {srid}) "
+                "AND a.class_code = q.cls",
+                "dist",
+            ),
+        ),
+    }
+
+
 def index_comparison(conn: psycopg.Connection, settings: Settings, samples: int, seed: int) -> dict[str, Any]:
-    """Step 1 (nearest lamp within 30 m) under other index designs, each in a rolled-back transaction."""
+    """Step 1 (nearest lamp within 30 m) under other index designs, each in a rolled-back transaction.
+
+    Each alternative replaces the index of migration 0004 inside a transaction (drop it, create the
+    alternative, ANALYZE, measure, roll back), so every design is timed alone on the same data.
+    """
     rng = random.Random(seed + 2)
     projector = metric_projector(settings.metric_srid)
     config = resolution.ResolveConfig.from_settings(settings)
@@ -258,26 +337,25 @@ def index_comparison(conn: psycopg.Connection, settings: Settings, samples: int,
     for lon, lat in sample_points(samples, rng):
         x, y = projector.project_point(lon, lat)
         params.append({"classes": "{0118}", "tolerances": "{30}", "x": x, "y": y, "k": config.candidates})
-    sql = resolution._nearest_sql(settings.metric_srid, by_class=True, at=False)
-    designs = {
-        "composite GiST (class_code, geom_m) [chosen]": [],
-        "GiST (geom_m) alone, class filtered": ["DROP INDEX assets_class_geom_m_gist"],
-        "GiST (geom_m) + btree (class_code)": [
-            "DROP INDEX assets_class_geom_m_gist",
-            "CREATE INDEX bench_class_btree ON assets (class_code)",
-            "ANALYZE assets",
-        ],
-    }
-    out = {}
-    for label, statements in designs.items():
-        try:
-            with conn.transaction():
-                for statement in statements:
-                    conn.execute(statement)
-                out[label] = measure_sql(conn, f"step 1 with {label}", sql, params)
-                raise psycopg.Rollback()
-        except psycopg.Rollback:
-            pass
+    out: dict[str, Any] = {}
+    for label, design in index_designs(settings.metric_srid).items():
+        with conn.transaction():  # psycopg.Rollback below ends it and is swallowed by the block
+            build_s = None
+            if design.create is not None:
+                conn.execute("SET LOCAL maintenance_work_mem = '1GB'")
+                conn.execute(f"DROP INDEX {generate.CLUSTER_INDEX}")
+                started = time.perf_counter()
+                conn.execute(design.create)
+                build_s = round(time.perf_counter() - started, 1)
+                conn.execute("ANALYZE assets")
+            size = conn.execute("SELECT pg_relation_size(%s::regclass)", (design.index,)).fetchone()
+            assert size is not None
+            out[label] = {
+                **measure_sql(conn, f"step 1 with {label}", design.sql, params),
+                "index_mb": round(size[0] / 2**20, 1),
+                "build_s": build_s,
+            }
+            raise psycopg.Rollback()
     conn.execute("ANALYZE assets")
     return out
 
@@ -530,23 +608,48 @@ def http_suite(cluster: EmbeddedCluster, url: str, args: argparse.Namespace) -> 
 # --------------------------------------------------------------------------------------------------
 
 
+def migrations_fingerprint() -> str:
+    """A digest of the migration files: data generated under other migrations are not reused.
+
+    Revision ids are not enough: a revision not yet released may be rewritten in place (0004 was,
+    from an n-dimensional spatial index to a composite one).
+    """
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "alembic" / "versions").glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def prepare_database(
     cluster: EmbeddedCluster, points: int, cables: int, settings: Settings, *, spatial_order: bool
 ) -> dict[str, Any]:
-    """Start/migrate one benchmark database and fill it up to ``points`` point assets."""
+    """Start/migrate one benchmark database and fill it up to ``points`` point assets.
+
+    Data generated under other migrations are not migrated and reused: a migration of the assets table
+    (0004 rewrote every row and replaced the spatial indexes) leaves it unlike a fresh bulk load.
+    """
     url = cluster.start()
+    conninfo = resolution.conninfo_from_url(url)
+    schema = migrations_fingerprint()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        generated = generate.meta(conn, "points") is not None
+        generated_under = generate.meta(conn, "schema")
+    if generated and generated_under != schema:
+        sys.exit(
+            f"{cluster.db_name} in {cluster.data_dir} was generated under other migrations "
+            f"({generated_under or 'unrecorded'}, now {schema}): rebuild it (delete that directory, "
+            "or pass --dir with a fresh one)"
+        )
     migrate(url, settings=settings)
     started = time.perf_counter()
-    with psycopg.connect(resolution.conninfo_from_url(url), autocommit=True) as conn:
-        say(
-            f"{cluster.db_name}: "
-            + ("generating" if generate.meta(conn, "points") is None else "reusing / extending")
-        )
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        say(f"{cluster.db_name}: " + ("reusing / extending" if generated else "generating"))
         generate.reference_data(conn, say)
+        generate.set_meta(conn, "schema", schema)
         generate.add_assets(conn, points, cables, say)
         if spatial_order:
             generate.cluster(conn, say)
-        sizes = dict(
+        sizes: dict[str, int] = dict(
             conn.execute(
                 "SELECT 'assets', count(*) FROM assets UNION ALL SELECT 'zones', count(*) FROM zones "
                 "UNION ALL SELECT 'rules', count(*) FROM responsibility_rules "
@@ -616,7 +719,11 @@ def main() -> None:
     base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o755)
     cluster = EmbeddedCluster(base / "pgdata", db_name="smartcode_bench")
-    report: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "args": vars(args)}
+    report: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "args": vars(args),
+        "migrations": migrations_fingerprint(),
+    }
     try:
         url = cluster.start()
         settings = Settings(database_url=url, api_token=TOKEN, data_dir=base / "pgdata")
@@ -625,7 +732,7 @@ def main() -> None:
         )
         report["sizes"] = main_db["sizes"]
         report["physical_order"] = (
-            "random" if args.random_order else "spatial (CLUSTER assets USING assets_geom_m_gist)"
+            "random" if args.random_order else f"spatial (CLUSTER assets USING {generate.CLUSTER_INDEX})"
         )
         report["generate_s"] = main_db["prepare_s"]
         databases = {"sql": main_db["url"]}
