@@ -201,7 +201,7 @@ def register_asset(
         session.flush()
     except IntegrityError as exc:
         session.rollback()
-        if "assets_code_key" in str(exc.orig) or "assets_county_class_serial_key" in str(exc.orig):
+        if "assets_code_key" in str(exc.orig):
             raise Conflict(f"code {code.formatted} is already registered", code=code.formatted) from exc
         raise
     session.refresh(asset)

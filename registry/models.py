@@ -30,7 +30,6 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-    UniqueConstraint,
     func,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -133,8 +132,6 @@ class Asset(Base):
         DateTime(timezone=True), server_default=FetchedValue()
     )
     version: Mapped[int] = mapped_column(Integer, default=1)
-
-    __table_args__ = (UniqueConstraint("county_code", "class_code", "serial"),)
 
 
 class AssetHistory(Base):

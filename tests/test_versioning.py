@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from gis.area import ServiceArea
 from registry import assets
+from registry.codes import mod11_10_check_digit
 from registry.db import Actor, downgrade, migrate, transaction
 from registry.embedded import EmbeddedCluster
 from registry.schemas import AssetUpdate, UnitsChange
@@ -25,9 +26,10 @@ CST = dt.timezone(dt.timedelta(hours=8))
 
 
 def _insert_sql(owner: str = "NULL", class_code: str = "0118") -> str:
+    digits = f"440310{class_code}999999"
     return (
         "INSERT INTO assets (code, county_code, class_code, serial, geom, owner_id) "
-        f"VALUES ('440310{class_code}9999990', '440310', '{class_code}', 999999, "
+        f"VALUES ('{digits}{mod11_10_check_digit(digits)}', '440310', '{class_code}', 999999, "
         f"ST_SetSRID(ST_MakePoint(114.3466, 22.6953), 4326), {owner})"
     )
 
@@ -165,3 +167,14 @@ def test_a_registry_migrated_from_0003_keeps_its_versions_and_periods(
         assert [p.owner_id for p in periods] == [1, 2] and periods[1].valid_to is None
     finally:
         engine.dispose()
+
+
+def test_the_database_refuses_a_wrong_check_digit(db: Engine) -> None:
+    good = "4403100118999999" + mod11_10_check_digit("4403100118999999")
+    bad = good[:16] + str((int(good[16]) + 1) % 10)
+    with pytest.raises(IntegrityError, match="assets_check_digit"), db.begin() as conn:
+        conn.execute(text(_insert_sql().replace(good, bad)))
+    with db.begin() as conn:  # the right digit passes, and the same serial cannot come twice
+        conn.execute(text(_insert_sql()))
+    with pytest.raises(IntegrityError, match="assets_code_key"), db.begin() as conn:
+        conn.execute(text(_insert_sql()))

@@ -19,6 +19,8 @@ a million-row import spent 144 s in its one INSERT (docs/benchmarks.md). From he
   ``units`` and ``component_classes`` become one statement-level trigger that locks the distinct
   referenced keys (``FOR KEY SHARE``, as a foreign key would) and looks for missing ones with one
   anti-join; deleting a unit or class that an asset names, or renumbering it, is refused.
+* **The check digit is checked in the database** (``assets_check_digit``), which makes the unique
+  index on (county, class, serial) redundant: the code is unique and its first 16 digits are those.
 * **One spatial index**: a GiST on (class number, metric geometry), ``(class_code::smallint,
   geom_m)``. It answers "the nearest assets of class c" inside the index, as the composite
   (class_code, geom_m) GiST of 0002 did, and also serves searches over every class and bounding
@@ -59,6 +61,21 @@ def _metric_envelope_function(srid: int) -> str:
 CREATE FUNCTION smartcode_metric_envelope(area geometry) RETURNS geometry
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT ST_Expand(ST_Envelope(ST_Transform(area, {srid})), 10)
+$$
+"""
+
+
+def _check_digit_function() -> str:
+    # ISO 7064 MOD 11,10 over the 16 digits, unrolled into one arithmetic expression so that it is
+    # inlined: about 0.6 microseconds a row, where the unique btree it replaces cost several.
+    # Step per digit d: p = (2 * ((p + d - 1) mod 10 + 1)) mod 11, from p = 10; check = (11 - p) mod 10.
+    state = "10"
+    for position in range(1, 17):
+        state = f"(2 * (({state} + ascii(substr(code, {position}, 1)) - 49) % 10 + 1)) % 11"
+    return f"""
+CREATE FUNCTION smartcode_check_digit_ok(code text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT (11 - {state}) % 10 = ascii(substr(code, 17, 1)) - 48
 $$
 """
 
@@ -307,6 +324,13 @@ def upgrade() -> None:
         "FOR EACH ROW EXECUTE FUNCTION classes_keep_referenced()"
     )
 
+    # The 17th digit is checked in the database; with the unique code and the check that the first
+    # 16 digits are county, class and serial, that makes (county, class, serial) unique without a
+    # second unique index.
+    op.execute(_check_digit_function())
+    op.execute("ALTER TABLE assets DROP CONSTRAINT assets_county_class_serial_key")
+    op.execute("ALTER TABLE assets ADD CONSTRAINT assets_check_digit CHECK (smartcode_check_digit_ok(code))")
+
     # Three GiST indexes -> one.
     op.execute("DROP INDEX assets_geom_gist")
     op.execute("DROP INDEX assets_geom_m_gist")
@@ -317,6 +341,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("ALTER TABLE assets DROP CONSTRAINT assets_check_digit")
+    op.execute("DROP FUNCTION smartcode_check_digit_ok(text)")
+    op.execute(
+        "ALTER TABLE assets ADD CONSTRAINT assets_county_class_serial_key "
+        "UNIQUE (county_code, class_code, serial)"
+    )
     op.execute("DROP INDEX assets_class_no_geom_m_gist")
     op.execute("CREATE INDEX assets_geom_gist ON assets USING gist (geom)")
     op.execute("CREATE INDEX assets_geom_m_gist ON assets USING gist (geom_m)")
