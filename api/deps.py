@@ -33,7 +33,7 @@ class Services:
 
 def services(request: Request) -> Services:
     """The app's service context."""
-    return request.app.state.services  # type: ignore[no-any-return]
+    return request.app.state.services
 
 
 def bearer_token(request: Request) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -12,6 +12,9 @@ from cli import demo as demo_cli
 from cli import imports as imports_cli
 from cli import resolve as resolve_cli
 from cli.output import emit, failures
+
+if TYPE_CHECKING:  # the CLI imports the database layer only for the commands that use it
+    from registry.embedded import EmbeddedCluster
 
 app = typer.Typer(
     help="smartcode: the 智慧码 city-asset registry. Every command takes --help.",
@@ -25,7 +28,7 @@ app.add_typer(db_app, name="db")
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines")]
 
 
-def _cluster():  # type: ignore[no-untyped-def]
+def _cluster() -> EmbeddedCluster:
     from registry.embedded import EmbeddedCluster
 
     s = context.settings()

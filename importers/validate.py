@@ -38,6 +38,13 @@ from registry.units import match_unit_ids
 ObjectArray = npt.NDArray[np.object_]
 BoolArray = npt.NDArray[np.bool_]
 
+
+def _is_none(values: ObjectArray) -> BoolArray:
+    """True where a cell is None (numpy compares the object cells one by one, in C)."""
+    mask: BoolArray = np.equal(values, None)  # type: ignore[call-overload]
+    return mask
+
+
 # shapely type ids allowed for each class geometry kind (see registry.classes.ALLOWED_GEOMETRIES).
 _TYPE_IDS = {
     "Point": 0,
@@ -604,7 +611,7 @@ def _units(
         # A unit token imports its own assets: an empty owner is the token's unit, another owner
         # is refused row by row (and never created).
         owner = ctx.units.ids_for(_live(draft.owner, ~rej.bad), create=False)
-        owner[np.equal(draft.owner, None)] = ctx.actor_unit
+        owner[_is_none(draft.owner)] = ctx.actor_unit
         foreign = np.not_equal(owner, ctx.actor_unit)
         rej.add(
             foreign,
@@ -649,13 +656,13 @@ def _source_ids(
         scope + given if given is not None else (code[:16] if code is not None else None)
         for given, code in zip(draft.source_id.tolist(), code_list, strict=True)
     ]
-    need = np.flatnonzero(np.equal(out, None))
+    need = np.flatnonzero(_is_none(out))
     if need.size == 0:
         return out
     classes = class_codes[need].tolist()
     # Points: the WGS84 position in units of 1e-7 degree (about 1 cm), formatted without floats.
     scaled = np.round(key_coords[need] * _DERIVED_SCALE)
-    finite = np.isfinite(scaled).all(axis=1)
+    finite: BoolArray = np.asarray(np.isfinite(scaled).all(axis=1))
     xs = np.where(finite, scaled[:, 0], 0).astype(np.int64).tolist()
     ys = np.where(finite, scaled[:, 1], 0).astype(np.int64).tolist()
     out[need] = [
@@ -666,7 +673,7 @@ def _source_ids(
         # Other shapes: a hash of the shape as read.
         shaped = need[~finite]
         shapes = draft.geometry[shaped]
-        present = np.not_equal(shapes, None)
+        present = ~_is_none(shapes)
         blobs = np.full(len(shaped), None, dtype=object)
         blobs[present] = shapely.to_wkb(shapes[present])
         out[shaped] = [

@@ -24,7 +24,7 @@ def _parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
         raise InvalidInput(f"bbox {text!r} is not four numbers", field="bbox") from exc
     if len(parts) != 4:
         raise InvalidInput(f"bbox {text!r} must be min_lon,min_lat,max_lon,max_lat", field="bbox")
-    return parts  # type: ignore[return-value]
+    return parts
 
 
 @router.get("", summary="List assets filtered by class, unit and bbox (paged, with total)")
