@@ -16,7 +16,7 @@ ambiguous numbers, invalid JSON...) goes to orjson as before, so the result is t
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain
@@ -790,7 +790,7 @@ def _point_coordinates(
 
 def iter_feature_chunks(
     batches: Iterator[Callable[[], list[Any] | ArrowFeatures]], chunk_size: int, known_keys: dict[str, None]
-) -> Iterator[tuple[int, FeatureColumns]]:
+) -> Generator[tuple[int, FeatureColumns], None, None]:
     """Parse and convert units of features, regrouped into chunks of exactly ``chunk_size`` rows.
 
     ``batches`` yields parse functions (one per unit); yields (first_row, columns). Each unit is

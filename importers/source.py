@@ -110,6 +110,35 @@ class SourceChunk:
         return points_from_xy(self.xs, self.ys)
 
 
+class ChunkStream:
+    """A reader's chunks: the first (read early, so SourceInfo could describe the file), then the rest.
+
+    ``close()`` closes the reader behind it, releasing its file and any read-ahead thread at once
+    instead of whenever the garbage collector gets to them (an import that failed half-way keeps
+    its frames alive as long as anything holds the exception).
+    """
+
+    def __init__(self, first: SourceChunk | None, rest: Iterator[SourceChunk]) -> None:
+        self._first = first
+        self._rest = rest
+
+    def __iter__(self) -> ChunkStream:
+        return self
+
+    def __next__(self) -> SourceChunk:
+        if self._first is not None:
+            chunk, self._first = self._first, None
+            return chunk
+        return next(self._rest)
+
+    def close(self) -> None:
+        """Close the reader (a no-op for readers without ``close``)."""
+        self._first = None
+        close = getattr(self._rest, "close", None)
+        if close is not None:
+            close()
+
+
 def points_from_xy(xs: npt.NDArray[np.float64], ys: npt.NDArray[np.float64]) -> npt.NDArray[np.object_]:
     """Shapely points from coordinate arrays, None where either coordinate is NaN."""
     out = shapely.points(xs, ys)

@@ -31,6 +31,7 @@ class StageWriter:
         self._connection = connection
         self._queue: queue.Queue[ValidChunk | None] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
+        self._abandoned = False
         self._thread = threading.Thread(target=self._work, name="import-stage-writer", daemon=True)
         self._thread.start()
 
@@ -55,11 +56,15 @@ class StageWriter:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        # A writer failure that happened before the caller's is the cause of the caller's error
+        # ("current transaction is aborted"), so that one is reported; one that happens while
+        # draining after the caller failed is a consequence, and the caller's error stands.
+        failed_first = self._error is not None
+        if kind is not None:
+            self._abandoned = True  # the transaction is going away: write nothing more
         # Never leave the thread using the connection once the caller goes on (to roll back, say).
         self._stop()
-        if kind is not None and self._error is not None:
-            # The writer failed first: the main thread's error is then only its consequence
-            # ("current transaction is aborted"), so the writer's is the one to report.
+        if kind is not None and failed_first:
             self._raise_error()
 
     def _stop(self) -> None:
@@ -77,7 +82,7 @@ class StageWriter:
             chunk = self._queue.get()
             if chunk is _DONE:
                 return
-            if self._error is not None:
+            if self._error is not None or self._abandoned:
                 continue  # after a failure, drain without writing until told to stop
             try:
                 copy_chunk(self._connection, chunk)

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from functools import partial
-from itertools import chain
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -39,7 +38,7 @@ from importers.geojson_stream import (
     parse_array,
     parse_records,
 )
-from importers.source import Column, RowProblem, SourceChunk, SourceInfo
+from importers.source import ChunkStream, Column, RowProblem, SourceChunk, SourceInfo
 from registry.errors import InvalidInput
 
 Opened = tuple[SourceInfo, Iterator[SourceChunk]]
@@ -467,12 +466,20 @@ def _json_source(
     types: set[str] = set()
 
     def chunks() -> Iterator[SourceChunk]:
-        for first_row, cols in iter_feature_chunks(batches, chunk_size, keys):
-            types.update(cols.geometry_types)
-            geometry, xs, ys = cols.geometry, cols.xs, cols.ys
-            yield SourceChunk(
-                path.name, first_row, dict(cols.columns), geometry, xs, ys, declared, cols.problems
-            )
+        grouped = iter_feature_chunks(batches, chunk_size, keys)
+        try:
+            for first_row, cols in grouped:
+                types.update(cols.geometry_types)
+                geometry, xs, ys = cols.geometry, cols.xs, cols.ys
+                yield SourceChunk(
+                    path.name, first_row, dict(cols.columns), geometry, xs, ys, declared, cols.problems
+                )
+        finally:
+            # Closed in turn, so the file and the read-ahead thread go when the import stops.
+            grouped.close()
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
 
     # The first chunk is read now so that SourceInfo can list the fields and the geometry type.
     stream = chunks()
@@ -490,4 +497,4 @@ def _json_source(
         geometry_type=next(iter(types)) if len(types) == 1 else ("Mixed" if types else None),
         notes=tuple(notes),
     )
-    return info, chain([first], stream) if first is not None else iter(())
+    return info, ChunkStream(first, stream)

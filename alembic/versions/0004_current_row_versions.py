@@ -55,12 +55,25 @@ def _metric_srid() -> int:
 
 
 def _metric_envelope_function(srid: int) -> str:
-    # Any area (a WGS84 bounding box, say) as a box in the metric SRID of geom_m; 10 m of margin
-    # cover the bulge of edges that are straight in the area's own SRID.
+    # Any WGS84 area (a bounding box, say) as a box in the metric SRID of geom_m. Only the part
+    # within the metric CRS's area of use (3 degrees of margin) can hold assets, and projecting a
+    # world-wide box is meaningless, so the area is clipped to it first; its edges are then
+    # densified (0.01 degree), because a parallel is curved in Gauss-Kruger and the projected
+    # corners alone miss the bulge; 10 m of margin cover what is left.
+    import pyproj
+
+    bounds = pyproj.CRS.from_epsg(srid).area_of_use
+    if bounds is None:
+        west, south, east, north = -180.0, -85.0, 180.0, 85.0
+    else:
+        west, south = max(bounds.west - 3, -180.0), max(bounds.south - 3, -85.0)
+        east, north = min(bounds.east + 3, 180.0), min(bounds.north + 3, 85.0)
     return f"""
 CREATE FUNCTION smartcode_metric_envelope(area geometry) RETURNS geometry
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT ST_Expand(ST_Envelope(ST_Transform(area, {srid})), 10)
+  SELECT ST_Expand(ST_Envelope(ST_Transform(ST_Segmentize(
+           ST_Intersection(area, ST_MakeEnvelope({west}, {south}, {east}, {north}, 4326)), 0.01),
+           {srid})), 10)
 $$
 """
 
@@ -220,6 +233,12 @@ BEGIN
   IF TG_OP = 'UPDATE' AND NEW.id = OLD.id THEN
     RETURN NEW;
   END IF;
+  -- The check below sees assets committed while this statement waited for their lock only with a
+  -- fresh snapshot, which READ COMMITTED takes and stricter levels do not.
+  IF current_setting('transaction_isolation') <> 'read committed' THEN
+    RAISE EXCEPTION 'units are deleted or renumbered only at READ COMMITTED isolation'
+      USING ERRCODE = 'serialization_failure';
+  END IF;
   IF EXISTS (SELECT FROM assets a WHERE a.owner_id = OLD.id)
      OR EXISTS (SELECT FROM assets a WHERE a.maintainer_id = OLD.id)
      OR EXISTS (SELECT FROM assets a WHERE a.supervisor_id = OLD.id) THEN
@@ -233,6 +252,10 @@ CREATE FUNCTION classes_keep_referenced() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF TG_OP = 'UPDATE' AND NEW.code = OLD.code THEN
     RETURN NEW;
+  END IF;
+  IF current_setting('transaction_isolation') <> 'read committed' THEN
+    RAISE EXCEPTION 'classes are deleted or renumbered only at READ COMMITTED isolation'
+      USING ERRCODE = 'serialization_failure';
   END IF;
   IF EXISTS (SELECT FROM assets a WHERE a.class_code = OLD.code) THEN
     RAISE EXCEPTION 'class % (%) has assets: it cannot be deleted or renumbered (retire it)',
@@ -275,6 +298,17 @@ def upgrade() -> None:
         """
     )
     op.execute("DELETE FROM asset_history h USING assets a WHERE h.asset_id = a.id AND h.version = a.version")
+    # 0003 recorded on each period the change that opened it; from here on a closed period records
+    # the change that closed it, which is the one that opened the next period.
+    op.execute(
+        """
+        UPDATE asset_responsibility r SET recorded_at = n.recorded_at, actor = n.actor, reason = n.reason
+        FROM (SELECT id, lead(recorded_at) OVER w AS recorded_at, lead(actor) OVER w AS actor,
+                     lead(reason) OVER w AS reason
+              FROM asset_responsibility WINDOW w AS (PARTITION BY asset_id ORDER BY valid_from)) n
+        WHERE n.id = r.id AND r.valid_to IS NOT NULL
+        """
+    )
     op.execute("DELETE FROM asset_responsibility WHERE valid_to IS NULL")
     op.execute("DROP INDEX asset_responsibility_open")
     op.execute(
@@ -383,14 +417,41 @@ def downgrade() -> None:
         """
     )
     op.execute("ALTER TABLE asset_responsibility DROP CONSTRAINT asset_responsibility_closed")
+    # Back to 0003's meaning: each period records the change that opened it, i.e. the change that
+    # closed the period before (or the asset's first version for the first period).
+    op.execute(
+        """
+        CREATE TEMP TABLE first_versions ON COMMIT DROP AS
+        SELECT DISTINCT ON (asset_id) asset_id, recorded_at, actor, reason
+        FROM asset_history ORDER BY asset_id, version
+        """
+    )
     op.execute(
         """
         INSERT INTO asset_responsibility
                (asset_id, owner_id, maintainer_id, supervisor_id, valid_from, recorded_at, actor, reason)
         SELECT a.id, a.owner_id, a.maintainer_id, a.supervisor_id,
-               smartcode_period_start(a.responsible_since, a.installed_on), a.changed_at, a.changed_by,
-               a.change_reason
+               smartcode_period_start(a.responsible_since, a.installed_on),
+               coalesce(last.recorded_at, f.recorded_at), coalesce(last.actor, f.actor),
+               CASE WHEN last.asset_id IS NOT NULL THEN last.reason ELSE f.reason END
         FROM assets a
+        JOIN first_versions f ON f.asset_id = a.id
+        LEFT JOIN (SELECT DISTINCT ON (asset_id) asset_id, recorded_at, actor, reason
+                   FROM asset_responsibility ORDER BY asset_id, valid_from DESC) last
+               ON last.asset_id = a.id
+        """
+    )
+    op.execute(
+        """
+        UPDATE asset_responsibility r
+        SET recorded_at = coalesce(p.recorded_at, f.recorded_at), actor = coalesce(p.actor, f.actor),
+            reason = CASE WHEN p.has_previous THEN p.reason ELSE f.reason END
+        FROM (SELECT id, asset_id, lag(recorded_at) OVER w AS recorded_at, lag(actor) OVER w AS actor,
+                     lag(reason) OVER w AS reason, lag(id) OVER w IS NOT NULL AS has_previous
+              FROM asset_responsibility WHERE valid_to IS NOT NULL
+              WINDOW w AS (PARTITION BY asset_id ORDER BY valid_from)) p
+        JOIN first_versions f ON f.asset_id = p.asset_id
+        WHERE p.id = r.id
         """
     )
     op.execute(
