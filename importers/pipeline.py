@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg
 import shapely
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -581,6 +582,9 @@ def _run(
     except DBAPIError as exc:
         session.rollback()
         raise DatabaseUnavailable(f"database error during import, nothing was written: {exc.orig}") from exc
+    except psycopg.Error as exc:  # from the staging COPY, which talks to psycopg directly
+        session.rollback()
+        raise DatabaseUnavailable(f"database error during import, nothing was written: {exc}") from exc
     except BaseException:
         session.rollback()
         raise

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import psycopg
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
-from importers import merge
+from importers import merge, stage_writer
+from importers.pipeline import ImportOptions, run_import
 from importers.stage_writer import StageWriter
 from importers.validate import STAGE_COLUMNS, ValidChunk
 from registry.db import session_factory
+from registry.errors import DatabaseUnavailable
+from registry.settings import Settings
+from tests.test_import_pipeline import ADMIN, lamp, write_geojson
 
 
 def _chunk(first: int, n: int) -> ValidChunk:
@@ -51,3 +56,18 @@ def test_the_writers_error_wins_over_its_consequence(db: Engine) -> None:
             while not writer.failed and time.monotonic() < deadline:
                 time.sleep(0.01)
             raw.execute("SELECT 1")  # fails too (the transaction is aborted), but is not the cause
+
+
+def test_a_failed_copy_fails_the_import_cleanly(
+    db: Engine, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_copy(connection: psycopg.Connection, chunk: ValidChunk) -> None:
+        connection.execute("SELECT 1 / 0")  # a real database error, raised on the writer's thread
+
+    monkeypatch.setattr(stage_writer, "copy_chunk", broken_copy)
+    path = write_geojson(tmp_path / "lamps.geojson", [lamp(114.3466, 22.6953)])
+    with pytest.raises(DatabaseUnavailable, match="division by zero"):
+        run_import(db, path, ADMIN, settings, ImportOptions())
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM assets")).scalar_one() == 0
+        assert conn.execute(text("SELECT status FROM import_batches")).scalar_one() == "failed"
