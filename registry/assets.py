@@ -434,8 +434,18 @@ def _periods(session: Session, asset: Asset) -> list[_Period]:
         .where(AssetResponsibility.asset_id == asset.id)
         .order_by(AssetResponsibility.valid_from)
     ).all()
-    first = _versions(session, asset)[0]
-    began: tuple[dt.datetime | None, str | None, str | None] = (first.recorded_at, first.actor, first.reason)
+    # The first version's record: the oldest replaced one, or the asset row if it never changed.
+    first = session.execute(
+        select(AssetHistory.recorded_at, AssetHistory.actor, AssetHistory.reason)
+        .where(AssetHistory.asset_id == asset.id)
+        .order_by(AssetHistory.version)
+        .limit(1)
+    ).first()
+    began: tuple[dt.datetime | None, str | None, str | None] = (
+        (first.recorded_at, first.actor, first.reason)
+        if first is not None
+        else (asset.changed_at, asset.changed_by, asset.change_reason)
+    )
     periods = []
     for owner, maintainer, supervisor, start, end, closed_at, closed_by, why in closed:
         periods.append(_Period(owner, maintainer, supervisor, start, end, *began))
