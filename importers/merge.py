@@ -76,7 +76,15 @@ def copy_chunk(connection: Any, chunk: ValidChunk) -> None:
 # asset registered under that code if that asset has no real source id of its own (registered
 # through the API or by hand, or known so far only by class and position: a 'geom:' key). Reasons
 # are checked in order; the first that applies rejects the row.
-_PLAN = """
+
+
+def _stand_in(source_id: str) -> str:
+    """SQL: the asset's source id is only a stand-in, not an identity of its own (none, a position
+    key, or one set aside by the rollback of its batch), so a row naming its code may take it."""
+    return f"({source_id} IS NULL OR {source_id} LIKE 'geom:%' OR {source_id} LIKE 'rolledback:%')"
+
+
+_PLAN = f"""
 CREATE TEMP TABLE import_plan ON COMMIT DROP AS
 WITH repeated_source AS (
   -- Keys that occur more than once, with their first row: narrow aggregates, so the wide staged
@@ -102,19 +110,18 @@ WITH repeated_source AS (
              ORDER BY a.source_id, a.id) m ON m.source_id = s.source_id
   LEFT JOIN assets c ON c.code = s.code
 ), flagged AS (
-  -- Before source ids were normalised, a row keyed by its code kept the code as written
-  -- (17 digits, dashes...): such a source id names this same code, not another asset.
+  -- The asset under the row's code may be taken when its source id is only a stand-in, or was
+  -- the code itself as written before source ids were normalised (17 digits, dashes...).
   SELECT y.*,
-         coalesce(y.c_source ~ '^[0-9[:space:]-]+$'
-                  AND left(regexp_replace(y.c_source, '[^0-9]', '', 'g'), 16) = left(y.code, 16),
-                  false) AS legacy_code_source
+         {_stand_in("y.c_source")}
+         OR coalesce(y.c_source ~ '^[0-9[:space:]-]+$'
+                     AND left(regexp_replace(y.c_source, '[^0-9]', '', 'g'), 16) = left(y.code, 16),
+                     false) AS c_adoptable
   FROM matched y
 ), judged AS (
   SELECT x.*,
          CASE WHEN x.m_id IS NOT NULL THEN x.m_id
-              WHEN x.c_id IS NOT NULL AND (x.c_source IS NULL OR x.c_source LIKE 'geom:%'
-                                           OR x.c_source LIKE 'rolledback:%'
-                                           OR x.legacy_code_source) THEN x.c_id
+              WHEN x.c_id IS NOT NULL AND x.c_adoptable THEN x.c_id
          END AS asset_id,
          CASE
            WHEN x.first_code_row < x.row THEN
@@ -128,8 +135,7 @@ WITH repeated_source AS (
            WHEN x.m_id IS NOT NULL AND x.code IS NOT NULL AND x.code <> x.m_code THEN
              'source id ' || x.source_id || ' is registered as code ' || x.m_code || ', the file now gives '
              || x.code || ': a smart code never changes'
-           WHEN x.m_id IS NULL AND x.c_id IS NOT NULL AND x.c_source NOT LIKE 'geom:%'
-                AND x.c_source NOT LIKE 'rolledback:%' AND NOT x.legacy_code_source THEN
+           WHEN x.m_id IS NULL AND x.c_id IS NOT NULL AND NOT x.c_adoptable THEN
              'code ' || x.code || ' is already registered to another asset (source id ' || x.c_source || ')'
          END AS reject_reason
   FROM flagged x
@@ -166,8 +172,7 @@ SELECT j.row, j.source_id, j.code, j.serial, j.class_code, j.geom, j.owner_id, j
            OR (j.note IS NOT NULL AND j.note IS DISTINCT FROM a.note)
            OR (j.installed_on IS NOT NULL AND j.installed_on IS DISTINCT FROM a.installed_on)
            OR (j.attributes IS NOT NULL AND a.attributes || j.attributes <> a.attributes)
-           OR ((a.source_id IS NULL OR a.source_id LIKE 'geom:%' OR a.source_id LIKE 'rolledback:%')
-               AND j.source_id IS DISTINCT FROM a.source_id)
+           OR ({_stand_in("a.source_id")} AND j.source_id IS DISTINCT FROM a.source_id)
            THEN 'update'
          ELSE 'unchanged'
        END AS action
@@ -223,8 +228,8 @@ UPDATE assets a SET
   note = coalesce(p.note, a.note),
   installed_on = coalesce(p.installed_on, a.installed_on),
   attributes = a.attributes || coalesce(p.attributes, '{{}}'),
-  source_id = CASE WHEN a.source_id IS NULL OR a.source_id LIKE 'geom:%' OR a.source_id LIKE 'rolledback:%'
-                   THEN coalesce(p.source_id, a.source_id) ELSE a.source_id END,
+  source_id = CASE WHEN {_stand_in("a.source_id")} THEN coalesce(p.source_id, a.source_id)
+                   ELSE a.source_id END,
   batch_id = CAST(:batch AS bigint)
 FROM import_plan p
 WHERE p.action = 'update' AND a.id = p.asset_id
