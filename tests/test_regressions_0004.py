@@ -28,6 +28,7 @@ from registry.settings import Settings
 from tests.helpers import make_asset, make_unit
 from tests.test_import_pipeline import ADMIN, lamp, write_geojson
 from tests.test_stage_writer import _chunk
+from tests.test_versioning import _insert_sql
 
 CST = dt.timezone(dt.timedelta(hours=8))
 _DIGITS = "4403100118999999"
@@ -47,6 +48,14 @@ def _ctx(conn, **values: str) -> None:  # type: ignore[no-untyped-def]
         conn.execute(text("SELECT set_config(:k, :v, true)"), {"k": f"smartcode.{key}", "v": value})
 
 
+def _first_survey(conn, *units: str) -> None:  # type: ignore[no-untyped-def]
+    """Register ``units`` and, as alice's first survey, asset CODE owned by the first of them."""
+    for name in units:
+        conn.execute(text("INSERT INTO units (name, county_code) VALUES (:n, '440310')"), {"n": name})
+    _ctx(conn, actor="alice", reason="first survey")
+    conn.execute(text(_insert_sql(owner="1")))
+
+
 # --------------------------------------------------------------------------------------------------
 # 0004 upgrade: the metadata of responsibility periods changes meaning but is not converted
 
@@ -64,21 +73,7 @@ def test_upgrade_keeps_who_began_each_responsibility_period(
         engine = create_engine(url)
         try:
             with engine.begin() as conn:
-                conn.execute(
-                    text(
-                        "INSERT INTO units (name, county_code) VALUES "
-                        "('甲', '440310'), ('乙', '440310'), ('丙', '440310')"
-                    )
-                )
-                _ctx(conn, actor="alice", reason="first survey")
-                conn.execute(
-                    text(
-                        "INSERT INTO assets (code, county_code, class_code, serial, geom, owner_id) "
-                        "VALUES (:c, '440310', '0118', 999999, "
-                        "ST_SetSRID(ST_MakePoint(114.3466, 22.6953), 4326), 1)"
-                    ),
-                    {"c": CODE},
-                )
+                _first_survey(conn, "甲", "乙", "丙")
             with engine.begin() as conn:
                 _ctx(conn, actor="bob", reason="transfer to 乙", effective_at="2025-03-01T00:00+08")
                 conn.execute(text("UPDATE assets SET owner_id = 2"))
@@ -112,18 +107,7 @@ def test_downgrade_keeps_who_began_each_responsibility_period(
         engine = create_engine(url)
         try:
             with engine.begin() as conn:
-                conn.execute(
-                    text("INSERT INTO units (name, county_code) VALUES ('甲', '440310'), ('乙', '440310')")
-                )
-                _ctx(conn, actor="alice", reason="first survey")
-                conn.execute(
-                    text(
-                        "INSERT INTO assets (code, county_code, class_code, serial, geom, owner_id) "
-                        "VALUES (:c, '440310', '0118', 999999, "
-                        "ST_SetSRID(ST_MakePoint(114.3466, 22.6953), 4326), 1)"
-                    ),
-                    {"c": CODE},
-                )
+                _first_survey(conn, "甲", "乙")
             with engine.begin() as conn:
                 _ctx(conn, actor="bob", reason="transfer to 乙", effective_at="2025-03-01T00:00+08")
                 conn.execute(text("UPDATE assets SET owner_id = 2"))
