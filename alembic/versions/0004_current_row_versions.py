@@ -1,4 +1,4 @@
-"""Current-row versioning, set-based reference checks and one spatial index: bulk imports at COPY speed.
+"""Current-row versioning, set-based reference checks, one spatial index: a new asset is one row.
 
 Revision ID: 0004_current_row_versions
 Revises: 0003_imports
@@ -12,9 +12,9 @@ a million-row import spent 144 s in its one INSERT (docs/benchmarks.md). From he
   recorded it, when, why, in which action and batch (``changed_by``, ``changed_at``,
   ``change_reason``, ``change_action``, ``batch_id``), and since when its units are responsible
   (``responsible_since``; NULL means "since installation", or since ever while the installation
-  date is unknown). ``asset_history`` keeps the superseded versions and ``asset_responsibility`` the closed
-  periods, both written by the update trigger from the rows being replaced. Creating an asset
-  writes one row.
+  date is unknown). ``asset_history`` keeps the superseded versions and ``asset_responsibility``
+  the closed periods, both written by the update trigger from the rows being replaced. Creating
+  an asset writes one row.
 * **References are checked per statement, not per row.** The foreign keys from ``assets`` to
   ``units`` and ``component_classes`` become one statement-level trigger that locks the distinct
   referenced keys (``FOR KEY SHARE``, as a foreign key would) and looks for missing ones with one
