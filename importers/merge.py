@@ -248,7 +248,7 @@ class MergeResult:
     allocated: dict[str, int]
 
 
-def _field(reason: str, fields: dict[str, str]) -> str:
+def reject_field(reason: str, fields: dict[str, str]) -> str:
     """The source field a plan rejection is about (the reason's first words say which)."""
     if reason.startswith("code"):
         return fields.get("code", "code")
@@ -275,7 +275,7 @@ def plan(session: Session, actor_unit: int | None, problem_cap: int, fields: dic
         ),
         {"cap": problem_cap},
     ).all()
-    problems = [RowProblem(row, _field(reason, fields), reason, value) for row, reason, value in rows]
+    problems = [RowProblem(row, reject_field(reason, fields), reason, value) for row, reason, value in rows]
     to_allocate = dict(
         session.execute(
             text(

@@ -33,6 +33,8 @@ from gis.area import ServiceArea
 from gis.crs import Crs, parse_crs
 from gis.detect import guess_crs
 from importers import merge
+from importers.deferred_indexes import DeferredIndexes, drop_secondary_indexes, lock_assets
+from importers.direct_load import DirectLoad, RestartWholeFile, copy_assets, registry_is_empty
 from importers.formats import DEFAULT_CHUNK_SIZE, open_source
 from importers.mapping import DraftChunk, map_chunk
 from importers.profiles import Profile, default_profile, load_profile
@@ -421,8 +423,32 @@ def run_import(
     if not options.dry_run:
         batch_id = _open_batch(engine, actor, settings, name, digest, size, profile, options)
         report.batch_id = batch_id
+    direct = not options.dry_run and 0 <= settings.import_direct_min_bytes <= size
     try:
-        _run(engine, info, chunks, actor, settings, options, profile, area, report, progress, fault)
+        try:
+            _run(
+                engine, info, chunks, actor, settings, options, profile, area, report, progress, fault, direct
+            )
+        except RestartWholeFile as restart:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+            info, chunks = open_source(
+                path,
+                layer=options.layer,
+                encoding=options.encoding or profile.encoding,
+                x_field=x_fields or None,
+                y_field=y_fields or None,
+                chunk_size=options.chunk_size,
+            )
+            report.read = report.created = report.updated = report.unchanged = report.rejected = 0
+            report.notes = [
+                *info.notes,
+                f"read twice: the direct load of an empty registry stopped ({restart})",
+            ]
+            _run(
+                engine, info, chunks, actor, settings, options, profile, area, report, progress, fault, False
+            )
     except BaseException as exc:
         if batch_id is not None:
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
@@ -457,6 +483,7 @@ def _run(
     report: ImportReport,
     progress: Progress | None,
     fault: Fault | None,
+    direct_wanted: bool = False,
 ) -> None:
     county = settings.county_code
     problems = _Problems(report.file, options.problem_cap)
@@ -484,10 +511,29 @@ def _run(
                 unit = session.get(Unit, actor.unit_id)
                 actor_unit_name = unit.name if unit else str(actor.unit_id)
             units = UnitResolver(session, actor, county)
-            merge.create_stage(session)
+            direct: DirectLoad | None = None
+            deferred: DeferredIndexes | None = None
+            if (
+                direct_wanted
+                and report.batch_id is not None
+                and lock_assets(session, settings.import_lock_timeout_ms)
+                and registry_is_empty(session)
+            ):
+                direct = DirectLoad(
+                    county=county,
+                    batch_id=report.batch_id,
+                    timezone=settings.timezone,
+                    reason=f"marked out of use (作废) in {report.file}",
+                    now=session.execute(text("SELECT now()")).scalar_one(),
+                    fields={},
+                )
+                deferred = drop_secondary_indexes(session)
+            else:
+                merge.create_stage(session)
             ctx: ValidationContext | None = None
             raw = session.connection().connection.driver_connection
-            with StageWriter(raw) as writer:
+            write = None if direct is None else copy_assets
+            with StageWriter(raw, write=write) as writer:
                 for chunk in chunks:
                     draft = map_chunk(chunk, profile)
                     if ctx is None:
@@ -507,10 +553,18 @@ def _run(
                             actor_unit_name=actor_unit_name,
                         )
                     valid = validate_chunk(draft, ctx)
-                    writer.put(valid)  # written while the next chunk is parsed
                     report.read += valid.read_rows
                     report.rejected += valid.rejected_rows
                     problems.add(valid.problems)
+                    if direct is None:
+                        writer.put(valid)  # written while the next chunk is parsed
+                    else:
+                        direct.fields = ctx.field_names
+                        rows, repeated = direct.prepare(session, valid)
+                        if rows is not None:
+                            writer.put(rows)
+                        report.rejected += len(repeated)
+                        problems.add(repeated)
                     if progress is not None:
                         progress("reading", report.read, info.feature_count)
                     if fault is not None:
@@ -518,6 +572,15 @@ def _run(
                 writer.finish()
             if ctx is None:
                 report.crs = {"used": None, "origin": "none", "note": "the file has no rows"}
+            if direct is not None:
+                if progress is not None:
+                    progress("indexing", report.read, info.feature_count)
+                _finish_direct(session, direct, deferred, settings, options, report, problems, units)
+                if fault is not None:
+                    fault("created")
+                    fault("written")
+                _commit(session, report, problems, zone, info)
+                return
             if progress is not None:
                 progress("merging", report.read, info.feature_count)
             actor_unit = actor.unit_id if not actor.admin else None
@@ -559,21 +622,7 @@ def _run(
             report.updated = merge.write_updated(session, params)
             if fault is not None:
                 fault("written")
-            _finish_problems(report, problems)
-            session.execute(
-                text(
-                    "UPDATE import_batches SET status = 'committed', finished_at = now(), zone_id = :z, "
-                    "format = :f, counts = CAST(:c AS jsonb), report = CAST(:r AS jsonb) WHERE id = :id"
-                ),
-                {
-                    "z": zone.id if zone else None,
-                    "f": info.format,
-                    "c": _json(report.counts()),
-                    "r": _json(report.as_dict()),
-                    "id": report.batch_id,
-                },
-            )
-            session.commit()
+            _commit(session, report, problems, zone, info)
     except IntegrityError as exc:
         session.rollback()
         raise Conflict(
@@ -590,6 +639,59 @@ def _run(
         raise
     finally:
         session.close()
+
+
+def _finish_direct(
+    session: Session,
+    direct: DirectLoad,
+    deferred: DeferredIndexes | None,
+    settings: Settings,
+    options: ImportOptions,
+    report: ImportReport,
+    problems: _Problems,
+    units: UnitResolver,
+) -> None:
+    """After a direct load's last chunk: indexes built, repeats confirmed, counts set, --strict applied."""
+    direct.give_back(session)
+    if deferred is not None:
+        deferred.rebuild(session, settings.import_maintenance_work_mem_mb)
+    direct.confirm_repeats(session)
+    report.created = direct.created
+    report.units_created = list(units.created)
+    report.codes_allocated = dict(sorted(direct.allocated.items()))
+    report.notes.append(
+        "the registry was empty: rows were written as they were read and its indexes built at the end "
+        f"({deferred.seconds if deferred else 0.0:.1f} s)"
+    )
+    if options.strict and report.rejected:
+        _finish_problems(report, problems)
+        report.status = "refused"
+        raise ImportRefused(
+            f"{report.file}: {report.rejected} of {report.read} rows were rejected and --strict "
+            "refuses the whole batch: nothing was written",
+            rejected=report.rejected,
+        )
+
+
+def _commit(
+    session: Session, report: ImportReport, problems: _Problems, zone: Zone | None, info: SourceInfo
+) -> None:
+    """Record the batch as committed, with its report, and commit the import's transaction."""
+    _finish_problems(report, problems)
+    session.execute(
+        text(
+            "UPDATE import_batches SET status = 'committed', finished_at = now(), zone_id = :z, "
+            "format = :f, counts = CAST(:c AS jsonb), report = CAST(:r AS jsonb) WHERE id = :id"
+        ),
+        {
+            "z": zone.id if zone else None,
+            "f": info.format,
+            "c": _json(report.counts()),
+            "r": _json(report.as_dict()),
+            "id": report.batch_id,
+        },
+    )
+    session.commit()
 
 
 def _finish_problems(report: ImportReport, problems: _Problems) -> None:

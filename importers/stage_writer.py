@@ -15,27 +15,31 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from importers.merge import copy_chunk
-from importers.validate import ValidChunk
 
 _DONE = None
 
 
 class StageWriter:
-    """Writes validated chunks to ``import_stage`` in order, on one background thread."""
+    """Writes chunks in order on one background thread: validated chunks to ``import_stage``
+    (``copy_chunk``), or whatever ``write`` writes (the direct load's finished asset rows)."""
 
-    def __init__(self, connection: Any, depth: int = 2) -> None:
+    def __init__(
+        self, connection: Any, depth: int = 2, write: Callable[[Any, Any], None] | None = None
+    ) -> None:
         self._connection = connection
-        self._queue: queue.Queue[ValidChunk | None] = queue.Queue(maxsize=depth)
+        self._write = write if write is not None else copy_chunk
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._abandoned = False
         self._thread = threading.Thread(target=self._work, name="import-stage-writer", daemon=True)
         self._thread.start()
 
-    def put(self, chunk: ValidChunk) -> None:
+    def put(self, chunk: Any) -> None:
         """Queue a chunk (waits while ``depth`` chunks are pending); raises the writer's error if any."""
         self._raise_error()
         self._queue.put(chunk)
@@ -85,6 +89,6 @@ class StageWriter:
             if self._error is not None or self._abandoned:
                 continue  # after a failure, drain without writing until told to stop
             try:
-                copy_chunk(self._connection, chunk)
+                self._write(self._connection, chunk)
             except BaseException as exc:  # handed to the main thread, which re-raises it
                 self._error = exc
