@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import psycopg
@@ -594,13 +594,7 @@ def _run(
             report.codes_allocated = dict(result.allocated)
             if options.strict and report.rejected:
                 report.created, report.updated = result.created, result.updated
-                _finish_problems(report, problems)
-                report.status = "refused"
-                raise ImportRefused(
-                    f"{report.file}: {report.rejected} of {report.read} rows were rejected and --strict "
-                    "refuses the whole batch: nothing was written",
-                    rejected=report.rejected,
-                )
+                _refuse(report, problems)
             if options.dry_run:
                 report.created, report.updated = result.created, result.updated
                 _finish_problems(report, problems)
@@ -664,13 +658,18 @@ def _finish_direct(
         f"({deferred.seconds if deferred else 0.0:.1f} s)"
     )
     if options.strict and report.rejected:
-        _finish_problems(report, problems)
-        report.status = "refused"
-        raise ImportRefused(
-            f"{report.file}: {report.rejected} of {report.read} rows were rejected and --strict "
-            "refuses the whole batch: nothing was written",
-            rejected=report.rejected,
-        )
+        _refuse(report, problems)
+
+
+def _refuse(report: ImportReport, problems: _Problems) -> NoReturn:
+    """--strict and rejected rows: the report says so, and ImportRefused rolls the batch back."""
+    _finish_problems(report, problems)
+    report.status = "refused"
+    raise ImportRefused(
+        f"{report.file}: {report.rejected} of {report.read} rows were rejected and --strict "
+        "refuses the whole batch: nothing was written",
+        rejected=report.rejected,
+    )
 
 
 def _commit(
