@@ -7,9 +7,9 @@ adopted or owned by someone else. What is left is what the file says about itsel
 known chunk by chunk: a code or source id repeating an earlier row (rejected, as in the plan), and
 the serials of the rows without a code. So each validated chunk is turned into finished asset rows
 (codes and check digits allocated here, geometry as EWKB) and COPYed into ``assets`` on the
-background writer while the next chunk is parsed, and for a batch of ``import_defer_indexes_min_rows``
-or more the secondary indexes are dropped first and built again at the end (the registry is empty:
-nobody is kept from anything by the lock that takes).
+background writer while the next chunk is parsed; the secondary indexes are dropped first and built
+again at the end (:mod:`importers.deferred_indexes`; the registry is empty, so nobody is kept from
+anything by the lock that takes).
 
 Two things differ from the planned path, both within its guarantees: code-less rows are numbered
 in file order as they come, so an explicit code further down the file may be numbered below them
@@ -24,7 +24,6 @@ from __future__ import annotations
 import binascii
 import datetime as dt
 import io
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -147,7 +146,6 @@ class DirectLoad:
     codes: FirstRows = field(default_factory=FirstRows)
     sources: FirstRows = field(default_factory=FirstRows)
     serials: dict[str, _Serials] = field(default_factory=dict)
-    allocated: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     suspects: set[str] = field(default_factory=set)
     created: int = 0
 
@@ -206,7 +204,6 @@ class DirectLoad:
         for cls in sorted(set(class_code[keep & ~has_code].tolist())):
             members = np.flatnonzero(keep & ~has_code & (class_code == cls))
             serials = self._hand_out(session, cls, len(members))
-            self.allocated[cls] += len(members)
             numbers = np.arange(serials.start, serials.stop, dtype=np.int64)
             digits = check_digits(self.county + cls, numbers).tolist()
             prefix = self.county + cls
@@ -216,6 +213,10 @@ class DirectLoad:
         table = self._asset_rows(columns, keep, final_code, serial)
         self.created += table.num_rows
         return table, problems
+
+    def allocated(self) -> dict[str, int]:
+        """Serials handed to code-less rows, per class."""
+        return {cls: sum(map(len, block.handed)) for cls, block in sorted(self.serials.items())}
 
     def _hand_out(self, session: Session, cls: str, count: int) -> range:
         """``count`` fresh serials of ``cls``, from the batch's block (a new block when it runs out)."""

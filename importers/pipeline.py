@@ -398,14 +398,18 @@ def run_import(
     name = options.file_name or path.name
     digest, size = file_fingerprint(path)
     x_fields, y_fields = profile.coordinate_fields()
-    info, chunks = open_source(
-        path,
-        layer=options.layer,
-        encoding=options.encoding or profile.encoding,
-        x_field=x_fields or None,
-        y_field=y_fields or None,
-        chunk_size=options.chunk_size,
-    )
+
+    def read() -> tuple[SourceInfo, Iterator[Any]]:
+        return open_source(
+            path,
+            layer=options.layer,
+            encoding=options.encoding or profile.encoding,
+            x_field=x_fields or None,
+            y_field=y_fields or None,
+            chunk_size=options.chunk_size,
+        )
+
+    info, chunks = read()
     report = ImportReport(
         file=name,
         sha256=digest,
@@ -433,14 +437,7 @@ def run_import(
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
-            info, chunks = open_source(
-                path,
-                layer=options.layer,
-                encoding=options.encoding or profile.encoding,
-                x_field=x_fields or None,
-                y_field=y_fields or None,
-                chunk_size=options.chunk_size,
-            )
+            info, chunks = read()
             report.read = report.created = report.updated = report.unchanged = report.rejected = 0
             report.notes = [
                 *info.notes,
@@ -552,6 +549,8 @@ def _run(
                             actor_unit=actor.unit_id if not actor.admin else None,
                             actor_unit_name=actor_unit_name,
                         )
+                        if direct is not None:
+                            direct.fields = ctx.field_names
                     valid = validate_chunk(draft, ctx)
                     report.read += valid.read_rows
                     report.rejected += valid.rejected_rows
@@ -559,7 +558,6 @@ def _run(
                     if direct is None:
                         writer.put(valid)  # written while the next chunk is parsed
                     else:
-                        direct.fields = ctx.field_names
                         rows, repeated = direct.prepare(session, valid)
                         if rows is not None:
                             writer.put(rows)
@@ -652,7 +650,7 @@ def _finish_direct(
     direct.confirm_repeats(session)
     report.created = direct.created
     report.units_created = list(units.created)
-    report.codes_allocated = dict(sorted(direct.allocated.items()))
+    report.codes_allocated = direct.allocated()
     report.notes.append(
         "the registry was empty: rows were written as they were read and its indexes built at the end "
         f"({deferred.seconds if deferred else 0.0:.1f} s)"
