@@ -19,6 +19,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+# ``assets`` and the tables with a foreign key to it: truncated together (a direct load) or not at all.
+ASSET_TABLES = "assets, asset_history, asset_responsibility"
 # The non-unique indexes with the statement that builds each (pg_get_indexdef: the migration's
 # exact definition, name included).
 _SECONDARY = """
@@ -30,14 +32,15 @@ ORDER BY i.indexrelid
 
 
 def lock_assets(session: Session, timeout_ms: int) -> bool:
-    """Take the ACCESS EXCLUSIVE lock on ``assets`` for the rest of the transaction, waiting at
-    most ``timeout_ms``; False (and the transaction as it was) when it is not granted."""
+    """Take the ACCESS EXCLUSIVE lock on ``assets`` and the tables referencing it (history and
+    responsibility periods) for the rest of the transaction, waiting at most ``timeout_ms``; False
+    (and the transaction as it was) when it is not granted."""
     before = session.execute(text("SELECT current_setting('lock_timeout')")).scalar_one()
     savepoint = session.begin_nested()
     try:
         # Set inside the savepoint: rolling it back restores the session's own value.
         session.execute(text(f"SET LOCAL lock_timeout = {int(timeout_ms)}"))
-        session.execute(text("LOCK TABLE assets IN ACCESS EXCLUSIVE MODE"))
+        session.execute(text(f"LOCK TABLE {ASSET_TABLES} IN ACCESS EXCLUSIVE MODE"))
     except OperationalError as exc:
         if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
             raise

@@ -7,7 +7,8 @@ adopted or owned by someone else. What is left is what the file says about itsel
 known chunk by chunk: a code or source id repeating an earlier row (rejected, as in the plan), and
 the serials of the rows without a code. So each validated chunk is turned into finished asset rows
 (codes and check digits allocated here, geometry as EWKB) and COPYed into ``assets`` on the
-background writer while the next chunk is parsed; the secondary indexes are dropped first and built
+background writer while the next chunk is parsed. Before the first chunk the empty tables are
+truncated, so that the COPY writes frozen rows, and the secondary indexes are dropped, to be built
 again at the end (:mod:`importers.deferred_indexes`; the registry is empty, so nobody is kept from
 anything by the lock that takes).
 
@@ -36,6 +37,7 @@ import shapely
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from importers.deferred_indexes import ASSET_TABLES
 from importers.merge import reject_field
 from importers.source import RowProblem
 from importers.validate import ValidChunk
@@ -74,7 +76,8 @@ _ASSET_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("source_id", pa.string()),
     ("batch_id", pa.int64()),
 )
-_COPY = f"COPY assets ({', '.join(n for n, _ in _ASSET_COLUMNS)}) FROM STDIN (FORMAT csv)"
+# FREEZE: the table was truncated in this transaction (start_empty).
+_COPY = f"COPY assets ({', '.join(n for n, _ in _ASSET_COLUMNS)}) FROM STDIN (FORMAT csv, FREEZE)"
 _CSV_OPTIONS = pa_csv.WriteOptions(include_header=False)
 
 
@@ -83,8 +86,23 @@ class RestartWholeFile(Exception):
 
 
 def registry_is_empty(session: Session) -> bool:
-    """True when ``assets`` holds no row at all (not even decommissioned ones)."""
-    return not session.execute(text("SELECT EXISTS (SELECT 1 FROM assets)")).scalar_one()
+    """True when no asset (not even a decommissioned one), past version or responsibility period exists."""
+    return not session.execute(
+        text(
+            "SELECT EXISTS (SELECT 1 FROM assets) OR EXISTS (SELECT 1 FROM asset_history) "
+            "OR EXISTS (SELECT 1 FROM asset_responsibility)"
+        )
+    ).scalar_one()
+
+
+def start_empty(session: Session) -> None:
+    """TRUNCATE the empty asset tables (the caller holds their locks and has seen them empty).
+
+    Nothing is lost, and the table is then new in this transaction: ``COPY ... FREEZE`` may write
+    the rows already frozen, which spares the server per-row visibility work now (about 1.3 s a
+    million rows) and a rewrite of every page later (hint bits on first read, the freezing vacuum).
+    """
+    session.execute(text(f"TRUNCATE {ASSET_TABLES}"))
 
 
 class FirstRows:

@@ -34,7 +34,7 @@ from gis.crs import Crs, parse_crs
 from gis.detect import guess_crs
 from importers import merge
 from importers.deferred_indexes import DeferredIndexes, drop_secondary_indexes, lock_assets
-from importers.direct_load import DirectLoad, RestartWholeFile, copy_assets, registry_is_empty
+from importers.direct_load import DirectLoad, RestartWholeFile, copy_assets, registry_is_empty, start_empty
 from importers.formats import DEFAULT_CHUNK_SIZE, open_source
 from importers.mapping import DraftChunk, map_chunk
 from importers.profiles import Profile, default_profile, load_profile
@@ -524,6 +524,7 @@ def _run(
                     now=session.execute(text("SELECT now()")).scalar_one(),
                     fields={},
                 )
+                start_empty(session)
                 deferred = drop_secondary_indexes(session)
             else:
                 merge.create_stage(session)
