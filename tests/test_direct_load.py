@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from importers import pipeline
-from importers.direct_load import FirstRows
+from importers.direct_load import FirstRows, _distinct
 from importers.pipeline import ImportOptions, ImportRefused, ImportReport, run_import
 from registry.codes import parse_code
 from registry.db import Actor
@@ -229,6 +229,14 @@ def test_first_rows_finds_repeats_within_and_across_chunks() -> None:
         )
     again = seen.first_rows(np.array([9, 150, 5], dtype=np.int64), np.array([900, 901, 902], dtype=np.int64))
     assert again.tolist() == [5, 150, 1]
+
+
+def test_distinct_keys_are_found_first_where_np_unique_finds_them() -> None:
+    # The default sort is not stable: copies of a key come out in any order, yet the first is found.
+    keys = np.random.default_rng(7).integers(0, 50, size=5_000).astype(np.int64)
+    got = _distinct(keys)
+    expected = np.unique(keys, return_index=True, return_inverse=True)
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
 
 
 def test_a_database_error_while_writing_directly_fails_cleanly(
