@@ -343,7 +343,7 @@ def list_assets(
         if min_x >= max_x or min_y >= max_y:
             raise InvalidInput("bbox must be min_lon,min_lat,max_lon,max_lat with min < max", field="bbox")
         envelope = func.ST_MakeEnvelope(min_x, min_y, max_x, max_y, STORAGE_SRID)
-        # The spatial index is on the metric twin (migration 0004): candidates come from there,
+        # The every-class spatial index is on the metric twin (migration 0005): candidates come from there,
         # then the WGS84 boxes that meet the envelope are kept.
         near = literal_column("assets.geom_m").op("&&")(func.smartcode_metric_envelope(envelope))
         stmt = stmt.where(near, Asset.geom.op("&&")(envelope))

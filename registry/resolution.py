@@ -545,16 +545,18 @@ def _nearest_sql(srid: int, *, by_class: bool, at: bool) -> str:
         f"a.responsible_since, a.installed_on, ST_Distance(a.geom_m, {point}) AS dist"
     )
     if by_class:
-        # One KNN scan per class: the GiST on (class number, geom_m) (migration 0004) answers
-        # "nearest of class c" inside the index, where a scan over all classes would walk past
-        # every other class's assets. The class is compared as the index holds it, a smallint.
+        # One KNN scan per class, in the class's own plane (migration 0005): the GiST on
+        # smartcode_class_plane(class, geom_m) holds each class far from every other, so the scan
+        # from the point moved into class c's plane meets only class c, where a scan over all
+        # classes would walk past every other class's assets. Moving both keeps the distances.
+        plane = "smartcode_class_plane(a.class_code, a.geom_m)"
+        target = f"smartcode_class_plane(q.cls, {point})"
         source = f"""
         FROM unnest(%(classes)s::text[], %(tolerances)s::float8[]) AS q(cls, tol)
         CROSS JOIN LATERAL (
             SELECT {columns} FROM assets a
-            WHERE a.class_code::smallint = q.cls::smallint AND a.class_code = q.cls AND {alive}
-              AND ST_DWithin(a.geom_m, {point}, q.tol)
-            ORDER BY a.geom_m <-> {point}
+            WHERE a.class_code = q.cls AND {alive} AND ST_DWithin({plane}, {target}, q.tol)
+            ORDER BY {plane} <-> {target}
             LIMIT %(k)s
         ) a"""
     else:

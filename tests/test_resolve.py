@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import psycopg
 import pytest
 import shapely
 from shapely.geometry import mapping
@@ -12,7 +13,7 @@ from sqlalchemy import Engine, text
 
 from gis.crs import BD09, GCJ02, crs_from_epsg, from_wgs84
 from gis.metric import metric_projector
-from registry import rules, zones
+from registry import resolution, rules, zones
 from registry.db import Actor, transaction
 from registry.errors import CheckDigitMismatch, InvalidCode, InvalidInput, NotFound, OutsideServiceArea
 from registry.resolution import DirectLog, LocationQuery, Resolver, conninfo_from_url, run_sync
@@ -215,6 +216,25 @@ def test_nearest_asset_of_the_class_decides_and_candidates_are_ranked(
     assert by_name["asset"]["class"]["code"] == "0117" and by_name["asset"]["distance_m"] == pytest.approx(
         1, abs=0.05
     )
+
+
+def test_nearest_of_a_class_is_a_knn_scan_of_that_class_plane_only(
+    db: Engine, admin: Actor, conninfo: str
+) -> None:
+    # Plenty of lamps right at the point and one manhole cover 25 m away: the scan for covers in
+    # the class-plane index must find the cover without visiting the lamps.
+    for i in range(30):
+        make_asset(db, admin, geometry=pt(0.1 * i))
+    cover = make_asset(db, admin, class_code="0101", geometry=pt(25))
+    sql = resolution._nearest_sql(4547, by_class=True, at=False)
+    params = {"classes": "{0101}", "tolerances": "{30}", "x": ORIGIN_M[0], "y": ORIGIN_M[1], "k": 5}
+    with psycopg.connect(conninfo) as conn:
+        conn.execute("SET enable_seqscan = off")
+        rows = conn.execute(sql, params).fetchall()
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + sql, params))
+    assert [r[0] for r in rows] == [cover.code] and rows[0][4] == pytest.approx(25.0, abs=0.05)
+    assert "assets_class_plane_gist" in plan and "Order By" in plan
+    assert "Rows Removed by Filter" not in plan  # no lamp came out of the index
 
 
 def test_point_tolerance_line_band_and_polygon_inside(db: Engine, admin: Actor, conninfo, resolver) -> None:

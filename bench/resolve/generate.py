@@ -320,9 +320,11 @@ def add_assets(
     set_meta(conn, "clustered", "no")
 
 
-# The index whose order CLUSTER gives the table: the one spatial index since migration 0004, a GiST on
-# (class number, metric geometry).
-CLUSTER_INDEX = "assets_class_no_geom_m_gist"
+# The index whose order CLUSTER gives the table: the GiST on the class planes (migration 0005), which
+# keeps each class's assets together and, within a class, neighbours together.
+CLUSTER_INDEX = "assets_class_plane_gist"
+# Every spatial index of assets (migration 0005): the class planes and geom_m over every class.
+SPATIAL_INDEXES = (CLUSTER_INDEX, "assets_geom_m_gist")
 
 
 def cluster(conn: psycopg.Connection, say: Say) -> None:
