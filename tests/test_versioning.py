@@ -7,6 +7,7 @@ registry migrated from 0003 keeps every version and period it had.
 from __future__ import annotations
 
 import datetime as dt
+import random
 
 import psycopg
 import pytest
@@ -178,3 +179,42 @@ def test_the_database_refuses_a_wrong_check_digit(db: Engine) -> None:
         conn.execute(text(_insert_sql()))
     with pytest.raises(IntegrityError, match="assets_code_key"), db.begin() as conn:
         conn.execute(text(_insert_sql()))
+
+
+def test_the_database_check_digit_agrees_with_the_code_module_on_every_digit(db: Engine) -> None:
+    # Random counties, classes and serials, each with all ten possible last digits: the database's
+    # check (migration 0006, from the code's parts) accepts exactly the digit registry.codes computes.
+    rng = random.Random(6)
+    cases = []
+    for _ in range(300):
+        county, cls, serial = (
+            f"{rng.randrange(10**6):06d}",
+            f"{rng.randrange(10**4):04d}",
+            rng.randrange(10**6),
+        )
+        prefix = f"{county}{cls}{serial:06d}"
+        cases += [
+            (county, cls, serial, f"{prefix}{digit}", str(digit) == mod11_10_check_digit(prefix))
+            for digit in range(10)
+        ]
+    with db.connect() as conn:
+        answers = (
+            conn.execute(
+                text(
+                    "SELECT smartcode_check_digit_matches(c, k, s, code) FROM unnest(CAST(:c AS text[]), "
+                    "CAST(:k AS text[]), CAST(:s AS int[]), CAST(:code AS text[])) AS t(c, k, s, code)"
+                ),
+                {name: [case[i] for case in cases] for i, name in enumerate(("c", "k", "s", "code"))},
+            )
+            .scalars()
+            .all()
+        )
+    assert answers == [case[4] for case in cases]
+
+
+def test_the_database_refuses_a_code_that_is_not_17_digits(db: Engine) -> None:
+    good = "4403100118999999" + mod11_10_check_digit("4403100118999999")
+    for bad in (good[:16] + "x", " " + good[1:], good[:16]):
+        refused = pytest.raises(IntegrityError, match=r"assets_(check_digit|code_digits|code_matches_parts)")
+        with refused, db.begin() as conn:
+            conn.execute(text(_insert_sql().replace(good, bad)))
