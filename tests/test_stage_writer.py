@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -71,3 +72,20 @@ def test_a_failed_copy_fails_the_import_cleanly(
     with db.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM assets")).scalar_one() == 0
         assert conn.execute(text("SELECT status FROM import_batches")).scalar_one() == "failed"
+
+
+def test_the_gil_is_handed_over_promptly_while_writers_run_and_the_setting_comes_back(db: Engine) -> None:
+    before = sys.getswitchinterval()
+    with session_factory(db)() as session, session.begin():
+        merge.create_stage(session)
+        raw = session.connection().connection.driver_connection
+        with StageWriter(raw) as first:
+            assert sys.getswitchinterval() <= 0.0001
+            with StageWriter(raw) as second:  # two imports at once in one process
+                second.finish()
+            assert sys.getswitchinterval() <= 0.0001  # the first one still runs
+            first.finish()
+        assert sys.getswitchinterval() == before
+        with pytest.raises(RuntimeError), StageWriter(raw):
+            raise RuntimeError("the import failed")
+    assert sys.getswitchinterval() == before
