@@ -22,9 +22,7 @@ again on the planned path, in a new transaction.
 
 from __future__ import annotations
 
-import binascii
 import datetime as dt
-import io
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -33,13 +31,13 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
 import shapely
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from importers.deferred_indexes import ASSET_TABLES
 from importers.merge import reject_field
+from importers.pg_binary import Kind, encode
 from importers.source import RowProblem
 from importers.validate import ValidChunk
 from registry.codes import CODE_LENGTH, SERIAL_MAX, check_digits
@@ -55,33 +53,33 @@ _MERGE_RUNS = 4
 # the connection is busy with the previous chunk's COPY most of the time, and asking it for every
 # chunk would make the reader wait for the writer.
 _SERIAL_BLOCK = 262_144
-# Hex EWKB of a point: little-endian, type Point with an SRID, SRID 4326; then x and y.
+# EWKB of a point: little-endian, type Point with an SRID, SRID 4326; then x and y.
 _POINT_HEADER = np.frombuffer(bytes.fromhex("0101000020e6100000"), dtype=np.uint8)
 
-_ASSET_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
-    ("code", pa.string()),
-    ("county_code", pa.string()),
-    ("class_code", pa.string()),
-    ("serial", pa.int64()),
-    ("geom", pa.string()),
-    ("owner_id", pa.int64()),
-    ("maintainer_id", pa.int64()),
-    ("supervisor_id", pa.int64()),
-    ("state", pa.string()),
-    ("in_use", pa.bool_()),
-    ("decommissioned_at", pa.string()),
-    ("decommission_reason", pa.string()),
-    ("grid_code", pa.string()),
-    ("data_source", pa.string()),
-    ("note", pa.string()),
-    ("installed_on", pa.date32()),
-    ("attributes", pa.string()),
-    ("source_id", pa.string()),
-    ("batch_id", pa.int64()),
+# The columns written, each with how it is sent (importers.pg_binary).
+_ASSET_COLUMNS: tuple[tuple[str, Kind], ...] = (
+    ("code", Kind.TEXT),
+    ("county_code", Kind.TEXT),
+    ("class_code", Kind.TEXT),
+    ("serial", Kind.INT4),
+    ("geom", Kind.BYTES),
+    ("owner_id", Kind.INT8),
+    ("maintainer_id", Kind.INT8),
+    ("supervisor_id", Kind.INT8),
+    ("state", Kind.TEXT),
+    ("in_use", Kind.BOOL),
+    ("decommissioned_at", Kind.TIMESTAMPTZ),
+    ("decommission_reason", Kind.TEXT),
+    ("grid_code", Kind.TEXT),
+    ("data_source", Kind.TEXT),
+    ("note", Kind.TEXT),
+    ("installed_on", Kind.DATE),
+    ("attributes", Kind.JSONB),
+    ("source_id", Kind.TEXT),
+    ("batch_id", Kind.INT8),
 )
 # FREEZE: the table was truncated in this transaction (start_empty).
-_COPY = f"COPY assets ({', '.join(n for n, _ in _ASSET_COLUMNS)}) FROM STDIN (FORMAT csv, FREEZE)"
-_CSV_OPTIONS = pa_csv.WriteOptions(include_header=False)
+_COPY = f"COPY assets ({', '.join(n for n, _ in _ASSET_COLUMNS)}) FROM STDIN (FORMAT binary, FREEZE)"
 
 
 class RestartWholeFile(Exception):
@@ -192,7 +190,7 @@ class DirectLoad:
     suspects: set[str] = field(default_factory=set)
     created: int = 0
 
-    def prepare(self, session: Session, chunk: ValidChunk) -> tuple[pa.Table | None, list[RowProblem]]:
+    def prepare(self, session: Session, chunk: ValidChunk) -> tuple[pa.RecordBatch | None, list[RowProblem]]:
         """The chunk's rows as finished asset rows (None when none is left), and the rows rejected
         for repeating an earlier code or source id."""
         columns = chunk.columns
@@ -342,7 +340,7 @@ class DirectLoad:
         code: pa.Array,
         serial: pa.Array,
         classes: pa.Array,
-    ) -> pa.Table:
+    ) -> pa.RecordBatch:
         """The kept rows as finished asset rows, the registry's defaults where the file gives nothing."""
         n = int(keep.sum())
         everything = n == len(keep)  # the usual case: nothing to filter
@@ -359,7 +357,8 @@ class DirectLoad:
             return pa.nulls(n, kind) if values is None else _arrow(values, kind)
 
         in_use = pc.fill_null(column("in_use", pa.bool_()), True)
-        decommissioned_at = decommission_reason = pa.nulls(n, pa.string())
+        decommissioned_at = pa.nulls(n, pa.timestamp("us", tz="UTC"))
+        decommission_reason = pa.nulls(n, pa.string())
         out_of_use = np.flatnonzero(~in_use.to_numpy(zero_copy_only=False))
         if len(out_of_use):
             zone = ZoneInfo(self.timezone)
@@ -368,9 +367,9 @@ class DirectLoad:
             for i in out_of_use.tolist():
                 day = changed[i] if changed is not None else None
                 moment = dt.datetime.combine(day, dt.time(), zone) if day is not None else self.now
-                moments[i] = moment.isoformat()
+                moments[i] = moment
                 reasons[i] = self.reason
-            decommissioned_at = _arrow(moments, pa.string())
+            decommissioned_at = _arrow(moments, pa.timestamp("us", tz="UTC"))
             decommission_reason = _arrow(reasons, pa.string())
         mask = pa.array(keep)
         values: dict[str, pa.Array] = {
@@ -394,7 +393,7 @@ class DirectLoad:
             "source_id": column("source_id", pa.string()),
             "batch_id": pa.repeat(pa.scalar(self.batch_id, pa.int64()), n),
         }
-        return pa.Table.from_arrays(
+        return pa.RecordBatch.from_arrays(
             [values[name] for name, _ in _ASSET_COLUMNS], names=[name for name, _ in _ASSET_COLUMNS]
         )
 
@@ -446,7 +445,7 @@ def _ewkb(
     wkb: npt.NDArray[Any] | None,
     n: int,
 ) -> pa.Array:
-    """Hex EWKB (SRID 4326) of each row, from lon/lat (points) or hex WKB (other shapes)."""
+    """EWKB (SRID 4326) of each row, from lon/lat (points) or hex WKB (other shapes)."""
     if wkb is None and lon is not None and lat is not None:
         return _point_ewkb(lon, lat)
     shapes = np.full(n, None, dtype=object)
@@ -457,23 +456,27 @@ def _ewkb(
         points = ~np.isnan(lon)
         shapes[points] = shapely.points(lon[points], lat[points])
     shapes = shapely.set_srid(shapes, 4326)
-    return _arrow(shapely.to_wkb(shapes, hex=True, include_srid=True), pa.string())
+    return _arrow(shapely.to_wkb(shapes, include_srid=True), pa.binary())
 
 
 def _point_ewkb(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> pa.Array:
-    """Hex EWKB of points, built as bytes in one pass (shapely takes 3.6 us a point for the same)."""
+    """EWKB of points, built as bytes in one pass (shapely takes 3.6 us a point for the same)."""
     n = len(x)
     raw = np.empty((n, 25), dtype=np.uint8)
     raw[:, :9] = _POINT_HEADER
     raw[:, 9:17] = x.astype("<f8").view(np.uint8).reshape(n, 8)
     raw[:, 17:] = y.astype("<f8").view(np.uint8).reshape(n, 8)
-    hexed = np.frombuffer(binascii.hexlify(raw.tobytes()), dtype=np.uint8)
-    return _fixed_width_strings(hexed.reshape(n, 50))
+    offsets = np.arange(0, 25 * (n + 1), 25, dtype=np.int32)
+    return pa.BinaryArray.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(raw)])
 
 
-def copy_assets(connection: Any, table: pa.Table) -> None:
-    """COPY finished asset rows into ``assets`` (runs on the writer thread)."""
-    buffer = io.BytesIO()
-    pa_csv.write_csv(table, buffer, _CSV_OPTIONS)
+def copy_data(rows: pa.RecordBatch) -> bytes:
+    """Finished asset rows as a binary COPY stream (built before the writer thread gets it, so
+    that the writer only streams and the server never waits for an encoding)."""
+    return encode([(rows.column(name), kind) for name, kind in _ASSET_COLUMNS])
+
+
+def copy_assets(connection: Any, data: bytes) -> None:
+    """COPY finished asset rows (``copy_data``) into ``assets`` (runs on the writer thread)."""
     with connection.cursor() as cursor, cursor.copy(_COPY) as copy:
-        copy.write(buffer.getbuffer())
+        copy.write(data)

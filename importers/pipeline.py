@@ -35,7 +35,14 @@ from gis.crs import Crs, parse_crs
 from gis.detect import guess_crs
 from importers import merge
 from importers.deferred_indexes import DeferredIndexes, drop_secondary_indexes, lock_assets
-from importers.direct_load import DirectLoad, RestartWholeFile, copy_assets, registry_is_empty, start_empty
+from importers.direct_load import (
+    DirectLoad,
+    RestartWholeFile,
+    copy_assets,
+    copy_data,
+    registry_is_empty,
+    start_empty,
+)
 from importers.formats import DEFAULT_CHUNK_SIZE, open_source
 from importers.mapping import DraftChunk, map_chunk
 from importers.profiles import Profile, default_profile, load_profile
@@ -566,7 +573,7 @@ def _run(
                     else:
                         rows, repeated = direct.prepare(session, valid)
                         if rows is not None:
-                            writer.put(rows)
+                            writer.put(copy_data(rows))
                         report.rejected += len(repeated)
                         problems.add(repeated)
                     if progress is not None:
