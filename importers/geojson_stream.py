@@ -789,9 +789,13 @@ def _point_coordinates(
 
 
 def iter_feature_chunks(
-    batches: Iterator[Callable[[], list[Any] | ArrowFeatures]], chunk_size: int, known_keys: dict[str, None]
+    batches: Iterator[Callable[[], list[Any] | ArrowFeatures]],
+    chunk_size: int,
+    known_keys: dict[str, None],
+    first_chunk_size: int | None = None,
 ) -> Generator[tuple[int, FeatureColumns], None, None]:
-    """Parse and convert units of features, regrouped into chunks of exactly ``chunk_size`` rows.
+    """Parse and convert units of features, regrouped into chunks of exactly ``chunk_size`` rows
+    (the first one ``first_chunk_size``, when given).
 
     ``batches`` yields parse functions (one per unit); yields (first_row, columns). Each unit is
     parsed, converted and its dicts freed while the garbage collector is paused, so the collector
@@ -800,6 +804,7 @@ def iter_feature_chunks(
     parts: list[FeatureColumns] = []
     pending = 0
     row = 1
+    size = min(first_chunk_size or chunk_size, chunk_size)
     for parse in batches:
         with gc_paused():
             features = parse()
@@ -807,11 +812,12 @@ def iter_feature_chunks(
             del features
         parts.append(part)
         pending += len(part)
-        while pending >= chunk_size:
-            merged, parts = _merge(parts, chunk_size, known_keys)
+        while pending >= size:
+            merged, parts = _merge(parts, size, known_keys)
             yield row, merged
-            row += chunk_size
-            pending -= chunk_size
+            row += size
+            pending -= size
+            size = chunk_size
     if pending:
         merged, _ = _merge(parts, pending, known_keys)
         yield row, merged

@@ -466,7 +466,9 @@ def _json_source(
     types: set[str] = set()
 
     def chunks() -> Iterator[SourceChunk]:
-        grouped = iter_feature_chunks(batches, chunk_size, keys)
+        # The first chunk is one parse unit: whatever follows (the database's writing, above all)
+        # starts after 10,000 features instead of 50,000.
+        grouped = iter_feature_chunks(batches, chunk_size, keys, first_chunk_size=PARSE_UNIT)
         try:
             for first_row, cols in grouped:
                 types.update(cols.geometry_types)

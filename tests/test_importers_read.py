@@ -545,7 +545,8 @@ def test_corrupt_geopackage(tmp_path: Path) -> None:
 def test_geojson_parse_units_regroup_into_exact_chunks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Chunks are assembled from smaller parse units; cuts inside a unit keep rows and problems right."""
+    """Chunks are assembled from smaller parse units (the first chunk is one unit, so writing starts
+    early); cuts inside a unit keep rows and problems right."""
     monkeypatch.setattr("importers.vector.PARSE_UNIT", 4)
     geometries: list[Any] = [{"type": "Point", "coordinates": [i, i]} for i in range(15)]
     geometries[5] = None  # row 6
@@ -559,13 +560,13 @@ def test_geojson_parse_units_regroup_into_exact_chunks(
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     info, chunks = read_all(path, chunk_size=6)
     assert info.fields == ("OBJCODE", "N")  # LATE first appears after the first chunk
-    assert [(c.first_row, len(c)) for c in chunks] == [(1, 6), (7, 6), (13, 3)]
+    assert [(c.first_row, len(c)) for c in chunks] == [(1, 4), (5, 6), (11, 5)]
     assert column(chunks, "N") == list(range(1, 16))
-    assert chunks[1].columns["LATE"] == [None, None, None, None, None, "x"]
-    assert [[p.row for p in c.problems] for c in chunks] == [[6], [], [13]]
+    assert chunks[2].columns["LATE"] == [None, "x", None, None, None]
+    assert [[p.row for p in c.problems] for c in chunks] == [[], [6], [13]]
     assert chunks[0].geometry is None and chunks[0].xs is not None  # all points: arrays only
-    assert chunks[1].geometry is not None and chunks[1].geometry[3].geom_type == "LineString"
-    assert chunks[1].geometry[0].equals(shapely.Point(6, 6))
+    assert chunks[1].geometry is not None and chunks[1].geometry[5].geom_type == "LineString"
+    assert chunks[1].geometry[0].equals(shapely.Point(4, 4))
 
 
 def test_xlsx_flags_codes_typed_as_numbers(tmp_path: Path) -> None:
