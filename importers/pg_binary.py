@@ -45,24 +45,39 @@ def encode(columns: Sequence[tuple[pa.Array, Kind]]) -> bytes:
     """A whole binary COPY stream (header, one row per array element, trailer) of these columns."""
     n = len(columns[0][0])
     fields = [_Field.of(array, kind) for array, kind in columns]
+    rows = _dense_rows(fields, n) if all(f.uniform for f in fields) else _placed_rows(fields, n)
+    return b"".join((_HEADER, rows.tobytes(), _TRAILER))
+
+
+def _dense_rows(fields: list[_Field], n: int) -> npt.NDArray[np.uint8]:
+    """Rows whose every field is as long as in the other rows (codes, point geometries, numbers
+    without NULLs...): one 2-D array, filled a column at a time (34 ms for 50,000 asset rows)."""
+    width = 2 + sum(4 + f.width for f in fields)
+    block = np.empty((n, width), dtype=np.uint8)
+    block[:, :2] = _big_endian(np.array([len(fields)]), ">i2")
+    offset = 2
+    for f in fields:
+        block[:, offset : offset + 4] = _big_endian(f.lengths[:1], ">i4")
+        f.fill(block[:, offset + 4 : offset + 4 + f.width])
+        offset += 4 + f.width
+    return block.reshape(-1)
+
+
+def _placed_rows(fields: list[_Field], n: int) -> npt.NDArray[np.uint8]:
+    """Rows of any lengths: each field written at its offset in each row (54 ms for 50,000)."""
     sizes = np.full(n, 2, dtype=np.int64)
     for f in fields:
         sizes += 4 + np.maximum(f.lengths, 0)
-    starts = np.empty(n, dtype=np.int64)
-    starts[0:1] = len(_HEADER)
+    starts = np.zeros(n, dtype=np.int64)
     np.cumsum(sizes[:-1], out=starts[1:])
-    starts[1:] += len(_HEADER)
-    total = len(_HEADER) + int(sizes.sum()) + len(_TRAILER)
-    out = np.empty(total, dtype=np.uint8)
-    out[: len(_HEADER)] = np.frombuffer(_HEADER, dtype=np.uint8)
-    out[-len(_TRAILER) :] = np.frombuffer(_TRAILER, dtype=np.uint8)
-    _put(out, starts, _big_endian(np.full(n, len(fields)), ">i2"))
+    rows = np.empty(int(sizes.sum()), dtype=np.uint8)
+    _put(rows, starts, _big_endian(np.full(n, len(fields)), ">i2"))
     at = starts + 2
     for f in fields:
-        _put(out, at, _big_endian(f.lengths, ">i4"))
-        f.write(out, at + 4)
+        _put(rows, at, _big_endian(f.lengths, ">i4"))
+        f.write(rows, at + 4)
         at += 4 + np.maximum(f.lengths, 0)
-    return out.tobytes()
+    return rows
 
 
 class _Field(ABC):
@@ -70,6 +85,8 @@ class _Field(ABC):
 
     def __init__(self, lengths: npt.NDArray[np.int64]) -> None:
         self.lengths = lengths
+        self.uniform = len(lengths) == 0 or bool((lengths == lengths[0]).all())
+        self.width = max(int(lengths[0]), 0) if len(lengths) else 0  # of every row, when uniform
 
     @staticmethod
     def of(array: pa.Array, kind: Kind) -> _Field:
@@ -81,6 +98,10 @@ class _Field(ABC):
     @abstractmethod
     def write(self, out: npt.NDArray[np.uint8], at: npt.NDArray[np.int64]) -> None:
         """Write each non-NULL row's payload at ``out[at[i]:]``."""
+
+    @abstractmethod
+    def fill(self, block: npt.NDArray[np.uint8]) -> None:
+        """Write the payloads of a uniform field as the rows of ``block`` (n, width)."""
 
 
 class _FixedField(_Field):
@@ -100,6 +121,10 @@ class _FixedField(_Field):
 
     def write(self, out: npt.NDArray[np.uint8], at: npt.NDArray[np.int64]) -> None:
         _put(out, at[self.valid], self.data[self.valid])
+
+    def fill(self, block: npt.NDArray[np.uint8]) -> None:
+        if block.shape[1]:  # all valid (all NULL: nothing to write)
+            block[:] = self.data
 
 
 class _VariableField(_Field):
@@ -130,6 +155,15 @@ class _VariableField(_Field):
         # repeated over its bytes (NULL rows have none).
         shift = np.repeat(at - self.offsets[:-1], np.diff(self.offsets))
         out[shift + np.arange(first, last)] = self.data[first:last]
+
+    def fill(self, block: npt.NDArray[np.uint8]) -> None:
+        if not block.shape[1]:
+            return
+        if self.jsonb:
+            block[:, 0] = 1
+            block = block[:, 1:]
+        first, last = int(self.offsets[0]), int(self.offsets[-1])
+        block[:] = self.data[first:last].reshape(len(block), -1)
 
 
 def _valid(array: pa.Array) -> npt.NDArray[np.bool_]:
