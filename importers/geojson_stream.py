@@ -232,11 +232,15 @@ def iter_collection_texts(
         return
     hints = ArrowHints()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geojson-arrow")
+    # The cutting (the structural scan, numpy that lets go of the GIL) runs one batch ahead on its
+    # own thread too: 1.3 s a million features that the caller's thread no longer spends.
+    cutter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geojson-cut")
     try:
         ahead: FeatureArrayText | None = None
+        cut = cutter.submit(next, texts, None)
         while True:
             try:
-                text = next(texts, None)
+                text = cut.result()
             except Exception:
                 # A truncated file, say: the batch cut before the error still goes out first, as it
                 # did without the read-ahead.
@@ -245,6 +249,7 @@ def iter_collection_texts(
                 raise
             if text is None:
                 break
+            cut = cutter.submit(next, texts, None)
             _start_arrow(pool, text, hints)
             if ahead is not None:
                 yield ahead
@@ -252,6 +257,7 @@ def iter_collection_texts(
         if ahead is not None:
             yield ahead
     finally:
+        cutter.shutdown(wait=True, cancel_futures=True)
         pool.shutdown(wait=True, cancel_futures=True)
 
 
