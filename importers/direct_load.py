@@ -78,25 +78,8 @@ _ASSET_COLUMNS: tuple[tuple[str, Kind], ...] = (
     ("source_id", Kind.TEXT),
     ("batch_id", Kind.INT8),
 )
-# Columns whose defaults give every row of a transaction the same value (now(), the change context
-# of registry.db.set_change_context): evaluated once per batch (batch_defaults) and sent with the
-# rows, where the server would evaluate each of them for every row. A default added later that is
-# not the same for every row (a sequence, say) does not belong here.
-_BATCH_DEFAULTS: tuple[tuple[str, Kind], ...] = (
-    ("created_at", Kind.TIMESTAMPTZ),
-    ("changed_at", Kind.TIMESTAMPTZ),
-    ("version", Kind.INT4),
-    ("changed_by", Kind.TEXT),
-    ("change_reason", Kind.TEXT),
-    ("change_action", Kind.TEXT),
-    ("responsible_since", Kind.TIMESTAMPTZ),
-)
-_ARROW_TYPES = {Kind.TIMESTAMPTZ: pa.timestamp("us", tz="UTC"), Kind.INT4: pa.int32(), Kind.TEXT: pa.string()}
 # FREEZE: the table was truncated in this transaction (start_empty).
-_COPY = (
-    f"COPY assets ({', '.join(n for n, _ in _ASSET_COLUMNS + _BATCH_DEFAULTS)}) "
-    "FROM STDIN (FORMAT binary, FREEZE)"
-)
+_COPY = f"COPY assets ({', '.join(n for n, _ in _ASSET_COLUMNS)}) FROM STDIN (FORMAT binary, FREEZE)"
 
 
 class RestartWholeFile(Exception):
@@ -111,26 +94,6 @@ def registry_is_empty(session: Session) -> bool:
             "OR EXISTS (SELECT 1 FROM asset_responsibility)"
         )
     ).scalar_one()
-
-
-def batch_defaults(session: Session) -> dict[str, Any]:
-    """The defaults of the batch-wide columns, evaluated once in this transaction: the catalog's own
-    expressions, so the rows get exactly what an INSERT would have given them."""
-    names = [name for name, _ in _BATCH_DEFAULTS]
-    found = session.execute(
-        text(
-            "SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d "
-            "JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum "
-            "WHERE d.adrelid = 'assets'::regclass AND a.attname = ANY(:names)"
-        ),
-        {"names": names},
-    ).all()
-    expressions = {str(name): str(expression) for name, expression in found}
-    missing = sorted(set(names) - set(expressions))
-    if missing:
-        raise RuntimeError(f"assets has no default for {', '.join(missing)}: see _BATCH_DEFAULTS")
-    select = ", ".join(f"{expressions[name]} AS {name}" for name in names)
-    return dict(session.execute(text(f"SELECT {select}")).mappings().one())
 
 
 def start_empty(session: Session) -> None:
@@ -221,7 +184,6 @@ class DirectLoad:
     reason: str  # decommission reason of rows marked out of use
     now: dt.datetime
     fields: dict[str, str]
-    defaults: dict[str, Any]  # batch_defaults
     codes: FirstRows = field(default_factory=FirstRows)
     sources: FirstRows = field(default_factory=FirstRows)
     serials: dict[str, _Serials] = field(default_factory=dict)
@@ -431,11 +393,8 @@ class DirectLoad:
             "source_id": column("source_id", pa.string()),
             "batch_id": pa.repeat(pa.scalar(self.batch_id, pa.int64()), n),
         }
-        for name, kind in _BATCH_DEFAULTS:
-            values[name] = pa.repeat(pa.scalar(self.defaults[name], _ARROW_TYPES[kind]), n)
-        columns_out = _ASSET_COLUMNS + _BATCH_DEFAULTS
         return pa.RecordBatch.from_arrays(
-            [values[name] for name, _ in columns_out], names=[name for name, _ in columns_out]
+            [values[name] for name, _ in _ASSET_COLUMNS], names=[name for name, _ in _ASSET_COLUMNS]
         )
 
     def confirm_repeats(self, session: Session) -> None:
@@ -514,7 +473,7 @@ def _point_ewkb(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> pa.Ar
 def copy_data(rows: pa.RecordBatch) -> bytes:
     """Finished asset rows as a binary COPY stream (built before the writer thread gets it, so
     that the writer only streams and the server never waits for an encoding)."""
-    return encode([(rows.column(name), kind) for name, kind in _ASSET_COLUMNS + _BATCH_DEFAULTS])
+    return encode([(rows.column(name), kind) for name, kind in _ASSET_COLUMNS])
 
 
 def copy_assets(connection: Any, data: bytes) -> None:

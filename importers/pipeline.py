@@ -38,7 +38,6 @@ from importers.deferred_indexes import DeferredIndexes, drop_secondary_indexes, 
 from importers.direct_load import (
     DirectLoad,
     RestartWholeFile,
-    batch_defaults,
     copy_assets,
     copy_data,
     registry_is_empty,
@@ -536,7 +535,6 @@ def _run(
                     reason=f"marked out of use (作废) in {report.file}",
                     now=session.execute(text("SELECT now()")).scalar_one(),
                     fields={},
-                    defaults=batch_defaults(session),
                 )
                 start_empty(session)
                 deferred = drop_secondary_indexes(session)
