@@ -62,7 +62,10 @@ def registry(db: Engine) -> list[tuple[Any, ...]]:
                 text(
                     "SELECT a.code, a.class_code, a.serial, ST_AsText(a.geom), o.name, m.name, s.name, "
                     "a.state, a.in_use, a.decommissioned_at IS NOT NULL, a.decommission_reason, "
-                    "a.installed_on, a.attributes, a.source_id, a.change_action, a.changed_by "
+                    "a.installed_on, a.attributes, a.source_id, a.change_action, a.changed_by, a.version, "
+                    "a.responsible_since, a.created_at = a.changed_at, "
+                    "regexp_replace(a.change_reason, 'batch [0-9]+', 'batch N'), "
+                    "a.changed_at = (SELECT max(changed_at) FROM assets) "
                     "FROM assets a LEFT JOIN units o ON o.id = a.owner_id "
                     "LEFT JOIN units m ON m.id = a.maintainer_id LEFT JOIN units s ON s.id = a.supervisor_id "
                     "ORDER BY a.code"
