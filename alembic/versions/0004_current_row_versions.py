@@ -30,10 +30,9 @@ a million-row import spent 144 s in its one INSERT (docs/benchmarks.md). From he
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
+
+from alembic.script import ScriptDirectory
 
 from alembic import context, op
 
@@ -91,17 +90,6 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT (11 - {state}) % 10 = ascii(substr(code, 17, 1)) - 48
 $$
 """
-
-
-def _revision_module(filename: str) -> ModuleType:
-    """Another revision file as a module (revision files are not importable by name)."""
-    spec = importlib.util.spec_from_file_location(
-        f"_smartcode_rev_{filename[:4]}", Path(__file__).with_name(filename)
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 _FUNCTIONS = """
@@ -465,7 +453,7 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION smartcode_metric_envelope(geometry)")
     op.execute("DROP FUNCTION smartcode_period_start(timestamptz, date)")
     # The trigger bodies as 0003 left them (that file is their source of truth).
-    previous = _revision_module("0003_imports.py")
+    previous = ScriptDirectory.from_config(context.config).get_revision("0003_imports").module
     op.execute(_BEFORE_UPDATE_0001)
     op.execute(previous._AFTER_INSERT)
     op.execute(previous._AFTER_UPDATE)

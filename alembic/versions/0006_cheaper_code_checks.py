@@ -19,12 +19,11 @@ is unchanged; how:
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
-from alembic import op
+from alembic.script import ScriptDirectory
+
+from alembic import context, op
 
 revision: str = "0006_cheaper_code_checks"
 down_revision: str | None = "0005_sortable_spatial_indexes"
@@ -69,17 +68,6 @@ $$
 """
 
 
-def _revision_module(filename: str) -> ModuleType:
-    """Another revision file as a module (revision files are not importable by name)."""
-    spec = importlib.util.spec_from_file_location(
-        f"_smartcode_rev_{filename[:4]}", Path(__file__).with_name(filename)
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def upgrade() -> None:
     op.execute(_check_digit_function())
     op.execute(
@@ -96,7 +84,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(_revision_module("0004_current_row_versions.py")._check_digit_function())
+    previous = ScriptDirectory.from_config(context.config).get_revision("0004_current_row_versions").module
+    op.execute(previous._check_digit_function())
     op.execute(
         """
         ALTER TABLE assets
