@@ -20,8 +20,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-# ``assets`` and the tables with a foreign key to it: truncated together (a direct load) or not at all.
-ASSET_TABLES = "assets, asset_history, asset_responsibility"
+# ``assets`` and the tables with a foreign key to it: locked, checked empty and truncated together
+# (a direct load), or not at all.
+ASSET_TABLES = ("assets", "asset_history", "asset_responsibility")
 # The non-unique indexes with the statement that builds each (pg_get_indexdef: the migration's
 # exact definition, name included).
 _SECONDARY = """
@@ -41,7 +42,7 @@ def lock_assets(session: Session, timeout_ms: int) -> bool:
     try:
         # Set inside the savepoint: rolling it back restores the session's own value.
         session.execute(text(f"SET LOCAL lock_timeout = {int(timeout_ms)}"))
-        session.execute(text(f"LOCK TABLE {ASSET_TABLES} IN ACCESS EXCLUSIVE MODE"))
+        session.execute(text(f"LOCK TABLE {', '.join(ASSET_TABLES)} IN ACCESS EXCLUSIVE MODE"))
     except OperationalError as exc:
         if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
             raise
