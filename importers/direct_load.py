@@ -265,7 +265,7 @@ class DirectLoad:
             numbers = np.arange(handed.start, handed.stop, dtype=np.int64)
             serials[members] = numbers
             codes[members] = _code_bytes(self.county + cls, numbers)
-        return _fixed_width_strings(codes), pa.array(serials)
+        return _fixed_width(codes, pa.string()), pa.array(serials)
 
     def allocated(self) -> dict[str, int]:
         """Serials handed to code-less rows, per class."""
@@ -429,11 +429,12 @@ def _code_bytes(prefix: str, serials: npt.NDArray[np.int64]) -> npt.NDArray[np.u
     return out
 
 
-def _fixed_width_strings(data: npt.NDArray[np.uint8]) -> pa.Array:
-    """Each row of a 2-D array of ASCII bytes as one Arrow string, without a Python string per row."""
+def _fixed_width(data: npt.NDArray[np.uint8], kind: pa.DataType) -> pa.Array:
+    """Each row of a 2-D byte array as one Arrow string or binary value, without a Python object per row."""
     n, width = data.shape
     offsets = np.arange(0, width * (n + 1), width, dtype=np.int32)
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(data)))
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(data))]
+    return pa.Array.from_buffers(kind, n, buffers)
 
 
 def _ewkb(
@@ -463,8 +464,7 @@ def _point_ewkb(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> pa.Ar
     raw[:, :9] = _POINT_HEADER
     raw[:, 9:17] = x.astype("<f8").view(np.uint8).reshape(n, 8)
     raw[:, 17:] = y.astype("<f8").view(np.uint8).reshape(n, 8)
-    offsets = np.arange(0, 25 * (n + 1), 25, dtype=np.int32)
-    return pa.BinaryArray.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(raw)])
+    return _fixed_width(raw, pa.binary())
 
 
 def copy_data(rows: pa.RecordBatch) -> bytes:
