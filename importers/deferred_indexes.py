@@ -1,10 +1,15 @@
-"""Secondary indexes of ``assets`` dropped for a load and built again before it commits.
+"""The indexes of ``assets`` dropped for a load and built again before it commits.
 
 Filling an index row by row costs far more than building it from the finished table (a million
 new assets: about 12 s of index maintenance against 3 s of btree builds; docs/benchmarks.md).
 PostgreSQL's DDL is transactional: a load that fails or is killed rolls the drop back with
-everything else, so the indexes are never missing outside the load's own transaction. The unique
-indexes (primary key, code) stay: they are the registry's guarantees, checked row by row.
+everything else, so the indexes are never missing outside the load's own transaction.
+
+That includes the unique ones, the primary key and ``code`` (and with the primary key the foreign
+keys that reference it, whose tables the load has truncated): they are built again, with their
+constraints, before the load commits. A repeated code in the file was rejected by the importer and
+the registry was empty, so their build cannot fail on the data; if it ever did, the batch would roll
+back like any other failure.
 
 Dropping needs the ACCESS EXCLUSIVE lock on ``assets`` until commit, so it is only waited for
 briefly (:func:`lock_assets`): a registry someone is reading is loaded the usual way.
@@ -23,13 +28,30 @@ from sqlalchemy.orm import Session
 # ``assets`` and the tables with a foreign key to it: locked, checked empty and truncated together
 # (a direct load), or not at all.
 ASSET_TABLES = ("assets", "asset_history", "asset_responsibility")
-# The non-unique indexes with the statement that builds each (pg_get_indexdef: the migration's
-# exact definition, name included).
-_SECONDARY = """
-SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
+# What a load drops, each with the statement that drops it and the one that builds it again, in the
+# order they are built (pg_get_constraintdef and pg_get_indexdef: the migrations' exact definitions,
+# names included). Dropped in the reverse order: a foreign key before the key it references.
+_DEFINITIONS = """
+SELECT 1 AS step, c.oid::bigint AS id,
+       format('ALTER TABLE %s DROP CONSTRAINT %I', c.conrelid::regclass, c.conname),
+       format('ALTER TABLE %s ADD CONSTRAINT %I %s', c.conrelid::regclass, c.conname,
+              pg_get_constraintdef(c.oid))
+FROM pg_constraint c
+WHERE c.conrelid = 'assets'::regclass AND c.contype IN ('p', 'u', 'x')
+UNION ALL
+SELECT 2, i.indexrelid::bigint, format('DROP INDEX %s', i.indexrelid::regclass),
+       pg_get_indexdef(i.indexrelid)
 FROM pg_index i
-WHERE i.indrelid = 'assets'::regclass AND NOT i.indisunique AND NOT i.indisprimary
-ORDER BY i.indexrelid
+WHERE i.indrelid = 'assets'::regclass
+  AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conrelid = i.indrelid AND c.conindid = i.indexrelid)
+UNION ALL
+SELECT 3, c.oid::bigint,
+       format('ALTER TABLE %s DROP CONSTRAINT %I', c.conrelid::regclass, c.conname),
+       format('ALTER TABLE %s ADD CONSTRAINT %I %s', c.conrelid::regclass, c.conname,
+              pg_get_constraintdef(c.oid))
+FROM pg_constraint c
+WHERE c.confrelid = 'assets'::regclass AND c.contype = 'f'
+ORDER BY 1, 2
 """
 
 
@@ -55,13 +77,13 @@ def lock_assets(session: Session, timeout_ms: int) -> bool:
 
 @dataclass
 class DeferredIndexes:
-    """The dropped indexes, to be built again before commit."""
+    """The dropped indexes and constraints, to be built again before commit."""
 
-    definitions: list[tuple[str, str]]
+    builds: list[str]
     seconds: float = 0.0
 
     def rebuild(self, session: Session, maintenance_work_mem_mb: int) -> None:
-        """Build every dropped index again (sorted builds; btrees with parallel workers)."""
+        """Build every dropped index and constraint again (sorted builds; btrees with parallel workers)."""
         started = time.perf_counter()
         session.execute(text(f"SET LOCAL maintenance_work_mem = '{int(maintenance_work_mem_mb)}MB'"))
         # The importer's own core is idle while the database builds: let the btree builds use it.
@@ -69,14 +91,15 @@ class DeferredIndexes:
         # only take turns (2 cores: 2.1 s of btree builds with one worker, 2.2-2.8 s with two).
         workers = max(1, min(4, (os.cpu_count() or 2) - 1))
         session.execute(text(f"SET LOCAL max_parallel_maintenance_workers = {workers}"))
-        for _name, definition in self.definitions:
-            session.execute(text(definition))
+        for build in self.builds:
+            session.execute(text(build))
         self.seconds = time.perf_counter() - started
 
 
-def drop_secondary_indexes(session: Session) -> DeferredIndexes:
-    """Drop the non-unique indexes of ``assets`` (the caller holds its exclusive lock)."""
-    definitions = [(str(n), str(d)) for n, d in session.execute(text(_SECONDARY)).all()]
-    for name, _definition in definitions:
-        session.execute(text(f"DROP INDEX {name}"))
-    return DeferredIndexes(definitions)
+def drop_indexes(session: Session) -> DeferredIndexes:
+    """Drop every index of ``assets``, with the constraints they carry and the foreign keys that
+    reference them (the caller holds the exclusive locks of ``ASSET_TABLES``)."""
+    steps = session.execute(text(_DEFINITIONS)).all()
+    for _step, _id, drop, _build in reversed(steps):
+        session.execute(text(drop))
+    return DeferredIndexes([str(build) for _step, _id, _drop, build in steps])

@@ -8,7 +8,7 @@ known chunk by chunk: a code or source id repeating an earlier row (rejected, as
 the serials of the rows without a code. So each validated chunk is turned into finished asset rows
 (codes and check digits allocated here, geometry as EWKB) and COPYed into ``assets`` on the
 background writer while the next chunk is parsed. Before the first chunk the empty tables are
-truncated, so that the COPY writes frozen rows, and the secondary indexes are dropped, to be built
+truncated, so that the COPY writes frozen rows, and the indexes are dropped, to be built
 again at the end (:mod:`importers.deferred_indexes`; the registry is empty, so nobody is kept from
 anything by the lock that takes).
 

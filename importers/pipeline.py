@@ -34,7 +34,7 @@ from gis.area import ServiceArea
 from gis.crs import Crs, parse_crs
 from gis.detect import guess_crs
 from importers import merge
-from importers.deferred_indexes import DeferredIndexes, drop_secondary_indexes, lock_assets
+from importers.deferred_indexes import DeferredIndexes, drop_indexes, lock_assets
 from importers.direct_load import (
     DirectLoad,
     RestartWholeFile,
@@ -537,7 +537,7 @@ def _run(
                     fields={},
                 )
                 start_empty(session)
-                deferred = drop_secondary_indexes(session)
+                deferred = drop_indexes(session)
             else:
                 merge.create_stage(session)
             ctx: ValidationContext | None = None

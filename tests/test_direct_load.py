@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import IntegrityError
 
 from importers import pipeline
 from importers.direct_load import FirstRows, _distinct
@@ -41,13 +42,18 @@ def run(db: Engine, settings: Settings, path: Path, **options: Any) -> ImportRep
     return run_import(db, path, ADMIN, settings, ImportOptions(**options))
 
 
-def indexes(db: Engine) -> dict[str, str]:
-    """Every index of assets with its definition."""
+def asset_schema(db: Engine) -> dict[str, str]:
+    """Every index of assets, every constraint of assets and every foreign key referencing it, each
+    with its definition (and whether it is validated)."""
     with db.connect() as conn:
         rows = conn.execute(
             text(
                 "SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index "
-                "WHERE indrelid = 'assets'::regclass"
+                "WHERE indrelid = 'assets'::regclass "
+                "UNION ALL "
+                "SELECT conrelid::regclass::text || '.' || conname, "
+                "pg_get_constraintdef(oid) || CASE WHEN convalidated THEN '' ELSE ' (not validated)' END "
+                "FROM pg_constraint WHERE conrelid = 'assets'::regclass OR confrelid = 'assets'::regclass"
             )
         ).all()
     return {name: definition for name, definition in rows}
@@ -128,10 +134,10 @@ def test_a_first_load_gives_what_the_planned_path_gives(
 def test_indexes_are_the_migrations_own_after_a_direct_load(
     db: Engine, direct: Settings, tmp_path: Path
 ) -> None:
-    before = indexes(db)
+    before = asset_schema(db)
     report = run(db, direct, write_geojson(tmp_path / "a.geojson", three_lamps()))
     assert any(DIRECT_NOTE in note for note in report.notes)
-    assert indexes(db) == before
+    assert asset_schema(db) == before
     with db.connect() as conn:
         conn.execute(text("SET enable_seqscan = off"))
         plan = "\n".join(
@@ -141,6 +147,32 @@ def test_indexes_are_the_migrations_own_after_a_direct_load(
             text("SELECT count(*) FROM assets WHERE source_id IN (SELECT source_id FROM assets)")
         ).scalar_one()
     assert "assets_source_id_idx" in plan and found == 3
+
+
+def test_the_unique_code_and_the_references_hold_after_a_direct_load(
+    db: Engine, direct: Settings, tmp_path: Path
+) -> None:
+    # The primary key and the unique code are built again at the end of the load, and with the
+    # key the foreign keys that reference it: they must be enforced again, not only listed.
+    run(db, direct, write_geojson(tmp_path / "a.geojson", three_lamps()))
+    with db.connect() as conn:
+        first, second = conn.execute(text("SELECT code FROM assets ORDER BY id LIMIT 2")).scalars().all()
+    with pytest.raises(IntegrityError, match="assets_code_key"), db.begin() as conn:
+        conn.execute(text("SET LOCAL session_replication_role = replica"))  # past the update triggers
+        conn.execute(
+            text(
+                "UPDATE assets SET (code, serial) = (SELECT code, serial FROM assets WHERE code = :c) "
+                "WHERE code = :d"
+            ),
+            {"c": first, "d": second},
+        )
+    with pytest.raises(IntegrityError, match="asset_responsibility_asset_id_fkey"), db.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO asset_responsibility (asset_id, valid_from, valid_to, recorded_at, actor) "
+                "VALUES ((SELECT max(id) + 1 FROM assets), now() - interval '1 day', now(), now(), 't')"
+            )
+        )
 
 
 def test_reimporting_after_a_direct_load_changes_nothing(
@@ -156,7 +188,7 @@ def test_reimporting_after_a_direct_load_changes_nothing(
 def test_a_failure_in_a_direct_load_leaves_the_registry_and_its_indexes_as_they_were(
     db: Engine, direct: Settings, tmp_path: Path
 ) -> None:
-    before_indexes, before_rows = indexes(db), counts(db)
+    before_indexes, before_rows = asset_schema(db), counts(db)
 
     def fail(point: str) -> None:
         if point == "created":
@@ -166,7 +198,7 @@ def test_a_failure_in_a_direct_load_leaves_the_registry_and_its_indexes_as_they_
         run_import(
             db, write_geojson(tmp_path / "a.geojson", messy()), ADMIN, direct, ImportOptions(), fault=fail
         )
-    assert indexes(db) == before_indexes
+    assert asset_schema(db) == before_indexes
     assert counts(db) == before_rows
 
 
@@ -249,10 +281,10 @@ def test_a_database_error_while_writing_directly_fails_cleanly(
         connection.execute("SELECT 1 / 0")  # a real database error, on the writer's thread
 
     monkeypatch.setattr(pipeline, "copy_assets", broken_copy)
-    before_indexes, before_rows = indexes(db), counts(db)
+    before_indexes, before_rows = asset_schema(db), counts(db)
     with pytest.raises(DatabaseUnavailable, match="division by zero"):
         run(db, direct, write_geojson(tmp_path / "a.geojson", three_lamps()))
-    assert indexes(db) == before_indexes
+    assert asset_schema(db) == before_indexes
     assert counts(db) == before_rows
 
 
