@@ -8,7 +8,8 @@ from typing import Any
 
 from geoalchemy2.shape import from_shape, to_shape
 from shapely.geometry import mapping
-from sqlalchemy import DateTime, func, literal, literal_column, select, text, update
+from sqlalchemy import BigInteger, DateTime, func, literal, literal_column, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -333,11 +334,11 @@ def list_assets(
     if flt.class_codes:
         stmt = stmt.where(Asset.class_code.in_(flt.class_codes))
     if flt.unit_id is not None:
-        stmt = stmt.where(
-            (Asset.owner_id == flt.unit_id)
-            | (Asset.maintainer_id == flt.unit_id)
-            | (Asset.supervisor_id == flt.unit_id)
+        # In any role: one scan of the roles' GIN index (migration 0007), not three ORed together.
+        roles = func.smartcode_asset_units(
+            Asset.owner_id, Asset.maintainer_id, Asset.supervisor_id, type_=ARRAY(BigInteger)
         )
+        stmt = stmt.where(roles.contains(array([literal(flt.unit_id, BigInteger)])))
     if flt.bbox is not None:
         min_x, min_y, max_x, max_y = flt.bbox
         if min_x >= max_x or min_y >= max_y:

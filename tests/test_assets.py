@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import DBAPIError
 
 from gis.area import ServiceArea
@@ -289,3 +290,36 @@ def test_list_filters_by_class_unit_and_bbox_with_total(db: Engine, admin: Actor
         assert in_box == 3
         _, owned = assets.list_assets(session, assets.AssetFilter(unit_id=power.id))
         assert owned == 5
+
+
+def test_a_unit_lists_the_assets_it_answers_for_in_any_role_through_one_index(
+    db: Engine, admin: Actor
+) -> None:
+    water = make_unit(db, "深圳市水务集团有限公司", admin, kind="utility")
+    other = make_unit(db, "坪山街道办事处", admin, kind="street_office")
+    make_asset(db, admin, owner_id=water.id, geometry=point(114.340, 22.69))
+    make_asset(db, admin, maintainer_id=water.id, owner_id=other.id, geometry=point(114.341, 22.69))
+    make_asset(db, admin, supervisor_id=water.id, geometry=point(114.342, 22.69))
+    make_asset(db, admin, owner_id=other.id, geometry=point(114.343, 22.69))
+    statements: list[tuple[str, Any]] = []
+
+    def keep(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(db, "before_cursor_execute", keep)
+    try:
+        with transaction(db) as session:
+            rows, total = assets.list_assets(session, assets.AssetFilter(unit_id=water.id))
+    finally:
+        event.remove(db, "before_cursor_execute", keep)
+    assert total == 3
+    assert {(r.owner_id, r.maintainer_id, r.supervisor_id) for r in rows} == {
+        (water.id, None, None),
+        (other.id, water.id, None),
+        (None, None, water.id),
+    }
+    listing, parameters = next((s, p) for s, p in statements if "FROM assets" in s and "ORDER BY" in s)
+    with db.connect() as conn:
+        conn.exec_driver_sql("SET enable_seqscan = off")
+        plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + listing, parameters))
+    assert "assets_units_gin" in plan

@@ -21,7 +21,7 @@ from registry.db import Actor, downgrade, migrate, transaction
 from registry.embedded import EmbeddedCluster
 from registry.schemas import AssetUpdate, UnitsChange
 from registry.settings import Settings
-from tests.helpers import make_asset, make_unit
+from tests.helpers import make_asset, make_unit, point
 
 CST = dt.timezone(dt.timedelta(hours=8))
 
@@ -121,6 +121,13 @@ def test_references_to_units_and_classes_are_checked_per_statement(db: Engine, a
         conn.execute(text("DELETE FROM units WHERE id = :i"), {"i": owner.id})
     with pytest.raises(IntegrityError, match="named by assets"), db.begin() as conn:
         conn.execute(text("UPDATE units SET id = 999 WHERE id = :i"), {"i": owner.id})
+    # Named in one role only, on another asset: still named.
+    maintainer, supervisor = make_unit(db, "坪山区市政养护所", admin), make_unit(db, "坪山区城管局", admin)
+    make_asset(db, admin, maintainer_id=maintainer.id, geometry=point(114.3500, 22.7000))
+    make_asset(db, admin, supervisor_id=supervisor.id, geometry=point(114.3501, 22.7001))
+    for unit in (maintainer, supervisor):
+        with pytest.raises(IntegrityError, match="named by assets"), db.begin() as conn:
+            conn.execute(text("DELETE FROM units WHERE id = :i"), {"i": unit.id})
     with pytest.raises(IntegrityError, match="has assets"), db.begin() as conn:
         conn.execute(text("DELETE FROM component_classes WHERE code = '0118'"))
     with db.begin() as conn:  # nothing names this one
