@@ -30,28 +30,31 @@ from sqlalchemy.orm import Session
 ASSET_TABLES = ("assets", "asset_history", "asset_responsibility")
 # What a load drops, each with the statement that drops it and the one that builds it again, in the
 # order they are built (pg_get_constraintdef and pg_get_indexdef: the migrations' exact definitions,
-# names included). Dropped in the reverse order: a foreign key before the key it references.
+# names included). Dropped in the reverse order: a foreign key before the key it references. Built
+# first: the indexes that carry no constraint, GiST and GIN before btree. Those build on one core
+# (btrees take a parallel worker), and the importer hashes the file on the other meanwhile
+# (importers.pipeline._Digest).
 _DEFINITIONS = """
-SELECT 1 AS step, c.oid::bigint AS id,
+SELECT 2 AS step, true AS btree, c.oid::bigint AS id,
        format('ALTER TABLE %s DROP CONSTRAINT %I', c.conrelid::regclass, c.conname),
        format('ALTER TABLE %s ADD CONSTRAINT %I %s', c.conrelid::regclass, c.conname,
               pg_get_constraintdef(c.oid))
 FROM pg_constraint c
 WHERE c.conrelid = 'assets'::regclass AND c.contype IN ('p', 'u', 'x')
 UNION ALL
-SELECT 2, i.indexrelid::bigint, format('DROP INDEX %s', i.indexrelid::regclass),
+SELECT 1, am.amname = 'btree', i.indexrelid::bigint, format('DROP INDEX %s', i.indexrelid::regclass),
        pg_get_indexdef(i.indexrelid)
-FROM pg_index i
+FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam
 WHERE i.indrelid = 'assets'::regclass
   AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conrelid = i.indrelid AND c.conindid = i.indexrelid)
 UNION ALL
-SELECT 3, c.oid::bigint,
+SELECT 3, false, c.oid::bigint,
        format('ALTER TABLE %s DROP CONSTRAINT %I', c.conrelid::regclass, c.conname),
        format('ALTER TABLE %s ADD CONSTRAINT %I %s', c.conrelid::regclass, c.conname,
               pg_get_constraintdef(c.oid))
 FROM pg_constraint c
 WHERE c.confrelid = 'assets'::regclass AND c.contype = 'f'
-ORDER BY 1, 2
+ORDER BY 1, 2, 3
 """
 
 
@@ -100,6 +103,6 @@ def drop_indexes(session: Session) -> DeferredIndexes:
     """Drop every index of ``assets``, with the constraints they carry and the foreign keys that
     reference them (the caller holds the exclusive locks of ``ASSET_TABLES``)."""
     steps = session.execute(text(_DEFINITIONS)).all()
-    for _step, _id, drop, _build in reversed(steps):
+    for *_order, drop, _build in reversed(steps):
         session.execute(text(drop))
-    return DeferredIndexes([str(build) for _step, _id, _drop, build in steps])
+    return DeferredIndexes([str(build) for *_order, _drop, build in steps])

@@ -18,7 +18,7 @@ import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -108,7 +108,7 @@ class ImportReport:
     """What an import did, as written to ``--report`` and returned by the API."""
 
     file: str
-    sha256: str
+    sha256: str | None  # known once the file has been read
     status: str  # committed | dry_run | refused
     batch_id: int | None
     profile: str
@@ -196,19 +196,67 @@ class _Problems:
 # --------------------------------------------------------------------------------------------------
 
 
-def file_fingerprint(path: Path) -> tuple[str, int]:
-    """sha256 and size of the file (a shapefile: of its .shp/.shx/.dbf/.prj/.cpg together)."""
-    parts = [path]
+def _file_parts(path: Path) -> list[Path]:
+    """The files an import reads (a shapefile: its .shp/.shx/.dbf/.prj/.cpg)."""
     if path.suffix.lower() == ".shp":
-        parts = [p for ext in _SHAPEFILE_PARTS for p in _sidecars(path, ext)]
+        return [p for ext in _SHAPEFILE_PARTS for p in _sidecars(path, ext)]
+    return [path]
+
+
+def file_size(path: Path) -> int:
+    """Bytes of the file (a shapefile: of its parts together)."""
+    return sum(part.stat().st_size for part in _file_parts(path))
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of the file (a shapefile: of its parts, one after the other)."""
     digest = hashlib.sha256()
-    size = 0
-    for part in parts:
+    for part in _file_parts(path):
         with part.open("rb") as handle:
             while block := handle.read(1 << 20):
                 digest.update(block)
-                size += len(block)
-    return digest.hexdigest(), size
+    return digest.hexdigest()
+
+
+class _Digest:
+    """The file's sha256, computed on a thread once the file has been read.
+
+    It is only recorded (with the batch when it ends), so it need not hold up the start: from the end
+    of the reading the importer waits for the database (index builds, the plan), and hashing, which
+    lets go of the GIL, takes a core that is idle then (a 400 MB file: 0.4 s).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._pool: ThreadPoolExecutor | None = None
+        self._future: Future[str] | None = None
+
+    def start(self) -> None:
+        """Start hashing, if not started yet."""
+        if self._future is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-sha256")
+            self._future = self._pool.submit(file_digest, self._path)
+
+    def result(self) -> str:
+        """The digest (hashing now if it was not started); the thread is let go."""
+        self.start()
+        assert self._future is not None and self._pool is not None
+        try:
+            return self._future.result()
+        finally:
+            self._pool.shutdown()
+
+    def close(self) -> None:
+        """Let the thread go once it is done (an import that failed before asking for the digest)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+    def result_if_readable(self) -> str | None:
+        """The digest, or None when the file cannot be read any more (a failed import still says why)."""
+        try:
+            return self.result()
+        except OSError:
+            return None
 
 
 def _sidecars(path: Path, ext: str) -> list[Path]:
@@ -331,7 +379,6 @@ def _open_batch(
     actor: Actor,
     settings: Settings,
     name: str,
-    digest: str,
     size: int,
     profile: Profile,
     options: ImportOptions,
@@ -340,7 +387,7 @@ def _open_batch(
         batch = ImportBatch(
             county_code=settings.county_code,
             file_name=name,
-            file_sha256=digest,
+            file_sha256=None,  # recorded when the batch ends (_Digest)
             file_size=size,
             profile=profile.name,
             options=options.as_dict(),
@@ -359,9 +406,10 @@ def _close_batch(engine: Engine, batch_id: int, status: str, **values: Any) -> N
         session.execute(
             text(
                 "UPDATE import_batches SET status = :s, finished_at = now(), error = :e, "
-                "report = CAST(:r AS jsonb), counts = CAST(:c AS jsonb) WHERE id = :id"
+                "report = CAST(:r AS jsonb), counts = CAST(:c AS jsonb), file_sha256 = :d WHERE id = :id"
             ),
             {
+                "d": values.get("sha256"),
                 "s": status,
                 "e": values.get("error"),
                 "r": _json(values.get("report")),
@@ -416,15 +464,12 @@ def run_import(
             chunk_size=options.chunk_size,
         )
 
-    # The digest is only recorded, and hashing lets go of the GIL: it runs beside the reading of the
-    # first chunk instead of before it (a 400 MB file: 0.3 s).
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-sha256") as hasher:
-        fingerprint = hasher.submit(file_fingerprint, path)
-        info, chunks = read()
-        digest, size = fingerprint.result()
+    size = file_size(path)
+    digest = _Digest(path)
+    info, chunks = read()
     report = ImportReport(
         file=name,
-        sha256=digest,
+        sha256=None,
         status="dry_run" if options.dry_run else "committed",
         batch_id=None,
         profile=profile.name,
@@ -437,13 +482,25 @@ def run_import(
     )
     batch_id = None
     if not options.dry_run:
-        batch_id = _open_batch(engine, actor, settings, name, digest, size, profile, options)
+        batch_id = _open_batch(engine, actor, settings, name, size, profile, options)
         report.batch_id = batch_id
     direct = not options.dry_run and 0 <= settings.import_direct_min_bytes <= size
     try:
         try:
             _run(
-                engine, info, chunks, actor, settings, options, profile, area, report, progress, fault, direct
+                engine,
+                info,
+                chunks,
+                actor,
+                settings,
+                options,
+                profile,
+                area,
+                report,
+                digest,
+                progress,
+                fault,
+                direct,
             )
         except RestartWholeFile as restart:
             close = getattr(chunks, "close", None)
@@ -456,7 +513,19 @@ def run_import(
                 f"read twice: the direct load of an empty registry stopped ({restart})",
             ]
             _run(
-                engine, info, chunks, actor, settings, options, profile, area, report, progress, fault, False
+                engine,
+                info,
+                chunks,
+                actor,
+                settings,
+                options,
+                profile,
+                area,
+                report,
+                digest,
+                progress,
+                fault,
+                False,
             )
     except BaseException as exc:
         if batch_id is not None:
@@ -464,18 +533,28 @@ def run_import(
             status = "refused" if isinstance(exc, ImportRefused) else "failed"
             report.status = status
             report.seconds = time.perf_counter() - started
+            report.sha256 = digest.result_if_readable()
             _close_batch(
-                engine, batch_id, status, error=message, report=report.as_dict(), counts=report.counts()
+                engine,
+                batch_id,
+                status,
+                error=message,
+                report=report.as_dict(),
+                counts=report.counts(),
+                sha256=report.sha256,
             )
         if isinstance(exc, ImportRefused):
             report.status = "refused"
             report.seconds = time.perf_counter() - started
+            report.sha256 = digest.result_if_readable()
             exc.report = report.as_dict()
         raise
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:
             close()
+        digest.close()
+    report.sha256 = digest.result()
     report.seconds = time.perf_counter() - started
     return report
 
@@ -490,6 +569,7 @@ def _run(
     profile: Profile,
     area: ServiceArea,
     report: ImportReport,
+    digest: _Digest,
     progress: Progress | None,
     fault: Fault | None,
     direct_wanted: bool = False,
@@ -581,6 +661,7 @@ def _run(
                     if fault is not None:
                         fault("chunk")
                 writer.finish()
+            digest.start()  # the file is read: from here on the importer mostly waits for the database
             if ctx is None:
                 report.crs = {"used": None, "origin": "none", "note": "the file has no rows"}
             if direct is not None:
@@ -590,7 +671,7 @@ def _run(
                 if fault is not None:
                     fault("created")
                     fault("written")
-                _commit(session, report, problems, zone, info)
+                _commit(session, report, digest, problems, zone, info)
                 return
             if progress is not None:
                 progress("merging", report.read, info.feature_count)
@@ -627,7 +708,7 @@ def _run(
             report.updated = merge.write_updated(session, params)
             if fault is not None:
                 fault("written")
-            _commit(session, report, problems, zone, info)
+            _commit(session, report, digest, problems, zone, info)
     except IntegrityError as exc:
         session.rollback()
         raise Conflict(
@@ -684,16 +765,25 @@ def _refuse(report: ImportReport, problems: _Problems) -> NoReturn:
 
 
 def _commit(
-    session: Session, report: ImportReport, problems: _Problems, zone: Zone | None, info: SourceInfo
+    session: Session,
+    report: ImportReport,
+    digest: _Digest,
+    problems: _Problems,
+    zone: Zone | None,
+    info: SourceInfo,
 ) -> None:
-    """Record the batch as committed, with its report, and commit the import's transaction."""
+    """Record the batch as committed, with its report and the file's digest, and commit the import's
+    transaction."""
     _finish_problems(report, problems)
+    report.sha256 = digest.result()
     session.execute(
         text(
             "UPDATE import_batches SET status = 'committed', finished_at = now(), zone_id = :z, "
-            "format = :f, counts = CAST(:c AS jsonb), report = CAST(:r AS jsonb) WHERE id = :id"
+            "format = :f, counts = CAST(:c AS jsonb), report = CAST(:r AS jsonb), file_sha256 = :d "
+            "WHERE id = :id"
         ),
         {
+            "d": report.sha256,
             "z": zone.id if zone else None,
             "f": info.format,
             "c": _json(report.counts()),

@@ -218,7 +218,7 @@ class ImportBatch(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     county_code: Mapped[str] = mapped_column(String(6))
     file_name: Mapped[str] = mapped_column(Text)
-    file_sha256: Mapped[str] = mapped_column(String(64))
+    file_sha256: Mapped[str | None] = mapped_column(String(64))  # NULL while the import runs
     file_size: Mapped[int] = mapped_column(BigInteger)
     format: Mapped[str | None] = mapped_column(Text)
     profile: Mapped[str] = mapped_column(Text)

@@ -5,6 +5,7 @@ Fixture files are generated in tmp_path; every test runs on the real test PostGI
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,27 @@ def test_identifiers_keep_their_serial_and_gain_a_check_digit(
     assert rows[0].code == "4403100118000500" + mod11_10_check_digit("4403100118000500")
     assert rows[0].source_id == "4403100118000500"
     assert parse_code(rows[2].code).serial == 502  # allocation continues above the adopted serials
+
+
+def test_the_batch_records_the_digest_of_the_file_it_read(
+    db: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    path = write_geojson(tmp_path / "lamps.geojson", three_lamps())
+    expected = hashlib.sha256(path.read_bytes()).hexdigest()
+    report = run(db, settings, path)
+    assert report.sha256 == expected
+    refused_path = write_geojson(tmp_path / "ufo.geojson", [lamp(114.3466, 22.6953, OBJNAME="飞碟")])
+    with pytest.raises(ImportRefused) as caught:
+        run(db, settings, refused_path, strict=True)
+    assert caught.value.report is not None
+    assert caught.value.report["sha256"] == hashlib.sha256(refused_path.read_bytes()).hexdigest()
+    with db.connect() as conn:
+        recorded = conn.execute(
+            text("SELECT file_sha256, report->>'sha256' FROM import_batches ORDER BY id")
+        ).all()
+    refused = caught.value.report["sha256"]
+    assert [tuple(r) for r in recorded] == [(expected, expected), (refused, refused)]
+    assert run(db, settings, path, dry_run=True).sha256 == expected
 
 
 def test_dry_run_writes_nothing(db: Engine, settings: Settings, tmp_path: Path) -> None:
