@@ -5,9 +5,9 @@ Revises: 0007_unit_roles_index
 Create Date: 2026-11-22
 
 The sha256 of an imported file is only recorded; computing it before the import started held up a
-400 MB file's first write by 0.3-0.4 s. It is now computed once the file has been read, while the
-importer waits for the database anyway, and written with the batch's outcome: NULL while the import
-runs, and for one that died (an 'interrupted' batch).
+400 MB file's first write by 0.3-0.4 s. It is now computed on a thread beside the import, when a core
+is free for it (importers.pipeline._Digest), and written with the batch's outcome: NULL while the
+import runs, and for one that died (an 'interrupted' batch).
 """
 
 from __future__ import annotations
