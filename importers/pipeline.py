@@ -222,9 +222,10 @@ class _Digest:
     """The file's sha256, computed on a thread when a core is free for it (hashing lets go of the GIL).
 
     It is only recorded, with the batch when it ends, so it need not hold up the start (a 400 MB
-    file: 0.4 s). The planned path starts it at once: its reading leaves a core idle (the staging
-    COPY is light) and its plan runs parallel queries on both. The direct load starts it once the
-    file has been read: its reading keeps both cores busy, and its spatial index builds only one.
+    file: 0.4 s). The planned path starts it at once: its reading leaves room on the second core (the
+    staging COPY is light), and hashing after the reading made a million-row re-import slower
+    (docs/benchmarks.md). The direct load starts it once the file has been read: its reading keeps
+    both cores busy, and its spatial index builds only one.
     """
 
     def __init__(self, path: Path) -> None:
