@@ -487,23 +487,16 @@ def run_import(
         batch_id = _open_batch(engine, actor, settings, name, size, profile, options)
         report.batch_id = batch_id
     direct = not options.dry_run and 0 <= settings.import_direct_min_bytes <= size
+
+    def run_once(info: SourceInfo, chunks: Iterator[Any], direct_wanted: bool) -> None:
+        _run(
+            engine, info, chunks, actor, settings, options, profile, area, report, digest, progress, fault,
+            direct_wanted,
+        )  # fmt: skip
+
     try:
         try:
-            _run(
-                engine,
-                info,
-                chunks,
-                actor,
-                settings,
-                options,
-                profile,
-                area,
-                report,
-                digest,
-                progress,
-                fault,
-                direct,
-            )
+            run_once(info, chunks, direct)
         except RestartWholeFile as restart:
             close = getattr(chunks, "close", None)
             if close is not None:
@@ -514,21 +507,7 @@ def run_import(
                 *info.notes,
                 f"read twice: the direct load of an empty registry stopped ({restart})",
             ]
-            _run(
-                engine,
-                info,
-                chunks,
-                actor,
-                settings,
-                options,
-                profile,
-                area,
-                report,
-                digest,
-                progress,
-                fault,
-                False,
-            )
+            run_once(info, chunks, False)
     except BaseException as exc:
         if batch_id is not None:
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
