@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from gis.area import ServiceArea
 from gis.crs import WGS84, Crs, to_wgs84_arrays
-from importers.mapping import DraftChunk
+from importers.mapping import DraftChunk, has_value
 from importers.profiles import Profile
 from importers.source import RowProblem
 from registry import audit
@@ -37,12 +37,6 @@ from registry.units import match_unit_ids
 
 ObjectArray = npt.NDArray[np.object_]
 BoolArray = npt.NDArray[np.bool_]
-
-
-def _is_none(values: ObjectArray) -> BoolArray:
-    """True where a cell is None (numpy compares the object cells one by one, in C)."""
-    mask: BoolArray = np.equal(values, None)  # type: ignore[call-overload]
-    return mask
 
 
 # shapely type ids allowed for each class geometry kind (see registry.classes.ALLOWED_GEOMETRIES).
@@ -611,7 +605,7 @@ def _units(
         # A unit token imports its own assets: an empty owner is the token's unit, another owner
         # is refused row by row (and never created).
         owner = ctx.units.ids_for(_live(draft.owner, ~rej.bad), create=False)
-        owner[_is_none(draft.owner)] = ctx.actor_unit
+        owner[~has_value(draft.owner)] = ctx.actor_unit
         foreign = np.not_equal(owner, ctx.actor_unit)
         rej.add(
             foreign,
@@ -656,7 +650,7 @@ def _source_ids(
         scope + given if given is not None else (code[:16] if code is not None else None)
         for given, code in zip(draft.source_id.tolist(), code_list, strict=True)
     ]
-    need = np.flatnonzero(_is_none(out))
+    need = np.flatnonzero(~has_value(out))
     if need.size == 0:
         return out
     classes = class_codes[need].tolist()
@@ -673,7 +667,7 @@ def _source_ids(
         # Other shapes: a hash of the shape as read.
         shaped = need[~finite]
         shapes = draft.geometry[shaped]
-        present = ~_is_none(shapes)
+        present = has_value(shapes)
         blobs = np.full(len(shaped), None, dtype=object)
         blobs[present] = shapely.to_wkb(shapes[present])
         out[shaped] = [
