@@ -35,7 +35,7 @@ import shapely
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from importers.deferred_indexes import ASSET_TABLES
+from importers.deferred_indexes import ASSET_TABLES, DeferredIndexes
 from importers.mapping import has_value
 from importers.merge import reject_field
 from importers.pg_binary import Kind, encode
@@ -174,7 +174,8 @@ class _Serials:
 
 @dataclass
 class DirectLoad:
-    """State of one direct load: keys seen, serial ranges handed out, repeated ids to confirm."""
+    """State of one direct load: indexes dropped, keys seen, serial ranges handed out, repeated ids to
+    confirm."""
 
     county: str
     batch_id: int
@@ -182,6 +183,7 @@ class DirectLoad:
     reason: str  # decommission reason of rows marked out of use
     now: dt.datetime
     fields: dict[str, str]
+    indexes: DeferredIndexes  # dropped for the load, built again before it commits
     codes: FirstRows = field(default_factory=FirstRows)
     sources: FirstRows = field(default_factory=FirstRows)
     serials: dict[str, _Serials] = field(default_factory=dict)

@@ -34,7 +34,7 @@ from gis.area import ServiceArea
 from gis.crs import Crs, parse_crs
 from gis.detect import guess_crs
 from importers import merge
-from importers.deferred_indexes import DeferredIndexes, drop_indexes, lock_assets
+from importers.deferred_indexes import drop_indexes, lock_assets
 from importers.direct_load import (
     DirectLoad,
     RestartWholeFile,
@@ -582,13 +582,13 @@ def _run(
                 actor_unit_name = unit.name if unit else str(actor.unit_id)
             units = UnitResolver(session, actor, county)
             direct: DirectLoad | None = None
-            deferred: DeferredIndexes | None = None
             if (
                 direct_wanted
                 and report.batch_id is not None
                 and lock_assets(session, settings.import_lock_timeout_ms)
                 and registry_is_empty(session)
             ):
+                start_empty(session)
                 direct = DirectLoad(
                     county=county,
                     batch_id=report.batch_id,
@@ -596,9 +596,8 @@ def _run(
                     reason=f"marked out of use (作废) in {report.file}",
                     now=session.execute(text("SELECT now()")).scalar_one(),
                     fields={},
+                    indexes=drop_indexes(session),
                 )
-                start_empty(session)
-                deferred = drop_indexes(session)
             else:
                 merge.create_stage(session)
                 digest.start()
@@ -649,7 +648,7 @@ def _run(
             if direct is not None:
                 if progress is not None:
                     progress("indexing", report.read, info.feature_count)
-                _finish_direct(session, direct, deferred, settings, options, report, problems, units)
+                _finish_direct(session, direct, settings, options, report, problems, units)
                 if fault is not None:
                     fault("created")
                     fault("written")
@@ -712,7 +711,6 @@ def _run(
 def _finish_direct(
     session: Session,
     direct: DirectLoad,
-    deferred: DeferredIndexes | None,
     settings: Settings,
     options: ImportOptions,
     report: ImportReport,
@@ -721,15 +719,14 @@ def _finish_direct(
 ) -> None:
     """After a direct load's last chunk: indexes built, repeats confirmed, counts set, --strict applied."""
     direct.give_back(session)
-    if deferred is not None:
-        deferred.rebuild(session, settings.import_maintenance_work_mem_mb)
+    direct.indexes.rebuild(session, settings.import_maintenance_work_mem_mb)
     direct.confirm_repeats(session)
     report.created = direct.created
     report.units_created = list(units.created)
     report.codes_allocated = direct.allocated()
     report.notes.append(
         "the registry was empty: rows were written as they were read and its indexes built at the end "
-        f"({deferred.seconds if deferred else 0.0:.1f} s)"
+        f"({direct.indexes.seconds:.1f} s)"
     )
     if options.strict and report.rejected:
         _refuse(report, problems)
