@@ -16,8 +16,8 @@ def _database_url() -> str:
     if url:
         return str(url)
     # Imported lazily so `alembic --help` works without a database.
+    from common.settings import get_settings
     from registry.embedded import ensure_database_url
-    from registry.settings import get_settings
 
     return ensure_database_url(get_settings())
 

@@ -13,10 +13,10 @@ from api import errors
 from api.deps import Services, services
 from api.responses import OrjsonResponse
 from api.routes import assets, classes, imports, resolve, units, zones
+from common.settings import Settings, get_settings
 from gis.area import ServiceArea
 from registry.db import database_url, make_engine
 from registry.resolution import Resolver, conninfo_from_url
-from registry.settings import Settings, get_settings
 
 API_PREFIX = "/api/v1"
 
@@ -25,7 +25,7 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     """Build the app for ``settings``; ``url`` overrides the database (tests pass their own)."""
     settings = settings or get_settings()
     db_url = url or database_url(settings)
-    engine = make_engine(db_url, pool_size=settings.pool_size)
+    engine = make_engine(db_url, pool_size=settings.database.pool_size)
     area = ServiceArea.from_settings(settings)
     # The resolve endpoints run on their own async pool (see api/routes/resolve.py).
     resolve_runtime = resolve.ResolveRuntime(settings, conninfo_from_url(db_url), Resolver(settings, area))
@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
             row = session.execute(
                 text("SELECT (SELECT version_num FROM alembic_version), (SELECT count(*) FROM assets)")
             ).one()
-        return {"status": "ok", "revision": row[0], "assets": row[1], "county": settings.county_code}
+        return {"status": "ok", "revision": row[0], "assets": row[1], "county": settings.area.county_code}
 
     app.include_router(api)
 

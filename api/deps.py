@@ -10,10 +10,10 @@ from fastapi import Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from common.settings import Settings
 from gis.area import ServiceArea
 from registry import tokens
 from registry.db import Actor, transaction
-from registry.settings import Settings
 
 
 @dataclass

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.responses import OrjsonResponse
-from registry import errors
+from common import errors
 
 log = logging.getLogger("smartcode.api")
 

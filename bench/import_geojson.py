@@ -80,11 +80,11 @@ def generate(path: Path, n: int, seed: int = 1) -> None:
 def child(url: str, path: str) -> None:
     """Runs in the child process: one import, one JSON line of measurements on stdout."""
     sys.path.insert(0, str(ROOT))
+    from common.settings import DatabaseSettings, Settings
     from importers.pipeline import ImportOptions, run_import
     from registry.db import Actor, make_engine
-    from registry.settings import Settings
 
-    settings = Settings(database_url=url)
+    settings = Settings(database=DatabaseSettings(url=url))
     engine = make_engine(url, pool_size=2)
     phases: dict[str, float] = {}
     last = [time.perf_counter(), "reading"]
@@ -181,9 +181,9 @@ def explain_merge(url: str, path: Path) -> str:
             return "SELECT 1 WHERE false", {}
         return statement, parameters
 
+    from common.settings import DatabaseSettings, Settings
     from importers.pipeline import ImportOptions, run_import
     from registry.db import Actor
-    from registry.settings import Settings
 
     def stop(point: str) -> None:
         if point == "written":
@@ -191,7 +191,12 @@ def explain_merge(url: str, path: Path) -> str:
 
     with contextlib.suppress(RuntimeError):
         run_import(
-            engine, path, Actor("bench", admin=True), Settings(database_url=url), ImportOptions(), fault=stop
+            engine,
+            path,
+            Actor("bench", admin=True),
+            Settings(database=DatabaseSettings(url=url)),
+            ImportOptions(),
+            fault=stop,
         )
     return "\n\n".join(captured)
 
@@ -213,16 +218,16 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(ROOT))
+    from common.settings import DatabaseSettings, Settings
     from registry.db import migrate
     from registry.embedded import EmbeddedCluster
-    from registry.settings import Settings
 
     base = Path(tempfile.mkdtemp(prefix="smartcode-import-bench-"))
     base.chmod(0o755)
     cluster = EmbeddedCluster(base / "pgdata", db_name="bench")
     try:
         url = cluster.start()
-        migrate(url, settings=Settings(database_url=url))
+        migrate(url, settings=Settings(database=DatabaseSettings(url=url)))
         print(f"cluster: {cluster.socket_dir} (fsync and full_page_writes on, as in production)")
         for n in args.sizes:
             path = base / f"points-{n}.geojson"

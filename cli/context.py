@@ -10,8 +10,8 @@ from functools import lru_cache
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from common.settings import Settings, get_settings
 from registry.db import Actor, current_revision, database_url, make_engine, migrate, transaction
-from registry.settings import Settings, get_settings
 
 
 def settings() -> Settings:

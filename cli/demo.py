@@ -10,6 +10,7 @@ import typer
 
 from cli import context
 from cli.output import emit, failures
+from cli.serving import serve_app
 
 BANNER = "SYNTHETIC DEMO DATA (合成演示数据): an invented 深圳市坪山区 (440310) pilot, not a real inventory"
 
@@ -37,14 +38,13 @@ def demo(
         context.ready_url()  # start the embedded database if needed and migrate
         report = load_demo(context.engine(), settings, seed=seed, folder=folder)
         data = report.as_dict()
-        bind_host, bind_port = host or settings.host, port or settings.port
+        bind_host, bind_port = host or settings.api.host, port or settings.api.port
         data["try"] = try_commands(data["examples"], f"http://{bind_host}:{bind_port}")
         emit(data, as_json, render)
     if serve:
         # The same code path as `smartcode serve`, so the demo serves exactly what production would.
-        from cli.main import serve as serve_command
-
-        serve_command(host=host, port=port)
+        with failures():
+            serve_app(host, port)
 
 
 def try_commands(examples: list[dict[str, Any]], base_url: str) -> list[str]:

@@ -12,6 +12,7 @@ from cli import demo as demo_cli
 from cli import imports as imports_cli
 from cli import resolve as resolve_cli
 from cli.output import emit, failures
+from cli.serving import serve_app
 
 if TYPE_CHECKING:  # the CLI imports the database layer only for the commands that use it
     from registry.embedded import EmbeddedCluster
@@ -32,11 +33,13 @@ def _cluster() -> EmbeddedCluster:
     from registry.embedded import EmbeddedCluster
 
     s = context.settings()
-    return EmbeddedCluster(s.data_dir, db_name=s.db_name, server_user=s.server_user)
+    return EmbeddedCluster(
+        s.embedded.data_dir, db_name=s.embedded.db_name, server_user=s.embedded.server_user
+    )
 
 
 def _external() -> bool:
-    if context.settings().database_url:
+    if context.settings().database.url:
         typer.echo("SMARTCODE_DATABASE_URL is set: the embedded cluster is not used.", err=True)
         return True
     return False
@@ -117,17 +120,7 @@ def serve(
 ) -> None:
     """Start the database if needed, migrate, and serve the API (default 127.0.0.1:8000)."""
     with failures():
-        import uvicorn
-
-        from api.app import create_app
-        from registry.tokens import admin_token
-
-        s = context.settings()
-        url = context.ready_url()
-        bind_host, bind_port = host or s.host, port or s.port
-        typer.echo(f"smartcode serving on http://{bind_host}:{bind_port}/  (API docs: /docs)")
-        typer.echo(f"administrator token: {admin_token(s)}")
-        uvicorn.run(create_app(s, url=url), host=bind_host, port=bind_port, log_level="info")
+        serve_app(host, port)
 
 
 @app.command()

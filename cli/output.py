@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import typer
 
-from registry.errors import SmartcodeError
+from common.errors import SmartcodeError
 
 
 def emit(data: Any, as_json: bool, render: Callable[[Any], str] | None = None) -> None:

@@ -28,7 +28,7 @@ def _conninfo() -> str:
 def _time(text: str | None) -> dt.datetime | None:
     from registry.resolution import parse_time
 
-    return parse_time(text, context.settings().timezone)
+    return parse_time(text, context.settings().area.timezone)
 
 
 def render_answer(answer: dict[str, Any]) -> str:
@@ -79,7 +79,7 @@ def resolve(
 ) -> None:
     """Who is responsible: for a scanned code, or for a complaint at a location."""
     with failures():
-        from registry.errors import InvalidInput
+        from common.errors import InvalidInput
         from registry.resolution import DirectLog, LocationQuery, Resolver, run_sync
 
         if (code is None) == (at is None):
@@ -143,11 +143,11 @@ def zones_import(
     """Import polygons as zones: all or nothing; invalid polygons are repaired and reported."""
     with failures():
         from gis.area import ServiceArea
-        from registry import zones
+        from importers import zone_files
 
         s = context.settings()
         with context.session() as session:
-            report = zones.import_zones(
+            report = zone_files.import_zones(
                 session,
                 context.cli_actor(),
                 file,
@@ -159,7 +159,7 @@ def zones_import(
                 layer=layer,
                 valid_from=_time(valid_from),
                 area=ServiceArea.from_settings(s),
-                county=s.county_code,
+                county=s.area.county_code,
                 reason=reason,
             )
         data = report.as_dict()
@@ -213,8 +213,8 @@ def rules_import(
 ) -> None:
     """Import responsibility rules from CSV: all rows or none."""
     with failures():
+        from common.errors import InvalidInput
         from registry import rules
-        from registry.errors import InvalidInput
 
         try:
             content = file.read_text(encoding="utf-8-sig")
@@ -225,7 +225,7 @@ def rules_import(
                 session,
                 context.cli_actor(),
                 content,
-                county=context.settings().county_code,
+                county=context.settings().area.county_code,
                 file=file.name,
                 reason=reason,
             )

@@ -12,9 +12,9 @@ from pyproj import Geod
 from shapely.errors import ShapelyError
 from shapely.geometry.base import BaseGeometry
 
+from common.errors import InvalidInput, OutsideServiceArea
+from common.settings import Settings, get_settings
 from gis.metric import MetricProjector, metric_projector
-from registry.errors import InvalidInput, OutsideServiceArea
-from registry.settings import Settings, get_settings
 
 # Edges of the WKT polygon are straight in lon/lat (as PostGIS geometry treats them); densifying
 # before projecting keeps them so in metres. 0.005 degree is ~500 m.
@@ -79,7 +79,7 @@ class ServiceArea:
     def from_settings(cls, settings: Settings | None = None) -> ServiceArea:
         """Build from the deployment settings (service_area_wkt, service_area_margin_m, metric_srid)."""
         s = settings if settings is not None else get_settings()
-        return cls.from_wkt(s.service_area_wkt, s.service_area_margin_m, s.metric_srid)
+        return cls.from_wkt(s.area.service_area_wkt, s.area.service_area_margin_m, s.area.metric_srid)
 
     # --- properties --------------------------------------------------------------------------------
 

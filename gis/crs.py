@@ -24,7 +24,7 @@ import shapely
 from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
 
-from registry.errors import InvalidInput
+from common.errors import InvalidInput
 
 CrsKind = Literal["geographic", "projected", "gcj02", "bd09"]
 FloatArray = npt.NDArray[np.float64]

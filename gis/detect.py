@@ -14,9 +14,9 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 
+from common.errors import InvalidInput
 from gis.area import ServiceArea
 from gis.crs import BD09, GCJ02, WGS84, Crs, FloatArray, crs_from_epsg, to_wgs84_arrays
-from registry.errors import InvalidInput
 
 # Points examined: enough for robust medians, cheap for million-row files.
 _SAMPLE_SIZE = 5000

@@ -13,7 +13,7 @@ import re
 import unicodedata
 from typing import Literal
 
-from registry.errors import InvalidInput
+from common.errors import InvalidInput
 
 Axis = Literal["lon", "lat"]
 

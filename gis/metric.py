@@ -7,6 +7,7 @@ from functools import lru_cache
 import numpy.typing as npt
 from pyproj import CRS
 
+from common.errors import InvalidInput
 from gis.crs import (
     Crs,
     FloatArray,
@@ -18,7 +19,6 @@ from gis.crs import (
     to_wgs84_arrays,
     transform_geometry,
 )
-from registry.errors import InvalidInput
 
 _METRE_UNITS = {"metre", "meter", "m"}
 

@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from common.errors import Conflict, Forbidden, NotFound
 from importers.pipeline import batch_is_alive
 from registry.db import Actor, set_change_context
-from registry.errors import Conflict, Forbidden, NotFound
 from registry.models import ImportBatch
 
 # Columns an import writes, restored from the previous version on rollback.

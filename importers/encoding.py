@@ -18,8 +18,8 @@ from typing import IO
 import numpy as np
 from charset_normalizer import from_bytes
 
+from common.errors import InvalidInput
 from importers.source import EncodingOrigin
-from registry.errors import InvalidInput
 
 # Bytes of non-ASCII text to collect before deciding: plenty for a confident answer, cheap to read.
 _EVIDENCE_BYTES = 1 << 20

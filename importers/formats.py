@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from common.errors import InvalidInput
 from importers.source import SourceChunk, SourceInfo
 from importers.tabular import open_csv, open_xlsx
 from importers.vector import open_geojson, open_geojsonseq, open_geopackage, open_shapefile
-from registry.errors import InvalidInput
 
 DEFAULT_CHUNK_SIZE = 50_000
 

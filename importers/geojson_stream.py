@@ -30,9 +30,9 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 import shapely
 
+from common.errors import InvalidInput
 from importers._perf import gc_paused
 from importers.source import RowProblem, points_from_xy
-from registry.errors import InvalidInput
 
 _QUOTE, _BACKSLASH = ord('"'), ord("\\")
 _OPEN_OBJ, _CLOSE_OBJ, _OPEN_ARR, _CLOSE_ARR = (ord(c) for c in "{}[]")

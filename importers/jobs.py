@@ -20,11 +20,11 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from common.errors import SmartcodeError
+from common.settings import Settings
 from gis.area import ServiceArea
 from importers.pipeline import ImportOptions, ImportRefused, run_import
 from registry.db import Actor
-from registry.errors import SmartcodeError
-from registry.settings import Settings
 
 # Finished jobs kept for polling; older ones are forgotten (their batches stay in the database).
 _KEEP_FINISHED = 200
@@ -91,7 +91,7 @@ class ImportJobs:
     @property
     def upload_root(self) -> Path:
         """Where uploads wait for their job (under the deployment's var directory)."""
-        return self.settings.var_dir / "uploads"
+        return self.settings.embedded.var_dir / "uploads"
 
     def new_folder(self) -> tuple[str, Path]:
         """A fresh job id and a private folder for its upload."""

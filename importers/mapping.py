@@ -24,11 +24,11 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from common.errors import InvalidInput
 from importers._perf import gc_paused
 from importers.profiles import Profile, default_profile
 from importers.source import Column, RowProblem, SourceChunk, points_from_xy
 from importers.tabular import parse_coordinate_column
-from registry.errors import InvalidInput
 
 ObjectArray = npt.NDArray[np.object_]
 TEXT_TARGETS = (

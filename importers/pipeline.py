@@ -30,6 +30,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
+from common.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
+from common.settings import Settings
 from gis.area import ServiceArea
 from gis.crs import Crs, parse_crs
 from gis.detect import guess_crs
@@ -50,9 +52,7 @@ from importers.source import RowProblem, SourceInfo
 from importers.stage_writer import StageWriter
 from importers.validate import ClassTable, UnitResolver, ValidationContext, Zone, validate_chunk
 from registry.db import Actor, session_factory, set_change_context
-from registry.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
 from registry.models import ImportBatch, Unit
-from registry.settings import Settings
 
 # Problems kept in a report; beyond this only their number (and counts per field) are kept, so a
 # file where every one of a million rows is wrong still has a report of sensible size.
@@ -387,7 +387,7 @@ def _open_batch(
 ) -> int:
     with session_factory(engine)() as session, session.begin():
         batch = ImportBatch(
-            county_code=settings.county_code,
+            county_code=settings.area.county_code,
             file_name=name,
             file_sha256=None,  # recorded when the batch ends (_Digest)
             file_size=size,
@@ -486,7 +486,7 @@ def run_import(
     if not options.dry_run:
         batch_id = _open_batch(engine, actor, settings, name, size, profile, options)
         report.batch_id = batch_id
-    direct = not options.dry_run and 0 <= settings.import_direct_min_bytes <= size
+    direct = not options.dry_run and 0 <= settings.imports.direct_min_bytes <= size
 
     def run_once(info: SourceInfo, chunks: Iterator[Any], direct_wanted: bool) -> None:
         _run(
@@ -555,7 +555,7 @@ def _run(
     fault: Fault | None,
     direct_wanted: bool = False,
 ) -> None:
-    county = settings.county_code
+    county = settings.area.county_code
     problems = _Problems(report.file, options.problem_cap)
     session = session_factory(engine)()
     session.begin()
@@ -585,14 +585,14 @@ def _run(
             if (
                 direct_wanted
                 and report.batch_id is not None
-                and lock_assets(session, settings.import_lock_timeout_ms)
+                and lock_assets(session, settings.imports.lock_timeout_ms)
                 and registry_is_empty(session)
             ):
                 start_empty(session)
                 direct = DirectLoad(
                     county=county,
                     batch_id=report.batch_id,
-                    timezone=settings.timezone,
+                    timezone=settings.area.timezone,
                     reason=f"marked out of use (作废) in {report.file}",
                     now=session.execute(text("SELECT now()")).scalar_one(),
                     fields={},
@@ -678,7 +678,7 @@ def _run(
                 "checks": checks,
                 "county": county,
                 "batch": report.batch_id,
-                "tz": settings.timezone,
+                "tz": settings.area.timezone,
                 "reason": f"marked out of use (作废) in {report.file}",
             }
             if progress is not None:
@@ -719,7 +719,7 @@ def _finish_direct(
 ) -> None:
     """After a direct load's last chunk: indexes built, repeats confirmed, counts set, --strict applied."""
     direct.give_back(session)
-    direct.indexes.rebuild(session, settings.import_maintenance_work_mem_mb)
+    direct.indexes.rebuild(session, settings.imports.maintenance_work_mem_mb)
     direct.confirm_repeats(session)
     report.created = direct.created
     report.units_created = list(units.created)

@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from registry.errors import InvalidInput
+from common.errors import InvalidInput
 
 Target = Literal[
     "code",

@@ -25,11 +25,11 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 
+from common.errors import InvalidInput
 from gis.dms import parse_coordinate
 from importers._perf import gc_paused
 from importers.encoding import text_file_encoding
 from importers.source import Column, RowProblem, SourceChunk, SourceInfo
-from registry.errors import InvalidInput
 
 # Header names (normalised: NFKC, lower case, no blanks, no "(unit)" suffix) of coordinate columns.
 X_NAMES = (

@@ -25,6 +25,7 @@ import shapely
 from pyogrio.errors import DataSourceError, FieldError, GeometryError
 from pyogrio.raw import open_arrow
 
+from common.errors import InvalidInput
 from importers._perf import gc_paused
 from importers.encoding import EncodingChoice, dbf_encoding
 from importers.geojson_stream import (
@@ -39,7 +40,6 @@ from importers.geojson_stream import (
     parse_records,
 )
 from importers.source import ChunkStream, Column, RowProblem, SourceChunk, SourceInfo
-from registry.errors import InvalidInput
 
 Opened = tuple[SourceInfo, Iterator[SourceChunk]]
 _WHOLE_FILE_LIMIT = 64 << 20  # a GeoJSON that is not a FeatureCollection is read whole up to this size

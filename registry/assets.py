@@ -13,12 +13,12 @@ from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from common.errors import CheckDigitMismatch, Conflict, Forbidden, InvalidInput, NotFound, StaleVersion
 from gis.area import ServiceArea
 from registry import classes as class_service
 from registry import units as unit_service
 from registry.codes import SmartCode, near_misses, normalize, parse_code
 from registry.db import Actor, set_change_context
-from registry.errors import CheckDigitMismatch, Conflict, Forbidden, InvalidInput, NotFound, StaleVersion
 from registry.geometry import check_asset_geometry, parse_geojson
 from registry.models import STORAGE_SRID, Asset, AssetHistory, AssetResponsibility, Unit
 from registry.schemas import AssetCreate, AssetUpdate, Decommission, UnitsChange

@@ -15,10 +15,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from common.errors import Conflict, InvalidInput, NotFound
 from registry import audit
 from registry import classes as class_service
 from registry.db import Actor
-from registry.errors import Conflict, InvalidInput, NotFound
 
 DEFAULTS_PATH = Path(__file__).resolve().parent / "data" / "categories.toml"
 

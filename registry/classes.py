@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from common.errors import Conflict, InvalidInput, NotFound
 from registry import audit
 from registry.db import Actor
-from registry.errors import Conflict, InvalidInput, NotFound
 from registry.models import ComponentClass
 from registry.schemas import ClassCreate
 

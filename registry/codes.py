@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from registry.errors import CheckDigitMismatch, InvalidCode
+from common.errors import CheckDigitMismatch, InvalidCode
 
 SERIAL_MAX = 999_999
 IDENTIFIER_LENGTH = 16

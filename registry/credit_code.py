@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from registry.errors import InvalidInput
+from common.errors import InvalidInput
 
 ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"  # no I, O, S, V, Z
 _VALUES = {char: value for value, char in enumerate(ALPHABET)}

@@ -13,8 +13,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.errors import DatabaseUnavailable
-from registry.settings import PROJECT_ROOT, Settings, get_settings
+from common.errors import DatabaseUnavailable
+from common.settings import PROJECT_ROOT, Settings, get_settings
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,8 @@ class Actor:
 
 def database_url(settings: Settings) -> str:
     """The URL in use: ``SMARTCODE_DATABASE_URL`` or the embedded cluster (started on demand)."""
-    if settings.database_url:
-        return settings.database_url
+    if settings.database.url:
+        return settings.database.url
     from registry.embedded import ensure_database_url
 
     return ensure_database_url(settings)
@@ -48,7 +48,7 @@ def _engine_for(url: str, pool_size: int) -> Engine:
 def get_engine(settings: Settings | None = None) -> Engine:
     """The process-wide engine for the configured database."""
     settings = settings or get_settings()
-    return _engine_for(database_url(settings), settings.pool_size)
+    return _engine_for(database_url(settings), settings.database.pool_size)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -107,7 +107,7 @@ def alembic_config(url: str, settings: Settings | None = None) -> Config:
     config = Config(str(PROJECT_ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(PROJECT_ROOT / "alembic"))
     config.attributes["database_url"] = url
-    config.attributes["metric_srid"] = settings.metric_srid
+    config.attributes["metric_srid"] = settings.area.metric_srid
     return config
 
 

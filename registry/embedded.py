@@ -25,8 +25,8 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
-from registry.errors import DatabaseUnavailable
-from registry.settings import Settings
+from common.errors import DatabaseUnavailable
+from common.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -538,10 +538,12 @@ log_min_duration_statement = 2000
 
 
 def ensure_database_url(settings: Settings) -> str:
-    """``settings.database_url`` when set, else start the embedded cluster at ``settings.data_dir``."""
-    if settings.database_url:
-        return settings.database_url
-    cluster = EmbeddedCluster(settings.data_dir, settings.db_name, settings.server_user)
+    """``settings.database.url`` when set, else start the embedded cluster and return its URL."""
+    if settings.database.url:
+        return settings.database.url
+    cluster = EmbeddedCluster(
+        settings.embedded.data_dir, settings.embedded.db_name, settings.embedded.server_user
+    )
     return cluster.start()
 
 

@@ -8,9 +8,9 @@ import shapely
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
+from common.errors import InvalidInput
 from gis.area import ServiceArea
 from registry.classes import ALLOWED_GEOMETRIES
-from registry.errors import InvalidInput
 from registry.models import ComponentClass
 
 

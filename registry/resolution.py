@@ -38,11 +38,11 @@ import psycopg
 from psycopg import AsyncConnection
 from sqlalchemy.engine import make_url
 
+from common.errors import CheckDigitMismatch, InvalidInput, NotFound
+from common.settings import Settings
 from gis.area import ServiceArea
 from gis.crs import WGS84, Crs, parse_crs, to_wgs84
 from registry.codes import near_misses, normalize, parse_code
-from registry.errors import CheckDigitMismatch, InvalidInput, NotFound
-from registry.settings import Settings
 
 STATUS_RESOLVED = "resolved"
 STATUS_AMBIGUOUS = "ambiguous"
@@ -139,15 +139,15 @@ class ResolveConfig:
     def from_settings(cls, settings: Settings) -> ResolveConfig:
         """Read the resolution settings (``SMARTCODE_RESOLVE_*``)."""
         return cls(
-            county=settings.county_code,
-            metric_srid=settings.metric_srid,
-            timezone=settings.timezone,
-            point_tolerance_m=settings.resolve_point_tolerance_m,
-            line_tolerance_m=settings.resolve_line_tolerance_m,
-            polygon_tolerance_m=settings.resolve_polygon_tolerance_m,
-            ambiguity_m=settings.resolve_ambiguity_m,
-            ambiguity_ratio=settings.resolve_ambiguity_ratio,
-            candidates=max(2, settings.resolve_candidates),
+            county=settings.area.county_code,
+            metric_srid=settings.area.metric_srid,
+            timezone=settings.area.timezone,
+            point_tolerance_m=settings.resolve.point_tolerance_m,
+            line_tolerance_m=settings.resolve.line_tolerance_m,
+            polygon_tolerance_m=settings.resolve.polygon_tolerance_m,
+            ambiguity_m=settings.resolve.ambiguity_m,
+            ambiguity_ratio=settings.resolve.ambiguity_ratio,
+            candidates=max(2, settings.resolve.candidates),
         )
 
     def tolerance(self, geometry_type: str) -> float:

@@ -18,13 +18,13 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from common.errors import InvalidInput, NotFound
 from registry import audit
 from registry import categories as category_service
 from registry import classes as class_service
 from registry import units as unit_service
 from registry import zones as zone_service
 from registry.db import Actor
-from registry.errors import InvalidInput, NotFound
 
 CSV_COLUMNS = ("zone", "level", "class", "category", "unit", "priority")
 OPTIONAL_COLUMNS = ("valid_from", "valid_to", "note")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from common.errors import SerialExhausted
 from registry.codes import SERIAL_MAX
-from registry.errors import SerialExhausted
 
 # The upsert takes a row lock on (county, class) that is held to the end of the transaction, so two
 # concurrent registrations of the same class queue here instead of reading the same counter.

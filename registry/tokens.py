@@ -11,11 +11,11 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from common.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from common.settings import Settings
 from registry import audit
 from registry.db import Actor
-from registry.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from registry.models import ApiToken, Unit
-from registry.settings import Settings
 
 ROLES = ("admin", "unit", "reader")
 
@@ -26,11 +26,19 @@ def _hash(token: str) -> str:
 
 def admin_token(settings: Settings) -> str:
     """The deployment's administrator token: ``SMARTCODE_API_TOKEN``, else one kept in ``var/api-token``."""
-    if settings.api_token:
-        return settings.api_token
-    path = settings.var_dir / "api-token"
+    ensure_admin_token(settings)
+    if settings.api.api_token:
+        return settings.api.api_token
+    return (settings.embedded.var_dir / "api-token").read_text().strip()
+
+
+def ensure_admin_token(settings: Settings) -> str | None:
+    """Create the kept administrator token when there is none; the new token, or None if one existed."""
+    if settings.api.api_token:
+        return None
+    path = settings.embedded.var_dir / "api-token"
     if path.exists():
-        return path.read_text().strip()
+        return None
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     _write_private(path, token)

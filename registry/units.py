@@ -10,10 +10,10 @@ from sqlalchemy import func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from common.errors import Conflict, InvalidInput, NotFound, StaleVersion
 from registry import audit
 from registry.credit_code import normalize_credit_code
 from registry.db import Actor
-from registry.errors import Conflict, InvalidInput, NotFound, StaleVersion
 from registry.models import Unit
 from registry.schemas import UnitCreate, UnitUpdate
 

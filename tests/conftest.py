@@ -12,11 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
+from common.settings import ApiSettings, DatabaseSettings, EmbeddedSettings, Settings
 from registry.db import Actor, make_engine, migrate
 from registry.embedded import EmbeddedCluster
-from registry.settings import Settings
 
-ADMIN_TOKEN = "test-admin-token"
+ADMIN_TOKEN = "test-admin-token-0123456789-abcdefgh"
 # Reference data that migrations seed; every other table is emptied between tests.
 _KEEP = {"alembic_version", "spatial_ref_sys", "component_classes", "complaint_categories"}
 
@@ -39,7 +39,11 @@ def cluster() -> Iterator[EmbeddedCluster]:
 def settings(cluster: EmbeddedCluster, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings of the test deployment (Pingshan defaults, a fixed admin token, the test cluster)."""
     var = tmp_path_factory.mktemp("var")
-    return Settings(database_url=cluster.url(), api_token=ADMIN_TOKEN, data_dir=var / "pgdata")
+    return Settings(
+        database=DatabaseSettings(url=cluster.url()),
+        api=ApiSettings(api_token=ADMIN_TOKEN),
+        embedded=EmbeddedSettings(data_dir=var / "pgdata"),
+    )
 
 
 @pytest.fixture(scope="session")

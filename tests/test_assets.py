@@ -10,11 +10,7 @@ import pytest
 from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import DBAPIError
 
-from gis.area import ServiceArea
-from registry import assets
-from registry.codes import mod11_10_check_digit, parse_code
-from registry.db import Actor, transaction
-from registry.errors import (
+from common.errors import (
     CheckDigitMismatch,
     Conflict,
     Forbidden,
@@ -24,6 +20,10 @@ from registry.errors import (
     SerialExhausted,
     StaleVersion,
 )
+from gis.area import ServiceArea
+from registry import assets
+from registry.codes import mod11_10_check_digit, parse_code
+from registry.db import Actor, transaction
 from registry.schemas import AssetCreate, AssetUpdate, Decommission, UnitsChange
 from registry.serials import allocate_serials
 from tests.helpers import COUNTY, PINGSHAN, make_asset, make_unit, point

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from registry.settings import Settings
+from common.settings import Settings
+from tests.conftest import ADMIN_TOKEN
 from tests.helpers import make_asset
 
 SMARTCODE = str(Path(sys.executable).parent / "smartcode")
@@ -51,7 +52,7 @@ def test_errors_are_one_line_on_stderr_with_nonzero_status() -> None:
 
 def test_show_reads_the_configured_database(db: Engine, settings: Settings, migrated_url: str, admin) -> None:
     lamp = make_asset(db, admin)
-    env = {**os.environ, "SMARTCODE_DATABASE_URL": migrated_url, "SMARTCODE_API_TOKEN": "x"}
+    env = {**os.environ, "SMARTCODE_DATABASE_URL": migrated_url, "SMARTCODE_API_TOKEN": ADMIN_TOKEN}
     result = run("show", lamp.code, "--json", env=env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["class"]["name"] == "路灯"

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
+from common.errors import CheckDigitMismatch, InvalidCode
 from registry.codes import SmartCode, mod11_10_check_digit, mod11_10_is_valid, near_misses, parse_code
-from registry.errors import CheckDigitMismatch, InvalidCode
 
 SAMPLES = ["3205080101000001", "4403100118000123", "4403102105999999", "4403100114000000"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from common.errors import InvalidInput
 from registry.credit_code import ALPHABET, credit_check_character, is_valid_credit_code, normalize_credit_code
-from registry.errors import InvalidInput
 
 VALID = ["91110000600037341L", "9144030071526726XG"]
 

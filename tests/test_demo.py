@@ -13,14 +13,15 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
+from common.errors import Conflict
+from common.settings import Settings
 from importers.demo.generate import POWER_SHAPEFILE, read_manifest
 from importers.demo.load import DemoReport, load_demo
 from importers.demo.world import OWNERLESS_SPOTS, UNITS, build_world, ownerless_points, unit_name
 from registry.credit_code import is_valid_credit_code
 from registry.db import Actor
-from registry.errors import Conflict
 from registry.resolution import DirectLog, LocationQuery, Resolver, conninfo_from_url, run_sync
-from registry.settings import Settings
+from tests.conftest import ADMIN_TOKEN
 from tests.helpers import make_asset, make_unit
 
 SMARTCODE = str(Path(sys.executable).parent / "smartcode")
@@ -200,7 +201,7 @@ def test_the_cli_loads_once_and_says_it_is_synthetic(db: Engine, migrated_url: s
     env = {
         **os.environ,
         "SMARTCODE_DATABASE_URL": migrated_url,
-        "SMARTCODE_API_TOKEN": "x",
+        "SMARTCODE_API_TOKEN": ADMIN_TOKEN,
         "SMARTCODE_DATA_DIR": str(tmp_path / "var" / "pgdata"),
     }
     first = subprocess.run(

@@ -14,12 +14,12 @@ import shapely
 from pyproj import Transformer
 from shapely.geometry import shape
 
+from common.settings import DEFAULT_SERVICE_AREA_WKT, PROJECT_ROOT
 from gis.area import ServiceArea
 from gis.dms import Axis, parse_coordinate
 from importers.demo import generate as gen
 from importers.demo.world import OWNERLESS_SPOTS, UNITS, build_world
 from registry.credit_code import is_valid_credit_code
-from registry.settings import DEFAULT_SERVICE_AREA_WKT, PROJECT_ROOT
 
 REFERENCE_CLASSES = Path("/work/shared/reference/component-classes.csv")
 LOCAL_CLASSES = PROJECT_ROOT / "registry" / "data" / "component-classes-local.csv"

@@ -12,13 +12,13 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
 
+from common.errors import DatabaseUnavailable
+from common.settings import ImportSettings, Settings
 from importers import pipeline
 from importers.direct_load import FirstRows, _distinct
 from importers.pipeline import ImportOptions, ImportRefused, ImportReport, run_import
 from registry.codes import parse_code
 from registry.db import Actor
-from registry.errors import DatabaseUnavailable
-from registry.settings import Settings
 from tests.test_import_pipeline import counts, lamp, shaped, three_lamps, write_geojson
 
 ADMIN = Actor(name="test-direct", admin=True)
@@ -28,13 +28,13 @@ DIRECT_NOTE = "the registry was empty"
 @pytest.fixture
 def direct(settings: Settings) -> Settings:
     """Settings under which any file imported into an empty registry takes the direct path."""
-    return settings.model_copy(update={"import_direct_min_bytes": 0, "import_lock_timeout_ms": 200})
+    return settings.model_copy(update={"imports": ImportSettings(direct_min_bytes=0, lock_timeout_ms=200)})
 
 
 @pytest.fixture
 def planned(settings: Settings) -> Settings:
     """Settings under which every import takes the planned path."""
-    return settings.model_copy(update={"import_direct_min_bytes": -1})
+    return settings.model_copy(update={"imports": ImportSettings(direct_min_bytes=-1)})
 
 
 def run(db: Engine, settings: Settings, path: Path, **options: Any) -> ImportReport:

@@ -19,6 +19,8 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 
+from common.errors import DatabaseUnavailable
+from common.settings import DatabaseSettings, EmbeddedSettings, Settings
 from registry.embedded import (
     FALLBACK_ROOT,
     MAX_SOCKET_PATH,
@@ -28,8 +30,6 @@ from registry.embedded import (
     ensure_database_url,
     find_binaries,
 )
-from registry.errors import DatabaseUnavailable
-from registry.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -156,8 +156,8 @@ def test_another_process_sees_the_same_cluster(embedded: EmbeddedCluster) -> Non
 
 def test_ensure_database_url(embedded: EmbeddedCluster) -> None:
     external = "postgresql+psycopg://someone@db.example/registry"
-    assert ensure_database_url(Settings(database_url=external)) == external
-    settings = Settings(database_url=None, data_dir=embedded.configured_data_dir)
+    assert ensure_database_url(Settings(database=DatabaseSettings(url=external))) == external
+    settings = Settings(embedded=EmbeddedSettings(data_dir=embedded.configured_data_dir))
     assert ensure_database_url(settings) == embedded.url()
 
 

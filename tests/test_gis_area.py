@@ -7,10 +7,10 @@ import pytest
 import shapely
 from pyproj import Geod
 
+from common.errors import InvalidInput, OutsideServiceArea
+from common.settings import DEFAULT_SERVICE_AREA_WKT, AreaSettings, Settings
 from gis.area import ServiceArea
 from gis.metric import MetricProjector, metric_projector
-from registry.errors import InvalidInput, OutsideServiceArea
-from registry.settings import DEFAULT_SERVICE_AREA_WKT, Settings
 
 GEOD = Geod(ellps="WGS84")
 CENTRE = (114.35, 22.70)
@@ -20,7 +20,9 @@ CENTRE = (114.35, 22.70)
 def area() -> ServiceArea:
     """The default Pingshan rectangle with a 2 km margin, independent of the environment."""
     settings = Settings(
-        service_area_wkt=DEFAULT_SERVICE_AREA_WKT, service_area_margin_m=2000.0, metric_srid=4547
+        area=AreaSettings(
+            service_area_wkt=DEFAULT_SERVICE_AREA_WKT, service_area_margin_m=2000.0, metric_srid=4547
+        )
     )
     return ServiceArea.from_settings(settings)
 

@@ -10,6 +10,7 @@ import pytest
 import shapely
 from pyproj import Geod
 
+from common.errors import InvalidInput
 from gis.crs import (
     BD09,
     CGCS2000,
@@ -29,7 +30,6 @@ from gis.crs import (
     transform_geometry,
     wgs84_to_gcj02,
 )
-from registry.errors import InvalidInput
 
 GEOD = Geod(ellps="WGS84")
 

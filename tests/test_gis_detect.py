@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from common.errors import InvalidInput
+from common.settings import DEFAULT_SERVICE_AREA_WKT
 from gis.area import ServiceArea
 from gis.crs import BD09, GCJ02, WGS84, Crs, FloatArray, crs_from_epsg, from_wgs84_arrays
 from gis.detect import CrsGuess, guess_crs
-from registry.errors import InvalidInput
-from registry.settings import DEFAULT_SERVICE_AREA_WKT
 
 
 @pytest.fixture(scope="module")

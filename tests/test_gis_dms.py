@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from common.errors import InvalidInput
 from gis.dms import parse_coordinate
-from registry.errors import InvalidInput
 
 LON_DMS = 114 + 21 / 60 + 30.5 / 3600  # 114°21'30.5"
 LAT_DM = 22 + 41 / 60  # 22°41'

@@ -12,9 +12,10 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
+from common.settings import Settings
 from registry import tokens
 from registry.db import Actor, transaction
-from registry.settings import Settings
+from tests.conftest import ADMIN_TOKEN
 from tests.helpers import make_asset, make_unit
 from tests.test_cli import run as run_cli
 from tests.test_import_pipeline import POWER, WATER, lamp, three_lamps, write_geojson
@@ -127,7 +128,7 @@ def test_a_unit_token_imports_only_its_own_assets(
 
 
 def test_the_import_command(db: Engine, settings: Settings, migrated_url: str, tmp_path: Path) -> None:
-    env = {**os.environ, "SMARTCODE_DATABASE_URL": migrated_url, "SMARTCODE_API_TOKEN": "x"}
+    env = {**os.environ, "SMARTCODE_DATABASE_URL": migrated_url, "SMARTCODE_API_TOKEN": ADMIN_TOKEN}
     assert "--dry-run" in run_cli("import", "--help").stdout
     path = write_geojson(tmp_path / "lamps.geojson", three_lamps())
     report_path = tmp_path / "report.json"

@@ -14,8 +14,8 @@ import shapely
 from openpyxl import Workbook
 from sqlalchemy import Engine, text
 
+from common.settings import Settings
 from gis.crs import crs_from_epsg, from_wgs84_arrays
-from registry.settings import Settings
 from tests.test_import_pipeline import POWER, WATER, run
 
 LONS = [114.3466, 114.3470, 114.3480]

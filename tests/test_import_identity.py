@@ -7,10 +7,10 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
+from common.settings import Settings
 from importers.batches import rollback_batch
 from registry.codes import mod11_10_check_digit
 from registry.db import transaction
-from registry.settings import Settings
 from tests.test_import_pipeline import ADMIN, WATER, lamp, problem, run, shaped, write_geojson
 
 IDENT = "4403100118000123"

@@ -17,13 +17,13 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
+from common.errors import Conflict, DatabaseUnavailable
+from common.settings import Settings
 from importers.batches import rollback_batch
 from importers.pipeline import ImportOptions, ImportRefused, ImportReport, run_import
 from registry.assets import responsibility_periods
 from registry.codes import check_digits, mod11_10_check_digit, parse_code
 from registry.db import Actor, transaction
-from registry.errors import Conflict, DatabaseUnavailable
-from registry.settings import Settings
 from tests.helpers import make_asset
 
 ADMIN = Actor(name="test-import", admin=True)

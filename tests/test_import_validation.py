@@ -6,9 +6,9 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
+from common.settings import Settings
 from registry.codes import mod11_10_check_digit
 from registry.db import Actor
-from registry.settings import Settings
 from tests.helpers import make_asset
 from tests.test_import_pipeline import lamp, problem, run, shaped, write_geojson
 

@@ -18,10 +18,10 @@ import pytest
 import shapely
 from openpyxl import Workbook
 
+from common.errors import InvalidInput
 from importers.formats import open_source
 from importers.geojson_stream import find_features_array, iter_collection_batches
 from importers.source import SourceChunk, iter_records
-from registry.errors import InvalidInput
 
 NAMES = ["上水井盖", "电线杆", "深圳供电局（坪山）"]
 OWNERS = ["深圳市水务集团有限公司", "中国电信深圳分公司", "深圳供电局有限公司"]

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from common.errors import InvalidInput
 from importers.mapping import DraftChunk, map_chunk, normalise_text, parse_date
 from importers.profiles import builtin_profiles, default_profile, load_profile, parse_profile
 from importers.source import RowProblem, SourceChunk
-from registry.errors import InvalidInput
 
 
 def chunk(columns: dict[str, list[Any]], *, first_row: int = 1, crs: str | None = "EPSG:4547") -> SourceChunk:

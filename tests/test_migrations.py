@@ -5,9 +5,9 @@ from __future__ import annotations
 import psycopg
 from sqlalchemy import create_engine, text
 
+from common.settings import Settings
 from registry.db import current_revision, downgrade, migrate
 from registry.embedded import EmbeddedCluster
-from registry.settings import Settings
 
 
 def _tables(url: str) -> set[str]:

@@ -20,11 +20,11 @@ import shapely
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.errors import InvalidInput
 from importers import geojson_stream, mapping
 from importers.formats import open_source
 from importers.mapping import map_chunk
 from importers.source import SourceChunk
-from registry.errors import InvalidInput
 
 DATES = ["2019-01-01", "2019/3/2", "20190302", "2019年3月2日", "", "not a date", "2019-02-30"]
 

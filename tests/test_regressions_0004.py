@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
+from common.settings import Settings
 from importers import merge, stage_writer
 from importers.pipeline import ImportOptions, run_import
 from importers.stage_writer import StageWriter
@@ -24,7 +25,6 @@ from registry import assets
 from registry.codes import mod11_10_check_digit
 from registry.db import Actor, downgrade, migrate, session_factory, transaction
 from registry.embedded import EmbeddedCluster
-from registry.settings import Settings
 from tests.helpers import make_asset, make_unit
 from tests.test_import_pipeline import ADMIN, lamp, write_geojson
 from tests.test_stage_writer import _chunk

@@ -11,14 +11,14 @@ import shapely
 from shapely.geometry import mapping
 from sqlalchemy import Engine, text
 
+from common.errors import CheckDigitMismatch, InvalidCode, InvalidInput, NotFound, OutsideServiceArea
+from common.settings import Settings
 from gis.crs import BD09, GCJ02, crs_from_epsg, from_wgs84
 from gis.metric import metric_projector
 from registry import resolution, rules, zones
 from registry.db import Actor, transaction
-from registry.errors import CheckDigitMismatch, InvalidCode, InvalidInput, NotFound, OutsideServiceArea
 from registry.resolution import DirectLog, LocationQuery, Resolver, conninfo_from_url, run_sync
 from registry.schemas import Decommission, UnitsChange
-from registry.settings import Settings
 from tests.helpers import COUNTY, PINGSHAN, make_asset, make_unit, point
 
 CST = dt.timezone(dt.timedelta(hours=8))

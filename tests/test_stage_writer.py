@@ -11,13 +11,13 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, text
 
+from common.errors import DatabaseUnavailable
+from common.settings import Settings
 from importers import merge, stage_writer
 from importers.pipeline import ImportOptions, run_import
 from importers.stage_writer import StageWriter
 from importers.validate import STAGE_COLUMNS, ValidChunk
 from registry.db import session_factory
-from registry.errors import DatabaseUnavailable
-from registry.settings import Settings
 from tests.test_import_pipeline import ADMIN, lamp, write_geojson
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine, text
 
+from common.errors import Conflict, StaleVersion
 from registry import units
 from registry.db import Actor, transaction
-from registry.errors import Conflict, StaleVersion
 from registry.schemas import UnitUpdate
 from tests.helpers import make_unit
 

@@ -14,13 +14,13 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import IntegrityError
 
+from common.settings import Settings
 from gis.area import ServiceArea
 from registry import assets
 from registry.codes import mod11_10_check_digit
 from registry.db import Actor, downgrade, migrate, transaction
 from registry.embedded import EmbeddedCluster
 from registry.schemas import AssetUpdate, UnitsChange
-from registry.settings import Settings
 from tests.helpers import make_asset, make_unit, point
 
 CST = dt.timezone(dt.timedelta(hours=8))

@@ -15,11 +15,13 @@ from fastapi.testclient import TestClient
 from shapely.geometry import mapping
 from sqlalchemy import Engine
 
+from common.errors import InvalidInput
 from gis.area import ServiceArea
 from gis.crs import crs_from_epsg, geometry_from_wgs84
+from importers import zone_files
 from registry import rules, zones
 from registry.db import Actor, transaction
-from registry.errors import InvalidInput
+from tests.conftest import ADMIN_TOKEN
 from tests.helpers import COUNTY, PINGSHAN, make_asset, make_unit
 from tests.test_cli import run
 from tests.test_resolve import at_m, box, pt
@@ -46,7 +48,7 @@ def bowtie(x0: float, y0: float, size: float) -> dict[str, Any]:
 def import_file(db: Engine, admin: Actor, path: Path, **kwargs: Any) -> zones.ZoneImportReport:
     """Run a zone import in its own transaction."""
     with transaction(db) as session:
-        return zones.import_zones(
+        return zone_files.import_zones(
             session, admin, path, area=ServiceArea.from_settings(), county=COUNTY, **kwargs
         )
 
@@ -265,7 +267,7 @@ def test_zones_and_rules_over_http(client: TestClient, auth: dict[str, str], tmp
 
 
 def test_cli_imports_and_resolves(db: Engine, admin: Actor, migrated_url: str, tmp_path: Path) -> None:
-    env = {**os.environ, "SMARTCODE_DATABASE_URL": migrated_url, "SMARTCODE_API_TOKEN": "x"}
+    env = {**os.environ, "SMARTCODE_DATABASE_URL": migrated_url, "SMARTCODE_API_TOKEN": ADMIN_TOKEN}
     path = write_geojson(
         tmp_path / "streets.geojson", [feature("坪山街道", box(-1000, -1000, 1000, 1000), O="坪山街道办事处")]
     )

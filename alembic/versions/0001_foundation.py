@@ -42,9 +42,9 @@ POLYGON_CLASSES = {"0201", "0205", "0206", "0207", "0208", "0405", "0602"}
 def _metric_srid() -> int:
     srid = context.config.attributes.get("metric_srid")
     if srid is None:
-        from registry.settings import get_settings
+        from common.settings import get_settings
 
-        srid = get_settings().metric_srid
+        srid = get_settings().area.metric_srid
     return int(srid)
 
 

@@ -47,9 +47,9 @@ _UNIT_COLUMNS = ("owner_id", "maintainer_id", "supervisor_id")
 def _metric_srid() -> int:
     srid = context.config.attributes.get("metric_srid")
     if srid is None:
-        from registry.settings import get_settings
+        from common.settings import get_settings
 
-        srid = get_settings().metric_srid
+        srid = get_settings().area.metric_srid
     return int(srid)
 
 

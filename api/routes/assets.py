@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from api.deps import optional_actor, require_actor, services
+from common.errors import InvalidInput
 from registry import assets as asset_service
-from registry.errors import InvalidInput
 from registry.schemas import AssetCreate, AssetState, AssetUpdate, Decommission, UnitsChange
 
 router = APIRouter(prefix="/assets", tags=["assets"])
@@ -64,7 +64,7 @@ def create_asset(request: Request, body: AssetCreate) -> dict[str, Any]:
     svc = services(request)
     with svc.session() as session:
         actor = require_actor(request, session)
-        asset = asset_service.register_asset(session, body, actor, svc.area, svc.settings.county_code)
+        asset = asset_service.register_asset(session, body, actor, svc.area, svc.settings.area.county_code)
         return asset_service.asset_view(session, asset)
 
 

@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from api.deps import require_actor, services
+from common.errors import Forbidden
 from registry import classes as class_service
-from registry.errors import Forbidden
 from registry.schemas import ClassCreate
 
 router = APIRouter(prefix="/classes", tags=["classes"])

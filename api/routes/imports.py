@@ -12,11 +12,11 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from api.deps import require_actor, services
 from api.responses import OrjsonResponse
+from common.errors import Forbidden, InvalidInput, NotFound
 from importers import batches as batch_service
 from importers.jobs import ImportJob, ImportJobs
 from importers.pipeline import ImportOptions
 from registry.db import Actor
-from registry.errors import Forbidden, InvalidInput, NotFound
 
 router = APIRouter(prefix="/imports", tags=["imports"])
 _jobs_lock = threading.Lock()

@@ -24,10 +24,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import Services, require_actor, services
 from api.errors import error_body, status_for
+from common.errors import Forbidden, InvalidInput, SmartcodeError, Unauthorized
+from common.settings import Settings
 from registry import categories as category_service
 from registry import tokens
 from registry.db import Actor, transaction
-from registry.errors import Forbidden, InvalidInput, SmartcodeError, Unauthorized
 from registry.resolution import (
     BatchLog,
     DirectLog,
@@ -39,7 +40,6 @@ from registry.resolution import (
     parse_time,
     resolution_connection_kwargs,
 )
-from registry.settings import Settings
 
 router = APIRouter(tags=["resolution"])
 
@@ -126,21 +126,21 @@ class ResolveRuntime:
         self.settings = settings
         self.conninfo = conninfo
         self.resolver = resolver
-        self.tokens = TokenCache(settings.token_cache_seconds)
+        self.tokens = TokenCache(settings.api.token_cache_seconds)
         self.pool = AsyncConnectionPool(
             conninfo,
-            min_size=min(2, settings.resolve_pool_size),
-            max_size=settings.resolve_pool_size,
+            min_size=min(2, settings.resolve.pool_size),
+            max_size=settings.resolve.pool_size,
             open=False,
             kwargs=resolution_connection_kwargs(),
         )
         self.log: ResolutionLog
         self._batch: BatchLog | None = None
-        if settings.resolution_log_mode == "batch":
+        if settings.resolve.log_mode == "batch":
             self._batch = BatchLog(
                 self._log_connection,
-                flush_ms=settings.resolution_log_flush_ms,
-                batch_rows=settings.resolution_log_batch_rows,
+                flush_ms=settings.resolve.log_flush_ms,
+                batch_rows=settings.resolve.log_batch_rows,
             )
             self.log = self._batch
         else:
@@ -347,7 +347,7 @@ async def list_logged(
     await rt.flush_log()
     async with rt.pool.connection() as conn:
         rows = await list_resolutions(
-            conn, asset=asset, status=status, since=parse_time(since, rt.settings.timezone), limit=limit
+            conn, asset=asset, status=status, since=parse_time(since, rt.settings.area.timezone), limit=limit
         )
     return Response(orjson.dumps({"items": rows}), media_type="application/json")
 
@@ -417,4 +417,4 @@ def delete_category(request: Request, name: str, reason: str | None = None) -> d
 
 def parse_optional_time(text: str | None, settings: Settings) -> dt.datetime | None:
     """A validity time from a query or form field (ISO 8601; no zone = deployment zone)."""
-    return parse_time(text, settings.timezone)
+    return parse_time(text, settings.area.timezone)

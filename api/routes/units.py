@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from api.deps import require_actor, services
+from common.errors import Forbidden
 from registry import units as unit_service
-from registry.errors import Forbidden
 from registry.schemas import UnitCreate, UnitKind, UnitUpdate
 
 router = APIRouter(prefix="/units", tags=["units"])
@@ -51,7 +51,7 @@ def create_unit(request: Request, body: UnitCreate) -> dict[str, Any]:
         if not actor.admin:
             raise Forbidden("only administrators register units")
         return unit_service.unit_view(
-            unit_service.create_unit(session, body, actor, svc.settings.county_code)
+            unit_service.create_unit(session, body, actor, svc.settings.area.county_code)
         )
 
 

@@ -16,10 +16,11 @@ from pydantic import BaseModel, Field
 
 from api.deps import require_actor, services
 from api.routes.resolve import _admin, parse_optional_time
+from common.errors import InvalidInput
 from gis.crs import parse_crs, transform_geometry
+from importers import zone_files
 from registry import rules as rule_service
 from registry import zones as zone_service
-from registry.errors import InvalidInput
 from registry.geometry import parse_geojson
 
 router = APIRouter(tags=["zones and rules"])
@@ -123,7 +124,7 @@ def create_zone(request: Request, body: ZoneBody) -> dict[str, Any]:
                 source="api",
             ),
             area=svc.area,
-            county=svc.settings.county_code,
+            county=svc.settings.area.county_code,
             reason=body.reason,
         )
     return {**view, "outcome": outcome}
@@ -155,7 +156,7 @@ async def import_zones(
         def work() -> dict[str, Any]:
             with svc.session() as session:
                 actor = _admin(require_actor(request, session))
-                report = zone_service.import_zones(
+                report = zone_files.import_zones(
                     session,
                     actor,
                     path,
@@ -167,7 +168,7 @@ async def import_zones(
                     layer=layer or None,
                     valid_from=parse_optional_time(valid_from, svc.settings),
                     area=svc.area,
-                    county=svc.settings.county_code,
+                    county=svc.settings.area.county_code,
                     reason=reason,
                 )
                 return report.as_dict()
@@ -232,7 +233,7 @@ def create_rule(request: Request, body: RuleBody) -> dict[str, Any]:
                 valid_to=body.valid_to,
                 note=body.note,
             ),
-            county=svc.settings.county_code,
+            county=svc.settings.area.county_code,
             reason=body.reason,
         )
     return {**view, "outcome": outcome, "unit_created": unit_created}
@@ -261,7 +262,7 @@ async def import_rules(
                 session,
                 actor,
                 content,
-                county=svc.settings.county_code,
+                county=svc.settings.area.county_code,
                 file=file.filename or "rules.csv",
                 reason=reason,
             )

@@ -48,13 +48,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bench.resolve import generate  # noqa: E402
+from common.settings import ApiSettings, DatabaseSettings, EmbeddedSettings, Settings  # noqa: E402
 from gis.metric import metric_projector  # noqa: E402
 from registry import resolution  # noqa: E402
 from registry.db import migrate  # noqa: E402
 from registry.embedded import EmbeddedCluster  # noqa: E402
-from registry.settings import Settings  # noqa: E402
 
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456789-abcdefghij"
 OUT = ROOT / "bench" / "out"
 HERE = Path(__file__).resolve().parent
 
@@ -170,7 +170,7 @@ def sql_suite(conn: psycopg.Connection, settings: Settings, samples: int, seed: 
     """The statements the resolver runs, on random codes and points."""
     rng = random.Random(seed)
     config = resolution.ResolveConfig.from_settings(settings)
-    projector = metric_projector(settings.metric_srid)
+    projector = metric_projector(settings.area.metric_srid)
     codes = sample_codes(conn, samples, rng)
     points = sample_points(samples, rng)
     classes = list(generate.POINT_CLASSES)
@@ -203,7 +203,7 @@ def sql_suite(conn: psycopg.Connection, settings: Settings, samples: int, seed: 
         }
         for p in located
     ]
-    srid = settings.metric_srid
+    srid = settings.area.metric_srid
     out["location"] = measure_sql(
         conn,
         "by location, one class (steps 1-4, one statement)",
@@ -219,7 +219,7 @@ def sql_suite(conn: psycopg.Connection, settings: Settings, samples: int, seed: 
                 **p,
                 "at": "2024-06-01T00:00:00+08:00",
                 "zt": "2024-06-01T00:00:00+08:00",
-                "tz": settings.timezone,
+                "tz": settings.area.timezone,
             }
             for p in by_class
         ],
@@ -339,14 +339,14 @@ def index_comparison(conn: psycopg.Connection, settings: Settings, samples: int,
     create the alternative, ANALYZE, measure, roll back), so every design is timed alone on the same data.
     """
     rng = random.Random(seed + 2)
-    projector = metric_projector(settings.metric_srid)
+    projector = metric_projector(settings.area.metric_srid)
     config = resolution.ResolveConfig.from_settings(settings)
     params = []
     for lon, lat in sample_points(samples, rng):
         x, y = projector.project_point(lon, lat)
         params.append({"classes": "{0118}", "tolerances": "{30}", "x": x, "y": y, "k": config.candidates})
     out: dict[str, Any] = {}
-    for label, design in index_designs(settings.metric_srid).items():
+    for label, design in index_designs(settings.area.metric_srid).items():
         with conn.transaction():  # psycopg.Rollback below ends it and is swallowed by the block
             build_s = None
             if design.create is not None:
@@ -734,7 +734,11 @@ def main() -> None:
     }
     try:
         url = cluster.start()
-        settings = Settings(database_url=url, api_token=TOKEN, data_dir=base / "pgdata")
+        settings = Settings(
+            database=DatabaseSettings(url=url),
+            api=ApiSettings(api_token=TOKEN),
+            embedded=EmbeddedSettings(data_dir=base / "pgdata"),
+        )
         main_db = prepare_database(
             cluster, args.points, args.cables, settings, spatial_order=not args.random_order
         )

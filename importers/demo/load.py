@@ -19,6 +19,8 @@ from typing import Any
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
+from common.errors import Conflict
+from common.settings import Settings
 from gis.area import ServiceArea
 from importers.demo.generate import DemoFiles, DemoStep, generate_demo
 from importers.demo.world import COUNTY, DATA_SOURCE, DEFAULT_SEED, SYNTHETIC_NOTE, UNITS, UnitSpec
@@ -26,10 +28,8 @@ from registry import audit
 from registry import units as unit_service
 from registry.codes import parse_code
 from registry.db import Actor, transaction
-from registry.errors import Conflict
 from registry.models import Asset, AuditLog, Unit
 from registry.schemas import UnitCreate
-from registry.settings import Settings
 
 DEMO_ENTITY = "demo"
 # Advisory lock key of the demo loader ("DEMO").
@@ -79,7 +79,7 @@ class DemoReport:
 
 def demo_folder(settings: Settings) -> Path:
     """Where the demo files go by default: ``<var_dir>/demo``."""
-    return settings.var_dir / "demo"
+    return settings.embedded.var_dir / "demo"
 
 
 def loaded_demo(session: Session) -> AuditLog | None:
@@ -226,7 +226,7 @@ def _run_step(
     """One import of the manifest through the service function the matching CLI command uses."""
     path = files.path(step.file)
     if step.kind == "zones":
-        from registry.zones import import_zones
+        from importers.zone_files import import_zones
 
         with transaction(engine) as session:
             zone_report = import_zones(
@@ -238,7 +238,7 @@ def _run_step(
                 unit_field=step.options.get("unit_field"),
                 code_field=step.options.get("code_field"),
                 area=area,
-                county=settings.county_code,
+                county=settings.area.county_code,
                 reason=REASON,
             )
         summary = zone_report.as_dict()
@@ -259,7 +259,7 @@ def _run_step(
                 session,
                 DEMO_ACTOR,
                 path.read_text(encoding="utf-8"),
-                county=settings.county_code,
+                county=settings.area.county_code,
                 file=step.file,
                 reason=REASON,
             )

@@ -56,3 +56,7 @@ class Forbidden(SmartcodeError):
 
 class DatabaseUnavailable(SmartcodeError):
     """The database could not be reached or set up (embedded cluster missing PostGIS, server down...)."""
+
+
+class ConfigurationError(SmartcodeError):
+    """A setting (``SMARTCODE_*`` variable or ``.env``) is missing or unusable."""

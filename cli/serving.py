@@ -1,0 +1,27 @@
+"""Serving the API: what ``smartcode serve`` and ``smartcode demo --serve`` both run."""
+
+from __future__ import annotations
+
+import typer
+
+from cli import context
+
+
+def serve_app(host: str | None, port: int | None) -> None:
+    """Start the database if needed, migrate, and serve the API until interrupted."""
+    import uvicorn
+
+    from api.app import create_app
+    from registry.tokens import ensure_admin_token
+
+    s = context.settings()
+    url = context.ready_url()
+    bind_host, bind_port = host or s.api.host, port or s.api.port
+    typer.echo(f"smartcode 服务地址 http://{bind_host}:{bind_port}/  (API 文档: /docs)")
+    created = ensure_admin_token(s)
+    if created is not None:
+        # Shown once, when it is made; afterwards `smartcode token` prints it for whoever may read the file.
+        typer.echo(f"已生成管理员令牌 (administrator token, shown once): {created}")
+    else:
+        typer.echo("管理员令牌: 运行 `smartcode token` 查看 (administrator token: `smartcode token`)")
+    uvicorn.run(create_app(s, url=url), host=bind_host, port=bind_port, log_level="info")

@@ -1,0 +1,228 @@
+"""All configuration in one place, grouped per concern, read from ``SMARTCODE_*`` variables or ``.env``.
+
+Each group is its own settings class with its own prefix under ``SMARTCODE_`` (``SMARTCODE_RESOLVE_*``,
+``SMARTCODE_IMPORT_*``, ...); ``Settings`` bundles them. Code receives the group it needs
+(``settings.resolve``, ``settings.area``), never reads the environment itself.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.errors import ConfigurationError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# A rectangle around 深圳市坪山区 (county 440310) in WGS84 lon/lat; the district spans roughly
+# 114.28-114.45 E and 22.63-22.78 N, so this leaves a little room around the boundary.
+DEFAULT_SERVICE_AREA_WKT = "POLYGON((114.25 22.60, 114.50 22.60, 114.50 22.82, 114.25 22.82, 114.25 22.60))"
+
+# The schemes people write for PostgreSQL; all of them are served by psycopg 3 here.
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg2://", "postgresql+psycopg://")
+
+
+def _config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(
+        env_prefix=prefix, env_file=".env", extra="ignore", populate_by_name=True, frozen=True
+    )
+
+
+def sqlalchemy_url(url: str) -> str:
+    """``url`` with the driver SQLAlchemy must use (psycopg 3), whichever PostgreSQL scheme it names."""
+    for scheme in _POSTGRES_SCHEMES:
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme) :]
+    return url
+
+
+class DatabaseSettings(BaseSettings):
+    """Where the registry lives: an external PostGIS, or the embedded cluster when ``url`` is unset."""
+
+    model_config = _config("SMARTCODE_DATABASE_")
+
+    url: str | None = Field(
+        default=None,
+        description="URL of an external PostGIS (postgresql://user:pw@host/db); unset: the embedded cluster.",
+    )
+    read_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "SMARTCODE_DATABASE_READ_URL", "SMARTCODE_READ_DATABASE_URL", "read_url"
+        ),
+        description="URL of a read replica that lookups may use; unset: lookups read the primary.",
+    )
+    pool_size: int = Field(default=10, ge=1, description="Connections of the synchronous pool.")
+    connect_timeout_s: int = Field(
+        default=2, ge=1, description="A database that does not answer within this time is reported down."
+    )
+
+    @field_validator("url", "read_url")
+    @classmethod
+    def _driver(cls, value: str | None) -> str | None:
+        return sqlalchemy_url(value) if value else value
+
+
+class EmbeddedSettings(BaseSettings):
+    """The PostgreSQL cluster smartcode manages itself (used when no database URL is set)."""
+
+    model_config = _config("SMARTCODE_")
+
+    data_dir: Path = Field(
+        default=PROJECT_ROOT / "var" / "pgdata", description="Data directory of the embedded cluster."
+    )
+    db_name: str = "smartcode"
+    server_user: str = Field(
+        default="smartcode",
+        description="Unprivileged OS account that runs the embedded server when invoked as root.",
+    )
+
+    @property
+    def var_dir(self) -> Path:
+        """Folder beside the data directory for runtime files (token, uploads, logs)."""
+        return self.data_dir.parent
+
+
+class AreaSettings(BaseSettings):
+    """The deployment's county, service area, metric projection and local time zone."""
+
+    model_config = _config("SMARTCODE_")
+
+    county_code: str = Field(default="440310", description="GB/T 2260 county code of this deployment.")
+    service_area_wkt: str = Field(
+        default=DEFAULT_SERVICE_AREA_WKT,
+        description="Service area polygon in WGS84 lon/lat WKT; points outside it (plus margin) are refused.",
+    )
+    service_area_margin_m: float = 2000.0
+    metric_srid: int = Field(
+        default=4547,
+        description="Projected CRS (metres) used for distances; CGCS2000 3-degree GK CM 114E fits Shenzhen.",
+    )
+    timezone: str = Field(
+        default="Asia/Shanghai",
+        description="Local time zone: complaint times given without a zone are read in it, and dates "
+        "such as installed_on are days in it.",
+    )
+
+    @field_validator("county_code")
+    @classmethod
+    def _six_digits(cls, value: str) -> str:
+        if len(value) != 6 or not value.isdigit():
+            raise ValueError("county_code must be 6 digits (GB/T 2260), e.g. 440310")
+        return value
+
+
+class ApiSettings(BaseSettings):
+    """The web service: where it listens, the administrator token, limits on what callers send."""
+
+    model_config = _config("SMARTCODE_")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_token: str | None = Field(
+        default=None,
+        description="Administrator bearer token (at least 24 characters); unset: a random one is kept in "
+        "<data_dir>/../api-token.",
+    )
+    token_cache_seconds: float = Field(
+        default=30.0, description="How long /resolve trusts a checked token (a revocation takes this long)."
+    )
+
+    @field_validator("api_token")
+    @classmethod
+    def _strong(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) < 24 or len(set(value)) < 8 or not value.isascii()):
+            raise ValueError(
+                "too weak: use at least 24 ASCII characters of varied kinds, "
+                "e.g. the output of `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        return value
+
+
+class ResolveSettings(BaseSettings):
+    """Ownership resolution: tolerances, ambiguity, and how the resolution log is written."""
+
+    model_config = _config("SMARTCODE_RESOLVE_")
+
+    point_tolerance_m: float = Field(
+        default=30.0,
+        description="A point asset qualifies as 'the asset complained about' within this distance.",
+    )
+    line_tolerance_m: float = Field(
+        default=10.0, description="A line asset (cable, pipe, railing) qualifies within this narrower band."
+    )
+    polygon_tolerance_m: float = Field(
+        default=15.0, description="A polygon asset qualifies inside it (0 m) or within this distance of it."
+    )
+    ambiguity_m: float = Field(
+        default=3.0,
+        description="Assets of other owners at most this many metres farther than the nearest make the "
+        "answer 'ambiguous' ...",
+    )
+    ambiguity_ratio: float = Field(
+        default=1.25,
+        description="... or at most this many times as far (whichever allows more): nearly equally close.",
+    )
+    candidates: int = Field(default=8, description="Nearest assets examined and listed per query.")
+    log_mode: Literal["batch", "sync"] = Field(
+        default="batch",
+        description="'batch': the API queues log rows and writes them in one INSERT every few ms (rows "
+        "queued at a crash are lost); 'sync': each answer is written before it is sent.",
+    )
+    log_flush_ms: float = 50.0
+    log_batch_rows: int = 1000
+    pool_size: int = Field(
+        default=4,
+        description="Connections of the async pool behind /resolve; beyond twice the cores they only add "
+        "context switches (measured on 2 cores: 4 beat 8).",
+    )
+
+
+class ImportSettings(BaseSettings):
+    """Inventory imports: the direct load into an empty registry and its locks."""
+
+    model_config = _config("SMARTCODE_IMPORT_")
+
+    direct_min_bytes: int = Field(
+        default=8_000_000,
+        description="An inventory file at least this big, imported into an empty registry, is written "
+        "straight into assets while it is read, with the indexes built at the end (-1: never).",
+    )
+    lock_timeout_ms: int = Field(
+        default=2000,
+        description="How long such an import waits for the exclusive lock on assets before taking "
+        "the usual path.",
+    )
+    maintenance_work_mem_mb: int = Field(
+        default=1024, description="Memory for building the indexes of assets after a direct load."
+    )
+
+
+class Settings(BaseModel):
+    """Every setting of a deployment, one group per concern."""
+
+    model_config = {"frozen": True}
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
+    area: AreaSettings = Field(default_factory=AreaSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    resolve: ResolveSettings = Field(default_factory=ResolveSettings)
+    imports: ImportSettings = Field(default_factory=ImportSettings)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once; ``ConfigurationError`` names every unusable variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = [
+            f"SMARTCODE_{str(e['loc'][-1]).upper()}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        ]
+        raise ConfigurationError("invalid settings: " + "; ".join(problems), problems=problems) from None
