@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from api import errors
 from api.deps import Services, services
+from api.limits import BodyLimit
 from api.responses import OrjsonResponse
 from api.routes import assets, classes, imports, resolve, units, zones
 from common.settings import Settings, get_settings
@@ -57,6 +58,8 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     errors.install(app)
     # The resolve hot path is answered before FastAPI's routing (see api/routes/resolve.py).
     app.add_middleware(resolve.ResolveFastPath, path=f"{API_PREFIX}/resolve")
+    uploads = (f"{API_PREFIX}/imports", f"{API_PREFIX}/zones/import", f"{API_PREFIX}/rules/import")
+    app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_kb * 1024, exempt=uploads)
 
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(assets.router)

@@ -131,6 +131,12 @@ class ApiSettings(BaseSettings):
     token_cache_seconds: float = Field(
         default=30.0, description="How long /resolve trusts a checked token (a revocation takes this long)."
     )
+    max_body_kb: int = Field(
+        default=4096,
+        ge=16,
+        description="Largest request body of the JSON endpoints, in KiB (uploads have their own caps under "
+        "SMARTCODE_IMPORT_MAX_*_MB).",
+    )
 
     @field_validator("api_token")
     @classmethod
