@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from api.deps import require_actor, services
 from api.routes.resolve import _admin, parse_optional_time
@@ -25,6 +25,7 @@ from importers import zone_files
 from registry import rules as rule_service
 from registry import zones as zone_service
 from registry.geometry import parse_geojson
+from registry.limits import MAX_NOTE_CHARS, check_attributes
 
 router = APIRouter(tags=["zones and rules"])
 
@@ -40,8 +41,10 @@ class ZoneBody(BaseModel):
     unit_id: int | None = None
     code: str | None = Field(default=None, description="statistical or grid code of the zone")
     valid_from: dt.datetime | None = None
-    attributes: dict[str, Any] = Field(default_factory=dict)
-    reason: str | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict, description="at most 64 KiB as JSON")
+    reason: str | None = Field(default=None, max_length=MAX_NOTE_CHARS)
+
+    _attributes_fit = field_validator("attributes")(check_attributes)
 
 
 class CloseBody(BaseModel):
