@@ -36,8 +36,8 @@ IMPORT_JOBS = WorkTable("import_jobs", lock_key=0x494A4F42)  # "IJOB"
 # Progress is written at most this often (a chunk is read every few milliseconds on small files).
 _PROGRESS_EVERY_S = 0.5
 INTERRUPTED = (
-    "服务器在导入过程中停止，本次导入未写入任何数据，请重新上传 / the server stopped while this import "
-    "was running: nothing of it was written; upload the file again"
+    "导入在运行中被中断（服务器或数据库停止），未写入任何数据，请重新上传 / the import was cut off while "
+    "running (its server or the database stopped): nothing of it was written; upload the file again"
 )
 
 _COLUMNS = (

@@ -88,16 +88,21 @@ class TableWorker:
     # -- the loop -----------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        recovered = False
+        failing = False
         while not self._stop.is_set():
             try:
-                if not recovered:
-                    self.recover()
-                    recovered = True
-                if self.run_one():
-                    continue
-            except Exception:  # the database may be down: try again at the next poll
-                log.exception("%s: could not take work from %s", self.name, self.table.name)
+                # Also while idle, not only at start-up: a row whose holder lost its connection (the
+                # database restarted under a running job) would otherwise stay 'running'.
+                self.recover()
+                while not self._stop.is_set() and self.run_one():
+                    pass
+                failing = False
+            except Exception as exc:  # the database may be down: try again at the next poll
+                if not failing:
+                    log.exception("%s: could not take work from %s", self.name, self.table.name)
+                else:
+                    log.warning("%s: still cannot take work from %s: %s", self.name, self.table.name, exc)
+                failing = True
             self._wake.wait(self.poll_seconds)
             self._wake.clear()
 

@@ -226,6 +226,14 @@ def test_upload_names_and_options_that_cannot_work_are_input_errors(
             answer = client.post(IMPORTS, headers=auth, files={"file": (name, handle)})
         assert answer.status_code == 400, (name, answer.text)
         assert "is not a file name" in answer.json()["error"]["message"]
+    with path.open("rb") as handle:
+        zones = client.post(
+            "/api/v1/zones/import",
+            headers=auth,
+            files={"file": ("..", handle)},
+            data={"level": "contract", "name_field": "NAME"},
+        )
+    assert zones.status_code == 400 and "is not a file name" in zones.json()["error"]["message"]
     rot13 = upload(client, auth, path, encoding="rot13")
     assert rot13.status_code == 400 and "unknown text encoding 'rot13'" in rot13.json()["error"]["message"]
     local = upload(client, auth, path, profile="pyproject.toml")
