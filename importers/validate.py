@@ -443,7 +443,8 @@ def _geometry(
     types = np.full(n, -1, dtype=np.int64)
     types[ok] = shapely.get_type_id(geoms[ok])
     geoms = _single_points(geoms, types)
-    _check_vertices(geoms, ok, rej)
+    if (types > 0).any():  # a Point has one vertex: files of points skip the count
+        _check_vertices(geoms, ok, rej)
     if ok.any() and (types[ok] == 0).all() and ok.all():
         coords = shapely.get_coordinates(geoms)
         return _points(coords[:, 0].copy(), coords[:, 1].copy(), ctx, rej, kinds)
