@@ -124,29 +124,30 @@ async def start_import(request: Request) -> OrjsonResponse:
     if not slots.acquire():
         raise busy()
     jobs = _jobs(request)
-    job_id, folder = jobs.new_folder()
     try:
-        form = await receive_form(request, folder, limit=limit, files={"file": None, "mapping": _MAPPING})
-        upload = form.files.get("file")
-        if upload is None:
-            raise missing("file")
-        _check_options(form)
-        mapping = form.files.get("mapping")
-        options = ImportOptions(
-            profile=form.text("profile"),
-            mapping=str(mapping.path) if mapping else None,
-            zone=form.text("zone"),
-            crs=form.text("crs"),
-            dry_run=form.flag("dry_run"),
-            strict=form.flag("strict"),
-            layer=form.text("layer"),
-            encoding=form.text("encoding"),
-            source_system=form.text("source_system"),
-        )
-        job = await run_in_threadpool(jobs.submit, job_id, upload.path, upload.filename, actor, options)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
+        job_id, folder = jobs.new_folder()
+        try:
+            form = await receive_form(request, folder, limit=limit, files={"file": None, "mapping": _MAPPING})
+            upload = form.files.get("file")
+            if upload is None:
+                raise missing("file")
+            _check_options(form)
+            mapping = form.files.get("mapping")
+            options = ImportOptions(
+                profile=form.text("profile"),
+                mapping=str(mapping.path) if mapping else None,
+                zone=form.text("zone"),
+                crs=form.text("crs"),
+                dry_run=form.flag("dry_run"),
+                strict=form.flag("strict"),
+                layer=form.text("layer"),
+                encoding=form.text("encoding"),
+                source_system=form.text("source_system"),
+            )
+            job = await run_in_threadpool(jobs.submit, job_id, upload.path, upload.filename, actor, options)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
     finally:
         slots.release()
     body = {"id": job["id"], "status": job["status"], "url": f"{request.url.path.rstrip('/')}/{job['id']}"}
