@@ -7,14 +7,17 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import text
 
 from api import errors
 from api.deps import Services, services
+from api.limits import BodyLimit
 from api.responses import OrjsonResponse
 from api.routes import assets, classes, imports, resolve, units, zones
 from common.settings import Settings, get_settings
 from gis.area import ServiceArea
+from importers.jobs import ImportJobs
 from registry.db import database_url, make_engine
 from registry.resolution import Resolver, conninfo_from_url
 
@@ -29,13 +32,16 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     area = ServiceArea.from_settings(settings)
     # The resolve endpoints run on their own async pool (see api/routes/resolve.py).
     resolve_runtime = resolve.ResolveRuntime(settings, conninfo_from_url(db_url), Resolver(settings, area))
+    import_jobs = ImportJobs(engine, settings, area)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await resolve_runtime.open()
+        import_jobs.start()
         try:
             yield
         finally:
+            await run_in_threadpool(import_jobs.shutdown)
             await resolve_runtime.close()
             engine.dispose()
 
@@ -48,9 +54,12 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     )
     app.state.services = Services(settings=settings, engine=engine, area=area)
     app.state.resolve = resolve_runtime
+    app.state.import_jobs = import_jobs
     errors.install(app)
     # The resolve hot path is answered before FastAPI's routing (see api/routes/resolve.py).
     app.add_middleware(resolve.ResolveFastPath, path=f"{API_PREFIX}/resolve")
+    uploads = (f"{API_PREFIX}/imports", f"{API_PREFIX}/zones/import", f"{API_PREFIX}/rules/import")
+    app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_kb * 1024, exempt=uploads)
 
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(assets.router)

@@ -131,6 +131,12 @@ class ApiSettings(BaseSettings):
     token_cache_seconds: float = Field(
         default=30.0, description="How long /resolve trusts a checked token (a revocation takes this long)."
     )
+    max_body_kb: int = Field(
+        default=4096,
+        ge=16,
+        description="Largest request body of the JSON endpoints, in KiB (uploads have their own caps under "
+        "SMARTCODE_IMPORT_MAX_*_MB).",
+    )
 
     @field_validator("api_token")
     @classmethod
@@ -183,7 +189,7 @@ class ResolveSettings(BaseSettings):
 
 
 class ImportSettings(BaseSettings):
-    """Inventory imports: the direct load into an empty registry and its locks."""
+    """Inventory imports: uploads and their limits, the job worker, the direct load into an empty registry."""
 
     model_config = _config("SMARTCODE_IMPORT_")
 
@@ -199,6 +205,27 @@ class ImportSettings(BaseSettings):
     )
     maintenance_work_mem_mb: int = Field(
         default=1024, description="Memory for building the indexes of assets after a direct load."
+    )
+    max_upload_mb: int = Field(
+        default=200, ge=1, description="Largest inventory upload (POST /imports), request body in MiB."
+    )
+    max_zone_upload_mb: int = Field(
+        default=50, ge=1, description="Largest zone file upload (POST /zones/import), request body in MiB."
+    )
+    max_rules_upload_mb: int = Field(
+        default=5, ge=1, description="Largest rules CSV upload (POST /rules/import), request body in MiB."
+    )
+    upload_slots: int = Field(
+        default=4,
+        ge=1,
+        description="Uploads received at once; one more is answered 503 with Retry-After (each is written "
+        "to disk as it arrives, so this bounds disk and connections, not memory).",
+    )
+    worker_poll_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often the import worker looks for jobs queued by another server on the same "
+        "database (jobs queued by its own server start at once).",
     )
 
 

@@ -35,7 +35,7 @@ import shapely
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from importers.deferred_indexes import ASSET_TABLES, DeferredIndexes
+from importers.deferred_indexes import ASSET_TABLES, DeferredIndexes, lock_assets
 from importers.mapping import has_value
 from importers.merge import reject_field
 from importers.pg_binary import Kind, encode
@@ -92,6 +92,26 @@ def registry_is_empty(session: Session) -> bool:
     # The same tables start_empty truncates: it must never truncate one that was not seen empty.
     any_row = " OR ".join(f"EXISTS (SELECT 1 FROM {table})" for table in ASSET_TABLES)
     return not session.execute(text(f"SELECT {any_row}")).scalar_one()
+
+
+def lock_if_empty(session: Session, timeout_ms: int) -> bool:
+    """Take the exclusive locks of a direct load when the registry is empty; False, holding no lock
+    and with the transaction as it was, otherwise.
+
+    A registry that holds assets is never locked: emptiness is first seen without any lock (lookups
+    must not queue behind an import that then takes the planned path). Only when it looks empty are
+    the locks taken, in a savepoint, and the emptiness seen again under them; if a row arrived in
+    between, rolling the savepoint back lets the locks go at once (PostgreSQL releases the locks a
+    rolled-back subtransaction took, unlike those of a released one, which stay to the end).
+    """
+    if not registry_is_empty(session):
+        return False
+    savepoint = session.begin_nested()
+    if lock_assets(session, timeout_ms) and registry_is_empty(session):
+        savepoint.commit()
+        return True
+    savepoint.rollback()
+    return False
 
 
 def start_empty(session: Session) -> None:

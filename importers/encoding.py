@@ -82,9 +82,13 @@ def codepage_to_encoding(value: str) -> str | None:
     if key in _CODEPAGES:
         return _CODEPAGES[key]
     try:
-        return codecs.lookup(value.strip()).name.upper()
-    except LookupError:
+        info = codecs.lookup(value.strip())
+    except (LookupError, ValueError):  # ValueError: a name with NUL in it
         return None
+    # rot13, hex, base64, zlib... are codecs too, but they do not turn bytes into text.
+    if not getattr(info, "_is_text_encoding", True):
+        return None
+    return info.name.upper()
 
 
 def detect_bytes_encoding(blocks: Iterable[bytes]) -> tuple[str, str]:

@@ -1,97 +1,131 @@
-"""Import jobs of the API server: an uploaded file imported in a background thread, with progress.
+"""Import jobs of the API server: an uploaded file imported in the background, with progress.
 
-Jobs run one at a time on a single worker thread (an import keeps a database core busy; two at
-once would only slow each other down) and are kept in memory: the durable record of an import is
-its ``import_batches`` row, which outlives the server process.
+A job is a row of ``import_jobs`` (migration 0009), so a queued upload and a finished job's report
+survive a restart of the server. The server's worker (:class:`registry.work_queue.TableWorker`)
+runs them one at a time (an import keeps a database core busy; two at once would only slow each
+other down). A job that was running when its server died is marked ``interrupted`` when a server
+starts again, and its upload removed: its import was one transaction, so nothing of it was written.
+
+The upload's place on the server (``upload_path``) is never shown to callers.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import dataclasses
+import json
+import logging
 import shutil
 import threading
 import time
 import uuid
-from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, text
 
 from common.errors import SmartcodeError
 from common.settings import Settings
 from gis.area import ServiceArea
 from importers.pipeline import ImportOptions, ImportRefused, run_import
 from registry.db import Actor
+from registry.work_queue import TableWorker, WorkTable
 
-# Finished jobs kept for polling; older ones are forgotten (their batches stay in the database).
-_KEEP_FINISHED = 200
+log = logging.getLogger("smartcode.imports")
 
+IMPORT_JOBS = WorkTable("import_jobs", lock_key=0x494A4F42)  # "IJOB"
+# Progress is written at most this often (a chunk is read every few milliseconds on small files).
+_PROGRESS_EVERY_S = 0.5
+INTERRUPTED = (
+    "导入在运行中被中断（服务器或数据库停止），未写入任何数据，请重新上传 / the import was cut off while "
+    "running (its server or the database stopped): nothing of it was written; upload the file again"
+)
 
-@dataclass
-class ImportJob:
-    """One queued, running or finished import."""
-
-    id: str
-    file: str
-    actor: Actor
-    options: ImportOptions
-    folder: Path  # the upload's private folder, removed when the job ends
-    status: str = "queued"  # queued | running | committed | dry_run | refused | failed
-    phase: str = "queued"
-    rows: int = 0
-    total: int | None = None
-    batch_id: int | None = None
-    report: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    submitted_at: float = field(default_factory=time.time)
-    started_at: float | None = None
-    finished_at: float | None = None
-
-    def view(self) -> dict[str, Any]:
-        """The JSON form of the job, as GET /imports/{id} returns it."""
-        done = self.status not in ("queued", "running")
-        return {
-            "id": self.id,
-            "status": self.status,
-            "file": self.file,
-            "batch_id": self.batch_id,
-            "progress": {
-                "phase": self.phase,
-                "rows": self.rows,
-                "total": self.total,
-                "fraction": round(self.rows / self.total, 4) if self.total else None,
-            },
-            "submitted_at": _iso(self.submitted_at),
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
-            "done": done,
-            "report": self.report,
-            "error": self.error,
-        }
+_COLUMNS = (
+    "id, state, outcome, file_name, actor_name, unit_id, progress, batch_id, report, error, "
+    "created_at, started_at, finished_at"
+)
 
 
-def _iso(stamp: float | None) -> str | None:
-    return None if stamp is None else dt.datetime.fromtimestamp(stamp, dt.UTC).isoformat()
+def _json(value: Any) -> str:
+    # An actor's role may be an enum: stored by its value.
+    return json.dumps(value, ensure_ascii=False, default=lambda o: getattr(o, "value", str(o)))
+
+
+def actor_to_json(actor: Actor) -> dict[str, Any]:
+    """The actor as stored with its job."""
+    data: dict[str, Any] = json.loads(_json(dataclasses.asdict(actor)))
+    return data
+
+
+def actor_from_json(data: dict[str, Any]) -> Actor:
+    """The actor a job was queued by, as it was then."""
+    names = {f.name for f in dataclasses.fields(Actor)}
+    return Actor(**{k: v for k, v in data.items() if k in names})
+
+
+def _options_from_json(data: dict[str, Any]) -> ImportOptions:
+    names = {f.name for f in dataclasses.fields(ImportOptions)}
+    return ImportOptions(**{k: v for k, v in data.items() if k in names})
+
+
+def _error(exc: SmartcodeError) -> dict[str, Any]:
+    return {"type": type(exc).__name__, "message": exc.message, "details": exc.details}
+
+
+def job_view(row: Any) -> dict[str, Any]:
+    """The JSON form of a job, as GET /imports/{id} returns it (never the upload's path)."""
+    progress = row.progress or {}
+    rows, total = progress.get("rows", 0), progress.get("total")
+    finished = row.state not in ("queued", "running")
+    return {
+        "id": row.id,
+        "state": row.state,
+        "status": row.outcome if finished and row.outcome else row.state,
+        "file": row.file_name,
+        "batch_id": row.batch_id,
+        "progress": {
+            "phase": progress.get("phase", row.state),
+            "rows": rows,
+            "total": total,
+            "fraction": round(rows / total, 4) if total else None,
+        },
+        "submitted_at": row.created_at.isoformat() if row.created_at else None,
+        "started_at": row.started_at.isoformat() if row.started_at else None,
+        "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+        "done": finished,
+        "report": row.report,
+        "error": row.error,
+    }
 
 
 class ImportJobs:
-    """Queue of import jobs on one worker thread."""
+    """The import jobs of one server: queued in the table, run by its worker."""
 
     def __init__(self, engine: Engine, settings: Settings, area: ServiceArea) -> None:
         self.engine = engine
         self.settings = settings
         self.area = area
-        self._jobs: OrderedDict[str, ImportJob] = OrderedDict()
-        self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smartcode-import")
+        self.worker = TableWorker(
+            engine,
+            IMPORT_JOBS,
+            self._run,
+            on_interrupted=self._interrupted,
+            poll_seconds=settings.imports.worker_poll_seconds,
+            name="smartcode-import",
+        )
 
     @property
     def upload_root(self) -> Path:
         """Where uploads wait for their job (under the deployment's var directory)."""
         return self.settings.embedded.var_dir / "uploads"
+
+    def start(self) -> None:
+        """Start the worker (with the app)."""
+        self.worker.start()
+
+    def shutdown(self) -> None:
+        """Stop taking jobs and wait for the running one (with the app)."""
+        self.worker.stop()
 
     def new_folder(self) -> tuple[str, Path]:
         """A fresh job id and a private folder for its upload."""
@@ -101,62 +135,156 @@ class ImportJobs:
         return job_id, folder
 
     def submit(
-        self, job_id: str, folder: Path, path: Path, file_name: str, actor: Actor, options: ImportOptions
-    ) -> ImportJob:
-        """Queue the import of ``path`` (inside ``folder``); returns the job at once."""
+        self, job_id: str, path: Path, file_name: str, actor: Actor, options: ImportOptions
+    ) -> dict[str, Any]:
+        """Queue the import of ``path`` (inside the job's folder); returns the job at once."""
         options.file_name = file_name
-        job = ImportJob(id=job_id, file=file_name, actor=actor, options=options, folder=folder)
-        with self._lock:
-            self._jobs[job_id] = job
-            self._forget_old()
-        self._pool.submit(self._run, job, path)
-        return job
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                text(
+                    "INSERT INTO import_jobs (id, file_name, upload_path, options, actor, actor_name, "
+                    "unit_id, progress) VALUES (:id, :f, :p, CAST(:o AS jsonb), CAST(:a AS jsonb), :an, "
+                    f":u, CAST(:g AS jsonb)) RETURNING {_COLUMNS}"
+                ),
+                {
+                    "id": job_id,
+                    "f": file_name,
+                    "p": str(path),
+                    "o": _json(dataclasses.asdict(options)),
+                    "a": _json(actor_to_json(actor)),
+                    "an": actor.name,
+                    "u": actor.unit_id,
+                    "g": _json({"phase": "queued", "rows": 0, "total": None}),
+                },
+            ).one()
+        self.worker.wake()
+        return job_view(row)
 
-    def get(self, job_id: str) -> ImportJob | None:
-        """The job with this id, if this server still remembers it."""
-        with self._lock:
-            return self._jobs.get(job_id)
+    def get(self, job_id: str) -> tuple[dict[str, Any], str, int | None] | None:
+        """The job's view, the name of the actor who queued it and their unit; None if unknown."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                text(f"SELECT {_COLUMNS} FROM import_jobs WHERE id = :id"), {"id": job_id}
+            ).first()
+        return None if row is None else (job_view(row), row.actor_name, row.unit_id)
 
-    def find_by_batch(self, batch_id: int) -> ImportJob | None:
-        """The job that made this batch, if remembered."""
-        with self._lock:
-            return next((j for j in self._jobs.values() if j.batch_id == batch_id), None)
+    def recent(self, actor: Actor, *, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """The newest jobs ``actor`` may see (an administrator: all), newest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    f"SELECT {_COLUMNS} FROM import_jobs WHERE :all OR actor_name = :name "
+                    "ORDER BY seq DESC LIMIT :limit OFFSET :offset"
+                ),
+                {"all": actor.admin, "name": actor.name, "limit": limit, "offset": offset},
+            ).all()
+        return [job_view(r) for r in rows]
 
-    def shutdown(self) -> None:
-        """Stop taking jobs and wait for the running one."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    # -- run by the worker --------------------------------------------------------------------
 
-    def _forget_old(self) -> None:
-        finished = [k for k, j in self._jobs.items() if j.finished_at is not None]
-        for key in finished[: max(0, len(finished) - _KEEP_FINISHED)]:
-            del self._jobs[key]
+    def _run(self, seq: int) -> None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT id, upload_path, options, actor FROM import_jobs WHERE seq = :s"), {"s": seq}
+            ).one()
+        path = Path(row.upload_path)
+        try:
+            self._import(row.id, path, actor_from_json(row.actor), _options_from_json(row.options))
+        finally:
+            shutil.rmtree(path.parent, ignore_errors=True)
 
-    def _run(self, job: ImportJob, path: Path) -> None:
-        job.status = job.phase = "running"
-        job.started_at = time.time()
+    def _import(self, job_id: str, path: Path, actor: Actor, options: ImportOptions) -> None:
+        lock = threading.Lock()
+        last = [0.0]
 
         def progress(phase: str, rows: int, total: int | None) -> None:
-            job.phase, job.rows, job.total = phase, rows, total
+            now = time.monotonic()
+            with lock:
+                if now - last[0] < _PROGRESS_EVERY_S and phase == "reading":
+                    return
+                last[0] = now
+            self._update(job_id, progress={"phase": phase, "rows": rows, "total": total})
 
+        self._update(job_id, progress={"phase": "running", "rows": 0, "total": None})
         try:
             report = run_import(
-                self.engine, path, job.actor, self.settings, job.options, area=self.area, progress=progress
+                self.engine, path, actor, self.settings, options, area=self.area, progress=progress
             )
-            job.report = report.as_dict()
-            job.batch_id = report.batch_id
-            job.status = report.status
-            job.phase = "done"
         except ImportRefused as exc:
-            job.status, job.phase = "refused", "done"
-            job.report = exc.report
-            job.batch_id = (exc.report or {}).get("batch_id")
-            job.error = {"type": type(exc).__name__, "message": exc.message, "details": exc.details}
+            refused = exc.report or {}
+            self._finish(
+                job_id,
+                "done",
+                "refused",
+                report=exc.report,
+                batch_id=refused.get("batch_id"),
+                error=_error(exc),
+                rows=refused.get("counts", {}).get("read", 0),
+            )
         except SmartcodeError as exc:
-            job.status, job.phase = "failed", "failed"
-            job.error = {"type": type(exc).__name__, "message": exc.message, "details": exc.details}
-        except Exception as exc:  # a job must end with a status, whatever went wrong
-            job.status, job.phase = "failed", "failed"
-            job.error = {"type": "InternalError", "message": f"{type(exc).__name__}: {exc}"}
-        finally:
-            job.finished_at = time.time()
-            shutil.rmtree(job.folder, ignore_errors=True)
+            self._finish(job_id, "failed", "failed", error=_error(exc))
+        except Exception:  # a job must end with a status, whatever went wrong; its cause stays in the log
+            log.exception("import job %s failed", job_id)
+            internal = {
+                "type": "InternalError",
+                "message": "internal error: the failure was logged on the server",
+            }
+            self._finish(job_id, "failed", "failed", error=internal)
+        else:
+            outcome, done = report.status, report.as_dict()
+            self._finish(job_id, "done", outcome, report=done, batch_id=report.batch_id, rows=report.read)
+
+    def _update(self, job_id: str, *, progress: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE import_jobs SET progress = CAST(:g AS jsonb) WHERE id = :id"),
+                {"g": _json(progress), "id": job_id},
+            )
+
+    def _finish(
+        self,
+        job_id: str,
+        state: str,
+        outcome: str,
+        *,
+        report: dict[str, Any] | None = None,
+        batch_id: int | None = None,
+        error: dict[str, Any] | None = None,
+        rows: int | None = None,
+    ) -> None:
+        progress: dict[str, Any] = {"phase": "done" if state == "done" else "failed"}
+        if rows is not None:
+            progress["rows"] = rows
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE import_jobs SET state = :st, outcome = :o, finished_at = now(), "
+                    "report = CAST(:r AS jsonb), batch_id = :b, error = CAST(:e AS jsonb), "
+                    "progress = progress || CAST(:g AS jsonb) WHERE id = :id"
+                ),
+                {
+                    "st": state,
+                    "o": outcome,
+                    "r": None if report is None else _json(report),
+                    "b": batch_id,
+                    "e": None if error is None else _json(error),
+                    "g": _json(progress),
+                    "id": job_id,
+                },
+            )
+
+    def _interrupted(self, conn: Connection, seq: int) -> None:
+        """A job whose server died: its upload is removed and the job says what happened."""
+        row = conn.execute(text("SELECT upload_path FROM import_jobs WHERE seq = :s"), {"s": seq}).one()
+        shutil.rmtree(Path(row.upload_path).parent, ignore_errors=True)
+        conn.execute(
+            text(
+                "UPDATE import_jobs SET outcome = 'interrupted', error = CAST(:e AS jsonb), "
+                "progress = progress || CAST(:g AS jsonb) WHERE seq = :s"
+            ),
+            {
+                "e": _json({"type": "Interrupted", "message": INTERRUPTED}),
+                "g": _json({"phase": "interrupted"}),
+                "s": seq,
+            },
+        )

@@ -36,13 +36,13 @@ from gis.area import ServiceArea
 from gis.crs import Crs, parse_crs
 from gis.detect import guess_crs
 from importers import merge
-from importers.deferred_indexes import drop_indexes, lock_assets
+from importers.deferred_indexes import drop_indexes
 from importers.direct_load import (
     DirectLoad,
     RestartWholeFile,
     copy_assets,
     copy_data,
-    registry_is_empty,
+    lock_if_empty,
     start_empty,
 )
 from importers.formats import DEFAULT_CHUNK_SIZE, open_source
@@ -585,8 +585,7 @@ def _run(
             if (
                 direct_wanted
                 and report.batch_id is not None
-                and lock_assets(session, settings.imports.lock_timeout_ms)
-                and registry_is_empty(session)
+                and lock_if_empty(session, settings.imports.lock_timeout_ms)
             ):
                 start_empty(session)
                 direct = DirectLoad(

@@ -2,7 +2,8 @@
 
 A profile is a TOML file validated by pydantic. The built-in ``szcg`` profile covers the 数字城管
 attribute set (OBJCODE, OBJNAME, DEPTNAME1-3, BGID, OBJSTATE, OBJUPTODAT, ORDATE, CHDATE...); a user
-profile may ``extends = "szcg"`` and change only what differs (tables merge, other values replace).
+profile may ``extends = "szcg"`` and change only what differs (tables merge, other values replace);
+``extends`` names built-in profiles only, never a file.
 
 Errors name the file and the key (``fields.onwer: unknown key``) so a profile author can fix them
 without reading code.
@@ -181,7 +182,17 @@ def parse_profile(text: str, source: str = "<profile>", *, _seen: tuple[str, ...
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput(f"mapping profile {source}: not valid TOML ({exc})", file=source) from exc
     base_name = data.get("extends")
-    if isinstance(base_name, str):
+    if base_name is not None:
+        # Only a built-in profile may be extended: a path here would let an uploaded profile make
+        # the server read (and describe, in its error) any file it can open.
+        known = builtin_profiles()
+        if not isinstance(base_name, str) or base_name not in known:
+            raise InvalidInput(
+                f"mapping profile {source}: extends must name a built-in profile "
+                f"({', '.join(known)}); other files cannot be extended / extends 只能是内置配置",
+                file=source,
+                field="extends",
+            )
         if base_name in _seen:
             raise InvalidInput(
                 f"mapping profile {source}: extends: circular ({' -> '.join(_seen)})", file=source
@@ -195,12 +206,14 @@ def parse_profile(text: str, source: str = "<profile>", *, _seen: tuple[str, ...
 
 
 def _builtin_text(name: str) -> str | None:
+    if name not in builtin_profiles():
+        return None
     resource = resources.files("importers") / "profiles" / f"{name}.toml"
     return resource.read_text(encoding="utf-8") if resource.is_file() else None
 
 
 def _load_raw(name_or_path: str, seen: tuple[str, ...]) -> dict[str, Any]:
-    """The merged TOML table of a profile named by ``extends`` (built-in name or path)."""
+    """The merged TOML table of the built-in profile named by ``extends``."""
     profile = _load(name_or_path, seen)
     return profile.model_dump(exclude_defaults=True)
 

@@ -33,6 +33,7 @@ from registry import audit
 from registry.classes import ALLOWED_GEOMETRIES
 from registry.codes import InvalidCode, check_digits, parse_code
 from registry.db import Actor
+from registry.limits import MAX_ATTRIBUTES_BYTES, MAX_VERTICES
 from registry.units import match_unit_ids
 
 ObjectArray = npt.NDArray[np.object_]
@@ -284,11 +285,12 @@ def validate_chunk(draft: DraftChunk, ctx: ValidationContext) -> ValidChunk:
     class_codes = _classes(draft, ctx, rej)
     codes, serials = _codes(draft, ctx, rej, class_codes)
     lon, lat, wkb, key_coords = _geometry(draft, ctx, rej, class_codes)
+    attributes = _attributes_json(draft)
+    _check_attribute_sizes(attributes, rej)
     owner, maintainer, supervisor = _units(draft, ctx, rej)
 
     source_ids = _source_ids(draft, ctx, codes, class_codes, key_coords)
     keep = ~rej.bad
-    attributes = _attributes_json(draft)
     columns: dict[str, Any] = {
         "row": draft.rows[keep],
         "source_id": source_ids[keep],
@@ -440,6 +442,9 @@ def _geometry(
     ok = ~missing
     types = np.full(n, -1, dtype=np.int64)
     types[ok] = shapely.get_type_id(geoms[ok])
+    geoms = _single_points(geoms, types)
+    if (types > 0).any():  # a Point has one vertex: files of points skip the count
+        _check_vertices(geoms, ok, rej)
     if ok.any() and (types[ok] == 0).all() and ok.all():
         coords = shapely.get_coordinates(geoms)
         return _points(coords[:, 0].copy(), coords[:, 1].copy(), ctx, rej, kinds)
@@ -481,6 +486,51 @@ def _geometry(
     if single.any():
         key[single] = shapely.get_coordinates(out[single])[:, :2]
     return None, None, wkb, key
+
+
+def _single_points(geoms: ObjectArray, types: npt.NDArray[np.int64]) -> ObjectArray:
+    """MultiPoints of one point as Points (shapefiles often store points so); ``types`` updated."""
+    multi = np.flatnonzero(types == _TYPE_IDS["MultiPoint"])
+    if len(multi) == 0:
+        return geoms
+    one = multi[shapely.get_num_geometries(geoms[multi]) == 1]
+    if len(one) == 0:
+        return geoms
+    geoms = geoms.copy()
+    geoms[one] = shapely.get_geometry(geoms[one], 0)
+    types[one] = _TYPE_IDS["Point"]
+    return geoms
+
+
+def _check_vertices(geoms: ObjectArray, ok: BoolArray, rej: _Rejections) -> None:
+    """Reject geometries with more than MAX_VERTICES coordinates."""
+    counts = np.zeros(len(geoms), dtype=np.int64)
+    counts[ok] = shapely.get_num_coordinates(geoms[ok])
+    rej.add(
+        counts > MAX_VERTICES,
+        "geometry",
+        lambda i: f"geometry has {counts[i]:,} vertices; at most {MAX_VERTICES:,} (几何顶点过多)",
+        lambda i: None,
+    )
+
+
+def _check_attribute_sizes(attributes: ObjectArray, rej: _Rejections) -> None:
+    """Reject rows whose attribute bag is over MAX_ATTRIBUTES_BYTES as JSON."""
+    # Characters first (cheap); a bag that might be over in UTF-8 bytes is measured exactly.
+    quarter = MAX_ATTRIBUTES_BYTES // 4
+    sizes = np.array(
+        [0 if a is None else (len(a) if len(a) <= quarter else len(a.encode())) for a in attributes.tolist()],
+        dtype=np.int64,
+    )
+    rej.add(
+        sizes > MAX_ATTRIBUTES_BYTES,
+        "attributes",
+        lambda i: (
+            f"the row's attributes are {sizes[i]:,} bytes as JSON; at most "
+            f"{MAX_ATTRIBUTES_BYTES // 1024} KiB (属性过大): keep fewer fields (attributes.keep)"
+        ),
+        lambda i: None,
+    )
 
 
 def _to_wgs84_geometries(geoms: ObjectArray, ctx: ValidationContext) -> ObjectArray:

@@ -14,9 +14,10 @@ from registry.db import Actor
 from registry.models import ComponentClass
 from registry.schemas import ClassCreate
 
-# Which shapely geometry types an asset of each expected kind may have.
+# Which shapely geometry types an asset of each expected kind may have. A point asset is one place
+# (a lamp, a manhole cover): a MultiPoint of many would put one code on many things.
 ALLOWED_GEOMETRIES = {
-    "point": ("Point", "MultiPoint"),
+    "point": ("Point",),
     "line": ("LineString", "MultiLineString"),
     "polygon": ("Polygon", "MultiPolygon"),
 }

@@ -11,6 +11,7 @@ from shapely.geometry.base import BaseGeometry
 from common.errors import InvalidInput
 from gis.area import ServiceArea
 from registry.classes import ALLOWED_GEOMETRIES
+from registry.limits import MAX_VERTICES
 from registry.models import ComponentClass
 
 
@@ -27,14 +28,33 @@ def parse_geojson(geojson: dict[str, Any], field: str = "geometry") -> BaseGeome
     return geom
 
 
+def single_point(geom: BaseGeometry) -> BaseGeometry:
+    """A MultiPoint of one point as that Point (shapefiles often store points so); others unchanged."""
+    if geom.geom_type == "MultiPoint" and shapely.get_num_geometries(geom) == 1:
+        return shapely.get_geometry(geom, 0)
+    return geom
+
+
 def check_asset_geometry(
     geom: BaseGeometry, asset_class: ComponentClass, area: ServiceArea, field: str = "geometry"
 ) -> BaseGeometry:
-    """Return ``geom`` if it suits ``asset_class`` and lies in the area, else raise ``InvalidInput``."""
+    """Return ``geom`` if it suits ``asset_class`` and lies in the area, else raise ``InvalidInput``.
+
+    A point class takes one Point (a MultiPoint of one point is taken as it); a geometry has at most
+    ``MAX_VERTICES`` coordinates.
+    """
     if geom.is_empty:
         raise InvalidInput("geometry is empty", field=field)
     if shapely.get_coordinate_dimension(geom) > 2:
         geom = shapely.force_2d(geom)
+    vertices = shapely.get_num_coordinates(geom)
+    if vertices > MAX_VERTICES:
+        raise InvalidInput(
+            f"geometry has {vertices:,} vertices; an asset's geometry may have at most {MAX_VERTICES:,} "
+            "(几何顶点过多: simplify it, or register the parts as separate assets)",
+            field=field,
+        )
+    geom = single_point(geom)
     allowed = ALLOWED_GEOMETRIES[asset_class.geometry_type]
     if geom.geom_type not in allowed:
         raise InvalidInput(

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from registry.limits import MAX_LIST_ITEMS, MAX_NOTE_CHARS, MAX_TEXT_CHARS, check_attributes
 from registry.models import ASSET_STATES, UNIT_KINDS
 
 UnitKind = Literal[
@@ -37,6 +38,27 @@ def _not_in_future(value: dt.date | None) -> dt.date | None:
     return value
 
 
+def _note() -> Any:
+    """An optional note or reason, at most MAX_NOTE_CHARS characters."""
+    return Field(default=None, max_length=MAX_NOTE_CHARS)
+
+
+def _short() -> Any:
+    """An optional short text (a source, a phone number), at most MAX_TEXT_CHARS characters."""
+    return Field(default=None, max_length=MAX_TEXT_CHARS)
+
+
+def _aliases() -> Any:
+    """A list of aliases, at most MAX_LIST_ITEMS of them."""
+    return Field(default_factory=list, max_length=MAX_LIST_ITEMS)
+
+
+def _short_items(value: list[str] | None) -> list[str] | None:
+    if value is not None and any(len(item) > MAX_TEXT_CHARS for item in value):
+        raise ValueError(f"an alias is longer than {MAX_TEXT_CHARS} characters")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -54,12 +76,16 @@ class UnitCreate(_Strict):
 
     name: str = Field(min_length=2, max_length=200)
     kind: UnitKind = "other"
-    aliases: list[str] = Field(default_factory=list)
-    credit_code: str | None = Field(default=None, description="统一社会信用代码, 18 characters (GB 32100)")
-    phone: str | None = None
+    aliases: list[str] = _aliases()
+    credit_code: str | None = Field(
+        default=None, max_length=64, description="统一社会信用代码, 18 characters (GB 32100)"
+    )
+    phone: str | None = _short()
     parent_id: int | None = None
     verified: bool = False
-    note: str | None = None
+    note: str | None = _note()
+
+    _aliases_short = field_validator("aliases")(_short_items)
 
 
 class UnitUpdate(_Strict):
@@ -68,13 +94,15 @@ class UnitUpdate(_Strict):
     version: int
     name: str | None = Field(default=None, min_length=2, max_length=200)
     kind: UnitKind | None = None
-    aliases: list[str] | None = None
-    credit_code: str | None = None
-    phone: str | None = None
+    aliases: list[str] | None = Field(default=None, max_length=MAX_LIST_ITEMS)
+    credit_code: str | None = Field(default=None, max_length=64)
+    phone: str | None = _short()
     parent_id: int | None = None
     verified: bool | None = None
-    note: str | None = None
-    reason: str | None = None
+    note: str | None = _note()
+    reason: str | None = _note()
+
+    _aliases_short = field_validator("aliases")(_short_items)
 
 
 class ClassCreate(_Strict):
@@ -84,9 +112,11 @@ class ClassCreate(_Strict):
     name: str = Field(min_length=1, max_length=100)
     big_name: str = Field(min_length=1, max_length=100)
     geometry_type: GeometryKind
-    aliases: list[str] = Field(default_factory=list)
-    note: str | None = None
-    scheme_version: str = "local"
+    aliases: list[str] = _aliases()
+    note: str | None = _note()
+    scheme_version: str = Field(default="local", max_length=MAX_TEXT_CHARS)
+
+    _aliases_short = field_validator("aliases")(_short_items)
 
 
 class AssetCreate(_Strict):
@@ -95,22 +125,27 @@ class AssetCreate(_Strict):
     class_code: str = Field(pattern=r"^[0-9]{4}$")
     geometry: dict[str, Any]
     code: str | None = Field(
-        default=None, description="an existing 16-digit identifier or 17-digit code; allocated when empty"
+        default=None,
+        max_length=64,
+        description="an existing 16-digit identifier or 17-digit code; allocated when empty",
     )
     owner_id: int | None = None
     maintainer_id: int | None = None
     supervisor_id: int | None = None
     state: AssetState = "完好"
-    grid_code: str | None = None
-    data_source: str | None = None
-    address: str | None = None
-    note: str | None = None
+    grid_code: str | None = Field(default=None, max_length=32)
+    data_source: str | None = _short()
+    address: str | None = _note()
+    note: str | None = _note()
     installed_on: dt.date | None = None
-    attributes: dict[str, Any] = Field(default_factory=dict)
-    source_id: str | None = None
-    reason: str | None = None
+    attributes: dict[str, Any] = Field(
+        default_factory=dict, description="free attributes, at most 64 KiB as JSON"
+    )
+    source_id: str | None = _short()
+    reason: str | None = _note()
 
     _installed_not_in_future = field_validator("installed_on")(_not_in_future)
+    _attributes_fit = field_validator("attributes")(check_attributes)
 
     @field_validator("grid_code")
     @classmethod
@@ -127,15 +162,16 @@ class AssetUpdate(_Strict):
     version: int
     geometry: dict[str, Any] | None = None
     state: AssetState | None = None
-    grid_code: str | None = None
-    data_source: str | None = None
-    address: str | None = None
-    note: str | None = None
+    grid_code: str | None = Field(default=None, max_length=32)
+    data_source: str | None = _short()
+    address: str | None = _note()
+    note: str | None = _note()
     installed_on: dt.date | None = None
     attributes: dict[str, Any] | None = None
-    reason: str | None = None
+    reason: str | None = _note()
 
     _installed_not_in_future = field_validator("installed_on")(_not_in_future)
+    _attributes_fit = field_validator("attributes")(check_attributes)
 
 
 class UnitsChange(_Strict):
@@ -146,12 +182,16 @@ class UnitsChange(_Strict):
     maintainer_id: int | None = None
     supervisor_id: int | None = None
     effective_at: dt.datetime | None = None
-    reason: str = Field(min_length=2, description="why the responsibility changes (transfer, contract...)")
+    reason: str = Field(
+        min_length=2,
+        max_length=MAX_NOTE_CHARS,
+        description="why the responsibility changes (transfer, contract...)",
+    )
 
 
 class Decommission(_Strict):
     """Taking an asset out of use (注销)."""
 
     version: int
-    reason: str = Field(min_length=2)
+    reason: str = Field(min_length=2, max_length=MAX_NOTE_CHARS)
     at: dt.datetime | None = None

@@ -46,7 +46,7 @@ def test_each_validation_error_is_reported_with_file_row_and_field(
     assert report.problems_total == 11
     expectations = {
         2: ("geometry", "invalid geometry: Self-intersection"),
-        3: ("geometry", "expects a point geometry (Point or MultiPoint), got LineString"),
+        3: ("geometry", "expects a point geometry (Point), got LineString"),
         4: ("geometry", "km outside the service area"),
         5: ("OBJNAME", "unknown class '飞碟'"),
         6: ("OBJCODE", "has 14 digits"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -131,8 +132,23 @@ def test_profile_value_errors_name_the_key(tmp_path: Path, body: str, key: str) 
 def test_profile_missing_name_and_unknown_base(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="name: Field required"):
         parse_profile("[fields]\n", "p.toml")
-    with pytest.raises(InvalidInput, match="no-such-base: no such file or built-in profile"):
+    with pytest.raises(InvalidInput, match=r"p\.toml: extends must name a built-in profile"):
         parse_profile('name = "x"\nextends = "no-such-base"\n', "p.toml")
+
+
+@pytest.mark.parametrize("form", ["{path}", "{relative}", "../{name}", "/etc/shadow", "/etc/passwd"])
+def test_a_profile_cannot_extend_a_file_of_the_server(tmp_path: Path, form: str) -> None:
+    # A file the server can read, shaped like a profile with a secret in it: never opened, never told.
+    secret = tmp_path / "api-token.toml"
+    secret.write_text('name = "t"\nsecret_key = "hunter2-0123456789"\n', "utf-8")
+    base = form.format(path=secret, relative=os.path.relpath(secret), name=secret.name)
+    with pytest.raises(InvalidInput) as caught:
+        parse_profile(f'name = "x"\nextends = "{base}"\n', "upload.toml")
+    message = caught.value.message
+    assert "extends must name a built-in profile (" in message and "szcg" in message
+    for leak in ("secret_key", "hunter2", str(tmp_path), "/etc", "line", "column"):
+        assert leak not in message
+    assert str(tmp_path) not in str(caught.value.details)
 
 
 def test_profile_extends_merges_tables(tmp_path: Path) -> None:

@@ -7,25 +7,27 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from api.deps import require_actor, services
 from api.routes.resolve import _admin, parse_optional_time
+from api.uploads import MIB, ReceivedForm, busy, check_declared_size, missing, receive_form, upload_slots
 from common.errors import InvalidInput
 from gis.crs import parse_crs, transform_geometry
 from importers import zone_files
 from registry import rules as rule_service
 from registry import zones as zone_service
 from registry.geometry import parse_geojson
+from registry.limits import MAX_NOTE_CHARS, check_attributes
 
 router = APIRouter(tags=["zones and rules"])
-
-_MAX_UPLOAD = 200 * 1024 * 1024
 
 
 class ZoneBody(BaseModel):
@@ -39,8 +41,10 @@ class ZoneBody(BaseModel):
     unit_id: int | None = None
     code: str | None = Field(default=None, description="statistical or grid code of the zone")
     valid_from: dt.datetime | None = None
-    attributes: dict[str, Any] = Field(default_factory=dict)
-    reason: str | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict, description="at most 64 KiB as JSON")
+    reason: str | None = Field(default=None, max_length=MAX_NOTE_CHARS)
+
+    _attributes_fit = field_validator("attributes")(check_attributes)
 
 
 class CloseBody(BaseModel):
@@ -130,28 +134,92 @@ def create_zone(request: Request, body: ZoneBody) -> dict[str, Any]:
     return {**view, "outcome": outcome}
 
 
-@router.post("/zones/import", summary="Import zones from a polygon file (administrators)")
-async def import_zones(
-    request: Request,
-    file: Annotated[UploadFile, File(description="GeoJSON, zipped shapefile or GeoPackage")],
-    level: Annotated[str, Form()],
-    name_field: Annotated[str, Form()],
-    unit_field: Annotated[str | None, Form()] = None,
-    code_field: Annotated[str | None, Form()] = None,
-    crs: Annotated[str | None, Form()] = None,
-    layer: Annotated[str | None, Form()] = None,
-    valid_from: Annotated[str | None, Form()] = None,
-    reason: Annotated[str | None, Form()] = None,
-) -> dict[str, Any]:
+_ZONE_FORM: dict[str, Any] = {
+    "type": "object",
+    "required": ["file", "level", "name_field"],
+    "properties": {
+        "file": {
+            "type": "string",
+            "format": "binary",
+            "description": "GeoJSON, zipped shapefile or GeoPackage",
+        },
+        "level": {"type": "string"},
+        "name_field": {"type": "string"},
+        "unit_field": {"type": "string"},
+        "code_field": {"type": "string"},
+        "crs": {"type": "string"},
+        "layer": {"type": "string"},
+        "valid_from": {"type": "string", "description": "ISO 8601 time"},
+        "reason": {"type": "string"},
+    },
+}
+_RULES_FORM: dict[str, Any] = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": "UTF-8 CSV"},
+        "reason": {"type": "string"},
+    },
+}
+
+
+def _upload_responses(setting: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        400: {"description": "the form or the file is unusable"},
+        401: {"description": "no valid token (answered before the body is read)"},
+        403: {"description": "not an administrator"},
+        413: {"description": f"the upload is larger than {setting}"},
+        422: {"description": "a required form field is missing"},
+        503: {"description": "every upload slot is busy: try again after Retry-After seconds"},
+    }
+
+
+@asynccontextmanager
+async def _admin_upload(request: Request, limit_mb: int) -> AsyncIterator[tuple[ReceivedForm, Path]]:
+    """An administrator's upload, received into a private folder (removed afterwards).
+
+    The token is checked, and a declared size over the cap refused, before any of the body is read.
+    """
+
+    def authenticate() -> None:
+        with services(request).session() as session:
+            _admin(require_actor(request, session))
+
+    await run_in_threadpool(authenticate)
+    limit = limit_mb * MIB
+    check_declared_size(request, limit)
+    slots = upload_slots(request)
+    if not slots.acquire():
+        raise busy()
+    try:
+        root = services(request).settings.embedded.var_dir / "uploads"
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="zones-", dir=root) as folder:
+            form = await receive_form(request, Path(folder), limit=limit, files={"file": None})
+            if "file" not in form.files:
+                raise missing("file")
+            yield form, form.files["file"].path
+    finally:
+        slots.release()
+
+
+@router.post(
+    "/zones/import",
+    summary="Import zones from a polygon file (administrators)",
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _ZONE_FORM}}}
+    },
+    responses=_upload_responses("SMARTCODE_IMPORT_MAX_ZONE_UPLOAD_MB"),
+)
+async def import_zones(request: Request) -> dict[str, Any]:
     """All features or none; repaired polygons are listed in the report."""
     svc = services(request)
-    suffix = Path(file.filename or "upload.geojson").suffix.lower()
-    content = await file.read(_MAX_UPLOAD + 1)
-    if len(content) > _MAX_UPLOAD:
-        raise InvalidInput(f"file larger than {_MAX_UPLOAD // (1024 * 1024)} MiB")
-    with tempfile.TemporaryDirectory(prefix="smartcode-zones-") as folder:
-        path = Path(folder) / f"{Path(file.filename or 'upload').stem}{suffix}"
-        path.write_bytes(content)
+    async with _admin_upload(request, svc.settings.imports.max_zone_upload_mb) as (form, path):
+        level, name_field = form.text("level"), form.text("name_field")
+        if level is None:
+            raise missing("level")
+        if name_field is None:
+            raise missing("name_field")
 
         def work() -> dict[str, Any]:
             with svc.session() as session:
@@ -162,14 +230,14 @@ async def import_zones(
                     path,
                     level=level,
                     name_field=name_field,
-                    unit_field=unit_field or None,
-                    code_field=code_field or None,
-                    crs=crs or None,
-                    layer=layer or None,
-                    valid_from=parse_optional_time(valid_from, svc.settings),
+                    unit_field=form.text("unit_field"),
+                    code_field=form.text("code_field"),
+                    crs=form.text("crs"),
+                    layer=form.text("layer"),
+                    valid_from=parse_optional_time(form.text("valid_from"), svc.settings),
                     area=svc.area,
                     county=svc.settings.area.county_code,
-                    reason=reason,
+                    reason=form.text("reason"),
                 )
                 return report.as_dict()
 
@@ -240,35 +308,37 @@ def create_rule(request: Request, body: RuleBody) -> dict[str, Any]:
 
 
 @router.post(
-    "/rules/import", summary="Import rules from CSV: zone,level,class,category,unit,priority (administrators)"
+    "/rules/import",
+    summary="Import rules from CSV: zone,level,class,category,unit,priority (administrators)",
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _RULES_FORM}}}
+    },
+    responses=_upload_responses("SMARTCODE_IMPORT_MAX_RULES_UPLOAD_MB"),
 )
-async def import_rules(
-    request: Request,
-    file: Annotated[UploadFile, File(description="UTF-8 CSV")],
-    reason: Annotated[str | None, Form()] = None,
-) -> dict[str, Any]:
+async def import_rules(request: Request) -> dict[str, Any]:
     """All rows or none; the report lists created, replaced and unchanged rule ids."""
     svc = services(request)
-    raw = await file.read(_MAX_UPLOAD + 1)
-    try:
-        content = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidInput("the rules CSV must be UTF-8 (save it as 'CSV UTF-8' in Excel)") from exc
+    async with _admin_upload(request, svc.settings.imports.max_rules_upload_mb) as (form, path):
+        try:
+            content = path.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput("the rules CSV must be UTF-8 (save it as 'CSV UTF-8' in Excel)") from exc
+        file_name = form.files["file"].filename or "rules.csv"
 
-    def work() -> dict[str, Any]:
-        with svc.session() as session:
-            actor = _admin(require_actor(request, session))
-            report = rule_service.import_rules_csv(
-                session,
-                actor,
-                content,
-                county=svc.settings.area.county_code,
-                file=file.filename or "rules.csv",
-                reason=reason,
-            )
-            return report.as_dict()
+        def work() -> dict[str, Any]:
+            with svc.session() as session:
+                actor = _admin(require_actor(request, session))
+                report = rule_service.import_rules_csv(
+                    session,
+                    actor,
+                    content,
+                    county=svc.settings.area.county_code,
+                    file=file_name,
+                    reason=form.text("reason"),
+                )
+                return report.as_dict()
 
-    return await run_in_threadpool(work)
+        return await run_in_threadpool(work)
 
 
 @router.post("/rules/{rule_id}/close", summary="End a rule (administrators)")

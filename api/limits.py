@@ -1,0 +1,51 @@
+"""A cap on request bodies: a JSON body over the limit is refused with 413 before it is all read.
+
+The upload endpoints (multipart files) have their own, larger caps (api.uploads) and are exempt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import error_body
+from api.responses import OrjsonResponse
+
+
+def _too_large(limit: int) -> str:
+    return f"请求体过大 / the request body is larger than {limit // 1024} KiB"
+
+
+class BodyLimit:
+    """ASGI middleware refusing request bodies over ``max_bytes`` (declared or counted as they come)."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, exempt: Collection[str] = ()) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.exempt = frozenset(exempt)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on, with its body counted."""
+        if scope["type"] != "http" or scope["path"].rstrip("/") in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                response = OrjsonResponse(error_body("HTTPError", _too_large(limit)), status_code=413)
+                await response(scope, receive, send)
+                return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise HTTPException(413, _too_large(limit))
+            return message
+
+        await self.app(scope, counted, send)
