@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import orjson
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
+from psycopg.rows import namedtuple_row
 from sqlalchemy.engine import make_url
 
 from common.errors import CheckDigitMismatch, InvalidInput, NotFound
@@ -115,7 +115,7 @@ _CLOCK_SKEW = dt.timedelta(minutes=5)
 _CATALOG_RELOAD_S = 5.0
 
 T = TypeVar("T")
-Row = dict[str, Any]
+Row = Any  # a psycopg namedtuple_row row: columns as attributes
 
 
 def conninfo_from_url(url: str) -> str:
@@ -129,8 +129,8 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 
 async def _rows(conn: AsyncConnection[Any], statement: str, params: Any = None) -> list[Row]:
-    """All rows of a prepared statement, as dicts keyed by column name."""
-    cur = conn.cursor(row_factory=dict_row)
+    """All rows of a prepared statement, each a named tuple of its columns."""
+    cur = conn.cursor(row_factory=namedtuple_row)
     await cur.execute(statement, params, prepare=True)
     return await cur.fetchall()
 
@@ -154,9 +154,9 @@ class ClassCatalog:
         by_code: dict[str, ClassInfo] = {}
         by_name: dict[str, str] = {}
         for row in await _rows(conn, sql.CLASSES_SQL):
-            code = row["code"]
-            by_code[code] = ClassInfo(code, row["name"], row["geometry_type"])
-            for label in (row["name"], *(row["aliases"] or ())):
+            code = row.code
+            by_code[code] = ClassInfo(code, row.name, row.geometry_type)
+            for label in (row.name, *(row.aliases or ())):
                 by_name.setdefault(_fold(label), code)
         self.by_code, self._by_name = by_code, by_name
         self._loaded_at = time.monotonic()
@@ -213,10 +213,10 @@ class CategoryCache:
         by_key: dict[str, tuple[str, list[str]]] = {}
         names = []
         for row in await _rows(conn, sql.CATEGORIES_SQL):
-            name = row["name"]
+            name = row.name
             names.append(name)
-            entry = (name, list(row["class_codes"] or []))
-            for alias in row["aliases"] or ():
+            entry = (name, list(row.class_codes or []))
+            for alias in row.aliases or ():
                 by_key.setdefault(_fold(alias), entry)
             by_key[_fold(name)] = entry  # a name wins over another category's alias
         self._by_key, self._names = by_key, names
@@ -337,7 +337,7 @@ class Resolver:
         except CheckDigitMismatch as exc:
             # Registered codes one typo away: most likely what the person meant to type.
             known = await _rows(conn, sql.KNOWN_CODES_SQL, (near_misses(normalize(text)),))
-            exc.details["did_you_mean"] = [display_code(r["code"]) for r in known]
+            exc.details["did_you_mean"] = [display_code(r.code) for r in known]
             raise
         when = at if isinstance(at, dt.datetime) or at is None else parse_time(at, self.config.timezone)
         if when is None:

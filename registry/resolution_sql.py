@@ -2,19 +2,22 @@
 
 Every lookup reads; none writes (the resolution log has its own writer, :mod:`registry.resolution_log`),
 so all of these run on the read-only connections of :mod:`registry.resolution`, which may be a
-replica's. Rows are read by column name (``dict_row``): the names are the aliases given here.
+replica's. Rows are read by column name (psycopg's ``namedtuple_row``: one tuple per row, its class
+made once per statement): the names are the aliases given here.
 
 Unit columns come in groups of five named ``<prefix>_id, _name, _cc, _phone, _verified``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from operator import attrgetter
 from typing import Any
 
 from registry.rule_chain import Candidate, CodeRow, Rule, Unit, Zone
 
-Row = Mapping[str, Any]
+# A row as psycopg's namedtuple_row makes it: columns as attributes.
+Row = Any
 
 # Reference data (small tables, cached by the resolver).
 CLASSES_SQL = "SELECT code, name, geometry_type, aliases FROM component_classes"
@@ -39,18 +42,21 @@ def _no_unit(prefix: str) -> str:
     )
 
 
+# One C-level call per unit (this runs for every row of every lookup).
+_UNIT_COLUMNS = {
+    prefix: attrgetter(
+        f"{prefix}_id", f"{prefix}_name", f"{prefix}_cc", f"{prefix}_phone", f"{prefix}_verified"
+    )
+    for prefix in ("o", "m", "s", "u")
+}
+
+
 def unit(row: Row, prefix: str) -> Unit | None:
     """The unit in the columns ``<prefix>_*`` of a row; None when there is none."""
-    unit_id = row[f"{prefix}_id"]
+    unit_id, name, credit_code, phone, verified = _UNIT_COLUMNS[prefix](row)
     if unit_id is None:
         return None
-    return {
-        "id": unit_id,
-        "name": row[f"{prefix}_name"],
-        "credit_code": row[f"{prefix}_cc"],
-        "phone": row[f"{prefix}_phone"],
-        "verified": row[f"{prefix}_verified"],
-    }
+    return {"id": unit_id, "name": name, "credit_code": credit_code, "phone": phone, "verified": verified}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -99,16 +105,16 @@ WHERE a.code = %(code)s
 def code_row(row: Row) -> CodeRow:
     """The rule chain's view of a row of :data:`CODE_SQL_NOW` or :data:`CODE_SQL_AT`."""
     return CodeRow(
-        code=row["code"],
-        class_code=row["class_code"],
-        state=row["state"],
-        in_use=row["in_use"],
-        decommissioned_at=row["decommissioned_at"],
-        decommission_reason=row["decommission_reason"],
-        lon=row["lon"],
-        lat=row["lat"],
-        installed_on=row["installed_on"],
-        covered=row["covered"],
+        code=row.code,
+        class_code=row.class_code,
+        state=row.state,
+        in_use=row.in_use,
+        decommissioned_at=row.decommissioned_at,
+        decommission_reason=row.decommission_reason,
+        lon=row.lon,
+        lat=row.lat,
+        installed_on=row.installed_on,
+        covered=row.covered,
         owner=unit(row, "o"),
         maintainer=unit(row, "m"),
         supervisor=unit(row, "s"),
@@ -231,15 +237,15 @@ def location_rows(rows: Iterable[Row]) -> tuple[list[Candidate], list[Zone], lis
     zones: list[Zone] = []
     rules: list[Rule] = []
     for row in rows:
-        kind = row["kind"]
+        kind = row.kind
         if kind == "asset":
             candidates.append(
                 Candidate(
-                    code=row["code"],
-                    class_code=row["class_code"],
-                    state=row["state"],
-                    in_use=row["in_use"],
-                    distance=float(row["distance"]),
+                    code=row.code,
+                    class_code=row.class_code,
+                    state=row.state,
+                    in_use=row.in_use,
+                    distance=float(row.distance),
                     owner=unit(row, "u"),
                     maintainer=unit(row, "m"),
                     supervisor=unit(row, "s"),
@@ -247,23 +253,17 @@ def location_rows(rows: Iterable[Row]) -> tuple[list[Candidate], list[Zone], lis
             )
         elif kind == "zone":
             zones.append(
-                Zone(
-                    id=row["id"],
-                    level=row["level"],
-                    name=row["name"],
-                    code=row["zone_code"],
-                    unit=unit(row, "u"),
-                )
+                Zone(id=row.id, level=row.level, name=row.name, code=row.zone_code, unit=unit(row, "u"))
             )
         elif kind == "rule":
             rules.append(
                 Rule(
-                    id=row["id"],
-                    level=row["level"],
-                    zone=row["name"],
-                    class_code=row["class_code"],
-                    category=row["category"],
-                    priority=row["priority"],
+                    id=row.id,
+                    level=row.level,
+                    zone=row.name,
+                    class_code=row.class_code,
+                    category=row.category,
+                    priority=row.priority,
                     unit=unit(row, "u"),
                 )
             )

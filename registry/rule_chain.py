@@ -75,6 +75,8 @@ def _iso(value: dt.datetime | None) -> str | None:
 # ------------------------------------------------------------------------------------------------
 # Configuration and the rows the chain decides from
 # ------------------------------------------------------------------------------------------------
+# The row classes are plain slotted dataclasses (not frozen): one is built for every row of every
+# lookup, and a frozen dataclass costs twice as much to build.
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ class ClassInfo:
     geometry_type: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Candidate:
     """An asset near the point, with its parties (as of the lookup's time)."""
 
@@ -146,7 +148,7 @@ class Candidate:
     supervisor: Unit | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Zone:
     """A zone containing the point, with its responsible unit."""
 
@@ -157,7 +159,7 @@ class Zone:
     unit: Unit | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Rule:
     """A responsibility rule that applies at the point (its zone contains it, or it is district-wide)."""
 
@@ -175,7 +177,7 @@ class Rule:
         return (self.priority, specificity, LEVEL_RANK.get(self.level, 0))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CodeRow:
     """The asset a code names, with its parties (as of the lookup's time)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -282,5 +283,5 @@ def test_a_code_at_a_time_no_responsibility_period_covers_is_unresolved() -> Non
     d = decide_code(CONFIG, LAMP, row, before)
     assert (d.status, d.rule) == ("unresolved", "code")
     assert any("not yet installed" in line for line in d.explanation)
-    covered = decide_code(CONFIG, LAMP, CodeRow(**{**row.__dict__, "covered": True, "owner": POWER}), None)
+    covered = decide_code(CONFIG, LAMP, dataclasses.replace(row, covered=True, owner=POWER), None)
     assert (covered.status, covered.owner) == ("resolved", POWER)
