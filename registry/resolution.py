@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
-from psycopg import AsyncConnection
-from psycopg.rows import namedtuple_row
+from psycopg import AsyncConnection, AsyncCursor
+from psycopg.rows import RowMaker, namedtuple_row
 from sqlalchemy.engine import make_url
 
 from common.errors import CheckDigitMismatch, InvalidInput, NotFound
@@ -128,9 +128,26 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+# The row maker of each statement, made once: a statement's columns never change, and psycopg's
+# namedtuple_row would otherwise re-read and hash the column names on every execution.
+_ROW_MAKERS: dict[str, RowMaker[Any]] = {}
+
+
+def _named_rows(statement: str) -> Callable[[AsyncCursor[Any]], RowMaker[Any]]:
+    def factory(cursor: AsyncCursor[Any]) -> RowMaker[Any]:
+        make = _ROW_MAKERS.get(statement)
+        if make is None:
+            make = namedtuple_row(cursor)
+            if cursor.description is not None:
+                _ROW_MAKERS[statement] = make
+        return make
+
+    return factory
+
+
 async def _rows(conn: AsyncConnection[Any], statement: str, params: Any = None) -> list[Row]:
     """All rows of a prepared statement, each a named tuple of its columns."""
-    cur = conn.cursor(row_factory=namedtuple_row)
+    cur = conn.cursor(row_factory=_named_rows(statement))
     await cur.execute(statement, params, prepare=True)
     return await cur.fetchall()
 

@@ -10,7 +10,7 @@ Unit columns come in groups of five named ``<prefix>_id, _name, _cc, _phone, _ve
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from operator import attrgetter
 from typing import Any
 
@@ -42,21 +42,24 @@ def _no_unit(prefix: str) -> str:
     )
 
 
-# One C-level call per unit (this runs for every row of every lookup).
-_UNIT_COLUMNS = {
-    prefix: attrgetter(
-        f"{prefix}_id", f"{prefix}_name", f"{prefix}_cc", f"{prefix}_phone", f"{prefix}_verified"
-    )
-    for prefix in ("o", "m", "s", "u")
-}
+def _unit_reader(prefix: str) -> Callable[[Row], Unit | None]:
+    """A reader of the unit in the columns ``<prefix>_*`` (it runs for every row of every lookup)."""
+    get_id = attrgetter(f"{prefix}_id")
+    get_rest = attrgetter(f"{prefix}_name", f"{prefix}_cc", f"{prefix}_phone", f"{prefix}_verified")
+
+    def read(row: Row) -> Unit | None:
+        unit_id = get_id(row)
+        if unit_id is None:
+            return None
+        name, credit_code, phone, verified = get_rest(row)
+        return {"id": unit_id, "name": name, "credit_code": credit_code, "phone": phone, "verified": verified}
+
+    return read
 
 
-def unit(row: Row, prefix: str) -> Unit | None:
-    """The unit in the columns ``<prefix>_*`` of a row; None when there is none."""
-    unit_id, name, credit_code, phone, verified = _UNIT_COLUMNS[prefix](row)
-    if unit_id is None:
-        return None
-    return {"id": unit_id, "name": name, "credit_code": credit_code, "phone": phone, "verified": verified}
+# The owner, maintainer and supervisor of an asset (aliases o, m, s); in the location rows a zone's or
+# a rule's responsible unit (alias u, which is also the asset's owner there).
+_owner, _maintainer, _supervisor, _unit = (_unit_reader(p) for p in ("o", "m", "s", "u"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -115,9 +118,9 @@ def code_row(row: Row) -> CodeRow:
         lat=row.lat,
         installed_on=row.installed_on,
         covered=row.covered,
-        owner=unit(row, "o"),
-        maintainer=unit(row, "m"),
-        supervisor=unit(row, "s"),
+        owner=_owner(row),
+        maintainer=_maintainer(row),
+        supervisor=_supervisor(row),
     )
 
 
@@ -246,15 +249,13 @@ def location_rows(rows: Iterable[Row]) -> tuple[list[Candidate], list[Zone], lis
                     state=row.state,
                     in_use=row.in_use,
                     distance=float(row.distance),
-                    owner=unit(row, "u"),
-                    maintainer=unit(row, "m"),
-                    supervisor=unit(row, "s"),
+                    owner=_unit(row),
+                    maintainer=_maintainer(row),
+                    supervisor=_supervisor(row),
                 )
             )
         elif kind == "zone":
-            zones.append(
-                Zone(id=row.id, level=row.level, name=row.name, code=row.zone_code, unit=unit(row, "u"))
-            )
+            zones.append(Zone(id=row.id, level=row.level, name=row.name, code=row.zone_code, unit=_unit(row)))
         elif kind == "rule":
             rules.append(
                 Rule(
@@ -264,7 +265,7 @@ def location_rows(rows: Iterable[Row]) -> tuple[list[Candidate], list[Zone], lis
                     class_code=row.class_code,
                     category=row.category,
                     priority=row.priority,
-                    unit=unit(row, "u"),
+                    unit=_unit(row),
                 )
             )
     return candidates, zones, rules
