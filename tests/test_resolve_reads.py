@@ -128,3 +128,20 @@ def test_with_a_read_url_lookups_read_there_and_the_log_is_written_to_the_primar
         assert sessions is not None and sessions[0] >= 1
         logged = client.get(f"/api/v1/resolutions/{answer['id']}", headers=auth).json()
         assert logged["answer"] == answer
+
+
+def test_in_sync_log_mode_the_answer_is_in_the_primarys_log_before_it_is_returned(
+    db: Engine, admin: Actor, settings: Settings, migrated_url: str
+) -> None:
+    from api.app import create_app
+
+    lamp = make_asset(db, admin, geometry=pt(3))
+    sync = settings.model_copy(update={"resolve": settings.resolve.model_copy(update={"log_mode": "sync"})})
+    app = create_app(sync, url=migrated_url)
+    with TestClient(app) as client:
+        answer = client.get("/api/v1/resolve", params={"code": lamp.code}).json()
+        with psycopg.connect(conninfo_from_url(migrated_url)) as conn:
+            row = conn.execute(
+                "SELECT asset_code, channel FROM resolution_log WHERE id = %s", (answer["id"],)
+            ).fetchone()
+    assert row == (lamp.code, "api")
