@@ -30,8 +30,15 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     db_url = url or database_url(settings)
     engine = make_engine(db_url, pool_size=settings.database.pool_size)
     area = ServiceArea.from_settings(settings)
-    # The resolve endpoints run on their own async pool (see api/routes/resolve.py).
-    resolve_runtime = resolve.ResolveRuntime(settings, conninfo_from_url(db_url), Resolver(settings, area))
+    # The resolve endpoints run on their own async pools (see api/routes/resolve.py): lookups read at
+    # the replica when one is configured, the resolution log is written to the primary.
+    read_url = settings.database.read_url
+    resolve_runtime = resolve.ResolveRuntime(
+        settings,
+        conninfo_from_url(db_url),
+        Resolver(settings, area),
+        read_conninfo=conninfo_from_url(read_url) if read_url else None,
+    )
     import_jobs = ImportJobs(engine, settings, area)
 
     @asynccontextmanager

@@ -25,6 +25,14 @@ def _conninfo() -> str:
     return conninfo_from_url(context.ready_url())
 
 
+def _read_conninfo() -> str | None:
+    """Where lookups read: the replica when ``SMARTCODE_DATABASE_READ_URL`` is set (else the primary)."""
+    from registry.resolution import conninfo_from_url
+
+    read_url = context.settings().database.read_url
+    return conninfo_from_url(read_url) if read_url else None
+
+
 def _time(text: str | None) -> dt.datetime | None:
     from registry.resolution import parse_time
 
@@ -80,17 +88,19 @@ def resolve(
     """Who is responsible: for a scanned code, or for a complaint at a location."""
     with failures():
         from common.errors import InvalidInput
-        from registry.resolution import DirectLog, LocationQuery, Resolver, run_sync
+        from registry.resolution import LocationQuery, Resolver, run_lookup
 
         if (code is None) == (at is None):
             raise InvalidInput("give either --code CODE or --at LON,LAT")
         resolver = Resolver(context.settings())
         actor = context.cli_actor().name
-        log = DirectLog()
         if code is not None:
-            answer, _ = run_sync(
+            answer, _ = run_lookup(
                 _conninfo(),
-                lambda conn: resolver.resolve_code(conn, code, at=time, log=log, actor=actor, channel="cli"),
+                lambda conn, log: resolver.resolve_code(
+                    conn, code, at=time, log=log, actor=actor, channel="cli"
+                ),
+                read_conninfo=_read_conninfo(),
             )
         else:
             assert at is not None
@@ -102,9 +112,10 @@ def resolve(
             except ValueError as exc:
                 raise InvalidInput(f"--at {at!r}: LON and LAT must be numbers") from exc
             query = LocationQuery(x=x, y=y, crs=crs, classes=class_ or [], category=category, at=time)
-            answer, _ = run_sync(
+            answer, _ = run_lookup(
                 _conninfo(),
-                lambda conn: resolver.resolve_location(conn, query, log=log, actor=actor, channel="cli"),
+                lambda conn, log: resolver.resolve_location(conn, query, log=log, actor=actor, channel="cli"),
+                read_conninfo=_read_conninfo(),
             )
         emit(answer, as_json, render_answer)
 
@@ -115,7 +126,8 @@ def resolution_show(
 ) -> None:
     """Show a logged answer with who asked and when."""
     with failures():
-        from registry.resolution import get_resolution, run_sync
+        from registry.resolution import run_sync
+        from registry.resolution_log import get_resolution
 
         entry = run_sync(_conninfo(), lambda conn: get_resolution(conn, log_id))
         if as_json:

@@ -20,7 +20,7 @@ from importers.demo.load import DemoReport, load_demo
 from importers.demo.world import OWNERLESS_SPOTS, UNITS, build_world, ownerless_points, unit_name
 from registry.credit_code import is_valid_credit_code
 from registry.db import Actor
-from registry.resolution import DirectLog, LocationQuery, Resolver, conninfo_from_url, run_sync
+from registry.resolution import LocationQuery, Resolver, conninfo_from_url, run_lookup
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import make_asset, make_unit
 
@@ -40,9 +40,9 @@ def _scalar(engine: Engine, sql: str, **params: Any) -> Any:
 
 def _resolve_code(settings: Settings, migrated_url: str, code: str) -> dict[str, Any]:
     resolver = Resolver(settings)
-    answer, _ = run_sync(
+    answer, _ = run_lookup(
         conninfo_from_url(migrated_url),
-        lambda conn: resolver.resolve_code(conn, code, log=DirectLog(), actor="test", channel="test"),
+        lambda conn, log: resolver.resolve_code(conn, code, log=log, actor="test", channel="test"),
     )
     return answer
 
@@ -52,9 +52,9 @@ def _resolve_at(
 ) -> dict[str, Any]:
     resolver = Resolver(settings)
     query = LocationQuery(x=lon, y=lat, category=category)
-    answer, _ = run_sync(
+    answer, _ = run_lookup(
         conninfo_from_url(migrated_url),
-        lambda conn: resolver.resolve_location(conn, query, log=DirectLog(), actor="test", channel="test"),
+        lambda conn, log: resolver.resolve_location(conn, query, log=log, actor="test", channel="test"),
     )
     return answer
 

@@ -15,9 +15,9 @@ from common.errors import CheckDigitMismatch, InvalidCode, InvalidInput, NotFoun
 from common.settings import Settings
 from gis.crs import BD09, GCJ02, crs_from_epsg, from_wgs84
 from gis.metric import metric_projector
-from registry import resolution, rules, zones
+from registry import resolution_sql, rules, zones
 from registry.db import Actor, transaction
-from registry.resolution import DirectLog, LocationQuery, Resolver, conninfo_from_url, run_sync
+from registry.resolution import LocationQuery, Resolver, conninfo_from_url, run_lookup
 from registry.schemas import Decommission, UnitsChange
 from tests.helpers import COUNTY, PINGSHAN, make_asset, make_unit, point
 
@@ -57,18 +57,18 @@ def conninfo(migrated_url: str) -> str:
 def locate(conninfo: str, resolver: Resolver, x: float, y: float, **fields: Any) -> dict[str, Any]:
     """Resolve a location synchronously, logging directly."""
     query = LocationQuery(x=x, y=y, **fields)
-    answer, _ = run_sync(
+    answer, _ = run_lookup(
         conninfo,
-        lambda conn: resolver.resolve_location(conn, query, log=DirectLog(), actor="test", channel="test"),
+        lambda conn, log: resolver.resolve_location(conn, query, log=log, actor="test", channel="test"),
     )
     return answer
 
 
 def by_code(conninfo: str, resolver: Resolver, code: str, at: Any = None) -> dict[str, Any]:
     """Resolve a code synchronously."""
-    answer, _ = run_sync(
+    answer, _ = run_lookup(
         conninfo,
-        lambda conn: resolver.resolve_code(conn, code, at=at, log=DirectLog(), actor="test", channel="test"),
+        lambda conn, log: resolver.resolve_code(conn, code, at=at, log=log, actor="test", channel="test"),
     )
     return answer
 
@@ -226,7 +226,7 @@ def test_nearest_of_a_class_is_a_knn_scan_of_that_class_plane_only(
     for i in range(30):
         make_asset(db, admin, geometry=pt(0.1 * i))
     cover = make_asset(db, admin, class_code="0101", geometry=pt(25))
-    sql = resolution._nearest_sql(4547, by_class=True, at=False)
+    sql = resolution_sql.nearest_sql(4547, by_class=True, at=False)
     params = {"classes": "{0101}", "tolerances": "{30}", "x": ORIGIN_M[0], "y": ORIGIN_M[1], "k": 5}
     with psycopg.connect(conninfo) as conn:
         conn.execute("SET enable_seqscan = off")

@@ -2,7 +2,10 @@
 
 The resolve endpoint is the hot path of the service (the case system and QR scans), so it bypasses
 the ORM: an async psycopg pool with prepared statements, orjson bodies built once, and the
-resolution log written in batches (see ``registry.resolution.BatchLog``).
+resolution log written in batches (see ``registry.resolution_log.BatchLog``).
+
+Lookups read on a pool of read-only connections (to the replica at ``SMARTCODE_DATABASE_READ_URL``
+when one is set); the resolution log is written, and read back, on the primary only.
 """
 
 from __future__ import annotations
@@ -29,17 +32,8 @@ from common.settings import Settings
 from registry import categories as category_service
 from registry import tokens
 from registry.db import Actor, transaction
-from registry.resolution import (
-    BatchLog,
-    DirectLog,
-    LocationQuery,
-    ResolutionLog,
-    Resolver,
-    get_resolution,
-    list_resolutions,
-    parse_time,
-    resolution_connection_kwargs,
-)
+from registry.resolution import LocationQuery, Resolver, parse_time, resolution_connection_kwargs
+from registry.resolution_log import BatchLog, DirectLog, ResolutionLog, get_resolution, list_resolutions
 
 router = APIRouter(tags=["resolution"])
 
@@ -120,19 +114,29 @@ def _bearer(authorization: str | None) -> str | None:
 
 
 class ResolveRuntime:
-    """The async pool, the resolver, the log writer and the token cache of one app."""
+    """The read pool, the resolver, the log writer (on the primary) and the token cache of one app."""
 
-    def __init__(self, settings: Settings, conninfo: str, resolver: Resolver) -> None:
+    def __init__(
+        self, settings: Settings, conninfo: str, resolver: Resolver, *, read_conninfo: str | None = None
+    ) -> None:
+        """``conninfo`` is the primary's; lookups read at ``read_conninfo`` (a replica) when given."""
         self.settings = settings
         self.conninfo = conninfo
+        self.read_conninfo = read_conninfo or conninfo
         self.resolver = resolver
         self.tokens = TokenCache(settings.api.token_cache_seconds)
+        # Lookups: read-only connections, so a lookup cannot write, here or on a replica.
         self.pool = AsyncConnectionPool(
-            conninfo,
+            self.read_conninfo,
             min_size=min(2, settings.resolve.pool_size),
             max_size=settings.resolve.pool_size,
             open=False,
-            kwargs=resolution_connection_kwargs(),
+            kwargs=resolution_connection_kwargs(read_only=True),
+        )
+        # The log on the primary: written by DirectLog (sync mode), read back by /resolutions. The
+        # batch writer keeps a connection of its own.
+        self.log_pool = AsyncConnectionPool(
+            conninfo, min_size=1, max_size=2, open=False, kwargs={"autocommit": True, "prepare_threshold": 0}
         )
         self.log: ResolutionLog
         self._batch: BatchLog | None = None
@@ -144,14 +148,15 @@ class ResolveRuntime:
             )
             self.log = self._batch
         else:
-            self.log = DirectLog()
+            self.log = DirectLog(self.log_pool.connection)
 
     async def _log_connection(self) -> AsyncConnection[Any]:
         return await AsyncConnection.connect(self.conninfo, autocommit=True)
 
     async def open(self) -> None:
-        """Open the pool, read the class table, start the log flusher."""
+        """Open the pools, read the class table, start the log flusher."""
         await self.pool.open(wait=True)
+        await self.log_pool.open(wait=True)
         async with self.pool.connection() as conn:
             await self.resolver.prepare(conn)
         if self._batch is not None:
@@ -164,9 +169,12 @@ class ResolveRuntime:
 
     async def close(self) -> None:
         """Flush the log and close every connection."""
-        if self._batch is not None:
-            await self._batch.close()
-        await self.pool.close()
+        try:
+            if self._batch is not None:
+                await self._batch.close()
+        finally:
+            await self.pool.close()
+            await self.log_pool.close()
 
     async def flush_log(self) -> None:
         """Make every answer given so far readable from the table."""
@@ -326,7 +334,7 @@ async def get_logged(request: Request, resolution_id: int) -> Response:
         services(request), request.headers.get("authorization"), required=True, cached=False
     )
     await rt.flush_log()
-    async with rt.pool.connection() as conn:
+    async with rt.log_pool.connection() as conn:
         data = await get_resolution(conn, resolution_id)
     return Response(orjson.dumps(data), media_type="application/json")
 
@@ -345,7 +353,7 @@ async def list_logged(
         services(request), request.headers.get("authorization"), required=True, cached=False
     )
     await rt.flush_log()
-    async with rt.pool.connection() as conn:
+    async with rt.log_pool.connection() as conn:
         rows = await list_resolutions(
             conn, asset=asset, status=status, since=parse_time(since, rt.settings.area.timezone), limit=limit
         )

@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 from bench.resolve import generate  # noqa: E402
 from common.settings import ApiSettings, DatabaseSettings, EmbeddedSettings, Settings  # noqa: E402
 from gis.metric import metric_projector  # noqa: E402
-from registry import resolution  # noqa: E402
+from registry import resolution, resolution_sql  # noqa: E402
 from registry.db import migrate  # noqa: E402
 from registry.embedded import EmbeddedCluster  # noqa: E402
 
@@ -181,11 +181,11 @@ def sql_suite(conn: psycopg.Connection, settings: Settings, samples: int, seed: 
         located.append({"x": x, "y": y, "lon": lon, "lat": lat, "cls": cls})
     k = config.candidates
     out = {}
-    out["code"] = measure_sql(conn, "by code", resolution._CODE_SQL_NOW, [{"0": c} for c in codes])
+    out["code"] = measure_sql(conn, "by code", resolution_sql.CODE_SQL_NOW, [{"0": c} for c in codes])
     out["code_at"] = measure_sql(
         conn,
         "by code, as of a time",
-        resolution._CODE_SQL_AT,
+        resolution_sql.CODE_SQL_AT,
         [{"code": c, "at": "2024-06-01T00:00:00+08:00"} for c in codes],
     )
     by_class = [
@@ -207,13 +207,13 @@ def sql_suite(conn: psycopg.Connection, settings: Settings, samples: int, seed: 
     out["location"] = measure_sql(
         conn,
         "by location, one class (steps 1-4, one statement)",
-        resolution._location_sql(srid, by_class=True, at=False),
+        resolution_sql.location_sql(srid, by_class=True, at=False),
         by_class,
     )
     out["location_at"] = measure_sql(
         conn,
         "by location, one class, as of a time",
-        resolution._location_sql(srid, by_class=True, at=True),
+        resolution_sql.location_sql(srid, by_class=True, at=True),
         [
             {
                 **p,
@@ -227,7 +227,7 @@ def sql_suite(conn: psycopg.Connection, settings: Settings, samples: int, seed: 
     out["location_cable"] = measure_sql(
         conn,
         "by location, cables (line band)",
-        resolution._location_sql(srid, by_class=True, at=False),
+        resolution_sql.location_sql(srid, by_class=True, at=False),
         [
             {**p, "classes": "{2105}", "tolerances": "{" + str(config.line_tolerance_m) + "}"}
             for p in by_class
@@ -236,17 +236,17 @@ def sql_suite(conn: psycopg.Connection, settings: Settings, samples: int, seed: 
     out["location_any"] = measure_sql(
         conn,
         "by location, any class",
-        resolution._location_sql(srid, by_class=False, at=False),
+        resolution_sql.location_sql(srid, by_class=False, at=False),
         [{**p, "tol": config.point_tolerance_m, "classes": "{}"} for p in by_class],
     )
     out["nearest"] = measure_sql(
         conn,
         "step 1 alone (nearest assets of one class)",
-        resolution._nearest_sql(srid, by_class=True, at=False),
+        resolution_sql.nearest_sql(srid, by_class=True, at=False),
         by_class,
     )
     out["area"] = measure_sql(
-        conn, "steps 3-4 alone (zones and rules at a point)", resolution._AREA_SQL, by_class
+        conn, "steps 3-4 alone (zones and rules at a point)", resolution_sql.AREA_SQL, by_class
     )
     return out
 
@@ -254,7 +254,7 @@ def sql_suite(conn: psycopg.Connection, settings: Settings, samples: int, seed: 
 def _nearest_sql_with(srid: int, condition: str, order: str) -> str:
     """Step 1 for one class (in use) with another way of finding the candidates.
 
-    The statement shape and columns of ``resolution._nearest_sql(by_class=True, at=False)``: classes
+    The statement shape and columns of ``resolution_sql.nearest_sql(by_class=True, at=False)``: classes
     and tolerances unnested, one LATERAL search per class, then the three units. ``condition`` and
     ``order`` may name the query point as ``{point}``.
     """
@@ -264,7 +264,7 @@ def _nearest_sql_with(srid: int, condition: str, order: str) -> str:
         f"a.responsible_since, a.installed_on, ST_Distance(a.geom_m, {point}) AS dist"
     )
     return f"""
-    SELECT a.code, a.class_code, a.state, a.in_use, a.dist, {resolution._units("o", "m", "s", named=True)}
+    SELECT a.code, a.class_code, a.state, a.in_use, a.dist, {resolution_sql.unit_columns("o", "m", "s")}
     FROM unnest(%(classes)s::text[], %(tolerances)s::float8[]) AS q(cls, tol)
     CROSS JOIN LATERAL (
         SELECT {columns} FROM assets a
@@ -300,7 +300,7 @@ def index_designs(srid: int) -> dict[str, IndexDesign]:
     )
     return {
         "GiST on the class planes, KNN [chosen, 0005]": IndexDesign(
-            generate.CLUSTER_INDEX, None, resolution._nearest_sql(srid, by_class=True, at=False)
+            generate.CLUSTER_INDEX, None, resolution_sql.nearest_sql(srid, by_class=True, at=False)
         ),
         "GiST (class_code::smallint, geom_m), KNN [0004]": IndexDesign(
             "bench_class_no_geom_m_gist",
@@ -771,7 +771,9 @@ def main() -> None:
             for key, db_url in databases.items():
                 say(f"index designs for step 1, {key} ({load()})")
                 with psycopg.connect(
-                    resolution.conninfo_from_url(db_url), **resolution.resolution_connection_kwargs()
+                    # read-write: each design is built (and rolled back) on this connection
+                    resolution.conninfo_from_url(db_url),
+                    **resolution.resolution_connection_kwargs(read_only=False),
                 ) as conn:
                     report[f"{key}_indexes"] = index_comparison(conn, settings, args.samples, args.seed)
         if not args.skip_http:
