@@ -9,10 +9,10 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from sqlalchemy import text
 
-from api import errors
+from api import access_log, errors
 from api.deps import Services, services
 from api.responses import OrjsonResponse
-from api.routes import assets, classes, imports, resolve, units, zones
+from api.routes import assets, classes, imports, proposals, resolve, tokens, units, zones
 from common.settings import Settings, get_settings
 from gis.area import ServiceArea
 from registry.db import database_url, make_engine
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     app.state.services = Services(settings=settings, engine=engine, area=area)
     app.state.resolve = resolve_runtime
     errors.install(app)
+    access_log.install()  # complaint coordinates never reach the access log
     # The resolve hot path is answered before FastAPI's routing (see api/routes/resolve.py).
     app.add_middleware(resolve.ResolveFastPath, path=f"{API_PREFIX}/resolve")
 
@@ -59,6 +60,8 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     api.include_router(resolve.router)
     api.include_router(zones.router)
     api.include_router(imports.router)
+    api.include_router(proposals.router)
+    api.include_router(tokens.router)
 
     @api.get("/health", tags=["meta"], summary="Database reachable, schema revision, counts")
     def health(request: Request) -> dict[str, Any]:

@@ -131,6 +131,12 @@ class ApiSettings(BaseSettings):
     token_cache_seconds: float = Field(
         default=30.0, description="How long /resolve trusts a checked token (a revocation takes this long)."
     )
+    anonymous_rate_per_minute: int = Field(
+        default=60,
+        ge=0,
+        description="Anonymous lookups (GET /assets/{code}, GET /resolve?code=) per client address and "
+        "minute, with a burst of as many; beyond it 429 with Retry-After. 0: no limit.",
+    )
 
     @field_validator("api_token")
     @classmethod

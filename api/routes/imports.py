@@ -12,11 +12,11 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from api.deps import require_actor, services
 from api.responses import OrjsonResponse
-from common.errors import Forbidden, InvalidInput, NotFound
+from common.errors import InvalidInput, NotFound
 from importers import batches as batch_service
 from importers.jobs import ImportJob, ImportJobs
 from importers.pipeline import ImportOptions
-from registry.db import Actor
+from registry.access import Action, Actor, require_role
 
 router = APIRouter(prefix="/imports", tags=["imports"])
 _jobs_lock = threading.Lock()
@@ -36,8 +36,7 @@ def _jobs(request: Request) -> ImportJobs:
 
 
 def _require_writer(actor: Actor) -> None:
-    if not actor.admin and actor.unit_id is None:
-        raise Forbidden("importing needs the administrator token or a unit token")
+    require_role(actor, Action.IMPORT)
 
 
 def _safe_name(name: str | None, fallback: str) -> str:

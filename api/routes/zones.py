@@ -15,12 +15,13 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from api.deps import require_actor, services
-from api.routes.resolve import _admin, parse_optional_time
+from api.routes.resolve import parse_optional_time
 from common.errors import InvalidInput
 from gis.crs import parse_crs, transform_geometry
 from importers import zone_files
 from registry import rules as rule_service
 from registry import zones as zone_service
+from registry.access import Action
 from registry.geometry import parse_geojson
 
 router = APIRouter(tags=["zones and rules"])
@@ -108,7 +109,7 @@ def create_zone(request: Request, body: ZoneBody) -> dict[str, Any]:
     if body.crs:
         geom = transform_geometry(geom, parse_crs(body.crs))
     with svc.session() as session:
-        actor = _admin(require_actor(request, session))
+        actor = require_actor(request, session, Action.MANAGE_ZONES)
         view, outcome = zone_service.save_zone(
             session,
             actor,
@@ -155,7 +156,7 @@ async def import_zones(
 
         def work() -> dict[str, Any]:
             with svc.session() as session:
-                actor = _admin(require_actor(request, session))
+                actor = require_actor(request, session, Action.MANAGE_ZONES)
                 report = zone_files.import_zones(
                     session,
                     actor,
@@ -180,7 +181,7 @@ async def import_zones(
 def close_zone(request: Request, zone_id: int, body: CloseBody) -> dict[str, Any]:
     """The zone stops applying at ``at`` (default now)."""
     with services(request).session() as session:
-        actor = _admin(require_actor(request, session))
+        actor = require_actor(request, session, Action.MANAGE_ZONES)
         return zone_service.close_zone(session, actor, zone_id, at=body.at, reason=body.reason)
 
 
@@ -217,7 +218,7 @@ def create_rule(request: Request, body: RuleBody) -> dict[str, Any]:
     """Save a rule; the open rule for the same zone, class and category is closed where this one starts."""
     svc = services(request)
     with svc.session() as session:
-        actor = _admin(require_actor(request, session))
+        actor = require_actor(request, session, Action.MANAGE_RULES)
         view, outcome, unit_created = rule_service.save_rule(
             session,
             actor,
@@ -257,7 +258,7 @@ async def import_rules(
 
     def work() -> dict[str, Any]:
         with svc.session() as session:
-            actor = _admin(require_actor(request, session))
+            actor = require_actor(request, session, Action.MANAGE_RULES)
             report = rule_service.import_rules_csv(
                 session,
                 actor,
@@ -275,5 +276,5 @@ async def import_rules(
 def close_rule(request: Request, rule_id: int, body: CloseBody) -> dict[str, Any]:
     """The rule stops applying at ``at`` (default now)."""
     with services(request).session() as session:
-        actor = _admin(require_actor(request, session))
+        actor = require_actor(request, session, Action.MANAGE_RULES)
         return rule_service.close_rule(session, actor, rule_id, at=body.at, reason=body.reason)
