@@ -3,7 +3,9 @@ responsibility pushed on a unit, tokens that could not be listed or revoked, coo
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from registry import tokens
 from registry.db import Actor, transaction
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import make_asset, make_unit, point
+from tests.test_cli import run as run_cli
 from tests.test_import_pipeline import CITY, POWER, WATER, lamp, run, write_geojson
 
 IMPORTS = "/api/v1/imports"
@@ -327,3 +330,15 @@ def test_the_access_log_keeps_no_complaint_coordinates(client: TestClient) -> No
         "uvicorn.access", logging.INFO, __file__, 1, "%s", ("/api/v1/assets?class=0118",), None
     )
     assert all(f.filter(other) for f in logger.filters) and other.getMessage() == "/api/v1/assets?class=0118"
+
+
+def test_the_cli_lists_and_revokes_tokens(db: Engine, admin: Actor, migrated_url: str) -> None:
+    _token(db, admin, "dispatcher", "reader")
+    env = {**os.environ, "SMARTCODE_DATABASE_URL": migrated_url, "SMARTCODE_API_TOKEN": ADMIN_TOKEN}
+    listed = run_cli("token", "list", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert [t["name"] for t in json.loads(listed.stdout)] == ["dispatcher"]
+    assert run_cli("token", "revoke", "dispatcher", "--reason", "left", env=env).returncode == 0
+    assert json.loads(run_cli("token", "list", "--json", env=env).stdout) == []
+    again = run_cli("token", "revoke", "dispatcher", env=env)
+    assert again.returncode == 1 and "already revoked" in again.stderr
