@@ -51,7 +51,11 @@ def list_assets(
     return {"total": total, "limit": limit, "offset": offset, "items": items}
 
 
-@router.get("/{code}", summary="One asset by smart code (public view without a token)")
+@router.get(
+    "/{code}",
+    summary="One asset by smart code (public view without a token)",
+    responses={429: {"description": "too many anonymous lookups from this address (see Retry-After)"}},
+)
 def get_asset(request: Request, code: str) -> dict[str, Any]:
     """The asset; anonymous callers get the passer-by view (what it is, its state, whom to call)."""
     svc = services(request)

@@ -50,8 +50,10 @@ with the rule that decided and one explanation line per step.
 
 **By code** (`?code=...`, with or without separators, or the whole QR URL `/c/{code}?s=...`):
 **public**, like `GET /assets/{code}` anonymously: a passer-by who scans a label learns what the
-asset is and whom to call, nothing that maps the network. A wrong check digit answers 400 with the
-registered codes one typo away; a well-formed unknown code answers 404.
+asset is, its state and whom to call (names and phones), nothing that maps the network (no position,
+reasons or notes; a token gets the full answer). Anonymous lookups are rate-limited per client
+(429 with `Retry-After`). A wrong check digit answers 400 with the registered codes one typo away;
+a well-formed unknown code answers 404.
 
 **By location** (`?lon=..&lat=..[&crs=..][&class=..][&category=..][&at=..]`): **needs a bearer
 token** (case system, dispatchers): it finds assets near any point, so anonymous access would let
@@ -260,6 +262,7 @@ async def answer(
     description=RESOLVE_DESCRIPTION,
     openapi_extra={"parameters": _OPENAPI_PARAMETERS},
     response_class=Response,
+    responses={429: {"description": "too many anonymous lookups from this address (see Retry-After)"}},
 )
 async def resolve(request: Request) -> Response:
     """Resolve by code or by location (normally served by :class:`ResolveFastPath`; see the description)."""
