@@ -316,6 +316,8 @@ def validate_chunk(draft: DraftChunk, ctx: ValidationContext) -> ValidChunk:
     owner, maintainer, supervisor = _units(draft, ctx, rej)
 
     source_ids = _source_ids(draft, ctx, codes, class_codes, key_coords)
+    if not authorize(ctx.actor, Action.HAND_OVER_DIRECT):
+        _refuse_foreign_maintainer(draft, ctx, rej, maintainer, source_ids, codes)
     keep = ~rej.bad
     attributes = _attributes_json(draft)
     columns: dict[str, Any] = {
@@ -704,6 +706,53 @@ def _refuse_unknown(
         )
 
     rej.add(unknown, target, reason, lambda i: names[i])
+
+
+def _refuse_foreign_maintainer(
+    draft: DraftChunk,
+    ctx: ValidationContext,
+    rej: _Rejections,
+    maintainer: ObjectArray,
+    source_ids: ObjectArray,
+    codes: ObjectArray,
+) -> None:
+    """Reject a unit's rows that make another unit the maintainer: that needs the other unit's consent.
+
+    Through the API such a change becomes a proposal (registry.proposals); an import has no one to
+    ask, so the row is refused, unless the registry already records that maintainer for the asset
+    (the file was exported after the other unit accepted).
+    """
+    ids = maintainer.tolist()
+    foreign = [i for i, m in enumerate(ids) if m is not None and m != ctx.actor_unit and not rej.bad[i]]
+    if not foreign:
+        return
+    known = set(
+        ctx.session.execute(
+            text(
+                "SELECT source_id, code, maintainer_id FROM assets "
+                "WHERE source_id = ANY(CAST(:s AS text[])) OR code = ANY(CAST(:c AS text[]))"
+            ),
+            {
+                "s": [source_ids[i] for i in foreign if source_ids[i] is not None],
+                "c": [codes[i] for i in foreign if codes[i] is not None],
+            },
+        ).tuples()
+    )
+    agreed = {(key, m) for source_id, code, m in known for key in (source_id, code) if key is not None}
+    mask = np.zeros(len(ids), dtype=bool)
+    for i in foreign:
+        if (source_ids[i], ids[i]) not in agreed and (codes[i], ids[i]) not in agreed:
+            mask[i] = True
+    rej.add(
+        mask,
+        "maintainer",
+        lambda i: (
+            f"maintainer {draft.maintainer[i]} is another unit: a unit token may not make another unit "
+            "responsible without its consent (须对方单位同意); import the row without it and propose the "
+            "maintainer through the API (POST /assets/{code}/units), or ask an administrator"
+        ),
+        lambda i: draft.maintainer[i],
+    )
 
 
 def _live(names: ObjectArray, live: BoolArray) -> ObjectArray:

@@ -132,18 +132,21 @@ def _check_units_exist(session: Session, **unit_ids: int | None) -> None:
 
 
 _ROLES = ("owner_id", "maintainer_id", "supervisor_id")
+_CONSENTED = frozenset({"owner_id", "maintainer_id"})  # the roles a unit cannot give without consent
 
 
 def _needing_consent(actor: Actor, values: dict[str, int | None]) -> dict[int, dict[str, int]]:
     """The roles ``values`` gives to units other than the actor's, grouped by unit: each needs consent.
 
     Empty for administrators (their hand-over is direct); a unit may name itself or nobody directly.
+    Owner and maintainer carry the work and cost; the supervising department (主管部门) is given by
+    the class and the jurisdiction, not taken on by consent, so naming it stays direct.
     """
     if authorize(actor, Action.HAND_OVER_DIRECT):
         return {}
     out: dict[int, dict[str, int]] = {}
     for role, unit_id in values.items():
-        if unit_id is not None and unit_id != actor.unit_id:
+        if role in _CONSENTED and unit_id is not None and unit_id != actor.unit_id:
             out.setdefault(unit_id, {})[role] = unit_id
     return out
 
@@ -160,6 +163,20 @@ def _propose(
     reason: str | None = None,
 ) -> Proposal:
     """Record a proposal the receiving unit accepts or declines (registry.proposals), audited."""
+    waiting = session.scalar(
+        select(Proposal.id).where(
+            Proposal.asset_id == asset.id,
+            Proposal.to_unit_id == to_unit_id,
+            Proposal.status == "pending",
+            Proposal.changes == changes,
+        )
+    )
+    if waiting is not None:
+        raise Conflict(
+            f"the same change of asset {asset.code} is already proposed (proposal {waiting}), waiting for "
+            "the other unit's answer",
+            proposal_id=waiting,
+        )
     proposal = Proposal(
         asset_id=asset.id,
         kind=kind,
@@ -208,8 +225,8 @@ def register_asset(
         session, owner_id=data.owner_id, maintainer_id=data.maintainer_id, supervisor_id=data.supervisor_id
     )
     require(actor, Action.REGISTER_ASSET, data, what="registering an asset for this owner")
-    # Naming another unit as maintainer or supervisor needs its consent: those roles stay empty
-    # until it accepts (registry.proposals).
+    # Naming another unit as maintainer needs its consent: the role stays empty until it accepts
+    # (registry.proposals).
     held_back = _needing_consent(
         actor, {"maintainer_id": data.maintainer_id, "supervisor_id": data.supervisor_id}
     )

@@ -1,7 +1,8 @@
 """Proposals: a responsibility a unit wants to give another unit, waiting for that unit's answer.
 
-A unit token that hands its asset to another unit, or registers an asset naming another unit as
-maintainer or supervisor, makes a proposal (``registry.assets``) instead of the change. The receiving
+A unit token that hands its asset (ownership or maintenance) to another unit, or registers an asset
+naming another unit as maintainer, makes a proposal (``registry.assets``) instead of the change (naming
+the supervising department stays direct: it is given by class and jurisdiction, not by consent). The receiving
 unit, or an administrator, accepts it (the change is applied through the same service as a direct
 hand-over, effective at the proposed time or else at acceptance) or declines it. Every step is audited.
 """

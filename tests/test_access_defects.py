@@ -342,3 +342,36 @@ def test_the_cli_lists_and_revokes_tokens(db: Engine, admin: Actor, migrated_url
     assert json.loads(run_cli("token", "list", "--json", env=env).stdout) == []
     again = run_cli("token", "revoke", "dispatcher", env=env)
     assert again.returncode == 1 and "already revoked" in again.stderr
+
+
+def test_a_unit_import_cannot_make_another_unit_the_maintainer(
+    client: TestClient, db: Engine, admin: Actor, units: dict[str, int], tmp_path: Path
+) -> None:
+    power = _token(db, admin, "power", "unit", units["power"])
+    agreed = make_asset(db, admin, owner_id=units["power"], maintainer_id=units["water"])
+    rows = [
+        lamp(114.3470, 22.6960, DEPTNAME3=WATER),  # pushed on the water group: refused
+        lamp(114.3480, 22.6970, DEPTNAME3=WATER, OBJCODE=agreed.code[:16]),  # already so: fine
+        lamp(114.3490, 22.6980),  # maintained by power itself
+    ]
+    job = _upload(client, power, write_geojson(tmp_path / "maintainers.geojson", rows))
+    counts = job["report"]["counts"]
+    assert counts["rejected"] == 1 and counts["created"] == 1, job
+    (refused,) = job["report"]["problems"]
+    assert refused["row"] == 1 and "without its consent" in refused["reason"]
+    with db.connect() as conn:
+        pushed = conn.execute(
+            text("SELECT count(*) FROM assets WHERE maintainer_id = :w"), {"w": units["water"]}
+        ).scalar()
+    assert pushed == 1
+
+
+def test_the_same_hand_over_is_not_proposed_twice(
+    client: TestClient, db: Engine, admin: Actor, units: dict[str, int]
+) -> None:
+    power = _token(db, admin, "power", "unit", units["power"])
+    asset = make_asset(db, admin, owner_id=units["power"])
+    body = {"version": asset.version, "owner_id": units["water"], "reason": "sold with the street"}
+    assert client.post(f"/api/v1/assets/{asset.code}/units", headers=power, json=body).status_code == 202
+    again = client.post(f"/api/v1/assets/{asset.code}/units", headers=power, json=body)
+    assert again.status_code == 409 and "already proposed" in again.json()["error"]["message"]

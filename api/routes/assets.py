@@ -71,7 +71,7 @@ def get_asset(request: Request, code: str) -> dict[str, Any]:
 def create_asset(request: Request, body: AssetCreate) -> dict[str, Any]:
     """Register an asset and return it with its smart code.
 
-    From a unit token, another unit named as maintainer or supervisor is left out until it accepts
+    From a unit token, another unit named as maintainer is left out until it accepts
     the proposal listed under ``proposals`` (see ``/proposals``).
     """
     svc = services(request)
