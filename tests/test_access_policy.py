@@ -71,6 +71,7 @@ class Case:
     """One endpoint: how to call it, what it needs set up, and the status each caller gets."""
 
     name: str
+    endpoint: str  # method and path as the OpenAPI document names them
     call: Callable[[TestClient, World, dict[str, str]], Any]
     expect: dict[str, int]
     needs: tuple[str, ...] = ()
@@ -100,6 +101,7 @@ def _polygon(ring: list[list[float]]) -> dict[str, Any]:
 CASES = [
     Case(
         "register",
+        "POST /api/v1/assets",
         lambda c, w, h: c.post(
             "/api/v1/assets", headers=h, json={"class_code": "0118", "geometry": point(), "owner_id": w.owner}
         ),
@@ -107,6 +109,7 @@ CASES = [
     ),
     Case(
         "register with a code",
+        "POST /api/v1/assets",
         lambda c, w, h: c.post(
             "/api/v1/assets",
             headers=h,
@@ -116,6 +119,7 @@ CASES = [
     ),
     Case(
         "edit asset",
+        "PATCH /api/v1/assets/{code}",
         lambda c, w, h: c.patch(
             f"/api/v1/assets/{w.code}", headers=h, json={"version": w.version, "note": "x"}
         ),
@@ -123,6 +127,7 @@ CASES = [
     ),
     Case(
         "hand over",
+        "POST /api/v1/assets/{code}/units",
         lambda c, w, h: c.post(
             f"/api/v1/assets/{w.code}/units",
             headers=h,
@@ -132,6 +137,7 @@ CASES = [
     ),
     Case(
         "decommission",
+        "POST /api/v1/assets/{code}/decommission",
         lambda c, w, h: c.post(
             f"/api/v1/assets/{w.code}/decommission",
             headers=h,
@@ -141,21 +147,25 @@ CASES = [
     ),
     Case(
         "create unit",
+        "POST /api/v1/units",
         lambda c, w, h: c.post("/api/v1/units", headers=h, json={"name": "新单位", "kind": "other"}),
         _expect(201),
     ),
     Case(
         "edit unit contact",
+        "PATCH /api/v1/units/{unit_id}",
         lambda c, w, h: c.patch(f"/api/v1/units/{w.owner}", headers=h, json={"version": 1, "phone": "110"}),
         _expect(200, owner=200),
     ),
     Case(
         "edit unit identity",
+        "PATCH /api/v1/units/{unit_id}",
         lambda c, w, h: c.patch(f"/api/v1/units/{w.owner}", headers=h, json={"version": 1, "name": "改名"}),
         _expect(200),
     ),
     Case(
         "add class",
+        "POST /api/v1/classes",
         lambda c, w, h: c.post(
             "/api/v1/classes",
             headers=h,
@@ -165,17 +175,20 @@ CASES = [
     ),
     Case(
         "put category",
+        "PUT /api/v1/categories/{name}",
         lambda c, w, h: c.put("/api/v1/categories/测试类别新", headers=h, json={"classes": ["0118"]}),
         _expect(201),
     ),
     Case(
         "deactivate category",
+        "DELETE /api/v1/categories/{name}",
         lambda c, w, h: c.delete("/api/v1/categories/测试类别", headers=h),
         _expect(200),
         needs=("category",),
     ),
     Case(
         "create zone",
+        "POST /api/v1/zones",
         lambda c, w, h: c.post(
             "/api/v1/zones",
             headers=h,
@@ -185,6 +198,7 @@ CASES = [
     ),
     Case(
         "import zones",
+        "POST /api/v1/zones/import",
         lambda c, w, h: c.post(
             "/api/v1/zones/import",
             headers=h,
@@ -208,12 +222,14 @@ CASES = [
     ),
     Case(
         "close zone",
+        "POST /api/v1/zones/{zone_id}/close",
         lambda c, w, h: c.post(f"/api/v1/zones/{w.extra['zone']}/close", headers=h, json={}),
         _expect(200),
         needs=("zone",),
     ),
     Case(
         "create rule",
+        "POST /api/v1/rules",
         lambda c, w, h: c.post(
             "/api/v1/rules",
             headers=h,
@@ -224,6 +240,7 @@ CASES = [
     ),
     Case(
         "import rules",
+        "POST /api/v1/rules/import",
         lambda c, w, h: c.post(
             "/api/v1/rules/import",
             headers=h,
@@ -239,40 +256,47 @@ CASES = [
     ),
     Case(
         "close rule",
+        "POST /api/v1/rules/{rule_id}/close",
         lambda c, w, h: c.post(f"/api/v1/rules/{w.extra['rule']}/close", headers=h, json={}),
         _expect(200),
         needs=("zone", "rule"),
     ),
     Case(
         "import",
+        "POST /api/v1/imports",
         lambda c, w, h: _import(c, h),
         _expect(202, owner=202, maintainer=202, other=202),  # rows of other units are rejected row by row
     ),
     Case(
         "roll back an import",
+        "POST /api/v1/imports/{import_id}/rollback",
         lambda c, w, h: c.post(f"/api/v1/imports/{w.extra['batch']}/rollback", headers=h),
         _expect(200, owner=200),
         needs=("batch",),
     ),
     Case(
         "issue token",
+        "POST /api/v1/tokens",
         lambda c, w, h: c.post("/api/v1/tokens", headers=h, json={"name": "new", "role": "reader"}),
         _expect(201),
     ),
     Case(
         "revoke token",
+        "POST /api/v1/tokens/{name}/revoke",
         lambda c, w, h: c.post("/api/v1/tokens/victim/revoke", headers=h, json={}),
         _expect(200),
         needs=("victim",),
     ),
     Case(
         "accept proposal",
+        "POST /api/v1/proposals/{proposal_id}/accept",
         lambda c, w, h: c.post(f"/api/v1/proposals/{w.extra['proposal']}/accept", headers=h),
         {**_expect(200, maintainer=200), "other": 404},  # other units do not see it
         needs=("proposal",),
     ),
     Case(
         "decline proposal",
+        "POST /api/v1/proposals/{proposal_id}/decline",
         lambda c, w, h: c.post(f"/api/v1/proposals/{w.extra['proposal']}/decline", headers=h),
         {**_expect(200, maintainer=200), "other": 404},
         needs=("proposal",),
@@ -400,3 +424,11 @@ def test_every_write_endpoint_answers_each_caller_as_the_policy_says(
     finally:
         _reset(db, _seeded_at)
     assert answers == case.expect
+
+
+def test_the_table_covers_every_write_endpoint(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    writes = {
+        f"{m.upper()} {p}" for p, ops in paths.items() for m in ops if m in ("post", "put", "patch", "delete")
+    }
+    assert writes == {case.endpoint for case in CASES}
