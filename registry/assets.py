@@ -403,6 +403,11 @@ def hand_over(session: Session, code: str, data: UnitsChange, actor: Actor) -> t
     return asset, proposals
 
 
+def current_period_start(session: Session, asset: Asset) -> dt.datetime | None:
+    """When the asset's current responsibility period began (None: since unknown)."""
+    return session.scalar(select(_current_period_start(asset)))
+
+
 def apply_units_change(
     session: Session,
     asset: Asset,

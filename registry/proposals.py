@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from common.errors import Conflict, InvalidInput, NotFound
 from registry import audit
 from registry.access import Action, Actor, require
-from registry.assets import apply_units_change
+from registry.assets import apply_units_change, current_period_start
 from registry.models import Asset, Proposal
 
 STATUSES = ("pending", "accepted", "declined")
@@ -109,7 +109,13 @@ def accept(session: Session, proposal_id: int, actor: Actor, note: str | None = 
     }
     if changed:
         reason = f"proposal {proposal.id} accepted" + (f": {proposal.reason}" if proposal.reason else "")
-        apply_units_change(session, asset, asset.version, changed, proposal.effective_at, reason, actor)
+        effective = proposal.effective_at
+        began = current_period_start(session, asset)
+        if effective is not None and began is not None and effective <= began:
+            # Responsibility changed since the proposal (its direct part, or another change):
+            # the proposed date would rewrite that period, so the change takes effect now.
+            effective = None
+        apply_units_change(session, asset, asset.version, changed, effective, reason, actor)
     _decide(session, proposal, actor, "accepted", note)
     return proposal
 

@@ -375,3 +375,30 @@ def test_the_same_hand_over_is_not_proposed_twice(
     assert client.post(f"/api/v1/assets/{asset.code}/units", headers=power, json=body).status_code == 202
     again = client.post(f"/api/v1/assets/{asset.code}/units", headers=power, json=body)
     assert again.status_code == 409 and "already proposed" in again.json()["error"]["message"]
+
+
+def test_a_mixed_hand_over_applies_its_own_part_and_proposes_the_rest(
+    client: TestClient, db: Engine, admin: Actor, units: dict[str, int]
+) -> None:
+    power = _token(db, admin, "power", "unit", units["power"])
+    water = _token(db, admin, "water", "unit", units["water"])
+    asset = make_asset(db, admin, owner_id=units["power"], maintainer_id=units["water"])
+    handed = client.post(
+        f"/api/v1/assets/{asset.code}/units",
+        headers=power,
+        json={
+            "version": asset.version,
+            "owner_id": units["water"],
+            "maintainer_id": units["power"],
+            "effective_at": "2026-01-01T00:00:00+08:00",
+            "reason": "swap",
+        },
+    )
+    assert handed.status_code == 202, handed.text
+    assert (
+        handed.json()["maintainer"]["id"] == units["power"] and handed.json()["owner"]["id"] == units["power"]
+    )
+    (proposal,) = handed.json()["proposals"]
+    accepted = client.post(f"/api/v1/proposals/{proposal['id']}/accept", headers=water)
+    assert accepted.status_code == 200, accepted.text
+    assert client.get(f"/api/v1/assets/{asset.code}", headers=water).json()["owner"]["id"] == units["water"]
