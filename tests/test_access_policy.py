@@ -432,3 +432,36 @@ def test_the_table_covers_every_write_endpoint(client: TestClient) -> None:
         f"{m.upper()} {p}" for p, ops in paths.items() for m in ops if m in ("post", "put", "patch", "delete")
     }
     assert writes == {case.endpoint for case in CASES}
+
+
+@dataclass
+class _Owned:
+    owner_id: int | None
+    maintainer_id: int | None
+
+
+def test_the_policy_is_a_pure_function_of_actor_action_and_target() -> None:
+    from common.errors import Forbidden, Unauthorized
+    from registry.access import ANONYMOUS, Action, authorize, require
+
+    asset = _Owned(owner_id=1, maintainer_id=2)
+    owner, maintainer, stranger = Actor("o", unit_id=1), Actor("m", unit_id=2), Actor("s", unit_id=3)
+    assert Actor("a", admin=True).role == "admin" and Actor("r").role == "reader" and owner.role == "unit"
+    assert [authorize(a, Action.EDIT_ASSET, asset) for a in (owner, maintainer, stranger)] == [
+        True,
+        True,
+        False,
+    ]
+    assert [authorize(a, Action.HAND_OVER, asset) for a in (owner, maintainer, stranger)] == [
+        True,
+        False,
+        False,
+    ]
+    assert authorize(owner, Action.EDIT_UNIT_CONTACT, 1) and not authorize(owner, Action.EDIT_UNIT_CONTACT, 2)
+    assert not authorize(Actor("r"), Action.EDIT_ASSET, asset) and authorize(Actor("r"), Action.READ_FULL)
+    with pytest.raises(Unauthorized):
+        require(ANONYMOUS, Action.EDIT_ASSET, asset)
+    with pytest.raises(Forbidden, match="asset X"):
+        require(stranger, Action.DECOMMISSION, asset, what="asset X")
+    with pytest.raises(ValueError):
+        Actor("broken", role="unit")
