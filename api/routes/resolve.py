@@ -90,6 +90,8 @@ class TokenCache:
         token = parse_bearer(authorization)
         if token is None:
             return ANONYMOUS
+        # Keyed by the token's sha256, like the api_tokens lookup: a dict probe on the hash of a random
+        # secret reveals nothing usable through timing, so no constant-time comparison is needed here.
         key = hashlib.sha256(token.encode()).hexdigest()
         now = time.monotonic()
         if cached:
