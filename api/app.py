@@ -10,11 +10,11 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import text
 
-from api import errors
+from api import access_log, errors
 from api.deps import Services, services
 from api.limits import BodyLimit
 from api.responses import OrjsonResponse
-from api.routes import assets, classes, imports, resolve, units, zones
+from api.routes import assets, classes, imports, proposals, resolve, tokens, units, zones
 from common.settings import Settings, get_settings
 from gis.area import ServiceArea
 from importers.jobs import ImportJobs
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     app.state.resolve = resolve_runtime
     app.state.import_jobs = import_jobs
     errors.install(app)
+    access_log.install()  # complaint coordinates never reach the access log
     # The resolve hot path is answered before FastAPI's routing (see api/routes/resolve.py).
     app.add_middleware(resolve.ResolveFastPath, path=f"{API_PREFIX}/resolve")
     uploads = (f"{API_PREFIX}/imports", f"{API_PREFIX}/zones/import", f"{API_PREFIX}/rules/import")
@@ -75,6 +76,8 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     api.include_router(resolve.router)
     api.include_router(zones.router)
     api.include_router(imports.router)
+    api.include_router(proposals.router)
+    api.include_router(tokens.router)
 
     @api.get("/health", tags=["meta"], summary="Database reachable, schema revision, counts")
     def health(request: Request) -> dict[str, Any]:

@@ -25,6 +25,7 @@ STATUS_BY_ERROR: list[tuple[type[errors.SmartcodeError], int]] = [
     (errors.Unauthorized, 401),
     (errors.Forbidden, 403),
     (errors.InvalidInput, 400),
+    (errors.RateLimited, 429),
     (errors.DatabaseUnavailable, 503),
 ]
 
@@ -37,6 +38,15 @@ def status_for(exc: errors.SmartcodeError) -> int:
     return 400
 
 
+def error_headers(exc: errors.SmartcodeError) -> dict[str, str]:
+    """Headers an error answer carries: the auth scheme on 401, the wait on 429."""
+    if isinstance(exc, errors.Unauthorized):
+        return {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, errors.RateLimited):
+        return {"Retry-After": str(exc.details.get("retry_after", 60))}
+    return {}
+
+
 def error_body(kind: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON error envelope every endpoint uses."""
     return {"error": {"type": kind, "message": message, "details": details or {}}}
@@ -47,11 +57,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(errors.SmartcodeError)
     async def _domain(_: Request, exc: errors.SmartcodeError) -> OrjsonResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, errors.Unauthorized) else None
         return OrjsonResponse(
             error_body(type(exc).__name__, exc.message, exc.details),
             status_code=status_for(exc),
-            headers=headers,
+            headers=error_headers(exc) or None,
         )
 
     @app.exception_handler(RequestValidationError)

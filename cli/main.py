@@ -170,13 +170,23 @@ def show(
         emit(data, as_json)
 
 
-@app.command()
+token_app = typer.Typer(
+    help="Bearer tokens: with no subcommand, print the administrator token or (--name) create one; "
+    "`list` and `revoke NAME` manage the named tokens."
+)
+app.add_typer(token_app, name="token")
+
+
+@token_app.callback(invoke_without_command=True)
 def token(
+    ctx: typer.Context,
     name: Annotated[str | None, typer.Option(help="create a named token")] = None,
     role: Annotated[str, typer.Option(help="admin, unit or reader")] = "reader",
     unit: Annotated[int | None, typer.Option(help="unit id for a 'unit' token")] = None,
 ) -> None:
     """Print the administrator token, or create a named token for a unit or a reader."""
+    if ctx.invoked_subcommand is not None:
+        return
     with failures():
         from registry import tokens
 
@@ -185,6 +195,34 @@ def token(
             return
         with context.session() as session:
             typer.echo(tokens.create_token(session, name, role, context.cli_actor(), unit_id=unit))
+
+
+@token_app.command("list")
+def token_list(
+    include_revoked: Annotated[bool, typer.Option("--all", help="also the revoked tokens")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The named tokens (name, role, unit, created, revoked); never the secrets."""
+    with failures():
+        from registry import tokens
+
+        with context.session() as session:
+            rows = tokens.list_tokens(session, context.cli_actor(), include_revoked=include_revoked)
+        emit(rows, as_json)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    name: Annotated[str, typer.Argument(help="the token's name")],
+    reason: Annotated[str | None, typer.Option(help="why it is revoked (audited)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke a named token: it stops working at once (a running server's /resolve within its token cache)."""
+    with failures():
+        from registry import tokens
+
+        with context.session() as session:
+            emit(tokens.revoke_token(session, name, context.cli_actor(), reason=reason), as_json)
 
 
 resolve_cli.register(app)

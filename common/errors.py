@@ -54,6 +54,10 @@ class Forbidden(SmartcodeError):
     """Credentials are valid but do not allow this operation."""
 
 
+class RateLimited(SmartcodeError):
+    """The caller asked too often; ``details['retry_after']`` says how many seconds to wait."""
+
+
 class DatabaseUnavailable(SmartcodeError):
     """The database could not be reached or set up (embedded cluster missing PostGIS, server down...)."""
 

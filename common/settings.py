@@ -137,6 +137,12 @@ class ApiSettings(BaseSettings):
         description="Largest request body of the JSON endpoints, in KiB (uploads have their own caps under "
         "SMARTCODE_IMPORT_MAX_*_MB).",
     )
+    anonymous_rate_per_minute: int = Field(
+        default=60,
+        ge=0,
+        description="Anonymous lookups (GET /assets/{code}, GET /resolve?code=) per client address and "
+        "minute, with a burst of as many; beyond it 429 with Retry-After. 0: no limit.",
+    )
 
     @field_validator("api_token")
     @classmethod

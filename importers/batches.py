@@ -15,10 +15,12 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from common.errors import Conflict, Forbidden, NotFound
+from common.errors import Conflict, NotFound
 from importers.pipeline import batch_is_alive
-from registry.db import Actor, set_change_context
+from registry.access import Action, Actor, require
+from registry.db import set_change_context
 from registry.models import ImportBatch
+from registry.serials import restore_serials
 
 # Columns an import writes, restored from the previous version on rollback.
 _RESTORED = (
@@ -87,11 +89,7 @@ def rollback_batch(session: Session, batch_id: int, actor: Actor) -> dict[str, A
     batch = session.scalars(select(ImportBatch).where(ImportBatch.id == batch_id).with_for_update()).first()
     if batch is None:
         raise NotFound(f"no import batch {batch_id}", batch_id=batch_id)
-    if not actor.admin and (actor.unit_id is None or batch.unit_id != actor.unit_id):
-        raise Forbidden(
-            f"import batch {batch_id} was not made with your unit's token: only an administrator "
-            "or that unit may roll it back"
-        )
+    require(actor, Action.ROLLBACK_IMPORT, batch.unit_id, what=f"import batch {batch_id}")
     if batch.status != "committed":
         raise Conflict(
             f"import batch {batch_id} is {batch.status}: only a committed batch can be rolled back"
@@ -152,6 +150,9 @@ def rollback_batch(session: Session, batch_id: int, actor: Actor) -> dict[str, A
             "WHERE r.asset_id = a.id AND NOT r.created"
         )
     ).rowcount  # type: ignore[attr-defined]
+    # The counters the batch moved go back to where they were (its assets keep their serials: they
+    # are decommissioned, never deleted, and allocation steps over serials that are taken).
+    restore_serials(session, batch_id)
     session.execute(
         text(
             "UPDATE import_batches SET status = 'rolled_back', rolled_back_at = now(), rolled_back_by = :a "

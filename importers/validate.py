@@ -10,6 +10,7 @@ afterwards in SQL, on the staged rows (see :mod:`importers.merge`).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -30,11 +31,11 @@ from importers.mapping import DraftChunk, has_value
 from importers.profiles import Profile
 from importers.source import RowProblem
 from registry import audit
+from registry.access import Action, Actor, authorize
 from registry.classes import ALLOWED_GEOMETRIES
 from registry.codes import InvalidCode, check_digits, parse_code
-from registry.db import Actor
 from registry.limits import MAX_ATTRIBUTES_BYTES, MAX_VERTICES
-from registry.units import match_unit_ids
+from registry.units import match_unit_ids, name_key
 
 ObjectArray = npt.NDArray[np.object_]
 BoolArray = npt.NDArray[np.bool_]
@@ -120,7 +121,8 @@ class UnitResolver:
 
     Names, aliases and credit codes match as in :func:`registry.units.find_unit`; names that match
     nothing become new unverified units (as :func:`registry.units.ensure_unit` would make them),
-    created in the import's transaction and listed in the report.
+    created in the import's transaction and listed in the report, when the actor may create units
+    (administrators); for other actors such rows are rejected with the closest registered names.
     """
 
     _CREATE = text(
@@ -138,6 +140,23 @@ class UnitResolver:
         self.county = county
         self.ids: dict[str, int] = {}
         self.created: list[str] = []
+        self.may_create = authorize(actor, Action.CREATE_UNIT)
+        self._names: dict[str, str] | None = None  # folded name or alias -> registered name
+        self._suggested: dict[str, list[str]] = {}
+
+    def suggestions(self, name: str, limit: int = 3) -> list[str]:
+        """The registered unit names closest to ``name`` (names and aliases compared folded)."""
+        if name in self._suggested:
+            return self._suggested[name]
+        if self._names is None:
+            rows = self.session.execute(text("SELECT name, aliases FROM units")).all()
+            self._names = {}
+            for unit_name, aliases in rows:
+                for label in (unit_name, *(aliases or ())):
+                    self._names.setdefault(name_key(label), unit_name)
+        close = difflib.get_close_matches(name_key(name), list(self._names), n=limit * 2, cutoff=0.5)
+        found = self._suggested[name] = list(dict.fromkeys(self._names[key] for key in close))[:limit]
+        return found
 
     def resolve(self, names: Sequence[str], *, create: bool = True) -> None:
         """Look up every name in ``names`` into ``self.ids``, creating the unknown ones if ``create``."""
@@ -205,6 +224,16 @@ class ValidationContext:
     zone: Zone | None = None
     actor_unit: int | None = None
     actor_unit_name: str | None = None
+
+    @property
+    def actor(self) -> Actor:
+        """Who imports (the policy decides what its rows may do)."""
+        return self.units.actor
+
+    @property
+    def session(self) -> Session:
+        """The import's transaction."""
+        return self.units.session
 
 
 # --------------------------------------------------------------------------------------------------
@@ -290,6 +319,8 @@ def validate_chunk(draft: DraftChunk, ctx: ValidationContext) -> ValidChunk:
     owner, maintainer, supervisor = _units(draft, ctx, rej)
 
     source_ids = _source_ids(draft, ctx, codes, class_codes, key_coords)
+    if not authorize(ctx.actor, Action.HAND_OVER_DIRECT):
+        _refuse_foreign_maintainer(draft, ctx, rej, maintainer, source_ids, codes)
     keep = ~rej.bad
     columns: dict[str, Any] = {
         "row": draft.rows[keep],
@@ -407,11 +438,41 @@ def _codes(
                 continue
             codes[i] = code[:16] + str(check)
             serials[i] = serial
+    if not authorize(ctx.actor, Action.REGISTER_WITH_CODE):
+        _refuse_adoption(ctx, codes, serials, reasons)
     if reasons:
         mask = np.zeros(n, dtype=bool)
         mask[list(reasons)] = True
         rej.add(mask, "code", reasons.__getitem__, lambda i: given[i])
     return codes, serials
+
+
+def _refuse_adoption(
+    ctx: ValidationContext, codes: ObjectArray, serials: ObjectArray, reasons: dict[int, str]
+) -> None:
+    """Reject rows whose code is not registered: adopting an identifier is for administrators only.
+
+    As with ``POST /assets`` and a code: an adopted serial moves the class's counter, so a unit
+    token could use up a class's codes for everyone. A registered code (the unit's own asset,
+    updated) is fine; the owner check comes later (``importers.merge``).
+    """
+    given = [i for i, code in enumerate(codes.tolist()) if code is not None]
+    if not given:
+        return
+    registered = set(
+        ctx.session.execute(
+            text("SELECT code FROM assets WHERE code = ANY(CAST(:codes AS text[]))"),
+            {"codes": [codes[i] for i in given]},
+        ).scalars()
+    )
+    for i in given:
+        if codes[i] not in registered:
+            reasons[i] = (
+                f"code {codes[i]} is not registered: only administrators register assets under an "
+                "existing code (未登记的编码只能由管理员导入); leave the code empty and one is allocated"
+            )
+            codes[i] = None
+            serials[i] = None
 
 
 def _geometry(
@@ -668,9 +729,80 @@ def _units(
         )
     else:
         owner = ctx.units.ids_for(_live(draft.owner, ~rej.bad))
-    maintainer = ctx.units.ids_for(_live(draft.maintainer, ~rej.bad))
-    supervisor = ctx.units.ids_for(_live(draft.supervisor, ~rej.bad))
+    create = ctx.units.may_create
+    maintainer = ctx.units.ids_for(_live(draft.maintainer, ~rej.bad), create=create)
+    if not create:
+        _refuse_unknown(draft.maintainer, maintainer, "maintainer", ctx, rej)
+    supervisor = ctx.units.ids_for(_live(draft.supervisor, ~rej.bad), create=create)
+    if not create:
+        _refuse_unknown(draft.supervisor, supervisor, "supervisor", ctx, rej)
     return owner, maintainer, supervisor
+
+
+def _refuse_unknown(
+    names: ObjectArray, ids: ObjectArray, target: str, ctx: ValidationContext, rej: _Rejections
+) -> None:
+    """Reject rows naming a unit that is not registered (only administrators create units)."""
+    unknown = has_value(names) & np.array([i is None for i in ids.tolist()], dtype=bool)
+    if not unknown.any():
+        return
+
+    def reason(i: int) -> str:
+        close = ctx.units.suggestions(str(names[i]))
+        hint = f"; did you mean {' / '.join(close)}?" if close else ""
+        return (
+            f"{target} {names[i]!r} is not a registered unit: only administrators register units "
+            f"(单位未登记){hint}"
+        )
+
+    rej.add(unknown, target, reason, lambda i: names[i])
+
+
+def _refuse_foreign_maintainer(
+    draft: DraftChunk,
+    ctx: ValidationContext,
+    rej: _Rejections,
+    maintainer: ObjectArray,
+    source_ids: ObjectArray,
+    codes: ObjectArray,
+) -> None:
+    """Reject a unit's rows that make another unit the maintainer: that needs the other unit's consent.
+
+    Through the API such a change becomes a proposal (registry.proposals); an import has no one to
+    ask, so the row is refused, unless the registry already records that maintainer for the asset
+    (the file was exported after the other unit accepted).
+    """
+    ids = maintainer.tolist()
+    foreign = [i for i, m in enumerate(ids) if m is not None and m != ctx.actor_unit and not rej.bad[i]]
+    if not foreign:
+        return
+    known = set(
+        ctx.session.execute(
+            text(
+                "SELECT source_id, code, maintainer_id FROM assets "
+                "WHERE source_id = ANY(CAST(:s AS text[])) OR code = ANY(CAST(:c AS text[]))"
+            ),
+            {
+                "s": [source_ids[i] for i in foreign if source_ids[i] is not None],
+                "c": [codes[i] for i in foreign if codes[i] is not None],
+            },
+        ).tuples()
+    )
+    agreed = {(key, m) for source_id, code, m in known for key in (source_id, code) if key is not None}
+    mask = np.zeros(len(ids), dtype=bool)
+    for i in foreign:
+        if (source_ids[i], ids[i]) not in agreed and (codes[i], ids[i]) not in agreed:
+            mask[i] = True
+    rej.add(
+        mask,
+        "maintainer",
+        lambda i: (
+            f"maintainer {draft.maintainer[i]} is another unit: a unit token may not make another unit "
+            "responsible without its consent (须对方单位同意); import the row without it and propose the "
+            "maintainer through the API (POST /assets/{code}/units), or ask an administrator"
+        ),
+        lambda i: draft.maintainer[i],
+    )
 
 
 def _live(names: ObjectArray, live: BoolArray) -> ObjectArray:

@@ -20,7 +20,7 @@ from gis.area import ServiceArea
 from gis.crs import WGS84, Crs, parse_crs, transform_geometry
 from gis.detect import guess_crs
 from importers.formats import open_source
-from registry.db import Actor
+from registry.access import Action, Actor, require
 from registry.zones import ZoneInput, check_level, prepare_polygon, save_zone
 
 
@@ -159,6 +159,7 @@ def import_zones(
     Invalid polygons are repaired (make_valid) and reported; a feature without name or area is
     refused with its row number, and then nothing is imported.
     """
+    require(actor, Action.MANAGE_ZONES)
     level = check_level(level)
     crs_name, features = read_polygon_file(
         path,

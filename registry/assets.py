@@ -13,14 +13,16 @@ from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from common.errors import CheckDigitMismatch, Conflict, Forbidden, InvalidInput, NotFound, StaleVersion
+from common.errors import CheckDigitMismatch, Conflict, InvalidInput, NotFound, StaleVersion
 from gis.area import ServiceArea
+from registry import audit
 from registry import classes as class_service
 from registry import units as unit_service
+from registry.access import Action, authorize, public_asset, public_party, require
 from registry.codes import SmartCode, near_misses, normalize, parse_code
 from registry.db import Actor, set_change_context
 from registry.geometry import check_asset_geometry, parse_geojson
-from registry.models import STORAGE_SRID, Asset, AssetHistory, AssetResponsibility, Unit
+from registry.models import STORAGE_SRID, Asset, AssetHistory, AssetResponsibility, Proposal, Unit
 from registry.schemas import AssetCreate, AssetUpdate, Decommission, UnitsChange
 from registry.serials import allocate_serials, reserve_serial
 
@@ -51,7 +53,7 @@ class AssetFilter:
 
 
 def asset_view(session: Session, asset: Asset, *, public: bool = False) -> dict[str, Any]:
-    """The JSON form of an asset; the public form omits geometry detail, history and internal fields."""
+    """The JSON form of an asset; the public (passer-by) form is what it is, its state and whom to call."""
     cls = class_service.get_class(session, asset.class_code)
     code = SmartCode(asset.county_code, asset.class_code, asset.serial)
     geom = to_shape(asset.geom)
@@ -76,7 +78,8 @@ def asset_view(session: Session, asset: Asset, *, public: bool = False) -> dict[
         **units,
     }
     if public:
-        return view
+        # No position, reason or internal field: see registry.access (the passer-by view).
+        return {**public_asset(view), **{role: public_party(units[role]) for role in units}}
     view.update(
         {
             "id": asset.id,
@@ -128,20 +131,86 @@ def _check_units_exist(session: Session, **unit_ids: int | None) -> None:
             raise InvalidInput(f"{field} {unit_id} is not a registered unit", field=field)
 
 
-def _require_owner_or_admin(actor: Actor, owner_id: int | None, what: str) -> None:
-    if actor.admin:
-        return
-    if actor.unit_id is None or actor.unit_id != owner_id:
-        raise Forbidden(f"only the owner unit or an administrator may {what}")
+_ROLES = ("owner_id", "maintainer_id", "supervisor_id")
+_CONSENTED = frozenset({"owner_id", "maintainer_id"})  # the roles a unit cannot give without consent
 
 
-def _require_can_edit(actor: Actor, asset: Asset) -> None:
-    if actor.admin:
-        return
-    if actor.unit_id is None or actor.unit_id not in (asset.owner_id, asset.maintainer_id):
-        raise Forbidden(
-            f"asset {asset.code} belongs to another unit: only its owner or maintainer may edit it"
+def _needing_consent(actor: Actor, values: dict[str, int | None]) -> dict[int, dict[str, int]]:
+    """The roles ``values`` gives to units other than the actor's, grouped by unit: each needs consent.
+
+    Empty for administrators (their hand-over is direct); a unit may name itself or nobody directly.
+    Owner and maintainer carry the work and cost; the supervising department (主管部门) is given by
+    the class and the jurisdiction, not taken on by consent, so naming it stays direct.
+    """
+    if authorize(actor, Action.HAND_OVER_DIRECT):
+        return {}
+    out: dict[int, dict[str, int]] = {}
+    for role, unit_id in values.items():
+        if role in _CONSENTED and unit_id is not None and unit_id != actor.unit_id:
+            out.setdefault(unit_id, {})[role] = unit_id
+    return out
+
+
+def _propose(
+    session: Session,
+    actor: Actor,
+    asset: Asset,
+    kind: str,
+    changes: dict[str, int],
+    to_unit_id: int,
+    *,
+    effective_at: dt.datetime | None = None,
+    reason: str | None = None,
+) -> Proposal:
+    """Record a proposal the receiving unit accepts or declines (registry.proposals), audited."""
+    waiting = session.scalar(
+        select(Proposal.id).where(
+            Proposal.asset_id == asset.id,
+            Proposal.to_unit_id == to_unit_id,
+            Proposal.status == "pending",
+            Proposal.changes == changes,
         )
+    )
+    if waiting is not None:
+        raise Conflict(
+            f"the same change of asset {asset.code} is already proposed (proposal {waiting}), waiting for "
+            "the other unit's answer",
+            proposal_id=waiting,
+        )
+    proposal = Proposal(
+        asset_id=asset.id,
+        kind=kind,
+        changes=changes,
+        from_unit_id=actor.unit_id,
+        to_unit_id=to_unit_id,
+        effective_at=effective_at,
+        reason=reason,
+        status="pending",
+        proposed_by=actor.name,
+    )
+    session.add(proposal)
+    session.flush()
+    audit.record(
+        session,
+        actor,
+        "propose",
+        "proposal",
+        proposal.id,
+        reason=reason,
+        details={"asset": asset.code, "kind": kind, "changes": changes, "to_unit_id": to_unit_id},
+    )
+    return proposal
+
+
+def pending_proposals(session: Session, asset: Asset) -> list[Proposal]:
+    """The proposals about ``asset`` still waiting for an answer, oldest first."""
+    return list(
+        session.scalars(
+            select(Proposal)
+            .where(Proposal.asset_id == asset.id, Proposal.status == "pending")
+            .order_by(Proposal.id)
+        )
+    )
 
 
 def register_asset(
@@ -155,12 +224,17 @@ def register_asset(
     _check_units_exist(
         session, owner_id=data.owner_id, maintainer_id=data.maintainer_id, supervisor_id=data.supervisor_id
     )
-    _require_owner_or_admin(actor, data.owner_id, "register an asset for this owner")
+    require(actor, Action.REGISTER_ASSET, data, what="registering an asset for this owner")
+    # Naming another unit as maintainer needs its consent: the role stays empty until it accepts
+    # (registry.proposals).
+    held_back = _needing_consent(
+        actor, {"maintainer_id": data.maintainer_id, "supervisor_id": data.supervisor_id}
+    )
+    withheld = {role for changes in held_back.values() for role in changes}
 
     if data.code:
-        if not actor.admin:
-            # An adopted serial raises the class's counter: only administrators may move it.
-            raise Forbidden("only administrators register assets under an existing code")
+        # An adopted serial raises the class's counter: only administrators may move it.
+        require(actor, Action.REGISTER_WITH_CODE)
         code = parse_code(data.code)
         if code.county != county:
             raise InvalidInput(
@@ -185,8 +259,8 @@ def register_asset(
         serial=code.serial,
         geom=from_shape(geom, srid=STORAGE_SRID),
         owner_id=data.owner_id,
-        maintainer_id=data.maintainer_id,
-        supervisor_id=data.supervisor_id,
+        maintainer_id=None if "maintainer_id" in withheld else data.maintainer_id,
+        supervisor_id=None if "supervisor_id" in withheld else data.supervisor_id,
         state=data.state,
         in_use=True,
         grid_code=data.grid_code,
@@ -205,6 +279,8 @@ def register_asset(
         if "assets_code_key" in str(exc.orig):
             raise Conflict(f"code {code.formatted} is already registered", code=code.formatted) from exc
         raise
+    for unit_id, changes in held_back.items():
+        _propose(session, actor, asset, "registration", changes, unit_id, reason=data.reason)
     session.refresh(asset)
     return asset
 
@@ -261,7 +337,7 @@ def _check_version(asset: Asset, expected: int) -> None:
 def update_asset(session: Session, code: str, data: AssetUpdate, actor: Actor, area: ServiceArea) -> Asset:
     """Change an asset's description if the caller's version is current; otherwise ``StaleVersion``."""
     asset = get_by_code(session, code)
-    _require_can_edit(actor, asset)
+    require(actor, Action.EDIT_ASSET, asset, what=f"asset {asset.code} belongs to another unit")
     _require_in_use(asset, "be edited")
     _check_version(asset, data.version)
     values = data.model_dump(exclude_unset=True, exclude={"version", "reason", "geometry"})
@@ -280,18 +356,71 @@ def update_asset(session: Session, code: str, data: AssetUpdate, actor: Actor, a
 
 def change_units(session: Session, code: str, data: UnitsChange, actor: Actor) -> Asset:
     """Hand an asset to new responsible units from ``effective_at`` (default now), keeping the old period."""
+    return hand_over(session, code, data, actor)[0]
+
+
+def hand_over(session: Session, code: str, data: UnitsChange, actor: Actor) -> tuple[Asset, list[Proposal]]:
+    """Change responsible units; from a unit token, roles given to other units become proposals.
+
+    The roles the unit gives to itself or to nobody change at once; each other unit named gets a
+    proposal it accepts or declines (``registry.proposals``). An administrator's change is direct.
+    """
     asset = get_by_code(session, code)
-    _require_owner_or_admin(actor, asset.owner_id, "change who is responsible for an asset")
+    require(actor, Action.HAND_OVER, asset, what=f"asset {asset.code}")
     _require_in_use(asset, "be handed over")
     _check_version(asset, data.version)
-    fields = data.model_fields_set & {"owner_id", "maintainer_id", "supervisor_id"}
+    fields = data.model_fields_set & set(_ROLES)
     if not fields:
         raise InvalidInput("name at least one of owner_id, maintainer_id, supervisor_id", field="owner_id")
-    values = {field: getattr(data, field) for field in fields}
+    values = {field: getattr(data, field) for field in sorted(fields)}
     _check_units_exist(session, **values)
+    if all(getattr(asset, field) == value for field, value in values.items()):
+        raise InvalidInput("these units are already responsible for the asset", field="owner_id")
+    consent = _needing_consent(actor, {f: v for f, v in values.items() if getattr(asset, f) != v})
+    proposed = {role for changes in consent.values() for role in changes}
+    direct = {f: v for f, v in values.items() if f not in proposed and getattr(asset, f) != v}
     now = session.scalar(select(func.now()))
     assert now is not None
-    effective = data.effective_at or now
+    if data.effective_at is not None:
+        _require_tz_past(data.effective_at, now, "effective_at")
+    if direct:
+        asset = apply_units_change(
+            session, asset, data.version, direct, data.effective_at, data.reason, actor
+        )
+    proposals = [
+        _propose(
+            session,
+            actor,
+            asset,
+            "hand_over",
+            changes,
+            unit_id,
+            effective_at=data.effective_at,
+            reason=data.reason,
+        )
+        for unit_id, changes in consent.items()
+    ]
+    return asset, proposals
+
+
+def current_period_start(session: Session, asset: Asset) -> dt.datetime | None:
+    """When the asset's current responsibility period began (None: since unknown)."""
+    return session.scalar(select(_current_period_start(asset)))
+
+
+def apply_units_change(
+    session: Session,
+    asset: Asset,
+    version: int,
+    values: dict[str, int | None],
+    effective_at: dt.datetime | None,
+    reason: str | None,
+    actor: Actor,
+) -> Asset:
+    """Write a change of responsible units (the caller checked who may): closes the current period."""
+    now = session.scalar(select(func.now()))
+    assert now is not None
+    effective = effective_at or now
     _require_tz_past(effective, now, "effective_at")
     open_from = session.scalar(select(_current_period_start(asset)))
     if open_from is not None and effective <= open_from:
@@ -300,16 +429,14 @@ def change_units(session: Session, code: str, data: UnitsChange, actor: Actor) -
             f"responsibility period ({open_from.isoformat()})",
             field="effective_at",
         )
-    if all(getattr(asset, field) == value for field, value in values.items()):
-        raise InvalidInput("these units are already responsible for the asset", field="owner_id")
-    set_change_context(session, actor, data.reason, action="change_units", effective_at=effective)
-    return _apply_versioned_update(session, asset, data.version, values)
+    set_change_context(session, actor, reason, action="change_units", effective_at=effective)
+    return _apply_versioned_update(session, asset, version, values)
 
 
 def decommission_asset(session: Session, code: str, data: Decommission, actor: Actor) -> Asset:
     """Take an asset out of use (注销) with time and reason; it stays in the registry for good."""
     asset = get_by_code(session, code)
-    _require_owner_or_admin(actor, asset.owner_id, "decommission an asset")
+    require(actor, Action.DECOMMISSION, asset, what=f"asset {asset.code}")
     _check_version(asset, data.version)
     if not asset.in_use:
         raise Conflict(f"asset {asset.code} was already decommissioned on {_iso(asset.decommissioned_at)}")

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from common.errors import Conflict, InvalidInput, NotFound
 from registry import audit
 from registry import classes as class_service
-from registry.db import Actor
+from registry.access import Action, Actor, require
 
 DEFAULTS_PATH = Path(__file__).resolve().parent / "data" / "categories.toml"
 
@@ -129,6 +129,7 @@ def set_category(
     session: Session, actor: Actor, data: CategoryDef, *, reason: str | None = None
 ) -> tuple[dict[str, Any], str]:
     """Create or replace a category; returns its view and 'created', 'updated' or 'unchanged'."""
+    require(actor, Action.MANAGE_CATEGORIES)
     name = fold(data.name)
     if not name:
         raise InvalidInput("a category needs a name", field="name")
@@ -195,6 +196,7 @@ def deactivate_category(
     session: Session, actor: Actor, name: str, *, reason: str | None = None
 ) -> dict[str, Any]:
     """Stop accepting a category (kept for the rules and log entries that name it)."""
+    require(actor, Action.MANAGE_CATEGORIES)
     current = get_category(session, name)
     if not current["active"]:
         raise Conflict(f"category {current['name']!r} is already inactive")

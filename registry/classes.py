@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from common.errors import Conflict, InvalidInput, NotFound
 from registry import audit
-from registry.db import Actor
+from registry.access import Action, Actor, require
 from registry.models import ComponentClass
 from registry.schemas import ClassCreate
 
@@ -68,6 +68,7 @@ def list_classes(session: Session, *, include_retired: bool = False) -> list[Com
 
 def add_local_class(session: Session, data: ClassCreate, actor: Actor) -> ComponentClass:
     """Add a deployment's own class; its code must be new and its big class consistent."""
+    require(actor, Action.MANAGE_CLASSES)
     if session.get(ComponentClass, data.code) is not None:
         raise Conflict(f"class {data.code} already exists", class_code=data.code)
     big_code = data.code[:2]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import lru_cache
 
 from alembic.config import Config
@@ -16,14 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.errors import DatabaseUnavailable
 from common.settings import PROJECT_ROOT, Settings, get_settings
 
-
-@dataclass(frozen=True)
-class Actor:
-    """Who is making a change: recorded in history and the audit log."""
-
-    name: str
-    unit_id: int | None = None  # set for a utility's token: it may change only its own assets
-    admin: bool = False
+# Re-exported: the actor lives with the access policy.
+from registry.access import Actor as Actor
 
 
 def database_url(settings: Settings) -> str:

@@ -235,3 +235,24 @@ class ImportBatch(Base):
     error: Mapped[str | None] = mapped_column(Text)
     rolled_back_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     rolled_back_by: Mapped[str | None] = mapped_column(Text)
+
+
+class Proposal(Base):
+    """A change of responsibility a unit proposed and the receiving unit has to accept (migration 0010)."""
+
+    __tablename__ = "responsibility_proposals"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    asset_id: Mapped[int] = mapped_column(BigInteger)  # no foreign key: see migration 0010
+    kind: Mapped[str] = mapped_column(Text)  # hand_over | registration
+    changes: Mapped[dict[str, Any]] = mapped_column(JSONB)  # role -> unit id, e.g. {"owner_id": 7}
+    from_unit_id: Mapped[int | None] = mapped_column(ForeignKey("units.id"))
+    to_unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"))
+    effective_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, default="pending")
+    proposed_by: Mapped[str] = mapped_column(Text)
+    proposed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    decided_by: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    decision_note: Mapped[str | None] = mapped_column(Text)

@@ -24,7 +24,7 @@ from registry import categories as category_service
 from registry import classes as class_service
 from registry import units as unit_service
 from registry import zones as zone_service
-from registry.db import Actor
+from registry.access import Action, Actor, require
 
 CSV_COLUMNS = ("zone", "level", "class", "category", "unit", "priority")
 OPTIONAL_COLUMNS = ("valid_from", "valid_to", "note")
@@ -185,6 +185,7 @@ def save_rule(
     session: Session, actor: Actor, data: RuleInput, *, county: str, reason: str | None = None
 ) -> tuple[dict[str, Any], str, str | None]:
     """Save a rule: 'created', 'replaced' (the previous version is closed) or 'unchanged'; plus a new unit."""
+    require(actor, Action.MANAGE_RULES)
     ref = _resolve_input(session, actor, data, county)
     for bound in (data.valid_from, data.valid_to):
         if bound is not None and bound.tzinfo is None:
@@ -269,6 +270,7 @@ def close_rule(
     session: Session, actor: Actor, rule_id: int, *, at: dt.datetime | None = None, reason: str | None = None
 ) -> dict[str, Any]:
     """End a rule's validity at ``at`` (default now)."""
+    require(actor, Action.MANAGE_RULES)
     rule = get_rule(session, rule_id)
     if rule["valid_to"] is not None:
         raise InvalidInput(f"rule {rule_id} already ended at {rule['valid_to']}")
@@ -329,6 +331,7 @@ def import_rules_csv(
     reason: str | None = None,
 ) -> RuleImportReport:
     """Import a rules CSV (columns zone,level,class,category,unit,priority), all rows or none."""
+    require(actor, Action.MANAGE_RULES)
     content = content.lstrip("\ufeff")  # Excel writes a BOM before UTF-8 CSV
     reader = csv.DictReader(io.StringIO(content))
     header = [h.strip().lower() for h in (reader.fieldnames or [])]

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from common.errors import Conflict, InvalidInput, NotFound, StaleVersion
 from registry import audit
+from registry.access import Action, Actor, require
 from registry.credit_code import normalize_credit_code
-from registry.db import Actor
 from registry.models import Unit
 from registry.schemas import UnitCreate, UnitUpdate
 
@@ -123,6 +123,7 @@ def _check_parent(session: Session, parent_id: int | None) -> None:
 
 def create_unit(session: Session, data: UnitCreate, actor: Actor, county_code: str) -> Unit:
     """Register a unit; the credit code is validated and names must be unique."""
+    require(actor, Action.CREATE_UNIT)
     credit = normalize_credit_code(data.credit_code) if data.credit_code else None
     _check_parent(session, data.parent_id)
     _check_aliases_free(session, [name_key(a) for a in data.aliases if a.strip()], None)
@@ -154,6 +155,7 @@ def ensure_unit(session: Session, name: str, actor: Actor, county_code: str) -> 
     found = find_unit(session, name)
     if found is not None:
         return found, False
+    require(actor, Action.CREATE_UNIT, what=f"unit {name.strip()!r} is not registered")
     unit = Unit(name=name.strip(), kind="other", aliases=[], verified=False, county_code=county_code)
     session.add(unit)
     session.flush()
@@ -170,8 +172,16 @@ def _check_aliases_free(session: Session, aliases: list[str], unit_id: int | Non
             )
 
 
+# Names, aliases and credit codes decide which unit an inventory row names: administrators only.
+_IDENTITY_FIELDS = frozenset({"name", "aliases", "credit_code", "kind", "parent_id", "verified"})
+
+
 def update_unit(session: Session, unit_id: int, data: UnitUpdate, actor: Actor) -> Unit:
     """Change a unit if ``data.version`` is still current; a stale version is refused."""
+    require(actor, Action.EDIT_UNIT_CONTACT, unit_id)
+    identity = data.model_fields_set & _IDENTITY_FIELDS
+    if identity:
+        require(actor, Action.EDIT_UNIT_IDENTITY, what=f"changing {', '.join(sorted(identity))}")
     unit = get_unit(session, unit_id)
     if unit.version != data.version:
         raise StaleVersion(

@@ -25,7 +25,7 @@ from common.errors import InvalidInput, NotFound
 from gis.area import ServiceArea
 from registry import audit
 from registry import units as unit_service
-from registry.db import Actor
+from registry.access import Action, Actor, require
 
 ZONE_LEVELS = ("street", "community", "grid", "contract", "pilot")
 LEVEL_NAMES = {
@@ -169,6 +169,7 @@ def save_zone(
     units_created: list[str] | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Save a zone version; returns its view and 'created', 'replaced' (new generation) or 'unchanged'."""
+    require(actor, Action.MANAGE_ZONES)
     level = check_level(data.level)
     name = " ".join((data.name or "").split())
     if not name:
@@ -313,6 +314,7 @@ def close_zone(
     session: Session, actor: Actor, zone_id: int, *, at: dt.datetime | None = None, reason: str | None = None
 ) -> dict[str, Any]:
     """End a zone version's validity at ``at`` (default now): the area no longer applies."""
+    require(actor, Action.MANAGE_ZONES)
     zone = get_zone(session, zone_id)
     if zone["valid_to"] is not None:
         raise InvalidInput(f"zone {zone_id} already ended at {zone['valid_to']}")

@@ -18,7 +18,7 @@ from registry.db import Actor, transaction
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import make_asset, make_unit
 from tests.test_cli import run as run_cli
-from tests.test_import_pipeline import POWER, WATER, lamp, three_lamps, write_geojson
+from tests.test_import_pipeline import CITY, POWER, WATER, lamp, three_lamps, write_geojson
 
 IMPORTS = "/api/v1/imports"
 
@@ -88,6 +88,7 @@ def test_a_unit_token_imports_only_its_own_assets(
 ) -> None:
     power = make_unit(db, POWER, admin, kind="utility")
     water = make_unit(db, WATER, admin, kind="utility")
+    make_unit(db, CITY, admin, kind="government")  # the supervisor the rows name: a unit creates none
     theirs = make_asset(db, admin, code="4403100118000300", owner_id=water.id)
     with transaction(db) as session:
         token = tokens.create_token(session, "power", "unit", admin, unit_id=power.id)

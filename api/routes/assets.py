@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
-from api.deps import optional_actor, require_actor, services
+from api.deps import client_address, current_actor, require_actor, services
 from common.errors import InvalidInput
 from registry import assets as asset_service
+from registry.access import Action, require
+from registry.proposals import proposal_view
 from registry.schemas import AssetCreate, AssetState, AssetUpdate, Decommission, UnitsChange
 
 router = APIRouter(prefix="/assets", tags=["assets"])
@@ -49,23 +51,38 @@ def list_assets(
     return {"total": total, "limit": limit, "offset": offset, "items": items}
 
 
-@router.get("/{code}", summary="One asset by smart code (public view without a token)")
+@router.get(
+    "/{code}",
+    summary="One asset by smart code (public view without a token)",
+    responses={429: {"description": "too many anonymous lookups from this address (see Retry-After)"}},
+)
 def get_asset(request: Request, code: str) -> dict[str, Any]:
-    """The asset; anonymous callers get the passer-by view (what it is, who to call)."""
-    with services(request).session() as session:
-        actor = optional_actor(request, session)
+    """The asset; anonymous callers get the passer-by view (what it is, its state, whom to call)."""
+    svc = services(request)
+    with svc.session() as session:
+        actor = require(current_actor(request, session), Action.READ_PUBLIC)
+        if actor.anonymous:
+            svc.anonymous_limit.check(client_address(request))
         asset = asset_service.get_by_code(session, code)
-        return asset_service.asset_view(session, asset, public=actor is None)
+        return asset_service.asset_view(session, asset, public=actor.anonymous)
 
 
 @router.post("", status_code=201, summary="Register an asset (code allocated when not given)")
 def create_asset(request: Request, body: AssetCreate) -> dict[str, Any]:
-    """Register an asset and return it with its smart code."""
+    """Register an asset and return it with its smart code.
+
+    From a unit token, another unit named as maintainer is left out until it accepts
+    the proposal listed under ``proposals`` (see ``/proposals``).
+    """
     svc = services(request)
     with svc.session() as session:
-        actor = require_actor(request, session)
+        actor = require_actor(request, session, Action.REGISTER_ASSET)
         asset = asset_service.register_asset(session, body, actor, svc.area, svc.settings.area.county_code)
-        return asset_service.asset_view(session, asset)
+        pending = asset_service.pending_proposals(session, asset)
+        return {
+            **asset_service.asset_view(session, asset),
+            "proposals": [proposal_view(session, p) for p in pending],
+        }
 
 
 @router.patch("/{code}", summary="Update an asset's description (needs the current version)")
@@ -73,25 +90,38 @@ def update_asset(request: Request, code: str, body: AssetUpdate) -> dict[str, An
     """Apply the change if ``version`` is current; a stale version gets 409 and nothing is merged."""
     svc = services(request)
     with svc.session() as session:
-        actor = require_actor(request, session)
+        actor = require_actor(request, session, Action.EDIT_ASSET)
         asset = asset_service.update_asset(session, code, body, actor, svc.area)
         return asset_service.asset_view(session, asset)
 
 
-@router.post("/{code}/units", summary="Change the owner, maintainer or supervisor from an effective date")
-def change_units(request: Request, code: str, body: UnitsChange) -> dict[str, Any]:
-    """Hand the asset over; the previous responsibility period is kept."""
+@router.post(
+    "/{code}/units",
+    summary="Change the owner, maintainer or supervisor from an effective date",
+    responses={202: {"description": "from a unit token: proposals made, waiting for the other unit"}},
+)
+def change_units(request: Request, code: str, body: UnitsChange, response: Response) -> dict[str, Any]:
+    """Hand the asset over; the previous responsibility period is kept.
+
+    From a unit token, the roles given to another unit become proposals that unit accepts or declines
+    (``/proposals``); the answer is then 202 and lists them. An administrator's change is direct.
+    """
     with services(request).session() as session:
-        actor = require_actor(request, session)
-        asset = asset_service.change_units(session, code, body, actor)
-        return asset_service.asset_view(session, asset)
+        actor = require_actor(request, session, Action.HAND_OVER)
+        asset, proposals = asset_service.hand_over(session, code, body, actor)
+        if proposals:
+            response.status_code = 202
+        return {
+            **asset_service.asset_view(session, asset),
+            "proposals": [proposal_view(session, p) for p in proposals],
+        }
 
 
 @router.post("/{code}/decommission", summary="Decommission (注销) an asset with time and reason")
 def decommission(request: Request, code: str, body: Decommission) -> dict[str, Any]:
     """Take the asset out of use; it is never deleted."""
     with services(request).session() as session:
-        actor = require_actor(request, session)
+        actor = require_actor(request, session, Action.DECOMMISSION)
         asset = asset_service.decommission_asset(session, code, body, actor)
         return asset_service.asset_view(session, asset)
 

@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from api.deps import require_actor, services
-from common.errors import Forbidden
 from registry import classes as class_service
+from registry.access import Action
 from registry.schemas import ClassCreate
 
 router = APIRouter(prefix="/classes", tags=["classes"])
@@ -35,7 +35,5 @@ def get_class(request: Request, code: str) -> dict[str, Any]:
 def add_class(request: Request, body: ClassCreate) -> dict[str, Any]:
     """Add a deployment's own class, e.g. 2105 架空线缆 as a line class."""
     with services(request).session() as session:
-        actor = require_actor(request, session)
-        if not actor.admin:
-            raise Forbidden("only administrators add classes")
+        actor = require_actor(request, session, Action.MANAGE_CLASSES)
         return class_service.class_view(class_service.add_local_class(session, body, actor))

@@ -20,13 +20,13 @@ from api.uploads import (
     receive_form,
     upload_slots,
 )
-from common.errors import Forbidden, InvalidInput, NotFound
+from common.errors import InvalidInput, NotFound
 from importers import batches as batch_service
 from importers.encoding import codepage_to_encoding
 from importers.jobs import ImportJobs
 from importers.pipeline import ImportOptions
 from importers.profiles import builtin_profiles
-from registry.db import Actor
+from registry.access import Action, Actor, require_role
 
 router = APIRouter(prefix="/imports", tags=["imports"])
 
@@ -76,8 +76,7 @@ def _jobs(request: Request) -> ImportJobs:
 
 
 def _require_writer(actor: Actor) -> None:
-    if not actor.admin and actor.unit_id is None:
-        raise Forbidden("importing needs the administrator token or a unit token")
+    require_role(actor, Action.IMPORT)
 
 
 def _authenticate(request: Request) -> Actor:

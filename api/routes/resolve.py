@@ -25,13 +25,14 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.deps import Services, require_actor, services
-from api.errors import error_body, status_for
-from common.errors import Forbidden, InvalidInput, SmartcodeError, Unauthorized
+from api.deps import Services, client_address, parse_bearer, require_actor, services
+from api.errors import error_body, error_headers, status_for
+from common.errors import InvalidInput, SmartcodeError
 from common.settings import Settings
 from registry import categories as category_service
 from registry import tokens
-from registry.db import Actor, transaction
+from registry.access import ANONYMOUS, Action, Actor, public_resolution, require
+from registry.db import transaction
 from registry.resolution import LocationQuery, Resolver, parse_time, resolution_connection_kwargs
 from registry.resolution_log import BatchLog, DirectLog, ResolutionLog, get_resolution, list_resolutions
 
@@ -43,8 +44,10 @@ with the rule that decided and one explanation line per step.
 
 **By code** (`?code=...`, with or without separators, or the whole QR URL `/c/{code}?s=...`):
 **public**, like `GET /assets/{code}` anonymously: a passer-by who scans a label learns what the
-asset is and whom to call, nothing that maps the network. A wrong check digit answers 400 with the
-registered codes one typo away; a well-formed unknown code answers 404.
+asset is, its state and whom to call (names and phones), nothing that maps the network (no position,
+reasons or notes; a token gets the full answer). Anonymous lookups are rate-limited per client
+(429 with `Retry-After`). A wrong check digit answers 400 with the registered codes one typo away;
+a well-formed unknown code answers 404.
 
 **By location** (`?lon=..&lat=..[&crs=..][&class=..][&category=..][&at=..]`): **needs a bearer
 token** (case system, dispatchers): it finds assets near any point, so anonymous access would let
@@ -68,26 +71,21 @@ class TokenCache:
         self._ttl = ttl_s
         self._entries: dict[str, tuple[float, Actor]] = {}
 
-    async def actor(
-        self, svc: Services, authorization: str | None, *, required: bool, cached: bool = True
-    ) -> Actor | None:
-        """The caller for an Authorization header; None when anonymous and not required.
+    def clear(self) -> None:
+        """Forget every checked token (a token was revoked through this process)."""
+        self._entries.clear()
+
+    async def actor(self, svc: Services, authorization: str | None, *, cached: bool = True) -> Actor:
+        """The caller for an Authorization header: the anonymous actor when there is no token.
 
         ``cached=False`` checks the token against the database every time (reading the resolution log:
         a revoked token must stop working at once there, not up to ``ttl_s`` later).
         """
-        token = _bearer(authorization)
+        token = parse_bearer(authorization)
         if token is None:
-            if required:
-                raise Unauthorized(
-                    "resolving a location needs a bearer token (Authorization: Bearer <token>): it reveals "
-                    "the network; resolving a scanned code does not"
-                )
-            return None
-        if not token.isascii() or not token.isprintable():
-            # Issued tokens are URL-safe ASCII; header bytes beyond that (decoded as latin-1) can match
-            # none of them, and must not reach a comparison that only accepts ASCII strings.
-            raise Unauthorized("the bearer token is unknown or revoked")
+            return ANONYMOUS
+        # Keyed by the token's sha256, like the api_tokens lookup: a dict probe on the hash of a random
+        # secret reveals nothing usable through timing, so no constant-time comparison is needed here.
         key = hashlib.sha256(token.encode()).hexdigest()
         now = time.monotonic()
         if cached:
@@ -106,11 +104,6 @@ class TokenCache:
             self._entries.clear()
         self._entries[key] = (now + self._ttl, actor)
         return actor
-
-
-def _bearer(authorization: str | None) -> str | None:
-    scheme, _, value = (authorization or "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
 class ResolveRuntime:
@@ -237,28 +230,29 @@ _OPENAPI_PARAMETERS = [
 ]
 
 
-async def answer(rt: ResolveRuntime, svc: Services, params: QueryParams, authorization: str | None) -> bytes:
+async def answer(
+    rt: ResolveRuntime, svc: Services, params: QueryParams, authorization: str | None, client: str
+) -> bytes:
     """The JSON body for a resolve request (the route and the fast path share it)."""
     code = params.get("code")
     if code is not None:
         extra = [k for k in _LOCATION_KEYS if k in params]
         if extra:
             raise InvalidInput(f"give either code or a location, not both (also got {', '.join(extra)})")
-        actor = await rt.tokens.actor(svc, authorization, required=False)
+        actor = require(await rt.tokens.actor(svc, authorization), Action.READ_PUBLIC)
+        if actor.anonymous:
+            svc.anonymous_limit.check(client)
         async with rt.pool.connection() as conn:
-            _, body = await rt.resolver.resolve_code(
-                conn,
-                code,
-                at=params.get("at"),
-                log=rt.log,
-                actor=actor.name if actor else "anonymous",
-                channel="api",
+            data, body = await rt.resolver.resolve_code(
+                conn, code, at=params.get("at"), log=rt.log, actor=actor.name, channel="api"
             )
+        if actor.anonymous:
+            # The passer-by view: no position, no reasons, no internal fields (registry/access.py).
+            return orjson.dumps(public_resolution(data))
         return body
     if not any(k in params for k in ("lon", "lat", "x", "y")):
         raise InvalidInput("give code=... (a scanned code) or lon=...&lat=... (a location)")
-    actor = await rt.tokens.actor(svc, authorization, required=True)
-    assert actor is not None
+    actor = require(await rt.tokens.actor(svc, authorization), Action.RESOLVE_LOCATION)
     query = LocationQuery(
         x=_number(params.get("lon", params.get("x")), "lon"),
         y=_number(params.get("lat", params.get("y")), "lat"),
@@ -278,11 +272,16 @@ async def answer(rt: ResolveRuntime, svc: Services, params: QueryParams, authori
     description=RESOLVE_DESCRIPTION,
     openapi_extra={"parameters": _OPENAPI_PARAMETERS},
     response_class=Response,
+    responses={429: {"description": "too many anonymous lookups from this address (see Retry-After)"}},
 )
 async def resolve(request: Request) -> Response:
     """Resolve by code or by location (normally served by :class:`ResolveFastPath`; see the description)."""
     body = await answer(
-        runtime(request), services(request), request.query_params, request.headers.get("authorization")
+        runtime(request),
+        services(request),
+        request.query_params,
+        request.headers.get("authorization"),
+        client_address(request),
     )
     return Response(body, media_type="application/json")
 
@@ -311,16 +310,20 @@ class ResolveFastPath:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
         headers = [(b"content-type", b"application/json")]
+        client = scope.get("client")
         try:
             body = await answer(
-                state.resolve, state.services, QueryParams(scope["query_string"]), authorization
+                state.resolve,
+                state.services,
+                QueryParams(scope["query_string"]),
+                authorization,
+                client[0] if client else "unknown",
             )
             status = 200
         except SmartcodeError as exc:
             status = status_for(exc)
             body = orjson.dumps(error_body(type(exc).__name__, exc.message, exc.details), default=str)
-            if isinstance(exc, Unauthorized):
-                headers.append((b"www-authenticate", b"Bearer"))
+            headers.extend((k.lower().encode(), v.encode()) for k, v in error_headers(exc).items())
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -330,8 +333,9 @@ class ResolveFastPath:
 async def get_logged(request: Request, resolution_id: int) -> Response:
     """What was answered, to whom and why: for disputes about a past dispatch."""
     rt = runtime(request)
-    await rt.tokens.actor(
-        services(request), request.headers.get("authorization"), required=True, cached=False
+    require(
+        await rt.tokens.actor(services(request), request.headers.get("authorization"), cached=False),
+        Action.READ_FULL,
     )
     await rt.flush_log()
     async with rt.log_pool.connection() as conn:
@@ -349,8 +353,9 @@ async def list_logged(
 ) -> Response:
     """The resolution log, filtered."""
     rt = runtime(request)
-    await rt.tokens.actor(
-        services(request), request.headers.get("authorization"), required=True, cached=False
+    require(
+        await rt.tokens.actor(services(request), request.headers.get("authorization"), cached=False),
+        Action.READ_FULL,
     )
     await rt.flush_log()
     async with rt.log_pool.connection() as conn:
@@ -372,12 +377,6 @@ class CategoryBody(BaseModel):
     reason: str | None = None
 
 
-def _admin(actor: Actor) -> Actor:
-    if not actor.admin:
-        raise Forbidden("only administrators manage complaint categories, zones and rules")
-    return actor
-
-
 @router.get("/categories", summary="Complaint categories and the classes they concern (public)")
 def list_categories(request: Request, include_inactive: bool = False) -> list[dict[str, Any]]:
     """The deployment's category table; public, so a case system can map its categories."""
@@ -396,7 +395,7 @@ def get_category(request: Request, name: str) -> dict[str, Any]:
 def put_category(request: Request, name: str, body: CategoryBody, response: Response) -> dict[str, Any]:
     """Set the classes and aliases of a category; 201 when it is new."""
     with services(request).session() as session:
-        actor = _admin(require_actor(request, session))
+        actor = require_actor(request, session, Action.MANAGE_CATEGORIES)
         view, outcome = category_service.set_category(
             session,
             actor,
@@ -417,7 +416,7 @@ def put_category(request: Request, name: str, body: CategoryBody, response: Resp
 def delete_category(request: Request, name: str, reason: str | None = None) -> dict[str, Any]:
     """Stop accepting a category; it stays for the rules and log entries that name it."""
     with services(request).session() as session:
-        actor = _admin(require_actor(request, session))
+        actor = require_actor(request, session, Action.MANAGE_CATEGORIES)
         view = category_service.deactivate_category(session, actor, name, reason=reason)
     runtime(request).resolver.categories.invalidate()
     return view

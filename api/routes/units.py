@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from api.deps import require_actor, services
-from common.errors import Forbidden
 from registry import units as unit_service
+from registry.access import Action
 from registry.schemas import UnitCreate, UnitKind, UnitUpdate
 
 router = APIRouter(prefix="/units", tags=["units"])
@@ -47,9 +47,7 @@ def create_unit(request: Request, body: UnitCreate) -> dict[str, Any]:
     """Create a unit; its 统一社会信用代码 is checked."""
     svc = services(request)
     with svc.session() as session:
-        actor = require_actor(request, session)
-        if not actor.admin:
-            raise Forbidden("only administrators register units")
+        actor = require_actor(request, session, Action.CREATE_UNIT)
         return unit_service.unit_view(
             unit_service.create_unit(session, body, actor, svc.settings.area.county_code)
         )
@@ -59,11 +57,5 @@ def create_unit(request: Request, body: UnitCreate) -> dict[str, Any]:
 def update_unit(request: Request, unit_id: int, body: UnitUpdate) -> dict[str, Any]:
     """Change a unit; administrators may change any, a unit's token only its own record."""
     with services(request).session() as session:
-        actor = require_actor(request, session)
-        if not actor.admin and actor.unit_id != unit_id:
-            raise Forbidden("a unit may only update its own record")
-        identity = body.model_fields_set & {"name", "aliases", "credit_code", "kind", "parent_id", "verified"}
-        if not actor.admin and identity:
-            # Names, aliases and credit codes decide which unit an inventory row names: administrators only.
-            raise Forbidden(f"only administrators change {', '.join(sorted(identity))}")
+        actor = require_actor(request, session, Action.EDIT_UNIT_CONTACT)
         return unit_service.unit_view(unit_service.update_unit(session, unit_id, body, actor))

@@ -17,13 +17,14 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, field_validator
 
 from api.deps import require_actor, services
-from api.routes.resolve import _admin, parse_optional_time
+from api.routes.resolve import parse_optional_time
 from api.uploads import MIB, ReceivedForm, busy, check_declared_size, missing, receive_form, upload_slots
 from common.errors import InvalidInput
 from gis.crs import parse_crs, transform_geometry
 from importers import zone_files
 from registry import rules as rule_service
 from registry import zones as zone_service
+from registry.access import Action
 from registry.geometry import parse_geojson
 from registry.limits import MAX_NOTE_CHARS, check_attributes
 
@@ -112,7 +113,7 @@ def create_zone(request: Request, body: ZoneBody) -> dict[str, Any]:
     if body.crs:
         geom = transform_geometry(geom, parse_crs(body.crs))
     with svc.session() as session:
-        actor = _admin(require_actor(request, session))
+        actor = require_actor(request, session, Action.MANAGE_ZONES)
         view, outcome = zone_service.save_zone(
             session,
             actor,
@@ -175,7 +176,9 @@ def _upload_responses(setting: str) -> dict[int | str, dict[str, Any]]:
 
 
 @asynccontextmanager
-async def _admin_upload(request: Request, limit_mb: int) -> AsyncIterator[tuple[ReceivedForm, Path]]:
+async def _admin_upload(
+    request: Request, limit_mb: int, action: Action
+) -> AsyncIterator[tuple[ReceivedForm, Path]]:
     """An administrator's upload, received into a private folder (removed afterwards).
 
     The token is checked, and a declared size over the cap refused, before any of the body is read.
@@ -183,7 +186,7 @@ async def _admin_upload(request: Request, limit_mb: int) -> AsyncIterator[tuple[
 
     def authenticate() -> None:
         with services(request).session() as session:
-            _admin(require_actor(request, session))
+            require_actor(request, session, action)
 
     await run_in_threadpool(authenticate)
     limit = limit_mb * MIB
@@ -214,7 +217,10 @@ async def _admin_upload(request: Request, limit_mb: int) -> AsyncIterator[tuple[
 async def import_zones(request: Request) -> dict[str, Any]:
     """All features or none; repaired polygons are listed in the report."""
     svc = services(request)
-    async with _admin_upload(request, svc.settings.imports.max_zone_upload_mb) as (form, path):
+    async with _admin_upload(request, svc.settings.imports.max_zone_upload_mb, Action.MANAGE_ZONES) as (
+        form,
+        path,
+    ):
         level, name_field = form.text("level"), form.text("name_field")
         if level is None:
             raise missing("level")
@@ -223,7 +229,7 @@ async def import_zones(request: Request) -> dict[str, Any]:
 
         def work() -> dict[str, Any]:
             with svc.session() as session:
-                actor = _admin(require_actor(request, session))
+                actor = require_actor(request, session, Action.MANAGE_ZONES)
                 report = zone_files.import_zones(
                     session,
                     actor,
@@ -248,7 +254,7 @@ async def import_zones(request: Request) -> dict[str, Any]:
 def close_zone(request: Request, zone_id: int, body: CloseBody) -> dict[str, Any]:
     """The zone stops applying at ``at`` (default now)."""
     with services(request).session() as session:
-        actor = _admin(require_actor(request, session))
+        actor = require_actor(request, session, Action.MANAGE_ZONES)
         return zone_service.close_zone(session, actor, zone_id, at=body.at, reason=body.reason)
 
 
@@ -285,7 +291,7 @@ def create_rule(request: Request, body: RuleBody) -> dict[str, Any]:
     """Save a rule; the open rule for the same zone, class and category is closed where this one starts."""
     svc = services(request)
     with svc.session() as session:
-        actor = _admin(require_actor(request, session))
+        actor = require_actor(request, session, Action.MANAGE_RULES)
         view, outcome, unit_created = rule_service.save_rule(
             session,
             actor,
@@ -318,7 +324,10 @@ def create_rule(request: Request, body: RuleBody) -> dict[str, Any]:
 async def import_rules(request: Request) -> dict[str, Any]:
     """All rows or none; the report lists created, replaced and unchanged rule ids."""
     svc = services(request)
-    async with _admin_upload(request, svc.settings.imports.max_rules_upload_mb) as (form, path):
+    async with _admin_upload(request, svc.settings.imports.max_rules_upload_mb, Action.MANAGE_RULES) as (
+        form,
+        path,
+    ):
         try:
             content = path.read_bytes().decode("utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -327,7 +336,7 @@ async def import_rules(request: Request) -> dict[str, Any]:
 
         def work() -> dict[str, Any]:
             with svc.session() as session:
-                actor = _admin(require_actor(request, session))
+                actor = require_actor(request, session, Action.MANAGE_RULES)
                 report = rule_service.import_rules_csv(
                     session,
                     actor,
@@ -345,5 +354,5 @@ async def import_rules(request: Request) -> dict[str, Any]:
 def close_rule(request: Request, rule_id: int, body: CloseBody) -> dict[str, Any]:
     """The rule stops applying at ``at`` (default now)."""
     with services(request).session() as session:
-        actor = _admin(require_actor(request, session))
+        actor = require_actor(request, session, Action.MANAGE_RULES)
         return rule_service.close_rule(session, actor, rule_id, at=body.at, reason=body.reason)
