@@ -1,8 +1,9 @@
 """Access control in one place: who the caller is (:class:`Actor`) and what it may do (:func:`require`).
 
 Every route and service asks :func:`authorize` / :func:`require` "may this actor do this to that";
-no other module decides on roles. The table :data:`POLICY` is the whole policy (docs/access.md shows
-it as actions x roles). Also here: the passer-by view, what an anonymous caller may see of an asset.
+no other module decides on roles. The table :data:`POLICY` is the whole policy (docs/design.md,
+"Access policy", shows it as actions x roles). Also here: the passer-by view, what an anonymous
+caller may see of an asset.
 """
 
 from __future__ import annotations

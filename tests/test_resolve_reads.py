@@ -119,7 +119,7 @@ def test_with_a_read_url_lookups_read_there_and_the_log_is_written_to_the_primar
         runtime = app.state.resolve
         assert "smartcode-replica-test" in runtime.read_conninfo
         assert "smartcode-replica-test" not in runtime.conninfo
-        answer = client.get("/api/v1/resolve", params={"code": lamp.code}).json()
+        answer = client.get("/api/v1/resolve", params={"code": lamp.code}, headers=auth).json()
         assert answer["owner"]["id"] == power.id
         with psycopg.connect(conninfo_from_url(migrated_url)) as conn:
             sessions = conn.execute(
