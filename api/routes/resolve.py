@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import Services, require_actor, services
 from api.errors import error_body, status_for
+from api.params import RowId
 from common.errors import Forbidden, InvalidInput, SmartcodeError, Unauthorized
 from common.settings import Settings
 from registry import categories as category_service
@@ -319,7 +320,7 @@ class ResolveFastPath:
 
 
 @router.get("/resolutions/{resolution_id}", summary="One logged answer with its query (token)")
-async def get_logged(request: Request, resolution_id: int) -> Response:
+async def get_logged(request: Request, resolution_id: RowId) -> Response:
     """What was answered, to whom and why: for disputes about a past dispatch."""
     rt = runtime(request)
     await rt.tokens.actor(

@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from api.deps import require_actor, services
+from api.params import RowId, UnitFilter
 from api.routes.resolve import _admin, parse_optional_time
 from common.errors import InvalidInput
 from gis.crs import parse_crs, transform_geometry
@@ -93,7 +94,7 @@ def list_zones(
 
 
 @router.get("/zones/{zone_id}", summary="One zone version with its polygon (token)")
-def get_zone(request: Request, zone_id: int, geometry: bool = True) -> dict[str, Any]:
+def get_zone(request: Request, zone_id: RowId, geometry: bool = True) -> dict[str, Any]:
     """The zone version, geometry as GeoJSON (WGS84)."""
     with services(request).session() as session:
         require_actor(request, session)
@@ -177,7 +178,7 @@ async def import_zones(
 
 
 @router.post("/zones/{zone_id}/close", summary="End a zone version (administrators)")
-def close_zone(request: Request, zone_id: int, body: CloseBody) -> dict[str, Any]:
+def close_zone(request: Request, zone_id: RowId, body: CloseBody) -> dict[str, Any]:
     """The zone stops applying at ``at`` (default now)."""
     with services(request).session() as session:
         actor = _admin(require_actor(request, session))
@@ -189,7 +190,7 @@ def list_rules(
     request: Request,
     zone: str | None = None,
     level: str | None = None,
-    unit: int | None = None,
+    unit: UnitFilter = None,
     at: Annotated[str | None, Query(description="ISO 8601 time")] = None,
     all_versions: bool = False,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
@@ -272,7 +273,7 @@ async def import_rules(
 
 
 @router.post("/rules/{rule_id}/close", summary="End a rule (administrators)")
-def close_rule(request: Request, rule_id: int, body: CloseBody) -> dict[str, Any]:
+def close_rule(request: Request, rule_id: RowId, body: CloseBody) -> dict[str, Any]:
     """The rule stops applying at ``at`` (default now)."""
     with services(request).session() as session:
         actor = _admin(require_actor(request, session))
