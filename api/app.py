@@ -25,7 +25,9 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     """Build the app for ``settings``; ``url`` overrides the database (tests pass their own)."""
     settings = settings or get_settings()
     db_url = url or database_url(settings)
-    engine = make_engine(db_url, pool_size=settings.database.pool_size)
+    engine = make_engine(
+        db_url, pool_size=settings.database.pool_size, connect_timeout_s=settings.database.connect_timeout_s
+    )
     area = ServiceArea.from_settings(settings)
     # The resolve endpoints run on their own async pool (see api/routes/resolve.py).
     resolve_runtime = resolve.ResolveRuntime(settings, conninfo_from_url(db_url), Resolver(settings, area))

@@ -35,9 +35,18 @@ def database_url(settings: Settings) -> str:
     return ensure_database_url(settings)
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10, connect_timeout_s: int = 2) -> Engine:
     """A SQLAlchemy engine for ``url`` with a connection pool sized for the API."""
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # pool_pre_ping replaces connections that died with the server, so the engine serves again by
+    # itself once the database is back; connect_timeout keeps an unreachable host from holding a
+    # request (or a pool slot) for libpq's default of forever.
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": connect_timeout_s},
+    )
 
 
 @lru_cache(maxsize=4)

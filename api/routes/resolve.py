@@ -17,14 +17,14 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field
 from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import Services, require_actor, services
-from api.errors import error_body, status_for
+from api.errors import error_response
 from api.params import RowId
+from api.pool import ResilientPool
 from common.errors import Forbidden, InvalidInput, SmartcodeError, Unauthorized
 from common.settings import Settings
 from registry import categories as category_service
@@ -128,11 +128,13 @@ class ResolveRuntime:
         self.conninfo = conninfo
         self.resolver = resolver
         self.tokens = TokenCache(settings.api.token_cache_seconds)
-        self.pool = AsyncConnectionPool(
+        # Answers DatabaseUnavailable within connect_timeout_s while the database is away, and renews
+        # itself when it is back (api/pool.py).
+        self.pool = ResilientPool(
             conninfo,
             min_size=min(2, settings.resolve.pool_size),
             max_size=settings.resolve.pool_size,
-            open=False,
+            timeout_s=settings.database.connect_timeout_s,
             kwargs=resolution_connection_kwargs(),
         )
         self.log: ResolutionLog
@@ -148,7 +150,9 @@ class ResolveRuntime:
             self.log = DirectLog()
 
     async def _log_connection(self) -> AsyncConnection[Any]:
-        return await AsyncConnection.connect(self.conninfo, autocommit=True)
+        return await AsyncConnection.connect(
+            self.conninfo, autocommit=True, connect_timeout=self.settings.database.connect_timeout_s
+        )
 
     async def open(self) -> None:
         """Open the pool, read the class table, start the log flusher."""
@@ -310,10 +314,9 @@ class ResolveFastPath:
             )
             status = 200
         except SmartcodeError as exc:
-            status = status_for(exc)
-            body = orjson.dumps(error_body(type(exc).__name__, exc.message, exc.details), default=str)
-            if isinstance(exc, Unauthorized):
-                headers.append((b"www-authenticate", b"Bearer"))
+            status, payload, extra = error_response(exc)
+            body = orjson.dumps(payload, default=str)
+            headers.extend((name.lower().encode(), value.encode()) for name, value in extra.items())
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
