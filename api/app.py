@@ -15,7 +15,7 @@ from api.responses import OrjsonResponse
 from api.routes import assets, classes, imports, resolve, units, zones
 from common.settings import Settings, get_settings
 from gis.area import ServiceArea
-from registry.db import database_url, make_engine
+from registry.db import make_engine, service_url
 from registry.resolution import Resolver, conninfo_from_url
 
 API_PREFIX = "/api/v1"
@@ -24,7 +24,7 @@ API_PREFIX = "/api/v1"
 def create_app(settings: Settings | None = None, *, url: str | None = None) -> FastAPI:
     """Build the app for ``settings``; ``url`` overrides the database (tests pass their own)."""
     settings = settings or get_settings()
-    db_url = url or database_url(settings)
+    db_url = url or service_url(settings)
     engine = make_engine(
         db_url, pool_size=settings.database.pool_size, connect_timeout_s=settings.database.connect_timeout_s
     )

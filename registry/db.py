@@ -27,12 +27,26 @@ class Actor:
 
 
 def database_url(settings: Settings) -> str:
-    """The URL in use: ``SMARTCODE_DATABASE_URL`` or the embedded cluster (started on demand)."""
+    """The owner's URL (migrations, the CLI): ``SMARTCODE_DATABASE_URL`` or the embedded cluster (started
+    on demand)."""
     if settings.database.url:
         return settings.database.url
     from registry.embedded import ensure_database_url
 
     return ensure_database_url(settings)
+
+
+def service_url(settings: Settings) -> str:
+    """The URL the API connects with: ``SMARTCODE_DATABASE_URL``, or the embedded cluster's app role.
+
+    Unlike :func:`database_url` (the owner, who migrates), the embedded cluster's app role may append
+    to history and the audit log but never change or delete them.
+    """
+    if settings.database.url:
+        return settings.database.url
+    from registry.embedded import ensure_service_url
+
+    return ensure_service_url(settings)
 
 
 def make_engine(url: str, *, pool_size: int = 10, connect_timeout_s: int = 2) -> Engine:

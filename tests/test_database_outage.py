@@ -70,7 +70,7 @@ def test_outage_answers_503_quickly_without_internals_and_recovers(
     migrate(url, settings=settings)
     from api.app import create_app
 
-    with TestClient(create_app(settings, url=url)) as client:
+    with TestClient(create_app(settings, url=outage_cluster.app_url())) as client:
         created = client.post(
             "/api/v1/assets", json={"class_code": "0118", "geometry": point()}, headers=AUTH
         )
