@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from sqlalchemy import text
 
-from api import errors
+from api import docs, errors
 from api.deps import Services, services
 from api.responses import OrjsonResponse
 from api.routes import assets, classes, imports, resolve, units, zones
@@ -47,10 +47,13 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
         version="0.1.0",
         description="智慧码 city-asset registry: who owns this pole, cable, lamp or manhole cover?",
         default_response_class=OrjsonResponse,
+        docs_url=None,  # served by api/docs.py from local files
+        redoc_url=None,
     )
     app.state.services = Services(settings=settings, engine=engine, area=area)
     app.state.resolve = resolve_runtime
     errors.install(app)
+    docs.install(app)
     # The resolve hot path is answered before FastAPI's routing (see api/routes/resolve.py).
     app.add_middleware(resolve.ResolveFastPath, path=f"{API_PREFIX}/resolve")
 
