@@ -330,8 +330,12 @@ def import_rules_csv(
 ) -> RuleImportReport:
     """Import a rules CSV (columns zone,level,class,category,unit,priority), all rows or none."""
     content = content.lstrip("\ufeff")  # Excel writes a BOM before UTF-8 CSV
-    reader = csv.DictReader(io.StringIO(content))
-    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    try:
+        # newline="": the csv module reads the line ends itself (a lone CR, a newline in a quoted cell).
+        rows = list(csv.reader(io.StringIO(content, newline="")))
+    except csv.Error as exc:  # a NUL byte, a CR inside an unquoted cell...
+        raise InvalidInput(f"{file}: not a readable CSV: {exc}", file=file) from exc
+    header = [h.strip().lower() for h in (rows[0] if rows else [])]
     missing = [c for c in CSV_COLUMNS if c not in header]
     if missing:
         raise InvalidInput(
@@ -339,12 +343,11 @@ def import_rules_csv(
             f"(optional: {', '.join(OPTIONAL_COLUMNS)})",
             file=file,
         )
-    reader.fieldnames = header
     report = RuleImportReport(file=file)
     problems: list[str] = []
     seen: dict[tuple[str, ...], int] = {}
-    for number, record in enumerate(reader, start=2):
-        values = {k: (v or "").strip() for k, v in record.items() if k is not None}
+    for number, cells in enumerate(rows[1:], start=2):
+        values = {k: v.strip() for k, v in zip(header, cells, strict=False)}
         if not any(values.values()):
             continue
         key = tuple(values.get(c, "") for c in ("zone", "level", "class", "category"))
