@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from sqlalchemy import text
 
-from api import docs, errors
+from api import docs, errors, openapi
 from api.deps import Services, services
 from api.responses import OrjsonResponse
 from api.routes import assets, classes, imports, resolve, units, zones
@@ -75,5 +75,6 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
         return {"status": "ok", "revision": row[0], "assets": row[1], "county": settings.area.county_code}
 
     app.include_router(api)
+    openapi.install(app)
 
     return app
