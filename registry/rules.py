@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from common.errors import InvalidInput, NotFound
-from registry import audit
+from registry import audit, validity
 from registry import categories as category_service
 from registry import classes as class_service
 from registry import units as unit_service
@@ -56,12 +56,6 @@ class RuleInput:
     note: str | None = None
 
 
-def _bound(value: dt.datetime | None) -> str | None:
-    if value is None or value.year <= 1:
-        return None
-    return value.isoformat()
-
-
 def rule_view(row: Any) -> dict[str, Any]:
     """The JSON form of a rule."""
     return {
@@ -71,8 +65,8 @@ def rule_view(row: Any) -> dict[str, Any]:
         "category": row.category,
         "unit": {"id": row.unit_id, "name": row.unit_name},
         "priority": row.priority,
-        "valid_from": _bound(row.valid_from),
-        "valid_to": _bound(row.valid_to),
+        "valid_from": validity.bound(row.valid_from),
+        "valid_to": validity.bound(row.valid_to),
         "note": row.note,
         "created_at": row.created_at.isoformat(),
         "actor": row.actor,
@@ -100,32 +94,25 @@ def list_rules(
     offset: int = 0,
 ) -> tuple[list[dict[str, Any]], int]:
     """Rules valid at ``at`` (default now) or every version, filtered by zone and unit."""
-    where = ["true"]
-    params: dict[str, Any] = {"limit": limit, "offset": offset, "at": at}
+    where: dict[str, tuple[str, Any]] = {}
     if zone:
-        where.append("r.zone_name = :zone")
-        params["zone"] = zone.strip()
+        where["zone"] = ("r.zone_name = :zone", zone.strip())
     if level:
-        where.append("r.zone_level = :level")
-        params["level"] = zone_service.check_level(level)
+        where["level"] = ("r.zone_level = :level", zone_service.check_level(level))
     if unit_id is not None:
-        where.append("r.unit_id = :unit")
-        params["unit"] = unit_id
-    if not all_versions:
-        where.append(
-            "r.valid_from <= coalesce(:at, now()) "
-            "AND (r.valid_to IS NULL OR r.valid_to > coalesce(:at, now()))"
-        )
-    condition = " AND ".join(where)
-    total = session.execute(text(f"SELECT count(*) {_FROM} WHERE {condition}"), params).scalar_one()
-    rows = session.execute(
-        text(
-            f"SELECT {_RULE_COLUMNS} {_FROM} WHERE {condition} "
-            "ORDER BY r.zone_level NULLS FIRST, r.zone_name, r.priority DESC, r.id "
-            "LIMIT :limit OFFSET :offset"
-        ),
-        params,
-    ).all()
+        where["unit"] = ("r.unit_id = :unit", unit_id)
+    rows, total = validity.list_versions(
+        session,
+        columns=_RULE_COLUMNS,
+        source=_FROM.removeprefix("FROM "),
+        alias="r",
+        where=where,
+        order="r.zone_level NULLS FIRST, r.zone_name, r.priority DESC, r.id",
+        at=at,
+        all_versions=all_versions,
+        limit=limit,
+        offset=offset,
+    )
     return [rule_view(row) for row in rows], total
 
 
@@ -269,19 +256,9 @@ def close_rule(
     session: Session, actor: Actor, rule_id: int, *, at: dt.datetime | None = None, reason: str | None = None
 ) -> dict[str, Any]:
     """End a rule's validity at ``at`` (default now)."""
-    rule = get_rule(session, rule_id)
-    if rule["valid_to"] is not None:
-        raise InvalidInput(f"rule {rule_id} already ended at {rule['valid_to']}")
-    end = at or session.execute(text("SELECT now()")).scalar_one()
-    if end.tzinfo is None:
-        raise InvalidInput("the end time needs a time zone", field="at")
-    if rule["valid_from"] is not None and end <= dt.datetime.fromisoformat(rule["valid_from"]):
-        raise InvalidInput(f"rule {rule_id} starts at {rule['valid_from']}: it cannot end before that")
-    session.execute(
-        text("UPDATE responsibility_rules SET valid_to = :t WHERE id = :id"), {"t": end, "id": rule_id}
-    )
-    audit.record(
-        session, actor, "close", "rule", rule_id, reason=reason, details={"valid_to": end.isoformat()}
+    current = get_rule(session, rule_id)
+    validity.close_version(
+        session, actor, kind="rule", table="responsibility_rules", current=current, at=at, reason=reason
     )
     return get_rule(session, rule_id)
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
@@ -18,6 +19,7 @@ from api.deps import require_actor, services
 from api.params import RowId, UnitFilter
 from api.routes.resolve import _admin, parse_optional_time
 from common.errors import InvalidInput
+from common.settings import Settings
 from gis.crs import parse_crs, transform_geometry
 from importers import zone_files
 from registry import rules as rule_service
@@ -67,29 +69,37 @@ class RuleBody(BaseModel):
     reason: str | None = None
 
 
+@dataclass
+class VersionPage:
+    """What both lists take: which versions (those valid at ``at``, default now, or all) and which page."""
+
+    at: Annotated[str | None, Query(description="ISO 8601 time")] = None
+    all_versions: bool = False
+    limit: Annotated[int, Query(ge=1, le=10000)] = 1000
+    offset: Annotated[int, Query(ge=0)] = 0
+
+    def options(self, settings: Settings) -> dict[str, Any]:
+        """The keyword arguments of ``list_zones`` and ``list_rules`` for this page."""
+        return {
+            "at": parse_optional_time(self.at, settings),
+            "all_versions": self.all_versions,
+            "limit": self.limit,
+            "offset": self.offset,
+        }
+
+
 @router.get("/zones", summary="Zones valid at a time (default now), or every version (token)")
 def list_zones(
     request: Request,
+    page: Annotated[VersionPage, Depends()],
     level: str | None = None,
     name: str | None = None,
-    at: Annotated[str | None, Query(description="ISO 8601 time")] = None,
-    all_versions: bool = False,
-    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     """Zone versions, without geometry."""
     svc = services(request)
     with svc.session() as session:
         require_actor(request, session)
-        items, total = zone_service.list_zones(
-            session,
-            level=level,
-            name=name,
-            at=parse_optional_time(at, svc.settings),
-            all_versions=all_versions,
-            limit=limit,
-            offset=offset,
-        )
+        items, total = zone_service.list_zones(session, level=level, name=name, **page.options(svc.settings))
     return {"total": total, "items": items}
 
 
@@ -188,27 +198,17 @@ def close_zone(request: Request, zone_id: RowId, body: CloseBody) -> dict[str, A
 @router.get("/rules", summary="Responsibility rules valid at a time, or every version (token)")
 def list_rules(
     request: Request,
+    page: Annotated[VersionPage, Depends()],
     zone: str | None = None,
     level: str | None = None,
     unit: UnitFilter = None,
-    at: Annotated[str | None, Query(description="ISO 8601 time")] = None,
-    all_versions: bool = False,
-    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     """Rules ordered by zone and priority."""
     svc = services(request)
     with svc.session() as session:
         require_actor(request, session)
         items, total = rule_service.list_rules(
-            session,
-            zone=zone,
-            level=level,
-            unit_id=unit,
-            at=parse_optional_time(at, svc.settings),
-            all_versions=all_versions,
-            limit=limit,
-            offset=offset,
+            session, zone=zone, level=level, unit_id=unit, **page.options(svc.settings)
         )
     return {"total": total, "items": items}
 
