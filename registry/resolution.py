@@ -26,7 +26,6 @@ import datetime as dt
 import logging
 import math
 import time
-import unicodedata
 import zoneinfo
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -43,6 +42,7 @@ from common.settings import Settings
 from gis.area import ServiceArea
 from gis.crs import WGS84, Crs, parse_crs, to_wgs84
 from registry.codes import near_misses, normalize, parse_code
+from registry.names import fold as _fold
 
 STATUS_RESOLVED = "resolved"
 STATUS_AMBIGUOUS = "ambiguous"
@@ -268,10 +268,6 @@ class CategoryCache:
                 given=given,
             )
         return found
-
-
-def _fold(text: str) -> str:
-    return "".join(unicodedata.normalize("NFKC", text).split())
 
 
 def parse_time(text: str | None, timezone: str) -> dt.datetime | None:
