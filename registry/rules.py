@@ -88,12 +88,9 @@ def list_rules(
     zone: str | None = None,
     level: str | None = None,
     unit_id: int | None = None,
-    at: dt.datetime | None = None,
-    all_versions: bool = False,
-    limit: int = 1000,
-    offset: int = 0,
+    versions: validity.Versions = validity.Versions(),
 ) -> tuple[list[dict[str, Any]], int]:
-    """Rules valid at ``at`` (default now) or every version, filtered by zone and unit."""
+    """The rule ``versions`` asked for (default: those valid now, first page), filtered by zone and unit."""
     where: dict[str, tuple[str, Any]] = {}
     if zone:
         where["zone"] = ("r.zone_name = :zone", zone.strip())
@@ -108,10 +105,7 @@ def list_rules(
         alias="r",
         where=where,
         order="r.zone_level NULLS FIRST, r.zone_name, r.priority DESC, r.id",
-        at=at,
-        all_versions=all_versions,
-        limit=limit,
-        offset=offset,
+        versions=versions,
     )
     return [rule_view(row) for row in rows], total
 

@@ -4,6 +4,7 @@ at a time (those valid at a moment, or every version) and closed at a time with 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Row, text
@@ -12,6 +13,16 @@ from sqlalchemy.orm import Session
 from common.errors import InvalidInput
 from registry import audit
 from registry.db import Actor
+
+
+@dataclass(frozen=True)
+class Versions:
+    """Which versions to list: those valid at ``at`` (None: now) or all of them, and which page."""
+
+    at: dt.datetime | None = None
+    all_versions: bool = False
+    limit: int = 1000
+    offset: int = 0
 
 
 def bound(value: dt.datetime | None) -> str | None:
@@ -38,17 +49,14 @@ def list_versions(
     alias: str,
     where: dict[str, tuple[str, Any]],
     order: str,
-    at: dt.datetime | None,
-    all_versions: bool,
-    limit: int,
-    offset: int,
+    versions: Versions,
 ) -> tuple[list[Row[Any]], int]:
-    """One page of the rows of ``source`` matching ``where`` ({param: (condition, value)}) and valid at
-    ``at`` unless ``all_versions``, with the total count."""
+    """One page of the rows of ``source`` matching ``where`` ({param: (condition, value)}) and the
+    ``versions`` asked for, with the total count."""
     conditions = [condition for condition, _ in where.values()]
     params: dict[str, Any] = {name: value for name, (_, value) in where.items()}
-    params.update(limit=limit, offset=offset, at=at)
-    if not all_versions:
+    params.update(limit=versions.limit, offset=versions.offset, at=versions.at)
+    if not versions.all_versions:
         conditions.append(valid_at(alias))
     condition = " AND ".join(conditions) or "true"
     total = session.execute(text(f"SELECT count(*) FROM {source} WHERE {condition}"), params).scalar_one()

@@ -270,12 +270,9 @@ def list_zones(
     *,
     level: str | None = None,
     name: str | None = None,
-    at: dt.datetime | None = None,
-    all_versions: bool = False,
-    limit: int = 1000,
-    offset: int = 0,
+    versions: validity.Versions = validity.Versions(),
 ) -> tuple[list[dict[str, Any]], int]:
-    """Zone versions valid at ``at`` (default now) or every version, filtered by level and name."""
+    """The zone ``versions`` asked for (default: those valid now, first page), filtered by level and name."""
     where: dict[str, tuple[str, Any]] = {}
     if level:
         where["level"] = ("z.level = :level", check_level(level))
@@ -288,10 +285,7 @@ def list_zones(
         alias="z",
         where=where,
         order="z.level, z.name, z.valid_from",
-        at=at,
-        all_versions=all_versions,
-        limit=limit,
-        offset=offset,
+        versions=versions,
     )
     return [zone_view(row) for row in rows], total
 

@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,16 @@ _KEEP = {"alembic_version", "spatial_ref_sys", "component_classes", "complaint_c
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[EmbeddedCluster]:
     """A PostgreSQL + PostGIS cluster in a fresh /tmp directory, never the demo's data directory."""
+    with throwaway_cluster("smartcode_test") as started:
+        yield started
+
+
+@contextmanager
+def throwaway_cluster(db_name: str) -> Iterator[EmbeddedCluster]:
+    """A started cluster in a fresh /tmp directory, removed afterwards (the session's, or a test's own)."""
     base = Path(tempfile.mkdtemp(prefix="smartcode-test-"))
     base.chmod(0o755)  # the unprivileged server account must reach it when tests run as root
-    cluster = EmbeddedCluster(base / "pgdata", db_name="smartcode_test", fast_unsafe=True)
+    cluster = EmbeddedCluster(base / "pgdata", db_name=db_name, fast_unsafe=True)
     cluster.start()
     try:
         yield cluster

@@ -6,8 +6,6 @@ started again under a running app.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +17,7 @@ from httpx import Response
 from common.settings import ApiSettings, DatabaseSettings, EmbeddedSettings, Settings
 from registry.db import migrate
 from registry.embedded import EmbeddedCluster
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, throwaway_cluster
 from tests.helpers import PINGSHAN, point
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -28,15 +26,8 @@ AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 @pytest.fixture(scope="module")
 def outage_cluster() -> Iterator[EmbeddedCluster]:
     """A throwaway cluster this module may stop and start."""
-    base = Path(tempfile.mkdtemp(prefix="smartcode-outage-"))
-    base.chmod(0o755)
-    cluster = EmbeddedCluster(base / "pgdata", db_name="smartcode_outage", fast_unsafe=True)
-    cluster.start()
-    try:
+    with throwaway_cluster("smartcode_outage") as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _calls(client: TestClient, code: str) -> dict[str, Callable[[], Response]]:

@@ -25,6 +25,7 @@ from importers import zone_files
 from registry import rules as rule_service
 from registry import zones as zone_service
 from registry.geometry import parse_geojson
+from registry.validity import Versions
 
 router = APIRouter(tags=["zones and rules"])
 
@@ -78,14 +79,14 @@ class VersionPage:
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000
     offset: Annotated[int, Query(ge=0)] = 0
 
-    def options(self, settings: Settings) -> dict[str, Any]:
-        """The keyword arguments of ``list_zones`` and ``list_rules`` for this page."""
-        return {
-            "at": parse_optional_time(self.at, settings),
-            "all_versions": self.all_versions,
-            "limit": self.limit,
-            "offset": self.offset,
-        }
+    def versions(self, settings: Settings) -> Versions:
+        """The versions ``list_zones`` and ``list_rules`` are asked for."""
+        return Versions(
+            at=parse_optional_time(self.at, settings),
+            all_versions=self.all_versions,
+            limit=self.limit,
+            offset=self.offset,
+        )
 
 
 @router.get("/zones", summary="Zones valid at a time (default now), or every version (token)")
@@ -99,7 +100,9 @@ def list_zones(
     svc = services(request)
     with svc.session() as session:
         require_actor(request, session)
-        items, total = zone_service.list_zones(session, level=level, name=name, **page.options(svc.settings))
+        items, total = zone_service.list_zones(
+            session, level=level, name=name, versions=page.versions(svc.settings)
+        )
     return {"total": total, "items": items}
 
 
@@ -208,7 +211,7 @@ def list_rules(
     with svc.session() as session:
         require_actor(request, session)
         items, total = rule_service.list_rules(
-            session, zone=zone, level=level, unit_id=unit, **page.options(svc.settings)
+            session, zone=zone, level=level, unit_id=unit, versions=page.versions(svc.settings)
         )
     return {"total": total, "items": items}
 
