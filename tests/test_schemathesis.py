@@ -58,6 +58,8 @@ def _fuzz(
             kwargs = case.as_transport_kwargs(base_url="http://testserver", headers=headers)
             if not kwargs.get("cookies"):
                 kwargs.pop("cookies", None)  # per-request cookies are deprecated in the test client
+            if isinstance(kwargs.get("data"), bytes | str):
+                kwargs["content"] = kwargs.pop("data")  # httpx takes a raw body as content
             try:
                 response = client.request(**kwargs)
             except Exception as exc:  # the test client re-raises what became a 500
