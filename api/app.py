@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import text
 
-from api import access_log, errors
+from api import access_log, docs, errors, openapi
 from api.deps import Services, services
 from api.limits import BodyLimit
 from api.responses import OrjsonResponse
@@ -18,7 +18,7 @@ from api.routes import assets, classes, imports, proposals, resolve, tokens, uni
 from common.settings import Settings, get_settings
 from gis.area import ServiceArea
 from importers.jobs import ImportJobs
-from registry.db import database_url, make_engine
+from registry.db import make_engine, service_url
 from registry.resolution import Resolver, conninfo_from_url
 
 API_PREFIX = "/api/v1"
@@ -27,8 +27,10 @@ API_PREFIX = "/api/v1"
 def create_app(settings: Settings | None = None, *, url: str | None = None) -> FastAPI:
     """Build the app for ``settings``; ``url`` overrides the database (tests pass their own)."""
     settings = settings or get_settings()
-    db_url = url or database_url(settings)
-    engine = make_engine(db_url, pool_size=settings.database.pool_size)
+    db_url = url or service_url(settings)
+    engine = make_engine(
+        db_url, pool_size=settings.database.pool_size, connect_timeout_s=settings.database.connect_timeout_s
+    )
     area = ServiceArea.from_settings(settings)
     # The resolve endpoints run on their own async pools (see api/routes/resolve.py): lookups read at
     # the replica when one is configured, the resolution log is written to the primary.
@@ -58,12 +60,15 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
         version="0.1.0",
         description="智慧码 city-asset registry: who owns this pole, cable, lamp or manhole cover?",
         default_response_class=OrjsonResponse,
+        docs_url=None,  # served by api/docs.py from local files
+        redoc_url=None,
     )
     app.state.services = Services(settings=settings, engine=engine, area=area)
     app.state.resolve = resolve_runtime
     app.state.import_jobs = import_jobs
     errors.install(app)
     access_log.install()  # complaint coordinates never reach the access log
+    docs.install(app)
     # The resolve hot path is answered before FastAPI's routing (see api/routes/resolve.py).
     app.add_middleware(resolve.ResolveFastPath, path=f"{API_PREFIX}/resolve")
     uploads = (f"{API_PREFIX}/imports", f"{API_PREFIX}/zones/import", f"{API_PREFIX}/rules/import")
@@ -89,5 +94,6 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
         return {"status": "ok", "revision": row[0], "assets": row[1], "county": settings.area.county_code}
 
     app.include_router(api)
+    openapi.install(app)
 
     return app

@@ -52,16 +52,40 @@ def error_body(kind: str, message: str, details: dict[str, Any] | None = None) -
     return {"error": {"type": kind, "message": message, "details": details or {}}}
 
 
+# What callers read while the database is away; the cause (socket path, host, server message) is only
+# logged: it tells an anonymous caller about the server's internals and helps them nothing.
+UNAVAILABLE_MESSAGE = "数据库暂时不可用，请稍后重试 (the database is unavailable; try again in a few seconds)"
+RETRY_AFTER_S = 5
+
+
+def error_response(exc: errors.SmartcodeError) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Status, JSON body and headers for a domain error (the exception handler and the fast path share it)."""
+    status = status_for(exc)
+    if isinstance(exc, errors.DatabaseUnavailable):
+        log.warning("database unavailable: %s", exc.message)
+        return (
+            status,
+            error_body("DatabaseUnavailable", UNAVAILABLE_MESSAGE),
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )
+    return status, error_body(type(exc).__name__, exc.message, exc.details), error_headers(exc)
+
+
 def install(app: FastAPI) -> None:
     """Register the exception handlers on ``app``."""
 
     @app.exception_handler(errors.SmartcodeError)
     async def _domain(_: Request, exc: errors.SmartcodeError) -> OrjsonResponse:
-        return OrjsonResponse(
-            error_body(type(exc).__name__, exc.message, exc.details),
-            status_code=status_for(exc),
-            headers=error_headers(exc) or None,
-        )
+        status, body, headers = error_response(exc)
+        return OrjsonResponse(body, status_code=status, headers=headers or None)
+
+    @app.exception_handler(sqlalchemy.exc.OperationalError)
+    @app.exception_handler(sqlalchemy.exc.TimeoutError)
+    @app.exception_handler(psycopg.OperationalError)
+    async def _database_down(request: Request, exc: Exception) -> OrjsonResponse:
+        # Raised outside a transaction() (which already turns it into DatabaseUnavailable): a lost
+        # connection, a refused one, a pool that had none to give.
+        return await _domain(request, errors.DatabaseUnavailable(f"{type(exc).__name__}: {exc}"))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> OrjsonResponse:

@@ -199,11 +199,11 @@ def zones_list(
     """List zones valid now (or at --time)."""
     with failures():
         from registry import zones
+        from registry.validity import Versions
 
         with context.session() as session:
-            items, _ = zones.list_zones(
-                session, level=level, at=_time(time), all_versions=all_versions, limit=100000
-            )
+            versions = Versions(at=_time(time), all_versions=all_versions, limit=100000)
+            items, _ = zones.list_zones(session, level=level, versions=versions)
         emit(
             items,
             as_json,
@@ -252,9 +252,10 @@ def rules_list(
     """List the rules valid now."""
     with failures():
         from registry import rules
+        from registry.validity import Versions
 
         with context.session() as session:
-            items, _ = rules.list_rules(session, zone=zone, limit=100000)
+            items, _ = rules.list_rules(session, zone=zone, versions=Versions(limit=100000))
         emit(
             items,
             as_json,

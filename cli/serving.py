@@ -12,10 +12,12 @@ def serve_app(host: str | None, port: int | None) -> None:
     import uvicorn
 
     from api.app import create_app
+    from registry.db import service_url
     from registry.tokens import ensure_admin_token
 
     s = context.settings()
-    url = context.ready_url()
+    context.ready_url()  # migrated as the owner; the service itself connects as its own role
+    url = service_url(s)
     bind_host, bind_port = host or s.api.host, port or s.api.port
     typer.echo(f"smartcode 服务地址 http://{bind_host}:{bind_port}/  (API 文档: /docs)")
     created = ensure_admin_token(s)

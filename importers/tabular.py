@@ -15,7 +15,7 @@ import csv
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -322,28 +322,40 @@ def _open_rows(
     chunk_size: int,
     info_fields: dict[str, Any],
     text_cells: bool,
+    close: Callable[[], None],
 ) -> tuple[SourceInfo, Iterator[SourceChunk]]:
-    data = _non_blank(rows)
-    head = list(islice(data, _HEADER_SCAN_ROWS))
-    layout = _find_layout(head, display, x_field, y_field)
-    after_header = [(n, c) for n, c in head if n > layout.header_row]
+    """What the CSV and XLSX openers share once their rows can be read: the header and coordinate
+    columns found, the source described; the file is closed when that fails."""
+    try:
+        data = _non_blank(rows)
+        head = list(islice(data, _HEADER_SCAN_ROWS))
+        layout = _find_layout(head, display, x_field, y_field)
+        after_header = [(n, c) for n, c in head if n > layout.header_row]
 
-    def all_rows() -> Iterator[tuple[int, Sequence[Any]]]:
-        yield from after_header
-        yield from data
+        def all_rows() -> Iterator[tuple[int, Sequence[Any]]]:
+            yield from after_header
+            yield from data
 
-    info = SourceInfo(
-        file=display,
-        format=fmt,
-        fields=layout.names,
-        feature_count=None,
-        declared_crs=None,
-        geometry_type=None if layout.wkt is None else "WKT",
-        x_field=layout.names[layout.x] if layout.x is not None else None,
-        y_field=layout.names[layout.y] if layout.y is not None else None,
-        **info_fields,
-    )
-    return info, _chunks(all_rows(), layout, display, chunk_size, text_cells)
+        info = SourceInfo(
+            file=display,
+            format=fmt,
+            fields=layout.names,
+            feature_count=None,
+            declared_crs=None,
+            geometry_type=None if layout.wkt is None else "WKT",
+            x_field=layout.names[layout.x] if layout.x is not None else None,
+            y_field=layout.names[layout.y] if layout.y is not None else None,
+            **info_fields,
+        )
+        return info, _chunks(all_rows(), layout, display, chunk_size, text_cells)
+    except BaseException:
+        close()
+        raise
+
+
+def _require_file(path: Path) -> None:
+    if not path.exists():
+        raise InvalidInput(f"{path.name}: file not found", file=path.name)
 
 
 def _sniff_dialect(sample: str) -> type[csv.Dialect] | csv.Dialect:
@@ -362,8 +374,7 @@ def open_csv(
     chunk_size: int = 50_000,
 ) -> tuple[SourceInfo, Iterator[SourceChunk]]:
     """Open a CSV file with coordinate columns (encoding detected unless given)."""
-    if not path.exists():
-        raise InvalidInput(f"{path.name}: file not found", file=path.name)
+    _require_file(path)
     choice = text_file_encoding(path, encoding)
     try:
         with path.open("r", encoding=choice.encoding, newline="") as probe:
@@ -396,11 +407,7 @@ def open_csv(
         "encoding_origin": choice.origin,
         "notes": (f"encoding {choice.encoding}: {choice.detail}", f"delimiter: {delimiter}"),
     }
-    try:
-        return _open_rows(path.name, "csv", rows(), x_field, y_field, chunk_size, info_fields, True)
-    except BaseException:
-        stream.close()
-        raise
+    return _open_rows(path.name, "csv", rows(), x_field, y_field, chunk_size, info_fields, True, stream.close)
 
 
 def open_xlsx(
@@ -415,8 +422,7 @@ def open_xlsx(
     from openpyxl import load_workbook  # imported here: openpyxl is slow to import
     from openpyxl.utils.exceptions import InvalidFileException
 
-    if not path.exists():
-        raise InvalidInput(f"{path.name}: file not found", file=path.name)
+    _require_file(path)
     try:
         workbook = load_workbook(path, read_only=True, data_only=True)
     except (InvalidFileException, OSError, KeyError, ValueError) as exc:
@@ -448,8 +454,6 @@ def open_xlsx(
         "encoding_origin": "format",
         "notes": (),
     }
-    try:
-        return _open_rows(display, "xlsx", rows(), x_field, y_field, chunk_size, info_fields, False)
-    except BaseException:
-        workbook.close()
-        raise
+    return _open_rows(
+        display, "xlsx", rows(), x_field, y_field, chunk_size, info_fields, False, workbook.close
+    )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -32,10 +31,11 @@ from importers.profiles import Profile
 from importers.source import RowProblem
 from registry import audit
 from registry.access import Action, Actor, authorize
-from registry.classes import ALLOWED_GEOMETRIES
+from registry.classes import ALLOWED_GEOMETRIES, ClassNames
 from registry.codes import InvalidCode, check_digits, parse_code
 from registry.limits import MAX_ATTRIBUTES_BYTES, MAX_VERTICES
-from registry.units import match_unit_ids, name_key
+from registry.names import fold
+from registry.units import match_unit_ids
 
 ObjectArray = npt.NDArray[np.object_]
 BoolArray = npt.NDArray[np.bool_]
@@ -73,10 +73,11 @@ class ClassInfo:
 
 @dataclass
 class ClassTable:
-    """Classes by code, and codes by folded name or alias (national, local and the profile's variants)."""
+    """Classes by code, and the class lookup (:class:`registry.classes.ClassNames`) with the profile's
+    local variants added."""
 
     by_code: dict[str, ClassInfo]
-    by_name: dict[str, str]
+    names: ClassNames
 
     @classmethod
     def load(cls, session: Session, profile: Profile) -> ClassTable:
@@ -85,35 +86,25 @@ class ClassTable:
             text("SELECT code, name, geometry_type, active, aliases FROM component_classes")
         ).all()
         by_code = {r.code: ClassInfo(r.code, r.name, r.geometry_type, r.active) for r in rows}
-        by_name: dict[str, str] = {}
-        # Active classes first, so a retired class never shadows a live one of the same name.
-        for r in sorted(rows, key=lambda r: (not r.active, r.code)):
-            for label in (r.name, *(r.aliases or ())):
-                by_name.setdefault(_fold(label), r.code)
+        names = ClassNames.from_rows((r.code, r.name, r.aliases, r.active) for r in rows)
         for label, code in profile.classes.items():
-            by_name[_fold(label)] = code
-        return cls(by_code, by_name)
+            names.by_name[fold(label)] = code
+        return cls(by_code, names)
 
     def resolve(self, code: str | None, name: str | None) -> tuple[str | None, str | None]:
         """(class code, None) or (None, reason): a known code wins, then a known name or alias."""
         if code is not None:
-            if code in self.by_code:
-                return code, None
-            mapped = self.by_name.get(_fold(code))
+            mapped = self.names.code_for(code)
             if mapped is not None:
                 return mapped, None
         if name is not None:
-            mapped = self.by_name.get(_fold(name))
+            mapped = self.names.code_for(name)
             if mapped is not None:
                 return mapped, None
             return None, f"unknown class {name!r}: not a class name, alias or local variant in the profile"
         if code is not None:
             return None, f"unknown class code {code!r}"
         return None, None
-
-
-def _fold(label: str) -> str:
-    return "".join(unicodedata.normalize("NFKC", label).split())
 
 
 class UnitResolver:
@@ -153,8 +144,8 @@ class UnitResolver:
             self._names = {}
             for unit_name, aliases in rows:
                 for label in (unit_name, *(aliases or ())):
-                    self._names.setdefault(name_key(label), unit_name)
-        close = difflib.get_close_matches(name_key(name), list(self._names), n=limit * 2, cutoff=0.5)
+                    self._names.setdefault(fold(label), unit_name)
+        close = difflib.get_close_matches(fold(name), list(self._names), n=limit * 2, cutoff=0.5)
         found = self._suggested[name] = list(dict.fromkeys(self._names[key] for key in close))[:limit]
         return found
 

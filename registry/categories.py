@@ -7,7 +7,6 @@ then manages its own list here (API ``/api/v1/categories``, CLI ``smartcode cate
 from __future__ import annotations
 
 import tomllib
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from common.errors import Conflict, InvalidInput, NotFound
 from registry import audit
 from registry import classes as class_service
 from registry.access import Action, Actor, require
+from registry.names import fold
 
 DEFAULTS_PATH = Path(__file__).resolve().parent / "data" / "categories.toml"
 
@@ -34,11 +34,6 @@ class CategoryDef:
     aliases: tuple[str, ...] = ()
     description: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def fold(name: str) -> str:
-    """A category name as matched: NFKC (full-width to half-width), no surrounding or inner blanks."""
-    return "".join(unicodedata.normalize("NFKC", name).split())
 
 
 def load_defaults(path: Path = DEFAULTS_PATH) -> list[CategoryDef]:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from common.errors import Conflict, InvalidInput, NotFound
 from registry import audit
 from registry.access import Action, Actor, require
 from registry.models import ComponentClass
+from registry.names import fold
 from registry.schemas import ClassCreate
 
 # Which shapely geometry types an asset of each expected kind may have. A point asset is one place
@@ -47,15 +49,43 @@ def get_class(session: Session, code: str) -> ComponentClass:
     return cls
 
 
+@dataclass
+class ClassNames:
+    """Class codes by code and by folded name or alias (:func:`registry.names.fold`): the one lookup
+    behind the API, the rules and categories, and the importers."""
+
+    codes: set[str] = field(default_factory=set)
+    by_name: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[tuple[str, str, Sequence[str] | None, bool]]) -> ClassNames:
+        """From (code, name, aliases, active) rows; active classes first, so a retired class never
+        shadows a live one of the same name."""
+        index = cls()
+        for code, name, aliases, _active in sorted(rows, key=lambda r: (not r[3], r[0])):
+            index.codes.add(code)
+            for label in (name, *(aliases or ())):
+                index.by_name.setdefault(fold(label), code)
+        return index
+
+    def code_for(self, given: str) -> str | None:
+        """The code of the class a code, name or alias names; None when none does."""
+        key = fold(given)
+        return key if key in self.codes else self.by_name.get(key)
+
+
+def class_names(session: Session) -> ClassNames:
+    """The lookup over the class table as it is in this transaction."""
+    rows = session.execute(
+        select(ComponentClass.code, ComponentClass.name, ComponentClass.aliases, ComponentClass.active)
+    ).all()
+    return ClassNames.from_rows((r[0], r[1], r[2], r[3]) for r in rows)
+
+
 def find_class(session: Session, code_or_name: str) -> ComponentClass | None:
     """The class matching a 4-digit code, a name or an alias (e.g. 防汛墙 for 0606 防洪墙)."""
-    text = unicodedata.normalize("NFKC", code_or_name).strip()
-    if text.isdigit() and len(text) == 4:
-        return session.get(ComponentClass, text)
-    stmt = select(ComponentClass).where(
-        or_(ComponentClass.name == text, ComponentClass.aliases.any(text))  # type: ignore[arg-type]
-    )
-    return session.scalars(stmt.order_by(ComponentClass.active.desc()).limit(1)).first()
+    code = class_names(session).code_for(code_or_name)
+    return session.get(ComponentClass, code) if code is not None else None
 
 
 def list_classes(session: Session, *, include_retired: bool = False) -> list[ComponentClass]:

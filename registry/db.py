@@ -20,7 +20,8 @@ from registry.access import Actor as Actor
 
 
 def database_url(settings: Settings) -> str:
-    """The URL in use: ``SMARTCODE_DATABASE_URL`` or the embedded cluster (started on demand)."""
+    """The owner's URL (migrations, the CLI): ``SMARTCODE_DATABASE_URL`` or the embedded cluster (started
+    on demand)."""
     if settings.database.url:
         return settings.database.url
     from registry.embedded import ensure_database_url
@@ -28,9 +29,31 @@ def database_url(settings: Settings) -> str:
     return ensure_database_url(settings)
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+def service_url(settings: Settings) -> str:
+    """The URL the API connects with: ``SMARTCODE_DATABASE_URL``, or the embedded cluster's app role.
+
+    Unlike :func:`database_url` (the owner, who migrates), the embedded cluster's app role may append
+    to history and the audit log but never change or delete them.
+    """
+    if settings.database.url:
+        return settings.database.url
+    from registry.embedded import ensure_service_url
+
+    return ensure_service_url(settings)
+
+
+def make_engine(url: str, *, pool_size: int = 10, connect_timeout_s: int = 2) -> Engine:
     """A SQLAlchemy engine for ``url`` with a connection pool sized for the API."""
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # pool_pre_ping replaces connections that died with the server, so the engine serves again by
+    # itself once the database is back; connect_timeout keeps an unreachable host from holding a
+    # request (or a pool slot) for libpq's default of forever.
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": connect_timeout_s},
+    )
 
 
 @lru_cache(maxsize=4)

@@ -46,6 +46,8 @@ LOG_ROTATE_BYTES = 16 * 1024 * 1024
 LOG_TAIL_LINES = 25
 # Seconds pg_ctl waits for start/stop; crash recovery or the shutdown checkpoint of a big import can be slow.
 PG_CTL_WAIT = 300
+# The login role the service uses (the owner runs migrations): see alembic/versions/0011_app_role.py.
+APP_ROLE = "smartcode_app"
 
 _INSTALL_POSTGRES = "apt-get install postgresql postgresql-postgis"
 _warned_fallback: set[Path] = set()
@@ -141,8 +143,15 @@ class EmbeddedCluster:
         )
 
     def url(self) -> str:
-        """SQLAlchemy URL of the cluster's database, connecting through the private Unix socket."""
-        user = quote(self.server_user, safe="")
+        """SQLAlchemy URL of the database as its owner (migrations, the CLI), through the Unix socket."""
+        return self._url_as(self.server_user)
+
+    def app_url(self) -> str:
+        """SQLAlchemy URL as the service's role (``APP_ROLE``): it may append to history, never rewrite it."""
+        return self._url_as(APP_ROLE)
+
+    def _url_as(self, role: str) -> str:
+        user = quote(role, safe="")
         db = quote(self.db_name, safe="")
         host = quote(str(self.socket_dir), safe="/")
         return f"postgresql+psycopg://{user}@/{db}?host={host}"
@@ -524,6 +533,14 @@ log_min_duration_statement = 2000
                 query = "SELECT 1 FROM pg_database WHERE datname = %s"
                 if conn.execute(query, (self.db_name,)).fetchone() is None:
                     conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.db_name)))
+                # The service's role; its grants come with the migrations (alembic/versions/0011_app_role).
+                # Only the server account reaches the socket, so trust is still the only login needed.
+                role = conn.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (APP_ROLE,))
+                found = role.fetchone()
+                if found is None:
+                    conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(APP_ROLE)))
+                elif not found[0]:
+                    conn.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(APP_ROLE)))
             with psycopg.connect(self.conninfo(), autocommit=True, connect_timeout=30) as conn:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
         except psycopg.Error as exc:
@@ -545,6 +562,18 @@ def ensure_database_url(settings: Settings) -> str:
         settings.embedded.data_dir, settings.embedded.db_name, settings.embedded.server_user
     )
     return cluster.start()
+
+
+def ensure_service_url(settings: Settings) -> str:
+    """The URL the service connects with: ``settings.database.url`` when set, else the embedded
+    cluster's unprivileged role (started on demand; migrate with :func:`ensure_database_url` first)."""
+    if settings.database.url:
+        return settings.database.url
+    cluster = EmbeddedCluster(
+        settings.embedded.data_dir, settings.embedded.db_name, settings.embedded.server_user
+    )
+    cluster.start()
+    return cluster.app_url()
 
 
 def find_binaries(cluster_major: str | None = None, debian_root: Path = DEBIAN_PG_ROOT) -> ServerBinaries:

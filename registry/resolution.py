@@ -25,7 +25,6 @@ import asyncio
 import datetime as dt
 import math
 import time
-import unicodedata
 import zoneinfo
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from gis.area import ServiceArea
 from gis.crs import WGS84, Crs, parse_crs, to_wgs84
 from registry import resolution_sql as sql
 from registry.codes import near_misses, normalize, parse_code
+from registry.names import fold as _fold
 from registry.resolution_log import (
     BatchLog,
     DirectLog,
@@ -255,10 +255,6 @@ class CategoryCache:
                 given=given,
             )
         return found
-
-
-def _fold(text: str) -> str:
-    return "".join(unicodedata.normalize("NFKC", text).split())
 
 
 def parse_time(text: str | None, timezone: str) -> dt.datetime | None:

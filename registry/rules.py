@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from common.errors import InvalidInput, NotFound
-from registry import audit
+from registry import audit, validity
 from registry import categories as category_service
 from registry import classes as class_service
 from registry import units as unit_service
@@ -56,12 +56,6 @@ class RuleInput:
     note: str | None = None
 
 
-def _bound(value: dt.datetime | None) -> str | None:
-    if value is None or value.year <= 1:
-        return None
-    return value.isoformat()
-
-
 def rule_view(row: Any) -> dict[str, Any]:
     """The JSON form of a rule."""
     return {
@@ -71,8 +65,8 @@ def rule_view(row: Any) -> dict[str, Any]:
         "category": row.category,
         "unit": {"id": row.unit_id, "name": row.unit_name},
         "priority": row.priority,
-        "valid_from": _bound(row.valid_from),
-        "valid_to": _bound(row.valid_to),
+        "valid_from": validity.bound(row.valid_from),
+        "valid_to": validity.bound(row.valid_to),
         "note": row.note,
         "created_at": row.created_at.isoformat(),
         "actor": row.actor,
@@ -94,38 +88,25 @@ def list_rules(
     zone: str | None = None,
     level: str | None = None,
     unit_id: int | None = None,
-    at: dt.datetime | None = None,
-    all_versions: bool = False,
-    limit: int = 1000,
-    offset: int = 0,
+    versions: validity.Versions = validity.Versions(),
 ) -> tuple[list[dict[str, Any]], int]:
-    """Rules valid at ``at`` (default now) or every version, filtered by zone and unit."""
-    where = ["true"]
-    params: dict[str, Any] = {"limit": limit, "offset": offset, "at": at}
+    """The rule ``versions`` asked for (default: those valid now, first page), filtered by zone and unit."""
+    where: dict[str, tuple[str, Any]] = {}
     if zone:
-        where.append("r.zone_name = :zone")
-        params["zone"] = zone.strip()
+        where["zone"] = ("r.zone_name = :zone", zone.strip())
     if level:
-        where.append("r.zone_level = :level")
-        params["level"] = zone_service.check_level(level)
+        where["level"] = ("r.zone_level = :level", zone_service.check_level(level))
     if unit_id is not None:
-        where.append("r.unit_id = :unit")
-        params["unit"] = unit_id
-    if not all_versions:
-        where.append(
-            "r.valid_from <= coalesce(:at, now()) "
-            "AND (r.valid_to IS NULL OR r.valid_to > coalesce(:at, now()))"
-        )
-    condition = " AND ".join(where)
-    total = session.execute(text(f"SELECT count(*) {_FROM} WHERE {condition}"), params).scalar_one()
-    rows = session.execute(
-        text(
-            f"SELECT {_RULE_COLUMNS} {_FROM} WHERE {condition} "
-            "ORDER BY r.zone_level NULLS FIRST, r.zone_name, r.priority DESC, r.id "
-            "LIMIT :limit OFFSET :offset"
-        ),
-        params,
-    ).all()
+        where["unit"] = ("r.unit_id = :unit", unit_id)
+    rows, total = validity.list_versions(
+        session,
+        columns=_RULE_COLUMNS,
+        source=_FROM.removeprefix("FROM "),
+        alias="r",
+        where=where,
+        order="r.zone_level NULLS FIRST, r.zone_name, r.priority DESC, r.id",
+        versions=versions,
+    )
     return [rule_view(row) for row in rows], total
 
 
@@ -271,19 +252,9 @@ def close_rule(
 ) -> dict[str, Any]:
     """End a rule's validity at ``at`` (default now)."""
     require(actor, Action.MANAGE_RULES)
-    rule = get_rule(session, rule_id)
-    if rule["valid_to"] is not None:
-        raise InvalidInput(f"rule {rule_id} already ended at {rule['valid_to']}")
-    end = at or session.execute(text("SELECT now()")).scalar_one()
-    if end.tzinfo is None:
-        raise InvalidInput("the end time needs a time zone", field="at")
-    if rule["valid_from"] is not None and end <= dt.datetime.fromisoformat(rule["valid_from"]):
-        raise InvalidInput(f"rule {rule_id} starts at {rule['valid_from']}: it cannot end before that")
-    session.execute(
-        text("UPDATE responsibility_rules SET valid_to = :t WHERE id = :id"), {"t": end, "id": rule_id}
-    )
-    audit.record(
-        session, actor, "close", "rule", rule_id, reason=reason, details={"valid_to": end.isoformat()}
+    current = get_rule(session, rule_id)
+    validity.close_version(
+        session, actor, kind="rule", table="responsibility_rules", current=current, at=at, reason=reason
     )
     return get_rule(session, rule_id)
 
@@ -333,8 +304,12 @@ def import_rules_csv(
     """Import a rules CSV (columns zone,level,class,category,unit,priority), all rows or none."""
     require(actor, Action.MANAGE_RULES)
     content = content.lstrip("\ufeff")  # Excel writes a BOM before UTF-8 CSV
-    reader = csv.DictReader(io.StringIO(content))
-    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    try:
+        # newline="": the csv module reads the line ends itself (a lone CR, a newline in a quoted cell).
+        rows = list(csv.reader(io.StringIO(content, newline="")))
+    except csv.Error as exc:  # a NUL byte, a CR inside an unquoted cell...
+        raise InvalidInput(f"{file}: not a readable CSV: {exc}", file=file) from exc
+    header = [h.strip().lower() for h in (rows[0] if rows else [])]
     missing = [c for c in CSV_COLUMNS if c not in header]
     if missing:
         raise InvalidInput(
@@ -342,12 +317,11 @@ def import_rules_csv(
             f"(optional: {', '.join(OPTIONAL_COLUMNS)})",
             file=file,
         )
-    reader.fieldnames = header
     report = RuleImportReport(file=file)
     problems: list[str] = []
     seen: dict[tuple[str, ...], int] = {}
-    for number, record in enumerate(reader, start=2):
-        values = {k: (v or "").strip() for k, v in record.items() if k is not None}
+    for number, cells in enumerate(rows[1:], start=2):
+        values = {k: v.strip() for k, v in zip(header, cells, strict=False)}
         if not any(values.values()):
             continue
         key = tuple(values.get(c, "") for c in ("zone", "level", "class", "category"))

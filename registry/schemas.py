@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from registry.limits import MAX_LIST_ITEMS, MAX_NOTE_CHARS, MAX_TEXT_CHARS, check_attributes
 from registry.models import ASSET_STATES, UNIT_KINDS
@@ -26,6 +26,15 @@ AssetState = Literal["完好", "破损", "丢失", "占用"]
 GeometryKind = Literal["point", "line", "polygon"]
 assert set(UnitKind.__args__) == set(UNIT_KINDS)  # type: ignore[attr-defined]
 assert set(AssetState.__args__) == set(ASSET_STATES)  # type: ignore[attr-defined]
+
+# Why responsibility or a unit's record changes: kept in history and the audit log for good, so it is
+# required where a change moves responsibility (hand-over, decommissioning, a unit's record); blank or
+# one-character text says nothing.
+Reason = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=2, max_length=2000),
+    Field(description="why (变更原因): kept in the history for good"),
+]
 
 
 _CHINA = ZoneInfo("Asia/Shanghai")
@@ -100,7 +109,7 @@ class UnitUpdate(_Strict):
     parent_id: int | None = None
     verified: bool | None = None
     note: str | None = _note()
-    reason: str | None = _note()
+    reason: Reason
 
     _aliases_short = field_validator("aliases")(_short_items)
 
@@ -182,16 +191,12 @@ class UnitsChange(_Strict):
     maintainer_id: int | None = None
     supervisor_id: int | None = None
     effective_at: dt.datetime | None = None
-    reason: str = Field(
-        min_length=2,
-        max_length=MAX_NOTE_CHARS,
-        description="why the responsibility changes (transfer, contract...)",
-    )
+    reason: Reason
 
 
 class Decommission(_Strict):
     """Taking an asset out of use (注销)."""
 
     version: int
-    reason: str = Field(min_length=2, max_length=MAX_NOTE_CHARS)
+    reason: Reason
     at: dt.datetime | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,12 +14,8 @@ from registry import audit
 from registry.access import Action, Actor, require
 from registry.credit_code import normalize_credit_code
 from registry.models import Unit
+from registry.names import fold
 from registry.schemas import UnitCreate, UnitUpdate
-
-
-def name_key(name: str) -> str:
-    """A unit name folded for matching: NFKC (full-width to half-width), no whitespace."""
-    return "".join(unicodedata.normalize("NFKC", name).split())
 
 
 def unit_summary(unit: Unit | None) -> dict[str, Any] | None:
@@ -87,7 +82,7 @@ def match_unit_ids(session: Session, names: Sequence[str]) -> list[int | None]:
     if not names:
         return []
     raws = [n.strip() for n in names]
-    rows = session.execute(_MATCH_UNITS, {"raws": raws, "keys": [name_key(n) for n in raws]}).all()
+    rows = session.execute(_MATCH_UNITS, {"raws": raws, "keys": [fold(n) for n in raws]}).all()
     return [unit_id for _, unit_id in rows]
 
 
@@ -126,11 +121,11 @@ def create_unit(session: Session, data: UnitCreate, actor: Actor, county_code: s
     require(actor, Action.CREATE_UNIT)
     credit = normalize_credit_code(data.credit_code) if data.credit_code else None
     _check_parent(session, data.parent_id)
-    _check_aliases_free(session, [name_key(a) for a in data.aliases if a.strip()], None)
+    _check_aliases_free(session, [fold(a) for a in data.aliases if a.strip()], None)
     unit = Unit(
         name=data.name,
         kind=data.kind,
-        aliases=[name_key(a) for a in data.aliases if a.strip()],
+        aliases=[fold(a) for a in data.aliases if a.strip()],
         credit_code=credit,
         phone=data.phone,
         parent_id=data.parent_id,
@@ -195,7 +190,7 @@ def update_unit(session: Session, unit_id: int, data: UnitUpdate, actor: Actor) 
     if changes.get("credit_code"):
         changes["credit_code"] = normalize_credit_code(changes["credit_code"])
     if "aliases" in changes:
-        changes["aliases"] = [name_key(a) for a in changes["aliases"] if a.strip()]
+        changes["aliases"] = [fold(a) for a in changes["aliases"] if a.strip()]
         _check_aliases_free(session, changes["aliases"], unit_id)
     if "parent_id" in changes:
         if changes["parent_id"] == unit_id:

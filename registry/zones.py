@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from common.errors import InvalidInput, NotFound
 from gis.area import ServiceArea
-from registry import audit
+from registry import audit, validity
 from registry import units as unit_service
 from registry.access import Action, Actor, require
 
@@ -119,8 +119,8 @@ def zone_view(row: Any, *, geometry: BaseGeometry | None = None) -> dict[str, An
         "name": row.name,
         "code": row.code,
         "unit": {"id": row.unit_id, "name": row.unit_name} if row.unit_id else None,
-        "valid_from": _bound(row.valid_from),
-        "valid_to": _bound(row.valid_to),
+        "valid_from": validity.bound(row.valid_from),
+        "valid_to": validity.bound(row.valid_to),
         "source": row.source,
         "repair_note": row.repair_note,
         "attributes": row.attributes,
@@ -131,13 +131,6 @@ def zone_view(row: Any, *, geometry: BaseGeometry | None = None) -> dict[str, An
     if geometry is not None:
         view["geometry"] = mapping(geometry)
     return view
-
-
-def _bound(value: dt.datetime | None) -> str | None:
-    # No start (SQL '-infinity', read as NULL) means "since before the registry knew".
-    if value is None or value.year <= 1:
-        return None
-    return value.isoformat()
 
 
 def _now(session: Session) -> dt.datetime:
@@ -278,35 +271,23 @@ def list_zones(
     *,
     level: str | None = None,
     name: str | None = None,
-    at: dt.datetime | None = None,
-    all_versions: bool = False,
-    limit: int = 1000,
-    offset: int = 0,
+    versions: validity.Versions = validity.Versions(),
 ) -> tuple[list[dict[str, Any]], int]:
-    """Zone versions valid at ``at`` (default now) or every version, filtered by level and name."""
-    where = ["true"]
-    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    """The zone ``versions`` asked for (default: those valid now, first page), filtered by level and name."""
+    where: dict[str, tuple[str, Any]] = {}
     if level:
-        where.append("z.level = :level")
-        params["level"] = check_level(level)
+        where["level"] = ("z.level = :level", check_level(level))
     if name:
-        where.append("z.name = :name")
-        params["name"] = name.strip()
-    if not all_versions:
-        where.append(
-            "z.valid_from <= coalesce(:at, now()) "
-            "AND (z.valid_to IS NULL OR z.valid_to > coalesce(:at, now()))"
-        )
-        params["at"] = at
-    condition = " AND ".join(where)
-    total = session.execute(text(f"SELECT count(*) FROM zones z WHERE {condition}"), params).scalar_one()
-    rows = session.execute(
-        text(
-            f"SELECT {_ZONE_COLUMNS} FROM zones z LEFT JOIN units u ON u.id = z.unit_id WHERE {condition} "
-            "ORDER BY z.level, z.name, z.valid_from LIMIT :limit OFFSET :offset"
-        ),
-        params,
-    ).all()
+        where["name"] = ("z.name = :name", name.strip())
+    rows, total = validity.list_versions(
+        session,
+        columns=_ZONE_COLUMNS,
+        source="zones z LEFT JOIN units u ON u.id = z.unit_id",
+        alias="z",
+        where=where,
+        order="z.level, z.name, z.valid_from",
+        versions=versions,
+    )
     return [zone_view(row) for row in rows], total
 
 
@@ -315,18 +296,8 @@ def close_zone(
 ) -> dict[str, Any]:
     """End a zone version's validity at ``at`` (default now): the area no longer applies."""
     require(actor, Action.MANAGE_ZONES)
-    zone = get_zone(session, zone_id)
-    if zone["valid_to"] is not None:
-        raise InvalidInput(f"zone {zone_id} already ended at {zone['valid_to']}")
-    end = at or _now(session)
-    if end.tzinfo is None:
-        raise InvalidInput("the end time needs a time zone", field="at")
-    if zone["valid_from"] is not None and end <= dt.datetime.fromisoformat(zone["valid_from"]):
-        raise InvalidInput(f"zone {zone_id} starts at {zone['valid_from']}: it cannot end before that")
-    session.execute(text("UPDATE zones SET valid_to = :t WHERE id = :id"), {"t": end, "id": zone_id})
-    audit.record(
-        session, actor, "close", "zone", zone_id, reason=reason, details={"valid_to": end.isoformat()}
-    )
+    current = get_zone(session, zone_id)
+    validity.close_version(session, actor, kind="zone", table="zones", current=current, at=at, reason=reason)
     return get_zone(session, zone_id)
 
 

@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,16 @@ _KEEP = {"alembic_version", "spatial_ref_sys", "component_classes", "complaint_c
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[EmbeddedCluster]:
     """A PostgreSQL + PostGIS cluster in a fresh /tmp directory, never the demo's data directory."""
+    with throwaway_cluster("smartcode_test") as started:
+        yield started
+
+
+@contextmanager
+def throwaway_cluster(db_name: str) -> Iterator[EmbeddedCluster]:
+    """A started cluster in a fresh /tmp directory, removed afterwards (the session's, or a test's own)."""
     base = Path(tempfile.mkdtemp(prefix="smartcode-test-"))
     base.chmod(0o755)  # the unprivileged server account must reach it when tests run as root
-    cluster = EmbeddedCluster(base / "pgdata", db_name="smartcode_test", fast_unsafe=True)
+    cluster = EmbeddedCluster(base / "pgdata", db_name=db_name, fast_unsafe=True)
     cluster.start()
     try:
         yield cluster
@@ -47,30 +55,44 @@ def settings(cluster: EmbeddedCluster, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture(scope="session")
-def migrated_url(cluster: EmbeddedCluster, settings: Settings) -> str:
-    """The test database URL with the schema at head."""
+def owner_url(cluster: EmbeddedCluster, settings: Settings) -> str:
+    """The test database URL as the tables' owner, with the schema at head (migrations, clean-up)."""
     migrate(cluster.url(), settings=settings)
     return cluster.url()
 
 
 @pytest.fixture(scope="session")
+def migrated_url(cluster: EmbeddedCluster, owner_url: str) -> str:
+    """The migrated test database as the service's role, which the app and the services use."""
+    return cluster.app_url()
+
+
+@pytest.fixture(scope="session")
 def engine(migrated_url: str) -> Iterator[Engine]:
-    """A session-wide engine on the migrated test database."""
+    """A session-wide engine on the migrated test database, as the service's role."""
     eng = make_engine(migrated_url, pool_size=5)
     yield eng
     eng.dispose()
 
 
 @pytest.fixture(scope="session")
-def _seeded_at(engine: Engine) -> str:
-    with engine.connect() as conn:
+def owner_engine(owner_url: str) -> Iterator[Engine]:
+    """An engine as the tables' owner: for emptying the registry between tests, never for the code tested."""
+    eng = make_engine(owner_url, pool_size=2)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def _seeded_at(owner_engine: Engine) -> str:
+    with owner_engine.connect() as conn:
         return str(conn.execute(text("SELECT max(created_at) FROM component_classes")).scalar())
 
 
 @pytest.fixture
-def db(engine: Engine, _seeded_at: str) -> Engine:
+def db(engine: Engine, owner_engine: Engine, _seeded_at: str) -> Engine:
     """The engine, on a registry emptied of everything but the seeded class table."""
-    with engine.begin() as conn:
+    with owner_engine.begin() as conn:
         tables = (
             conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).scalars().all()
         )

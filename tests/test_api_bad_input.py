@@ -49,7 +49,7 @@ def test_non_ascii_bearer_token_is_401(client: TestClient) -> None:
 
 
 def test_ids_beyond_bigint_and_nul_text_are_400(client: TestClient, auth: dict[str, str]) -> None:
-    assert client.get(f"/api/v1/units/{BIG}", headers=auth).status_code == 400
+    assert client.get(f"/api/v1/units/{BIG}", headers=auth).status_code == 422
     assert client.get("/api/v1/assets", params={"offset": BIG}, headers=auth).status_code in (400, 422)
     assert (
         client.post(
@@ -78,7 +78,9 @@ def test_nulls_for_required_fields_are_400_without_database_detail(
     state = client.patch(f"/api/v1/assets/{code}", json={"version": 1, "state": None}, headers=auth)
     assert state.status_code == 400 and "state cannot be null" in state.json()["error"]["message"]
     unit = _unit(client, auth, "坪山街道办事处")
-    name = client.patch(f"/api/v1/units/{unit['id']}", json={"version": 1, "name": None}, headers=auth)
+    name = client.patch(
+        f"/api/v1/units/{unit['id']}", json={"version": 1, "name": None, "reason": "更名"}, headers=auth
+    )
     assert name.status_code == 400 and "Failing row" not in name.text
 
 
@@ -149,7 +151,9 @@ def test_a_unit_cannot_capture_another_units_name(client: TestClient, auth: dict
     a = _unit(client, auth, "电信公司A")
     b = _unit(client, auth, "电信公司B")
     alias = client.patch(
-        f"/api/v1/units/{a['id']}", json={"version": 1, "aliases": ["电信公司B"]}, headers=auth
+        f"/api/v1/units/{a['id']}",
+        json={"version": 1, "aliases": ["电信公司B"], "reason": "别名"},
+        headers=auth,
     )
     assert alias.status_code == 409
     from registry import units

@@ -26,6 +26,13 @@ DIRECT_NOTE = "the registry was empty"
 
 
 @pytest.fixture
+def db(db: Engine, owner_engine: Engine) -> Engine:
+    """The direct load is the owner's (``smartcode import``): it truncates the empty history tables and
+    drops indexes, which the service's role may not."""
+    return owner_engine
+
+
+@pytest.fixture
 def direct(settings: Settings) -> Settings:
     """Settings under which any file imported into an empty registry takes the direct path."""
     return settings.model_copy(update={"imports": ImportSettings(direct_min_bytes=0, lock_timeout_ms=200)})
@@ -304,3 +311,12 @@ def test_an_explicit_code_above_the_numbering_moves_it_on_and_no_serial_is_lost(
         assert (
             conn.execute(text("SELECT next_serial FROM code_serials WHERE class_code = '0101'")).scalar() == 7
         )
+
+
+def test_the_service_role_loads_the_planned_way(
+    db: Engine, engine: Engine, direct: Settings, tmp_path: Path
+) -> None:
+    # The API's role may not truncate history or drop indexes: an import through it takes the usual path.
+    report = run(engine, direct, write_geojson(tmp_path / "a.geojson", three_lamps()))
+    assert report.created == 3
+    assert not any(DIRECT_NOTE in note for note in report.notes)

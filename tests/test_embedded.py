@@ -21,7 +21,9 @@ from sqlalchemy import create_engine, text
 
 from common.errors import DatabaseUnavailable
 from common.settings import DatabaseSettings, EmbeddedSettings, Settings
+from registry.db import service_url
 from registry.embedded import (
+    APP_ROLE,
     FALLBACK_ROOT,
     MAX_SOCKET_PATH,
     EmbeddedCluster,
@@ -159,6 +161,22 @@ def test_ensure_database_url(embedded: EmbeddedCluster) -> None:
     assert ensure_database_url(Settings(database=DatabaseSettings(url=external))) == external
     settings = Settings(embedded=EmbeddedSettings(data_dir=embedded.configured_data_dir))
     assert ensure_database_url(settings) == embedded.url()
+
+
+def test_the_service_connects_as_its_own_unprivileged_role(embedded: EmbeddedCluster) -> None:
+    external = "postgresql+psycopg://smartcode_app@db.example/registry"
+    assert service_url(Settings(database=DatabaseSettings(url=external))) == external
+    settings = Settings(embedded=EmbeddedSettings(data_dir=embedded.configured_data_dir))
+    url = service_url(settings)
+    assert url == embedded.app_url() and url.startswith(f"postgresql+psycopg://{APP_ROLE}@")
+    assert url != ensure_database_url(settings)  # migrations run as the owner
+    conninfo = psycopg.conninfo.make_conninfo(embedded.conninfo(), user=APP_ROLE)
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute(
+            "SELECT current_user, rolsuper, rolcreaterole, rolcreatedb FROM pg_roles"
+            " WHERE rolname = current_user"
+        ).fetchone()
+    assert row == (APP_ROLE, False, False, False)
 
 
 def test_stop_start_keeps_data_then_destroy(embedded: EmbeddedCluster) -> None:

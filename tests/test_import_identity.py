@@ -115,11 +115,11 @@ def test_a_future_installation_date_is_a_row_problem(db: Engine, settings: Setti
 
 
 def test_an_owner_change_closes_a_period_that_starts_in_the_future(
-    db: Engine, settings: Settings, tmp_path: Path
+    db: Engine, owner_engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:
     first = run(db, settings, write_geojson(tmp_path / "a.geojson", [lamp(114.3466, 22.6953, OBJCODE=IDENT)]))
     assert first.counts()["created"] == 1
-    with db.begin() as conn:  # what an import before the check could leave: a period from 2091
+    with owner_engine.begin() as conn:  # what an import before the check could leave: a period from 2091
         conn.execute(text("ALTER TABLE assets DISABLE TRIGGER USER"))
         conn.execute(text("UPDATE assets SET responsible_since = '2091-04-30 16:00+00'"))
         conn.execute(text("ALTER TABLE assets ENABLE TRIGGER USER"))

@@ -47,7 +47,7 @@ def test_update_is_versioned_and_audited(db: Engine, admin: Actor) -> None:
             session, unit.id, UnitUpdate(version=1, phone="0755-28308000", reason="新号码"), admin
         )
     with pytest.raises(StaleVersion), transaction(db) as session:
-        units.update_unit(session, unit.id, UnitUpdate(version=1, phone="0755-1"), admin)
+        units.update_unit(session, unit.id, UnitUpdate(version=1, phone="0755-1", reason="新号码"), admin)
     with db.connect() as conn:
         rows = conn.execute(
             text(

@@ -21,6 +21,7 @@ from gis.crs import crs_from_epsg, geometry_from_wgs84
 from importers import zone_files
 from registry import rules, zones
 from registry.db import Actor, transaction
+from registry.validity import Versions
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import COUNTY, PINGSHAN, make_asset, make_unit
 from tests.test_cli import run
@@ -97,7 +98,7 @@ def test_zone_import_creates_units_repairs_polygons_and_versions_boundaries(
         "坪山街道"
     ]
     with transaction(db) as session:
-        versions, _ = zones.list_zones(session, name="坪山街道", all_versions=True)
+        versions, _ = zones.list_zones(session, name="坪山街道", versions=Versions(all_versions=True))
     assert len(versions) == 2 and versions[0]["valid_to"] == versions[1]["valid_from"]
     assert versions[0]["valid_from"] is None  # the first boundary holds since ever
 
@@ -180,7 +181,7 @@ def test_rules_csv_import_all_or_nothing(db: Engine, admin: Actor, tmp_path: Pat
     assert len(import_rules(db, admin, changed).replaced) == 1
     with transaction(db) as session:
         current, _ = rules.list_rules(session)
-        every, _ = rules.list_rules(session, all_versions=True)
+        every, _ = rules.list_rules(session, versions=Versions(all_versions=True))
     assert len(current) == 3 and len(every) == 4
     district_rule = next(r for r in current if r["zone"] is None)
     assert district_rule["class"] == {"code": "0114", "name": "无主井盖"}

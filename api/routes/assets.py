@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from api.deps import client_address, current_actor, require_actor, services
-from common.errors import InvalidInput
+from api.params import UnitFilter, parse_bbox
 from registry import assets as asset_service
 from registry.access import Action, require
 from registry.proposals import proposal_view
@@ -17,23 +17,11 @@ from registry.schemas import AssetCreate, AssetState, AssetUpdate, Decommission,
 router = APIRouter(prefix="/assets", tags=["assets"])
 
 
-def _parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
-    if not text:
-        return None
-    try:
-        parts = tuple(float(p) for p in text.split(","))
-    except ValueError as exc:
-        raise InvalidInput(f"bbox {text!r} is not four numbers", field="bbox") from exc
-    if len(parts) != 4:
-        raise InvalidInput(f"bbox {text!r} must be min_lon,min_lat,max_lon,max_lat", field="bbox")
-    return parts
-
-
 @router.get("", summary="List assets filtered by class, unit and bbox (paged, with total)")
 def list_assets(
     request: Request,
     class_: Annotated[list[str] | None, Query(alias="class", description="class code, repeatable")] = None,
-    unit: Annotated[int | None, Query(description="unit id as owner, maintainer or supervisor")] = None,
+    unit: UnitFilter = None,
     bbox: Annotated[str | None, Query(description="min_lon,min_lat,max_lon,max_lat (WGS84)")] = None,
     in_use: bool | None = None,
     state: AssetState | None = None,
@@ -42,7 +30,7 @@ def list_assets(
 ) -> dict[str, Any]:
     """A page of assets with the total count; needs a token (the full inventory is not public)."""
     flt = asset_service.AssetFilter(
-        class_codes=tuple(class_ or ()), unit_id=unit, bbox=_parse_bbox(bbox), in_use=in_use, state=state
+        class_codes=tuple(class_ or ()), unit_id=unit, bbox=parse_bbox(bbox), in_use=in_use, state=state
     )
     with services(request).session() as session:
         require_actor(request, session)

@@ -20,13 +20,14 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field
 from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import Services, client_address, parse_bearer, require_actor, services
-from api.errors import error_body, error_headers, status_for
+from api.errors import error_response
+from api.params import RowId
+from api.pool import ResilientPool
 from common.errors import InvalidInput, SmartcodeError
 from common.settings import Settings
 from registry import categories as category_service
@@ -118,18 +119,24 @@ class ResolveRuntime:
         self.read_conninfo = read_conninfo or conninfo
         self.resolver = resolver
         self.tokens = TokenCache(settings.api.token_cache_seconds)
-        # Lookups: read-only connections, so a lookup cannot write, here or on a replica.
-        self.pool = AsyncConnectionPool(
+        # Lookups: read-only connections, so a lookup cannot write, here or on a replica. Both pools
+        # answer DatabaseUnavailable within connect_timeout_s while the database is away, and renew
+        # themselves when it is back (api/pool.py).
+        self.pool = ResilientPool(
             self.read_conninfo,
             min_size=min(2, settings.resolve.pool_size),
             max_size=settings.resolve.pool_size,
-            open=False,
+            timeout_s=settings.database.connect_timeout_s,
             kwargs=resolution_connection_kwargs(read_only=True),
         )
         # The log on the primary: written by DirectLog (sync mode), read back by /resolutions. The
         # batch writer keeps a connection of its own.
-        self.log_pool = AsyncConnectionPool(
-            conninfo, min_size=1, max_size=2, open=False, kwargs={"autocommit": True, "prepare_threshold": 0}
+        self.log_pool = ResilientPool(
+            conninfo,
+            min_size=1,
+            max_size=2,
+            timeout_s=settings.database.connect_timeout_s,
+            kwargs={"autocommit": True, "prepare_threshold": 0},
         )
         self.log: ResolutionLog
         self._batch: BatchLog | None = None
@@ -144,7 +151,9 @@ class ResolveRuntime:
             self.log = DirectLog(self.log_pool.connection)
 
     async def _log_connection(self) -> AsyncConnection[Any]:
-        return await AsyncConnection.connect(self.conninfo, autocommit=True)
+        return await AsyncConnection.connect(
+            self.conninfo, autocommit=True, connect_timeout=self.settings.database.connect_timeout_s
+        )
 
     async def open(self) -> None:
         """Open the pools, read the class table, start the log flusher."""
@@ -321,16 +330,16 @@ class ResolveFastPath:
             )
             status = 200
         except SmartcodeError as exc:
-            status = status_for(exc)
-            body = orjson.dumps(error_body(type(exc).__name__, exc.message, exc.details), default=str)
-            headers.extend((k.lower().encode(), v.encode()) for k, v in error_headers(exc).items())
+            status, payload, extra = error_response(exc)
+            body = orjson.dumps(payload, default=str)
+            headers.extend((name.lower().encode(), value.encode()) for name, value in extra.items())
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
 @router.get("/resolutions/{resolution_id}", summary="One logged answer with its query (token)")
-async def get_logged(request: Request, resolution_id: int) -> Response:
+async def get_logged(request: Request, resolution_id: RowId) -> Response:
     """What was answered, to whom and why: for disputes about a past dispatch."""
     rt = runtime(request)
     require(

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from api.deps import require_actor, services
+from api.params import RowId
 from registry import units as unit_service
 from registry.access import Action
 from registry.schemas import UnitCreate, UnitKind, UnitUpdate
@@ -35,7 +36,7 @@ def list_units(
 
 
 @router.get("/{unit_id}", summary="One unit")
-def get_unit(request: Request, unit_id: int) -> dict[str, Any]:
+def get_unit(request: Request, unit_id: RowId) -> dict[str, Any]:
     """The unit with this id."""
     with services(request).session() as session:
         require_actor(request, session)
@@ -54,7 +55,7 @@ def create_unit(request: Request, body: UnitCreate) -> dict[str, Any]:
 
 
 @router.patch("/{unit_id}", summary="Update a unit (needs the current version)")
-def update_unit(request: Request, unit_id: int, body: UnitUpdate) -> dict[str, Any]:
+def update_unit(request: Request, unit_id: RowId, body: UnitUpdate) -> dict[str, Any]:
     """Change a unit; administrators may change any, a unit's token only its own record."""
     with services(request).session() as session:
         actor = require_actor(request, session, Action.EDIT_UNIT_CONTACT)

@@ -9,17 +9,20 @@ import datetime as dt
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, field_validator
 
 from api.deps import require_actor, services
+from api.params import RowId, UnitFilter
 from api.routes.resolve import parse_optional_time
 from api.uploads import MIB, ReceivedForm, busy, check_declared_size, missing, receive_form, upload_slots
 from common.errors import InvalidInput
+from common.settings import Settings
 from gis.crs import parse_crs, transform_geometry
 from importers import zone_files
 from registry import rules as rule_service
@@ -27,6 +30,7 @@ from registry import zones as zone_service
 from registry.access import Action
 from registry.geometry import parse_geojson
 from registry.limits import MAX_NOTE_CHARS, check_attributes
+from registry.validity import Versions
 
 router = APIRouter(tags=["zones and rules"])
 
@@ -71,34 +75,44 @@ class RuleBody(BaseModel):
     reason: str | None = None
 
 
+@dataclass
+class VersionPage:
+    """What both lists take: which versions (those valid at ``at``, default now, or all) and which page."""
+
+    at: Annotated[str | None, Query(description="ISO 8601 time")] = None
+    all_versions: bool = False
+    limit: Annotated[int, Query(ge=1, le=10000)] = 1000
+    offset: Annotated[int, Query(ge=0)] = 0
+
+    def versions(self, settings: Settings) -> Versions:
+        """The versions ``list_zones`` and ``list_rules`` are asked for."""
+        return Versions(
+            at=parse_optional_time(self.at, settings),
+            all_versions=self.all_versions,
+            limit=self.limit,
+            offset=self.offset,
+        )
+
+
 @router.get("/zones", summary="Zones valid at a time (default now), or every version (token)")
 def list_zones(
     request: Request,
+    page: Annotated[VersionPage, Depends()],
     level: str | None = None,
     name: str | None = None,
-    at: Annotated[str | None, Query(description="ISO 8601 time")] = None,
-    all_versions: bool = False,
-    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     """Zone versions, without geometry."""
     svc = services(request)
     with svc.session() as session:
         require_actor(request, session)
         items, total = zone_service.list_zones(
-            session,
-            level=level,
-            name=name,
-            at=parse_optional_time(at, svc.settings),
-            all_versions=all_versions,
-            limit=limit,
-            offset=offset,
+            session, level=level, name=name, versions=page.versions(svc.settings)
         )
     return {"total": total, "items": items}
 
 
 @router.get("/zones/{zone_id}", summary="One zone version with its polygon (token)")
-def get_zone(request: Request, zone_id: int, geometry: bool = True) -> dict[str, Any]:
+def get_zone(request: Request, zone_id: RowId, geometry: bool = True) -> dict[str, Any]:
     """The zone version, geometry as GeoJSON (WGS84)."""
     with services(request).session() as session:
         require_actor(request, session)
@@ -251,7 +265,7 @@ async def import_zones(request: Request) -> dict[str, Any]:
 
 
 @router.post("/zones/{zone_id}/close", summary="End a zone version (administrators)")
-def close_zone(request: Request, zone_id: int, body: CloseBody) -> dict[str, Any]:
+def close_zone(request: Request, zone_id: RowId, body: CloseBody) -> dict[str, Any]:
     """The zone stops applying at ``at`` (default now)."""
     with services(request).session() as session:
         actor = require_actor(request, session, Action.MANAGE_ZONES)
@@ -261,27 +275,17 @@ def close_zone(request: Request, zone_id: int, body: CloseBody) -> dict[str, Any
 @router.get("/rules", summary="Responsibility rules valid at a time, or every version (token)")
 def list_rules(
     request: Request,
+    page: Annotated[VersionPage, Depends()],
     zone: str | None = None,
     level: str | None = None,
-    unit: int | None = None,
-    at: Annotated[str | None, Query(description="ISO 8601 time")] = None,
-    all_versions: bool = False,
-    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    unit: UnitFilter = None,
 ) -> dict[str, Any]:
     """Rules ordered by zone and priority."""
     svc = services(request)
     with svc.session() as session:
         require_actor(request, session)
         items, total = rule_service.list_rules(
-            session,
-            zone=zone,
-            level=level,
-            unit_id=unit,
-            at=parse_optional_time(at, svc.settings),
-            all_versions=all_versions,
-            limit=limit,
-            offset=offset,
+            session, zone=zone, level=level, unit_id=unit, versions=page.versions(svc.settings)
         )
     return {"total": total, "items": items}
 
@@ -351,7 +355,7 @@ async def import_rules(request: Request) -> dict[str, Any]:
 
 
 @router.post("/rules/{rule_id}/close", summary="End a rule (administrators)")
-def close_rule(request: Request, rule_id: int, body: CloseBody) -> dict[str, Any]:
+def close_rule(request: Request, rule_id: RowId, body: CloseBody) -> dict[str, Any]:
     """The rule stops applying at ``at`` (default now)."""
     with services(request).session() as session:
         actor = require_actor(request, session, Action.MANAGE_RULES)
