@@ -85,6 +85,10 @@ def add_error_responses(document: dict[str, Any]) -> None:
                 responses.setdefault("201", {"description": "Created"})
             for status in statuses_for(path, method, operation):
                 responses[str(status)] = {"description": DESCRIPTIONS[status], "content": reference}
+            # Answers a route declares itself (413 of an upload, 429 of a rate limit) have the same body.
+            for status, answer in responses.items():
+                if status.isdigit() and int(status) >= 400:
+                    answer.setdefault("content", reference)
 
 
 def install(app: FastAPI) -> None:

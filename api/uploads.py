@@ -217,6 +217,7 @@ class _Receiver:
         self._file = ReceivedFile(filename=sent[:255] or stored, path=self.folder / stored)
         self._file.path.parent.mkdir(parents=True, exist_ok=True)
         self.form.files[self._name] = self._file
+        self.pending.append((self._file, b""))  # an empty file is still a file: create it
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._skip:

@@ -25,7 +25,13 @@ def attributes_size(value: Any) -> int:
 def check_attributes(value: dict[str, Any] | None) -> dict[str, Any] | None:
     """``value`` when its JSON fits ``MAX_ATTRIBUTES_BYTES``, else ValueError saying how big it is."""
     if value is not None:
-        size = attributes_size(value)
+        try:
+            size = attributes_size(value)
+        except orjson.JSONEncodeError as exc:
+            # e.g. an integer beyond 64 bits: no client of the registry could read it back as a number.
+            raise ValueError(
+                f"attributes hold a value JSON cannot carry here ({exc}) (属性值无法存储)"
+            ) from None
         if size > MAX_ATTRIBUTES_BYTES:
             raise ValueError(
                 f"attributes are {size:,} bytes as JSON; at most {MAX_ATTRIBUTES_BYTES // 1024} KiB "

@@ -154,13 +154,17 @@ CASES = [
     Case(
         "edit unit contact",
         "PATCH /api/v1/units/{unit_id}",
-        lambda c, w, h: c.patch(f"/api/v1/units/{w.owner}", headers=h, json={"version": 1, "phone": "110"}),
+        lambda c, w, h: c.patch(
+            f"/api/v1/units/{w.owner}", headers=h, json={"version": 1, "phone": "110", "reason": "电话变更"}
+        ),
         _expect(200, owner=200),
     ),
     Case(
         "edit unit identity",
         "PATCH /api/v1/units/{unit_id}",
-        lambda c, w, h: c.patch(f"/api/v1/units/{w.owner}", headers=h, json={"version": 1, "name": "改名"}),
+        lambda c, w, h: c.patch(
+            f"/api/v1/units/{w.owner}", headers=h, json={"version": 1, "name": "改名", "reason": "更名"}
+        ),
         _expect(200),
     ),
     Case(
@@ -398,6 +402,7 @@ def test_every_write_endpoint_answers_each_caller_as_the_policy_says(
     case: Case,
     client: TestClient,
     db: Engine,
+    owner_engine: Engine,
     settings: Settings,
     admin: Actor,
     _seeded_at: str,
@@ -416,13 +421,13 @@ def test_every_write_endpoint_answers_each_caller_as_the_policy_says(
                 assert after != before, (
                     f"{case.name} as {role}: answered {response.status_code}, changed nothing"
                 )
-                _reset(db, _seeded_at)
+                _reset(owner_engine, _seeded_at)
                 world = _build(client, db, settings, admin, case.needs, tmp_path)
             else:
                 assert after == before, f"{case.name} as {role}: refused ({response.status_code}) but wrote"
                 assert "error" in response.json()
     finally:
-        _reset(db, _seeded_at)
+        _reset(owner_engine, _seeded_at)
     assert answers == case.expect
 
 

@@ -60,6 +60,13 @@ def _fuzz(
                 kwargs.pop("cookies", None)  # per-request cookies are deprecated in the test client
             if isinstance(kwargs.get("data"), bytes | str):
                 kwargs["content"] = kwargs.pop("data")  # httpx takes a raw body as content
+            if kwargs.get("files"):
+                # A multipart part carries text or bytes; generated numbers are sent as their text
+                # (httpx would otherwise fail before sending anything).
+                kwargs["files"] = [
+                    (key, (part[0], part[1] if isinstance(part[1], bytes | str) else str(part[1]), *part[2:]))
+                    for key, part in kwargs["files"]
+                ]
             try:
                 response = client.request(**kwargs)
             except Exception as exc:  # the test client re-raises what became a 500
