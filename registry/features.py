@@ -245,7 +245,7 @@ _CURRENT_COLUMNS = (
 # The asset as of :at. Parties: the current units if their period had begun, else the closed period
 # covering :at (periods never overlap). Description and geometry: the newest version recorded by :at,
 # else the first one recorded. Same reading as registry.assets.as_of, set-based.
-_AS_OF_SOURCE = """
+_AS_OF_SELECT = """
 SELECT a.id, a.code, a.class_code, d.state, d.in_use, d.decommissioned_at, r.owner_id, r.maintainer_id,
        r.supervisor_id, d.address, d.grid_code, d.installed_on, d.version, d.recorded_at, d.geom
 FROM assets a
@@ -270,48 +270,75 @@ CROSS JOIN LATERAL (
     ORDER BY x.recorded_at <= :at DESC, CASE WHEN x.recorded_at <= :at THEN -x.version ELSE x.version END
     LIMIT 1
 ) d
-WHERE least(smartcode_period_start(a.responsible_since, a.installed_on),
-            (SELECT min(p.valid_from) FROM asset_responsibility p WHERE p.asset_id = a.id))
-      <= coalesce(CAST(:w_end AS timestamptz), 'infinity')
-  AND (a.decommissioned_at IS NULL
-       OR a.decommissioned_at > coalesce(CAST(:w_start AS timestamptz), '-infinity'))
+"""
+
+# The asset was in service at some time in the window: its first period began by the window's end
+# and it was not decommissioned before the window's start.
+_IN_SERVICE = """
+(smartcode_period_start(a.responsible_since, a.installed_on) <= CAST(:w_end_or_inf AS timestamptz)
+   OR EXISTS (SELECT FROM asset_responsibility p
+              WHERE p.asset_id = a.id AND p.valid_from <= CAST(:w_end_or_inf AS timestamptz)))
+AND (a.decommissioned_at IS NULL OR a.decommissioned_at > CAST(:w_start_or_inf AS timestamptz))
 """
 
 
-def _asset_source(query: ItemQuery, params: dict[str, Any]) -> str:
-    """SQL selecting the matching assets (one row each, columns as ``_CURRENT_COLUMNS``) without order."""
+def _asset_source(query: ItemQuery, params: dict[str, Any]) -> tuple[str, str]:
+    """SQL selecting the matching assets (columns as ``_CURRENT_COLUMNS``, unordered), and counting them."""
     envelope = _envelope(query, params)
+    if query.class_codes:
+        params["classes"] = list(query.class_codes)
+    if query.unit_id is not None:
+        params["unit"] = query.unit_id
+    roles = (
+        "smartcode_asset_units({t}.owner_id, {t}.maintainer_id, {t}.supervisor_id) @> ARRAY[:unit]::bigint[]"
+    )
     if query.window is None:
         where = ["true"]
         if query.class_codes:
             where.append("a.class_code = ANY(:classes)")
         if query.unit_id is not None:
             # In any role: the roles' GIN index (migration 0007).
-            roles = "smartcode_asset_units(a.owner_id, a.maintainer_id, a.supervisor_id)"
-            where.append(f"{roles} @> ARRAY[:unit]::bigint[]")
+            where.append(roles.format(t="a"))
         if envelope is not None:
             # Candidates from the every-class GiST on the metric twin (migration 0005), then the exact test.
             near = f"a.geom_m && smartcode_metric_envelope(ST_Envelope({envelope}))"
             where.append(f"{near} AND ST_Intersects(a.geom, {envelope})")
         sql = f"SELECT {_CURRENT_COLUMNS} FROM assets a WHERE {' AND '.join(where)}"
-    else:
-        params["w_start"], params["w_end"] = query.window.start, query.window.end
-        where = ["true"]
-        if query.class_codes:
-            where.append("q.class_code = ANY(:classes)")
-        if query.unit_id is not None:
-            where.append(":unit IN (q.owner_id, q.maintainer_id, q.supervisor_id)")
-        if envelope is not None:
-            where.append(f"q.geom && {envelope} AND ST_Intersects(q.geom, {envelope})")
-        inner = _AS_OF_SOURCE
-        if query.class_codes:  # the class never changes: narrow before the per-asset work
-            inner += " AND a.class_code = ANY(:classes)"
-        sql = f"SELECT * FROM ({inner}) q WHERE {' AND '.join(where)}"
+        return sql, f"SELECT count(*) FROM ({sql}) n"
+
+    params["w_start"], params["w_end"] = query.window.start, query.window.end
+    # Open ends compare as -infinity / infinity (PostgreSQL timestamps; Python's datetime has none).
+    params["w_start_or_inf"] = query.window.start or "-infinity"
+    params["w_end_or_inf"] = query.window.end or "infinity"
+    # Narrow the assets before the per-asset reading of the history: the class never changes, and an
+    # asset can match the unit or the bbox at some time only if one of its periods or versions does.
+    narrow = [_IN_SERVICE]
     if query.class_codes:
-        params["classes"] = list(query.class_codes)
+        narrow.append("a.class_code = ANY(:classes)")
     if query.unit_id is not None:
-        params["unit"] = query.unit_id
-    return sql
+        narrow.append(
+            f"a.id IN (SELECT c.id FROM assets c WHERE {roles.format(t='c')} UNION ALL SELECT p.asset_id"
+            " FROM asset_responsibility p WHERE :unit IN (p.owner_id, p.maintainer_id, p.supervisor_id))"
+        )
+    if envelope is not None:
+        near = f"c.geom_m && smartcode_metric_envelope(ST_Envelope({envelope}))"
+        narrow.append(
+            f"a.id IN (SELECT c.id FROM assets c WHERE {near} AND ST_Intersects(c.geom, {envelope})"
+            f" UNION ALL SELECT h.asset_id FROM asset_history h WHERE h.geom && {envelope}"
+            f" AND ST_Intersects(h.geom, {envelope}))"
+        )
+    condition = " AND ".join(f"({part.strip()})" for part in narrow)
+    # Then the exact test, on the units and the version of the time asked.
+    where = ["true"]
+    if query.unit_id is not None:
+        where.append(":unit IN (q.owner_id, q.maintainer_id, q.supervisor_id)")
+    if envelope is not None:
+        where.append(f"q.geom && {envelope} AND ST_Intersects(q.geom, {envelope})")
+    sql = f"SELECT * FROM ({_AS_OF_SELECT} WHERE {condition}) q WHERE {' AND '.join(where)}"
+    if query.unit_id is None and envelope is None:
+        # Nothing depends on the time's units or version: count without reading the history.
+        return sql, f"SELECT count(*) FROM assets a WHERE {condition}"
+    return sql, f"SELECT count(*) FROM ({sql}) n"
 
 
 _ZONE_COLUMNS = "z.id, z.level, z.name, z.code, z.unit_id, z.valid_from, z.valid_to, z.source, z.geom"
@@ -353,14 +380,15 @@ def items(session: Session, collection: str, query: ItemQuery) -> Page:
     check_collection(collection)
     params: dict[str, Any] = {"limit": query.limit, "offset": query.offset}
     if collection == "assets":
-        source = _asset_source(query, params)
+        source, counting = _asset_source(query, params)
         feature, joins = _asset_feature(query.crs), _UNIT_JOINS
     else:
         source = _zone_source(query, params)
+        counting = f"SELECT count(*) FROM ({source}) n"
         feature, joins = _zone_feature(query.crs), "LEFT JOIN units u ON u.id = v.unit_id"
     if query.window is not None:
         params["at"] = _display_time(session, query.window)
-    total = session.execute(text(f"SELECT count(*) FROM ({source}) n"), params).scalar_one()
+    total = session.execute(text(counting), params).scalar_one()
     rows = session.execute(
         text(
             f"SELECT {feature} FROM (SELECT * FROM ({source}) p ORDER BY p.id LIMIT :limit OFFSET :offset) v"

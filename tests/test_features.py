@@ -267,6 +267,11 @@ def test_datetime_shows_the_owner_and_version_of_the_time(
     assert then["geometry"]["coordinates"] == list(PINGSHAN) and then["properties"]["version"] == 1
     current = _get(client, ITEMS).json()["features"][0]
     assert current["geometry"]["coordinates"] == [114.35, 22.70] and current["properties"]["version"] == 3
+    # A bbox asks about the geometry of the time too.
+    around_old = f"{PINGSHAN[0] - 0.001},{PINGSHAN[1] - 0.001},{PINGSHAN[0] + 0.001},{PINGSHAN[1] + 0.001}"
+    assert set(_owners(client, bbox=around_old, datetime=_iso(recorded_before_move))) == {lamp.code}
+    assert _owners(client, bbox=around_old) == {}
+    assert _owners(client, bbox="114.349,22.699,114.351,22.701", datetime=_iso(recorded_before_move)) == {}
 
     # The same answer as the service behind `show --at`.
     for at in (now - dt.timedelta(days=2), recorded_before_move, _db_now(db)):
