@@ -96,9 +96,13 @@ class TimeWindow:
 def _parse_instant(part: str, timezone: str, *, end: bool) -> dt.datetime:
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", part):
         # A date is the whole local day: its first instant as a start, its last as an end.
-        day = dt.date.fromisoformat(part)
-        start = dt.datetime.combine(day, dt.time(), zoneinfo.ZoneInfo(timezone))
-        return start + dt.timedelta(days=1, microseconds=-1) if end else start
+        try:
+            day = dt.date.fromisoformat(part)
+        except ValueError as exc:
+            raise InvalidInput(f"datetime: {part!r} is not a calendar date", field="datetime") from exc
+        if end:
+            return dt.datetime.combine(day, dt.time.max, zoneinfo.ZoneInfo(timezone))
+        return dt.datetime.combine(day, dt.time(), zoneinfo.ZoneInfo(timezone))
     try:
         value = dt.datetime.fromisoformat(part)
     except ValueError as exc:
@@ -163,7 +167,18 @@ def parse_bbox(value: str | None, crs: Crs) -> tuple[float, float, float, float]
         raise InvalidInput(
             f"bbox: {value!r} lies outside the globe; the order for {crs.uri} is {order}", field="bbox"
         )
+    if crs.srid == 4547:
+        # PROJ cannot take a Gauss-Krüger box far beyond the zone (a billion metres fails the
+        # transformation): the part outside the zone's area of use (112.5-115.5E, where every asset
+        # of the deployment lies) holds nothing, so the box is cut to it.
+        min_e, min_n, max_e, max_n = _GK_114E_BOUNDS
+        x1, x2 = min(max(x1, min_e), max_e), min(max(x2, min_e), max_e)
+        y1, y2 = min(max(y1, min_n), max_n), min(max(y2, min_n), max_n)
     return x1, y1, x2, y2
+
+
+# EPSG:4547's area of use (China onshore 112.5-115.5E) in its own metres, with a margin.
+_GK_114E_BOUNDS = (300_000.0, 2_300_000.0, 700_000.0, 5_100_000.0)
 
 
 @dataclass(frozen=True)
@@ -202,7 +217,8 @@ def _geometry_json(column: str, crs: Crs) -> str:
     geom = column if crs.srid == STORAGE_CRS.srid else f"ST_Transform({column}, {crs.srid})"
     if crs.flipped:
         geom = f"ST_FlipCoordinates({geom})"
-    return f"ST_AsGeoJSON({geom}, {crs.decimals})::json"
+    # Options 0: no legacy "crs" member in the geometry; the CRS travels in Content-Crs (Part 2).
+    return f"ST_AsGeoJSON({geom}, {crs.decimals}, 0)::json"
 
 
 def _envelope(query: ItemQuery, params: dict[str, Any]) -> str | None:
@@ -417,8 +433,8 @@ def item(session: Session, collection: str, feature_id: str, crs: Crs) -> str:
         source = f"SELECT {_CURRENT_COLUMNS} FROM assets a WHERE a.code = :key"
         feature, joins, key = _asset_feature(crs), _UNIT_JOINS, code
     else:
-        if not feature_id.isdigit() or len(feature_id) > 18:
-            raise NotFound(f"no zone {feature_id!r} in collection zones: zone ids are numbers")
+        if not feature_id.isdigit() or int(feature_id) >= 2**63:
+            raise NotFound(f"no zone {feature_id!r} in collection zones (zone ids are numbers)")
         source = f"SELECT {_ZONE_COLUMNS} FROM zones z WHERE z.id = :key"
         feature, joins, key = _zone_feature(crs), "LEFT JOIN units u ON u.id = v.unit_id", int(feature_id)
     found = session.execute(text(f"SELECT {feature} FROM ({source}) v {joins}"), {"key": key}).scalar()

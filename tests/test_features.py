@@ -181,6 +181,7 @@ def test_output_crs_and_bbox_crs_in_the_authority_axis_order(
     assert projected.headers["content-crs"] == f"<{EPSG4547}>"
     x, y = projected.json()["features"][0]["geometry"]["coordinates"]
     assert (x, y) == pytest.approx((north, east), abs=0.01)  # EPSG:4547 is northing first
+    assert "crs" not in projected.json()["features"][0]["geometry"]  # the CRS is in Content-Crs
     geographic = _get(client, ITEMS, crs="EPSG:4490").json()["features"][0]["geometry"]["coordinates"]
     assert geographic == pytest.approx([lat, lon], abs=1e-6)  # EPSG:4490 is latitude first
     single = _get(client, f"{ITEMS}/{code}", crs=EPSG4547)
@@ -220,7 +221,12 @@ def test_single_items(client: TestClient, db: Engine, admin: Actor) -> None:
         and zone_feature["geometry"]["type"] == "MultiPolygon"
     )
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    for missing in (f"{ITEMS}/44031001180099990", f"{ITEMS}/nonsense", "/ogc/collections/zones/items/999"):
+    for missing in (
+        f"{ITEMS}/44031001180099990",
+        f"{ITEMS}/nonsense",
+        "/ogc/collections/zones/items/999",
+        "/ogc/collections/zones/items/99999999999999999999",
+    ):
         response = client.get(missing, headers=auth)
         assert response.status_code == 404, missing
         assert response.json()["error"]["type"] == "NotFound"
@@ -356,6 +362,12 @@ def test_zones_by_generation(client: TestClient, db: Engine, admin: Actor) -> No
         ({"class": "lamp"}, "class"),
         ({"unit": "power"}, "unit"),
         ({"colour": "red"}, "colour"),
+        ({"offset": str(2**63)}, "offset"),
+        ({"unit": str(10**30)}, "unit"),
+        ({"limit": str(10**30)}, None),  # the maximum applies
+        ({"bbox": "-1e9,-1e9,1e9,1e9", "bbox-crs": EPSG4547}, None),  # cut to the zone, not a 500
+        ({"datetime": "9999-12-31"}, None),
+        ({"datetime": "2025-02-30"}, "datetime"),
         ({"f": "html"}, "f"),
     ],
 )

@@ -149,7 +149,10 @@ def collection(request: Request, collection_id: str) -> Response:
         return _json(_collection(_base(request), collection_id, features.extent(session, collection_id)))
 
 
-def _integer(request: Request, name: str, default: int, minimum: int) -> int:
+_BIGINT_MAX = 2**63 - 1
+
+
+def _integer(request: Request, name: str, default: int, minimum: int, *, clamp: bool = False) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
@@ -159,6 +162,8 @@ def _integer(request: Request, name: str, default: int, minimum: int) -> int:
         raise InvalidInput(f"{name}: {raw!r} is not a whole number", field=name) from exc
     if value < minimum:
         raise InvalidInput(f"{name}: must be at least {minimum}, got {value}", field=name)
+    if value > _BIGINT_MAX and not clamp:
+        raise InvalidInput(f"{name}: {raw} is too large", field=name)
     return value
 
 
@@ -172,7 +177,7 @@ def _item_query(request: Request, collection: str) -> features.ItemQuery:
         )
     _check_format(request)
     # Above the maximum the maximum applies: OGC Part 1 says a large limit is not an error.
-    limit = min(_integer(request, "limit", features.DEFAULT_LIMIT, 1), features.MAX_LIMIT)
+    limit = min(_integer(request, "limit", features.DEFAULT_LIMIT, 1, clamp=True), features.MAX_LIMIT)
     bbox_crs = features.parse_crs(params.get("bbox-crs"), "bbox-crs")
     if "bbox-crs" in params and "bbox" not in params:
         raise InvalidInput("bbox-crs is given without a bbox", field="bbox-crs")
