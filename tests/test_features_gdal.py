@@ -14,13 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import shapely
 import uvicorn
 from sqlalchemy import Engine, text
 
 from common.settings import Settings
-from registry.db import Actor
+from gis.area import ServiceArea
+from registry import zones
+from registry.db import Actor, transaction
 from tests.conftest import ADMIN_TOKEN
-from tests.helpers import make_asset, make_unit, point
+from tests.helpers import COUNTY, make_asset, make_unit, point
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ogrinfo") is None, reason="GDAL's command-line tools (Debian gdal-bin) are not installed"
@@ -88,12 +91,27 @@ def _features(path: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def registry(db: Engine, admin: Actor) -> Engine:
-    """23 lamps along a street west to east and two covers, with an owner."""
+    """23 lamps along a street west to east, two covers, and zones (one street in two generations)."""
     owner = make_unit(db, "深圳供电局有限公司", admin, phone="95598")
     for i in range(23):
         make_asset(db, admin, geometry=point(114.30 + i * 0.002, 22.68), owner_id=owner.id)
     for lon in (114.31, 114.35):
         make_asset(db, admin, "0101", geometry=point(lon, 22.681))
+    # A street with two boundary generations (one in force) and a community.
+    for name, box in (
+        ("坪山街道", (114.29, 22.66, 114.33, 22.70)),
+        ("坪山街道", (114.29, 22.66, 114.34, 22.70)),
+        ("六和社区", (114.30, 22.67, 114.31, 22.68)),
+    ):
+        level = "street" if name.endswith("街道") else "community"
+        with transaction(db) as session:
+            zones.save_zone(
+                session,
+                admin,
+                zones.ZoneInput(level=level, name=name, geometry=shapely.box(*box)),
+                area=ServiceArea.from_settings(),
+                county=COUNTY,
+            )
     return db
 
 
@@ -106,6 +124,11 @@ def test_ogrinfo_lists_the_collections_and_counts_match(
     summary = _gdal("ogrinfo", "-ro", "-so", f"OAPIF:{url}", "assets", header_by="config")
     assert f"Feature Count: {_count(registry)}" in summary
     assert "owner: String" in summary
+    zone_summary = _gdal("ogrinfo", "-ro", "-so", f"OAPIF:{url}", "zones")
+    with registry.connect() as conn:
+        in_force = conn.execute(text("SELECT count(*) FROM zones WHERE valid_to IS NULL")).scalar_one()
+    assert in_force == 2 and f"Feature Count: {in_force}" in zone_summary
+    assert "Geometry: Multi Polygon" in zone_summary
 
 
 def test_without_a_token_gdal_is_refused(server: tuple[str, _Recorder], registry: Engine) -> None:
