@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -20,8 +21,9 @@ from sqlalchemy import Engine, text
 
 from common.settings import Settings
 from gis.area import ServiceArea
-from registry import zones
+from registry import assets, zones
 from registry.db import Actor, transaction
+from registry.schemas import Decommission
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import COUNTY, make_asset, make_unit, point
 
@@ -183,3 +185,28 @@ def test_gdal_reads_items_in_epsg_4547(
     assert len(got) == 23 == _count(registry, "class_code = '0118'")
     for code, (northing, easting) in got.items():  # EPSG:4547 axis order: northing, easting
         assert abs(easting - expected[code][0]) < 0.01 and abs(northing - expected[code][1]) < 0.01
+
+
+def test_gdal_passes_datetime_and_class_through_the_url(
+    server: tuple[str, _Recorder], registry: Engine, admin: Actor, tmp_path: Path
+) -> None:
+    # GDAL's OAPIF driver appends the query of the URL it was given to every request it makes.
+    url, recorder = server
+    with registry.connect() as conn:
+        lamp, now = conn.execute(text("SELECT min(code), now() FROM assets WHERE class_code = '0118'")).one()
+    with transaction(registry) as session:
+        assets.decommission_asset(
+            session, lamp, Decommission(version=1, at=now - dt.timedelta(days=1), reason="拆除"), admin
+        )
+    before = (now - dt.timedelta(days=2)).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    after = now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def count(query: str) -> int:
+        out = tmp_path / f"pulled-{len(list(tmp_path.iterdir()))}.geojson"
+        _gdal("ogr2ogr", "-f", "GeoJSON", str(out), f"OAPIF:{url}?{query}", "assets")
+        return len(_features(out))
+
+    assert count(f"datetime={before}") == 25
+    assert count(f"datetime={after}") == 24  # the lamp was decommissioned yesterday
+    assert count("class=0101") == _count(registry, "class_code = '0101'") == 2
+    assert any("datetime=" in r for r in recorder.requests if r.startswith("/ogc/collections/assets/items"))
