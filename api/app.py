@@ -14,7 +14,7 @@ from api import access_log, docs, errors, openapi
 from api.deps import Services, services
 from api.limits import BodyLimit
 from api.responses import OrjsonResponse
-from api.routes import assets, classes, imports, proposals, resolve, tokens, units, zones
+from api.routes import assets, classes, features, imports, proposals, resolve, tokens, units, zones
 from common.settings import Settings, get_settings
 from gis.area import ServiceArea
 from importers.jobs import ImportJobs
@@ -94,6 +94,8 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
         return {"status": "ok", "revision": row[0], "assets": row[1], "county": settings.area.county_code}
 
     app.include_router(api)
+    # OGC API - Features sits beside /api/v1: GIS clients start from its own landing page.
+    app.include_router(features.router)
     openapi.install(app)
 
     return app

@@ -92,6 +92,12 @@ if [ ! -f "$sharedir/extension/postgis.control" ]; then
         fail "PostGIS for PostgreSQL $major still missing ($sharedir/extension/postgis.control)"
 fi
 
+# --- GDAL command-line tools: the OGC API - Features tests read the service as QGIS would -----------
+
+if ! command -v ogrinfo >/dev/null 2>&1 || ! command -v ogr2ogr >/dev/null 2>&1; then
+    apt_install gdal-bin
+fi
+
 # --- Python virtualenv ----------------------------------------------------------------------------
 
 find_python() {
