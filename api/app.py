@@ -14,7 +14,7 @@ from api import errors
 from api.deps import Services, services
 from api.limits import BodyLimit
 from api.responses import OrjsonResponse
-from api.routes import assets, classes, imports, resolve, units, zones
+from api.routes import assets, classes, imports, labels, resolve, units, zones
 from common.settings import Settings, get_settings
 from gis.area import ServiceArea
 from importers.jobs import ImportJobs
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     api.include_router(resolve.router)
     api.include_router(zones.router)
     api.include_router(imports.router)
+    api.include_router(labels.router)
 
     @api.get("/health", tags=["meta"], summary="Database reachable, schema revision, counts")
     def health(request: Request) -> dict[str, Any]:

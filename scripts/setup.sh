@@ -92,6 +92,12 @@ if [ ! -f "$sharedir/extension/postgis.control" ]; then
         fail "PostGIS for PostgreSQL $major still missing ($sharedir/extension/postgis.control)"
 fi
 
+# --- Label printing: the CJK font printed labels embed (qr/fonts.py looks for it here) -------------
+
+if [ ! -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ]; then
+    apt_install fonts-noto-cjk
+fi
+
 # --- Python virtualenv ----------------------------------------------------------------------------
 
 find_python() {
