@@ -1,9 +1,9 @@
 """The CJK font labels are printed in: Noto Sans CJK SC from Debian's ``fonts-noto-cjk``.
 
-PNG output draws with the installed font directly (FreeType reads its CFF outlines). reportlab embeds
-only TrueType-outlined fonts, so for PDF the characters a print run needs are cut out of the font
-(``fontTools.subset``) and their cubic CFF outlines converted to quadratic TrueType ones; the result,
-a few hundred glyphs, is what the PDF embeds.
+PNG output draws with the installed font directly (FreeType reads its CFF outlines). For PDF the
+characters a print run needs are cut out of the font (``fontTools.subset``) and their cubic CFF outlines
+converted to quadratic TrueType ones, which every PDF reader (and reportlab, tried first) accepts as an
+embedded CIDFontType2; the result, a few hundred glyphs, is what the PDF embeds.
 """
 
 from __future__ import annotations

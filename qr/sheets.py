@@ -8,8 +8,8 @@ drawn with it. Labels are drawn one at a time, so memory holds one QR symbol, no
 
 from __future__ import annotations
 
+import contextlib
 import io
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -22,6 +22,7 @@ import numpy.typing as npt
 from common.errors import InvalidInput
 from qr.fonts import FAMILY, cjk_font, truetype_subset
 from qr.matrix import Matrix, qr_matrix
+from qr.pdf import PdfWriter
 
 CALL_TO_ACTION = "扫码报事"
 A4_MM = (210.0, 297.0)
@@ -29,7 +30,6 @@ _PT_PER_MM = 72 / 25.4
 # Modules of light margin drawn around the symbol inside its box; the label's padding adds to it.
 _QUIET_MODULES = 2
 _ELLIPSIS = "…"
-_PDF_FONT = "SmartcodeCJK"
 Format = Literal["pdf", "svg", "png"]
 FORMATS: tuple[str, ...] = ("pdf", "svg", "png")
 
@@ -212,58 +212,50 @@ def _chars(labels: Iterable[LabelContent]) -> set[str]:
 
 
 def write_pdf(labels: Sequence[LabelContent], layout: Layout, out: BinaryIO | str) -> int:
-    """Write the labels as one PDF (the CJK font embedded as a subset); returns the number of pages."""
-    from reportlab.pdfbase import pdfmetrics
-    from reportlab.pdfbase.ttfonts import TTFont
-    from reportlab.pdfgen.canvas import Canvas
+    """Write the labels as one PDF (the CJK font embedded as a subset); returns the number of pages.
 
+    Pages go to ``out`` as they are drawn (``qr.pdf``): memory holds one page, not the document.
+    """
     if not labels:
         raise InvalidInput("no labels to print: the selection matched no asset", field="selection")
-    # A name of its own per run: concurrent runs (API requests) embed different subsets.
-    font_name = f"{_PDF_FONT}-{uuid.uuid4().hex[:12]}"
-    pdfmetrics.registerFont(TTFont(font_name, io.BytesIO(truetype_subset(_chars(labels)))))
+    font = truetype_subset(_chars(labels))
     page_h = layout.page_height * _PT_PER_MM
-    canvas = Canvas(out, pagesize=(layout.page_width * _PT_PER_MM, page_h), pageCompression=1, invariant=1)
-    canvas.setTitle("smartcode labels")
     geometry = _geometry(layout.label_width, layout.label_height)
-    pages = 0
-    for page in _pages(labels, layout):
-        for slot, label in enumerate(page):
-            left, top = layout.origin(slot)
-            _pdf_label(canvas, label, geometry, font_name, left * _PT_PER_MM, page_h - top * _PT_PER_MM)
-        canvas.showPage()
-        pages += 1
-    canvas.save()
-    # reportlab keeps registered fonts for the life of the process; this run's subset is not needed again.
-    pdfmetrics._fonts.pop(font_name, None)
+    with contextlib.ExitStack() as stack:
+        stream = stack.enter_context(open(out, "wb")) if isinstance(out, str) else out
+        writer = PdfWriter(stream, font, (layout.page_width * _PT_PER_MM, page_h), "smartcode labels")
+        pages = 0
+        for page in _pages(labels, layout):
+            ops = []
+            for slot, label in enumerate(page):
+                left, top = layout.origin(slot)
+                ops.append(_pdf_label(writer, label, geometry, left * _PT_PER_MM, page_h - top * _PT_PER_MM))
+            writer.add_page("\n".join(ops))
+            pages += 1
+        writer.close()
     return pages
 
 
-def _pdf_label(
-    canvas: object, label: LabelContent, geometry: _Geometry, font_name: str, left: float, top: float
-) -> None:
-    c = canvas  # a reportlab Canvas; reportlab ships no type hints
+def _pdf_label(writer: PdfWriter, label: LabelContent, geometry: _Geometry, left: float, top: float) -> str:
+    """The content-stream operators of one label whose top-left corner is at (left, top) points."""
     matrix = qr_matrix(label.url)
     n = matrix.shape[0]
     module = geometry.qr_side * _PT_PER_MM / (n + 2 * _QUIET_MODULES)
-    c.saveState()  # type: ignore[attr-defined]
+    x0 = left + geometry.qr_x * _PT_PER_MM + _QUIET_MODULES * module
+    y0 = top - geometry.qr_y * _PT_PER_MM - _QUIET_MODULES * module
     # Module units from the symbol's top-left corner, y pointing down: a run is "col row len 1 re".
-    c.transform(  # type: ignore[attr-defined]
-        module,
-        0,
-        0,
-        -module,
-        left + geometry.qr_x * _PT_PER_MM + _QUIET_MODULES * module,
-        top - geometry.qr_y * _PT_PER_MM - _QUIET_MODULES * module,
-    )
-    path = c.beginPath()  # type: ignore[attr-defined]
-    for row, column, length in _runs(matrix):
-        path.rect(column, row, length, 1)
-    c.drawPath(path, stroke=0, fill=1)  # type: ignore[attr-defined]
-    c.restoreState()  # type: ignore[attr-defined]
+    ops = [f"q {_n(module)} 0 0 {_n(-module)} {_n(x0)} {_n(y0)} cm"]
+    ops += [f"{column} {row} {length} 1 re" for row, column, length in _runs(matrix)]
+    ops.append("f Q BT")
     for box, text, size in _texts(label, geometry):
-        c.setFont(font_name, size)  # type: ignore[attr-defined]
-        c.drawString(left + box.x * _PT_PER_MM, top - box.baseline * _PT_PER_MM, text)  # type: ignore[attr-defined]
+        x, y = left + box.x * _PT_PER_MM, top - box.baseline * _PT_PER_MM
+        ops.append(f"/F1 {_n(size)} Tf 1 0 0 1 {_n(x)} {_n(y)} Tm {writer.text(text)} Tj")
+    ops.append("ET")
+    return "\n".join(ops)
+
+
+def _n(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
 # --- SVG and PNG: one document per page --------------------------------------------------------------
