@@ -200,3 +200,25 @@ def test_api_revoke_then_reprint_is_a_new_edition(
     assert new.status is LabelStatus.VALID
     editions = client.get(f"/api/v1/labels/{asset.code}", headers=auth).json()["editions"]
     assert [e["edition"] for e in editions] == [1, 2] and editions[0]["revoked_by"] == "admin"
+
+
+def test_a_sheet_for_a_demo_zone_decodes_label_by_label(
+    db: Engine, settings: Settings, admin: Actor, tmp_path: Path
+) -> None:
+    from importers.demo.load import load_demo
+    from qr.sheets import Layout, write_pdf
+    from registry.labels import LabelSelection, issue_labels, label_contents, select_assets
+
+    load_demo(db, settings, folder=tmp_path / "demo")
+    keys = keys_from_settings(settings.labels)
+    with transaction(db) as session:
+        chosen = select_assets(session, LabelSelection(zone="坪环社区"), admin)
+        issued = issue_labels(session, chosen, admin, keys=keys, base_url=settings.labels.public_base_url)
+    assert len(issued) > 24  # more than one sheet
+    out = tmp_path / "demo.pdf"
+    pages = write_pdf(label_contents(issued), Layout.sheet(), str(out))
+    urls, texts = _decode_pdf(out.read_bytes())
+    assert pages == -(-len(issued) // 24)
+    assert sorted(urls) == sorted(label.url for label in issued)
+    _check_all_valid(db, settings, urls)
+    assert all("扫码报事" in text for text in texts)
