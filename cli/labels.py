@@ -59,6 +59,7 @@ def print_labels(
     """Print the labels of the selected assets; reprinting gives the same URLs, decommissioned get none."""
     with failures():
         from common.errors import InvalidInput
+        from qr.matrix import MAX_VERSION, qr_version
         from qr.sheets import FORMATS, Layout, page_documents, write_pdf
         from qr.signing import keys_from_settings
         from registry.labels import (
@@ -107,11 +108,19 @@ def print_labels(
                 path = output if total == 1 else output.with_name(f"{output.stem}-{pages:03d}{output.suffix}")
                 path.write_bytes(document)
                 files.append(str(path))
+        version = max((qr_version(label.url) for label in issued[:50]), default=0)
+        if version > MAX_VERSION:
+            typer.echo(
+                f"warning: the labels need QR version {version} (more than {MAX_VERSION}): shorten "
+                "SMARTCODE_LABELS_PUBLIC_BASE_URL to 30 characters or fewer so small labels scan well",
+                err=True,
+            )
         summary: dict[str, Any] = {
             "labels": len(issued),
             "new": sum(1 for label in issued if label.new),
             "reprinted": sum(1 for label in issued if not label.new),
             "pages": pages,
+            "qr_version": version,
             "files": files if len(files) <= 5 else [*files[:2], "...", files[-1]],
         }
         emit(summary, as_json)

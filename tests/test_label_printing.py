@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pypdfium2 as pdfium
+import pytest
 import zxingcpp
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -87,6 +88,7 @@ def test_cli_sheet_every_qr_decodes_and_verifies(
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["labels"] == 27 and summary["new"] == 27 and summary["pages"] == 2
+    assert summary["qr_version"] <= 5 and "warning" not in result.stderr
     data = out.read_bytes()
     assert b"/FontFile2" in data  # the CJK font is embedded, not left to the reader
     urls, texts = _decode_pdf(data)
@@ -109,10 +111,14 @@ def test_cli_sheet_every_qr_decodes_and_verifies(
     assert json.loads(result.stdout)["reprinted"] == 5
     reprinted, _ = _decode_pdf(again.read_bytes(), dpi=300)
     assert len(reprinted) == 5 and set(reprinted) <= set(urls)
+    # A base URL too long for a version-5 symbol is printed anyway, with a warning saying what to change.
+    long_base = {**env, "SMARTCODE_LABELS_PUBLIC_BASE_URL": "https://smartcode.pingshan.district.gov.cn"}
+    result = run("labels", "print", "--code", made[0].code, "-o", str(tmp_path / "long.pdf"), env=long_base)
+    assert result.returncode == 0 and "SMARTCODE_LABELS_PUBLIC_BASE_URL" in result.stderr
 
 
 def test_single_labels_and_png_decode(
-    db: Engine, settings: Settings, admin: Actor, client: TestClient
+    db: Engine, settings: Settings, admin: Actor, client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     made = _zone_with_assets(db, admin, 3)
     token = _token(db, admin, "admin-labels", "admin")
@@ -144,6 +150,10 @@ def test_single_labels_and_png_decode(
         headers=headers,
     )
     assert too_many.status_code == 400 and "PDF" in too_many.json()["error"]["message"]
+    # One answer is built in memory, so a request has a ceiling on labels.
+    monkeypatch.setattr("api.routes.labels._MAX_LABELS", 2)
+    capped = client.post("/api/v1/labels", json={"codes": [a.code for a in made]}, headers=headers)
+    assert capped.status_code == 400 and "smartcode labels print" in capped.json()["error"]["message"]
 
 
 def _token(db: Engine, admin: Actor, name: str, role: str, unit_id: int | None = None) -> str:

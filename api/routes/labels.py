@@ -26,6 +26,8 @@ router = APIRouter(prefix="/labels", tags=["labels"])
 
 _MEDIA = {"pdf": "application/pdf", "svg": "image/svg+xml", "png": "image/png"}
 _MAX_CODES = 20_000
+# One answer is built in memory: beyond this, print from the command line or narrow the selection.
+_MAX_LABELS = 20_000
 
 
 class LabelPrint(BaseModel):
@@ -90,6 +92,12 @@ def print_labels(request: Request, body: LabelPrint) -> Response:
     with svc.session() as session:
         actor = require_actor(request, session)
         assets = select_assets(session, selection, actor)
+        if len(assets) > _MAX_LABELS:
+            raise InvalidInput(
+                f"the selection holds {len(assets)} assets; at most {_MAX_LABELS} labels a request "
+                "(narrow it, or use `smartcode labels print`)",
+                field="selection",
+            )
         if body.format != "pdf" and len(assets) > layout.per_page:
             raise InvalidInput(
                 f"{len(assets)} labels take more than one page: ask for PDF, or at most "
