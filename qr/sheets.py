@@ -152,7 +152,7 @@ def _measure_font() -> object:
     return ImageFont.truetype(str(font.path), 100, index=font.index)
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=8192)
 def _em_width(text: str) -> float:
     """Width of ``text`` in ems of the label font."""
     return float(_measure_font().getlength(text)) / 100  # type: ignore[attr-defined]

@@ -232,3 +232,9 @@ def test_a_sheet_for_a_demo_zone_decodes_label_by_label(
     assert sorted(urls) == sorted(label.url for label in issued)
     _check_all_valid(db, settings, urls)
     assert all("扫码报事" in text for text in texts)
+
+
+def test_every_labels_command_has_help() -> None:
+    for command in ("print", "revoke", "history", "check", "rotate-key"):
+        result = run("labels", command, "--help")
+        assert result.returncode == 0 and "Usage" in result.stdout, (command, result.stderr)
