@@ -14,7 +14,7 @@ from api import access_log, docs, errors, openapi
 from api.deps import Services, services
 from api.limits import BodyLimit
 from api.responses import OrjsonResponse
-from api.routes import assets, classes, features, imports, proposals, resolve, tokens, units, zones
+from api.routes import assets, classes, features, imports, labels, proposals, resolve, tokens, units, zones
 from common.settings import Settings, get_settings
 from gis.area import ServiceArea
 from importers.jobs import ImportJobs
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     api.include_router(imports.router)
     api.include_router(proposals.router)
     api.include_router(tokens.router)
+    api.include_router(labels.router)
 
     @api.get("/health", tags=["meta"], summary="Database reachable, schema revision, counts")
     def health(request: Request) -> dict[str, Any]:

@@ -98,6 +98,12 @@ if ! command -v ogrinfo >/dev/null 2>&1 || ! command -v ogr2ogr >/dev/null 2>&1;
     apt_install gdal-bin
 fi
 
+# --- Label printing: the CJK font printed labels embed (qr/fonts.py looks for it here) -------------
+
+if [ ! -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ]; then
+    apt_install fonts-noto-cjk
+fi
+
 # --- Python virtualenv ----------------------------------------------------------------------------
 
 find_python() {
