@@ -77,6 +77,8 @@ class Action(StrEnum):
     ROLLBACK_IMPORT = "rollback_import"  # target: the batch's unit id
     MANAGE_TOKENS = "manage_tokens"
     ANSWER_PROPOSAL = "answer_proposal"  # target: the receiving unit id
+    PRINT_LABELS = "print_labels"  # target: each asset (owner or maintainer)
+    REVOKE_LABEL = "revoke_label"  # target: the asset (owner or maintainer)
 
 
 class Owned(Protocol):
@@ -154,6 +156,16 @@ POLICY: Mapping[Action, Rule] = {
     Action.MANAGE_TOKENS: Rule(_ADMIN, "none", "only administrators list, issue or revoke tokens"),
     Action.ANSWER_PROPOSAL: Rule(
         _ADMIN, "own", "only the receiving unit or an administrator may accept or decline a proposal"
+    ),
+    Action.PRINT_LABELS: Rule(
+        _ADMIN,
+        "owner_or_maintainer",
+        "only the owner or maintainer unit, or an administrator, prints its labels",
+    ),
+    Action.REVOKE_LABEL: Rule(
+        _ADMIN,
+        "owner_or_maintainer",
+        "only the owner or maintainer unit, or an administrator, may revoke this label",
     ),
 }
 

@@ -27,8 +27,8 @@ from common.errors import Conflict, Forbidden, InvalidInput, NotFound
 from qr.sheets import LabelContent
 from qr.signing import LabelKeys, LabelVerdict, sign, verify
 from registry import audit
+from registry.access import Action, Actor, authorize, require, require_role
 from registry.codes import SmartCode, parse_code
-from registry.db import Actor
 from registry.models import Base
 
 REVOKE_KINDS = ("replaced", "stolen", "counterfeit", "damaged", "key_retired", "other")
@@ -221,8 +221,7 @@ def select_assets(session: Session, selection: LabelSelection, actor: Actor) -> 
         raise InvalidInput(
             "choose assets to label: a zone, class, unit, import batch or codes", field="selection"
         )
-    if not actor.admin and actor.unit_id is None:
-        raise Forbidden("only an administrator or a unit's token may print labels")
+    require_role(actor, Action.PRINT_LABELS)
     where: list[str] = []
     params: dict[str, Any] = {}
     if selection.codes:
@@ -262,12 +261,13 @@ def select_assets(session: Session, selection: LabelSelection, actor: Actor) -> 
             shown = ", ".join(parse_code(c).formatted for c in missing[:10])
             raise NotFound(f"{len(missing)} code(s) not registered: {shown}", codes=missing[:10])
     assets = [_label_asset(row) for row in rows]
-    if not actor.admin:
-        foreign = [a for a in assets if actor.unit_id not in (a.owner_id, a.maintainer_id)]
-        if selection.codes and foreign:
-            shown = ", ".join(a.printed_code for a in foreign[:10])
-            raise Forbidden(f"only the owner or maintainer may print these labels: {shown}")
-        assets = [a for a in assets if actor.unit_id in (a.owner_id, a.maintainer_id)]
+    allowed = [authorize(actor, Action.PRINT_LABELS, a) for a in assets]
+    foreign = [a for a, ok in zip(assets, allowed, strict=True) if not ok]
+    if selection.codes and foreign:
+        # Codes named one by one are refused; a selection by zone, class or unit keeps the unit's own.
+        shown = ", ".join(a.printed_code for a in foreign[:10])
+        raise Forbidden(f"only the owner or maintainer may print these labels: {shown}")
+    assets = [a for a, ok in zip(assets, allowed, strict=True) if ok]
     return assets
 
 
@@ -417,10 +417,7 @@ def revoke_label(
     ).first()
     if asset is None:
         raise NotFound(f"code {parse_code(digits).formatted} is not registered", code=digits)
-    if not actor.admin and (
-        actor.unit_id is None or actor.unit_id not in (asset.owner_id, asset.maintainer_id)
-    ):
-        raise Forbidden("only the owner or maintainer unit, or an administrator, may revoke this label")
+    require(actor, Action.REVOKE_LABEL, asset)
     condition = "edition = :e" if edition is not None else "revoked_at IS NULL"
     row = session.execute(
         text(f"SELECT id, edition, revoked_at FROM label_issues WHERE code = :c AND {condition} FOR UPDATE"),

@@ -48,6 +48,7 @@ _FINGERPRINT = text(
       (SELECT string_agg(concat_ws(',', name, revoked_at), ';' ORDER BY name) FROM api_tokens),
       (SELECT string_agg(concat_ws(',', id, status), ';' ORDER BY id) FROM responsibility_proposals),
       (SELECT string_agg(concat_ws(',', id, status), ';' ORDER BY id) FROM import_batches),
+      (SELECT string_agg(concat_ws(',', id, revoked_at), ';' ORDER BY id) FROM label_issues),
       (SELECT string_agg(concat_ws(',', class_code, next_serial), ';' ORDER BY class_code) FROM code_serials))
     """
 )
@@ -292,6 +293,21 @@ CASES = [
         needs=("victim",),
     ),
     Case(
+        "print labels",
+        "POST /api/v1/labels",
+        lambda c, w, h: c.post("/api/v1/labels", headers=h, json={"codes": [w.code], "format": "svg"}),
+        _expect(200, owner=200, maintainer=200),
+    ),
+    Case(
+        "revoke label",
+        "POST /api/v1/labels/{code}/revoke",
+        lambda c, w, h: c.post(
+            f"/api/v1/labels/{w.code}/revoke", headers=h, json={"kind": "damaged", "reason": "标签破损"}
+        ),
+        _expect(200, owner=200, maintainer=200),
+        needs=("label",),
+    ),
+    Case(
         "accept proposal",
         "POST /api/v1/proposals/{proposal_id}/accept",
         lambda c, w, h: c.post(f"/api/v1/proposals/{w.extra['proposal']}/accept", headers=h),
@@ -383,6 +399,9 @@ def _build(
         report = run_import(db, path, Actor("token:owner", unit_id=owner), settings, ImportOptions())
         assert report.created == 1
         world.extra["batch"] = report.batch_id
+    if "label" in needs:
+        printed = client.post("/api/v1/labels", headers=auth, json={"codes": [asset.code], "format": "svg"})
+        assert printed.status_code == 200, printed.text
     if "proposal" in needs:
         with transaction(db) as session:
             owner_actor = Actor("token:owner", unit_id=owner)
