@@ -11,6 +11,7 @@ import typer
 
 from cli import context, i18n
 from cli import demo as demo_cli
+from cli import export as export_cli
 from cli import imports as imports_cli
 from cli import resolve as resolve_cli
 from cli.output import emit, failures, value
@@ -360,6 +361,7 @@ def token_revoke(
 resolve_cli.register(app)
 demo_cli.register(app)
 imports_cli.register(app)
+export_cli.register(app)
 
 
 def main() -> None:

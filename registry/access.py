@@ -77,6 +77,7 @@ class Action(StrEnum):
     ROLLBACK_IMPORT = "rollback_import"  # target: the batch's unit id
     MANAGE_TOKENS = "manage_tokens"
     ANSWER_PROPOSAL = "answer_proposal"  # target: the receiving unit id
+    EXPORT = "export"  # target: the unit id whose assets are exported (a unit token: its own)
 
 
 class Owned(Protocol):
@@ -150,6 +151,11 @@ POLICY: Mapping[Action, Rule] = {
     Action.IMPORT: Rule(_ADMIN, "any", "importing needs the administrator token or a unit token"),
     Action.ROLLBACK_IMPORT: Rule(
         _ADMIN, "own", "only an administrator or the unit whose token made the batch may roll it back"
+    ),
+    Action.EXPORT: Rule(
+        _TOKEN,
+        "own",
+        "a unit token exports its own unit's assets only (those it owns, maintains or supervises)",
     ),
     Action.MANAGE_TOKENS: Rule(_ADMIN, "none", "only administrators list, issue or revoke tokens"),
     Action.ANSWER_PROPOSAL: Rule(

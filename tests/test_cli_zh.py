@@ -163,10 +163,11 @@ def _file_commands(tmp: Path) -> list[list[str]]:
         ["zones", "import", str(tmp / "missing.geojson"), "--level", "street", "--name-field", "name"],
         ["rules", "import", str(tmp / "missing.csv")],
         ["categories", "load", str(tmp / "missing.toml")],
+        ["export", "--output", str(tmp / "no-such-dir" / "assets.csv")],
     ]
 
 
-@pytest.mark.parametrize("index", range(7))
+@pytest.mark.parametrize("index", range(8))
 def test_a_missing_or_unusable_file_is_one_line_and_a_failure(
     index: int, env: dict[str, str], tmp_path: Path, db: Engine
 ) -> None:
