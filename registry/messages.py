@@ -26,7 +26,7 @@ _CATALOGUE: dict[str, tuple[str, str]] = {
     "rule.nearest_asset": ("最近设施", "nearest_asset"),
     "rule.ambiguity": ("歧义", "ambiguity"),
     "rule.responsibility_rule": ("职责清单规则", "responsibility_rule"),
-    "rule.jurisdiction": ("属地兜底（街道办事处）", "jurisdiction"),
+    "rule.jurisdiction": ("街道属地", "jurisdiction"),
     "rule.none": ("无", "none"),
     "level.pilot": ("试点区", "pilot zone"),
     "level.contract": ("合同片区", "contract area"),
@@ -101,7 +101,7 @@ _CATALOGUE: dict[str, tuple[str, str]] = {
         "(priority {priority}; {count} rule(s) apply here, in {zones})",
     ),
     "step3.none": (
-        "第3步 职责清单：{zones}内没有适用于{scope}{category}的规则",
+        "第3步 职责清单：{zones} 内没有适用于 {scope}{category} 的规则",
         "step 3 responsibility rules: none for {scope}{category} in {zones}",
     ),
     "step3.none_category": (" / 案件类别 {category}", " / category {category}"),

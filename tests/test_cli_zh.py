@@ -144,7 +144,7 @@ def test_a_street_fallback_reads_in_chinese(db: Engine, admin: Actor, env: dict[
     office = make_unit(db, "坪山街道办事处", admin, phone="0755-28000000")
     add_zone(db, admin, "street", "坪山街道", box(-500, -500, 500, 500), unit_id=office.id)
     out = ok("resolve", "--at", "114.3466,22.6953", "--category", "占道经营", env=env)
-    assert out.startswith("属地兜底（依据：属地兜底（街道办事处）")
+    assert out.startswith("属地兜底（依据：街道属地；记录号")
     assert "第1步 最近设施：跳过" in out and "第4步 属地兜底：街道 坪山街道 → 坪山街道办事处" in out
     assert "位置（经度 114.346600，纬度 22.695300），时间 当前" in out
 
