@@ -142,6 +142,9 @@ _CATALOGUE: dict[str, tuple[str, str]] = {
         "智慧码 {code}：{cls}（{class_code}），已登记，状态 {state}{out_of_use}",
         "code {code}: {cls} ({class_code}), registered, state {state}{out_of_use}",
     ),
+    "public.code": ("智慧码 {code}：{cls}（{class_code}）", "code {code}: {cls} ({class_code})"),
+    "public.state": ("，状态 {state}", ", state {state}"),
+    "public.out_of_use": ("，{when} 起停用", ", out of use since {when}"),
     "code.out_of_use": ("，{when} 注销：{reason}", ", decommissioned {when}: {reason}"),
     "code.no_reason": ("未说明原因", "no reason given"),
     "code.not_installed": (

@@ -359,3 +359,27 @@ def test_every_message_has_both_languages_with_the_same_placeholders() -> None:
     for key in messages.all_keys():
         zh, en = messages.template("zh", key), messages.template("en", key)
         assert zh and en and fields(zh) == fields(en), key
+
+
+def test_the_passer_by_view_speaks_the_deployment_language() -> None:
+    from registry.access import public_resolution
+
+    answer = {
+        "id": 1,
+        "status": "resolved",
+        "rule": "code",
+        "asset": {
+            "code_display": "440310-0118-000001-0",
+            "class": {"code": "0118", "name": "路灯"},
+            "state": "完好",
+        },
+        "owner": POWER,
+        "maintainer": None,
+        "supervisor": None,
+    }
+    zh = public_resolution(answer, lang="zh")["explanation"]
+    assert zh == [
+        "智慧码 440310-0118-000001-0：路灯（0118），状态 完好",
+        "权属单位：深圳供电局有限公司，电话 95598；养护单位：未登记；主管部门：未登记",
+    ]
+    assert public_resolution(answer)["explanation"][0] == "code 440310-0118-000001-0: 路灯 (0118), state 完好"
