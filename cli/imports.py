@@ -15,8 +15,8 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from cli import context
-from cli.output import emit, failures
+from cli import context, i18n
+from cli.output import emit, failures, readable_file, value
 
 _ACTIONS = ("rollback", "show", "list")
 
@@ -79,6 +79,9 @@ def _import(path: Path, *, report_path: Path | None, as_json: bool, mapping: Pat
     from importers.pipeline import ImportOptions, ImportRefused, run_import
     from importers.progress import TerminalProgress
 
+    readable_file(path)
+    if mapping is not None:
+        readable_file(mapping)
     options = ImportOptions(mapping=str(mapping) if mapping else None, **kw)
     progress = TerminalProgress()
     try:
@@ -109,34 +112,95 @@ def _summary(data: dict[str, Any]) -> dict[str, Any]:
 
 def render(data: dict[str, Any]) -> str:
     """The human summary of an import report."""
-    counts = data["counts"]
+    counts = {"read": 0, "created": 0, "updated": 0, "unchanged": 0, "rejected": 0, **data["counts"]}
     lines = [
-        f"{data['file']}: {data['status']}"
-        + (f" (batch {data['batch_id']})" if data.get("batch_id") else ""),
-        f"  read {counts['read']:,}  created {counts['created']:,}  updated {counts['updated']:,}  "
-        f"unchanged {counts['unchanged']:,}  rejected {counts['rejected']:,}",
+        f"{data['file']}: {i18n.status(data['status'])}"
+        + (i18n.t("rep.batch", id=data["batch_id"]) if data.get("batch_id") else ""),
+        i18n.t("rep.counts", **counts),
     ]
     crs = data.get("crs") or {}
     if crs.get("used"):
         lines.append(
-            f"  coordinates: {crs['used']} ({crs.get('origin')})"
+            i18n.t("rep.crs", used=crs["used"], origin=crs.get("origin"))
             + (f": {crs['note']}" if crs.get("note") else "")
         )
     would = data["status"] in ("dry_run", "refused")  # nothing was written: say what would have been
     if data.get("units_created"):
-        label = "units that would be created (unverified)" if would else "new unverified units"
-        lines.append(f"  {label}: {', '.join(data['units_created'])}")
+        names = "、".join(data["units_created"])
+        lines.append(i18n.t("rep.units_would" if would else "rep.units", names=names))
     if data.get("codes_allocated"):
-        label = "codes to allocate" if would else "codes allocated"
-        lines.append(f"  {label}: " + ", ".join(f"{k} x{v}" for k, v in data["codes_allocated"].items()))
+        codes = ", ".join(f"{k} x{v}" for k, v in data["codes_allocated"].items())
+        lines.append(i18n.t("rep.codes_would" if would else "rep.codes", codes=codes))
     for note in data.get("notes") or ():
-        lines.append(f"  note: {note}")
+        lines.append(i18n.t("rep.note", note=note))
     problems = data.get("problems") or []
     if problems:
-        lines.append(f"  problems ({data.get('problems_total', len(problems))}, first {len(problems)}):")
+        total = data.get("problems_total", len(problems))
+        lines.append(i18n.t("rep.problems", total=total, shown=len(problems)))
         for p in problems:
-            value = f" [{p['value']}]" if p.get("value") else ""
-            lines.append(f"    row {p['row']} {p.get('field') or ''}: {p['reason']}{value}")
+            shown = f" [{p['value']}]" if p.get("value") else ""
+            field = p.get("field") or ""
+            lines.append(i18n.t("rep.problem", row=p["row"], field=field, reason=p["reason"], value=shown))
+    return "\n".join(lines)
+
+
+_COUNT_KEYS = ("read", "created", "updated", "unchanged", "rejected")
+
+
+def render_batches(rows: list[dict[str, Any]]) -> str:
+    """Import batches as a table: number, status, local start time, file, counts."""
+    if not rows:
+        return i18n.t("batches_none")
+    table = i18n.table(
+        [i18n.t(k) for k in ("id", "status", "started_at", "file", *_COUNT_KEYS)],
+        [
+            [
+                b["id"],
+                i18n.status(b["status"]),
+                i18n.local(b["started_at"]),
+                b["file"],
+                *(f"{(b['counts'] or {}).get(k, 0):,}" for k in _COUNT_KEYS),
+            ]
+            for b in rows
+        ],
+        right=(0, 4, 5, 6, 7, 8),
+    )
+    return table + "\n" + i18n.times_note()
+
+
+_BATCH_FIELDS = (
+    "status",
+    "file",
+    "format",
+    "profile",
+    "zone",
+    "actor",
+    "started_at",
+    "finished_at",
+    "size",
+    "sha256",
+    "error",
+    "rolled_back_at",
+    "rolled_back_by",
+)
+
+
+def render_batch(view: dict[str, Any]) -> str:
+    """One batch: its facts as labelled lines, then the summary of its report."""
+    pairs: list[tuple[str, Any]] = [("id", view["id"])]
+    for key in _BATCH_FIELDS:
+        if view.get(key) is None:
+            continue
+        item = view[key]
+        shown = i18n.status(item) if key == "status" else value(item)
+        pairs.append(("error_text" if key == "error" else key, shown))
+    counts = view.get("counts") or {}
+    pairs.extend((k, f"{counts.get(k, 0):,}") for k in _COUNT_KEYS)
+    lines = [i18n.key_values(pairs)]
+    report = view.get("report")
+    if isinstance(report, dict) and "counts" in report and "status" in report:
+        lines += ["", render(_summary({"problems": [], "file": view["file"], **report}))]
+    lines.append(i18n.times_note())
     return "\n".join(lines)
 
 
@@ -146,21 +210,16 @@ def _batch_action(action: str, batch: str | None, as_json: bool) -> None:
     if action == "list":
         with context.session() as session:
             rows = [batches.batch_view(session, b, with_report=False) for b in batches.list_batches(session)]
-        if as_json:
-            emit(rows, True)
-        else:
-            for b in rows:
-                typer.echo(
-                    f"{b['id']:>6}  {b['status']:<11} {b['started_at'][:19]}  {b['file']}  {b['counts']}"
-                )
+        emit(rows, as_json, render_batches)
         return
     if batch is None or not batch.isdigit():
         raise typer.BadParameter(f"`smartcode import {action}` needs a batch number")
     with context.session() as session:
         if action == "show":
             data = batches.batch_view(session, batches.get_batch(session, int(batch)))
-        else:
-            data = batches.rollback_batch(session, int(batch), context.cli_actor())
+            emit(data, as_json, render_batch)
+            return
+        data = batches.rollback_batch(session, int(batch), context.cli_actor())
     emit(data, as_json)
 
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli import context
+from cli import context, i18n
 from cli import demo as demo_cli
+from cli import export as export_cli
 from cli import imports as imports_cli
 from cli import labels as labels_cli
 from cli import resolve as resolve_cli
-from cli.output import emit, failures
+from cli.output import emit, failures, value
 from cli.serving import serve_app
 
 if TYPE_CHECKING:  # the CLI imports the database layer only for the commands that use it
@@ -28,6 +31,31 @@ db_app = typer.Typer(
 )
 app.add_typer(db_app, name="db")
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines")]
+
+
+@app.callback()
+def _global_options(
+    lang: Annotated[
+        str | None,
+        typer.Option(
+            "--lang", help="zh (中文, the default) or en; default from SMARTCODE_LANG", metavar="zh|en"
+        ),
+    ] = None,
+) -> None:
+    """smartcode: the 智慧码 city-asset registry. Every command takes --help."""
+    if lang is None:
+        return
+    try:
+        chosen = i18n.set_lang(lang)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--lang") from None
+    # The resolver's explanation lines follow the deployment setting: this command overrides it.
+    import os
+
+    from common.settings import get_settings
+
+    os.environ["SMARTCODE_LANG"] = chosen
+    get_settings.cache_clear()
 
 
 def _cluster() -> EmbeddedCluster:
@@ -162,13 +190,118 @@ def show(
 
         with context.session() as session:
             data: Any
+            render: Callable[[Any], str]
             if at is not None:
                 data = assets.as_of(session, text, at)
+                render = render_as_of
             elif history:
                 data = assets.history(session, text)
+                periods = [] if as_json else assets.responsibility_periods(session, text)
+                render = functools.partial(render_history, periods=periods)
             else:
                 data = assets.asset_view(session, assets.get_by_code(session, text))
-        emit(data, as_json)
+                render = render_asset
+        emit(data, as_json, render)
+
+
+_ASSET_FIELDS = (
+    "code_display",
+    "class",
+    "state",
+    "in_use",
+    "owner",
+    "maintainer",
+    "supervisor",
+    "position",
+    "address",
+    "grid_code",
+    "source_id",
+    "data_source",
+    "batch_id",
+    "installed_on",
+    "decommissioned_at",
+    "decommission_reason",
+    "note",
+    "created_at",
+    "changed_at",
+    "version",
+)
+
+
+def render_asset(view: dict[str, Any]) -> str:
+    """An asset as labelled lines, times local, units by name and phone."""
+    cls = view["class"]
+    pairs = [
+        (key, f"{cls['name']}（{cls['code']}）" if key == "class" else value(view.get(key)))
+        for key in _ASSET_FIELDS
+        if key in view and (view.get(key) is not None or key in ("owner", "maintainer", "supervisor"))
+    ]
+    return i18n.key_values(pairs) + "\n" + i18n.times_note()
+
+
+# Columns every version carries that say nothing about what changed.
+_BOOKKEEPING = {"version", "changed_at", "changed_by", "change_reason", "change_action", "batch_id", "geom_m"}
+
+
+def render_history(versions: list[dict[str, Any]], periods: list[dict[str, Any]]) -> str:
+    """The versions as a table (what each changed) and the responsibility periods as another."""
+    rows = []
+    previous: dict[str, Any] | None = None
+    for v in versions:
+        data = v.get("data") or {}
+        if previous is None:
+            changed = "-"
+        else:
+            keys = [k for k in data if k not in _BOOKKEEPING and data.get(k) != previous.get(k)]
+            if v.get("geometry") != previous.get("__geometry"):
+                keys.append("position")
+            changed = ", ".join(i18n.t(k.removesuffix("_id")) for k in keys) or "-"
+        previous = {**data, "__geometry": v.get("geometry")}
+        rows.append(
+            [
+                v["version"],
+                i18n.local(v["recorded_at"]),
+                v.get("actor"),
+                v.get("action"),
+                v.get("reason"),
+                v.get("batch_id"),
+                changed,
+            ]
+        )
+    headers = ["version", "recorded_at", "actor", "action", "reason", "batch_id", "changed"]
+    parts = [i18n.t("versions"), i18n.table([i18n.t(h) for h in headers], rows, right=(0,))]
+    if periods:
+        period_rows = [
+            [
+                i18n.local(p["valid_from"]) if p["valid_from"] else i18n.t("since_unknown"),
+                i18n.local(p["valid_to"]) if p["valid_to"] else i18n.t("open_end"),
+                value(p["owner"]),
+                value(p["maintainer"]),
+                value(p["supervisor"]),
+                p.get("reason"),
+            ]
+            for p in periods
+        ]
+        period_headers = ["valid_from", "valid_to", "owner", "maintainer", "supervisor", "reason"]
+        parts += ["", i18n.t("periods"), i18n.table([i18n.t(h) for h in period_headers], period_rows)]
+    parts.append(i18n.times_note())
+    return "\n".join(parts)
+
+
+def render_as_of(data: dict[str, Any]) -> str:
+    """Who was responsible at a time, and the version recorded then."""
+    period = data.get("responsibility") or {}
+    pairs = [
+        ("code", data["code"]),
+        ("at", i18n.local(data["at"])),
+        ("owner", value(period.get("owner"))),
+        ("maintainer", value(period.get("maintainer"))),
+        ("supervisor", value(period.get("supervisor"))),
+        ("valid_from", i18n.local(period.get("valid_from"))),
+        ("valid_to", i18n.local(period.get("valid_to")) if period.get("valid_to") else i18n.t("open_end")),
+        ("recorded_version", data.get("recorded_version")),
+    ]
+    return i18n.key_values(pairs) + "\n" + i18n.times_note()
 
 
 token_app = typer.Typer(
@@ -230,6 +363,7 @@ resolve_cli.register(app)
 demo_cli.register(app)
 imports_cli.register(app)
 labels_cli.register(app)
+export_cli.register(app)
 
 
 def main() -> None:

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from cli import context
-from cli.output import emit, failures
+from cli import context, i18n
+from cli.output import emit, failures, readable_file, value
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines")]
 
@@ -40,32 +40,32 @@ def _time(text: str | None) -> dt.datetime | None:
 
 
 def render_answer(answer: dict[str, Any]) -> str:
-    """A dispatcher-readable answer: verdict, parties, explanation lines."""
+    """A dispatcher-readable answer: verdict, parties, candidates, explanation lines."""
+    from registry.messages import text
 
-    def who(unit: dict[str, Any] | None) -> str:
-        if unit is None:
-            return "-"
-        phone = f"  tel {unit['phone']}" if unit.get("phone") else ""
-        return f"{unit['name']}{phone}"
-
-    lines = [f"{answer['status'].upper()}  (decided by: {answer['rule']}; log id {answer['id']})"]
+    lang = i18n.lang()
+    status = text(lang, f"status.{answer['status']}")
+    rule = text(lang, f"rule.{answer['rule']}")
+    lines = [i18n.t("res.head", status=status, rule=rule, id=answer["id"])]
+    pairs: list[tuple[str, Any]] = []
     asset = answer.get("asset")
     if asset:
-        distance = f", {asset['distance_m']} m away" if asset.get("distance_m") is not None else ""
-        lines.append(f"asset:      {asset['code_display']}  {asset['class']['name']}{distance}")
-    for role in ("owner", "maintainer", "supervisor"):
-        lines.append(f"{role + ':':<11} {who(answer.get(role))}")
+        far = asset.get("distance_m")
+        distance = i18n.t("res.distance", distance=far) if far is not None else ""
+        pairs.append(("res.asset", f"{asset['code_display']}  {asset['class']['name']}{distance}"))
+    pairs.extend((role, value(answer.get(role))) for role in ("owner", "maintainer", "supervisor"))
+    lines.append(i18n.key_values(pairs))
     if answer.get("candidates") and answer["status"] == "ambiguous":
-        lines.append("candidates:")
+        lines.append(i18n.t("res.candidates"))
         for c in answer["candidates"]:
             if "code" in c:
                 lines.append(
-                    f"  {c['rank']}. {c['code_display']} {c['class']['name']} {c['distance_m']} m  "
-                    f"{who(c['owner'])}"
+                    f"  {c['rank']}. {c['code_display']} {c['class']['name']} "
+                    f"{i18n.t('res.candidate_m', distance=c['distance_m'])}  {value(c['owner'])}"
                 )
             else:
-                lines.append(f"  {c['rank']}. {who(c.get('unit'))}")
-    lines.append("why:")
+                lines.append(f"  {c['rank']}. {value(c.get('unit'))}")
+    lines.append(i18n.t("res.why"))
     lines.extend(f"  - {line}" for line in answer["explanation"])
     return "\n".join(lines)
 
@@ -133,7 +133,15 @@ def resolution_show(
         if as_json:
             emit(entry, True)
         else:
-            typer.echo(f"asked {entry['at']} by {entry['actor']} via {entry['channel']}: {entry['query']}")
+            typer.echo(
+                i18n.t(
+                    "res.asked",
+                    at=i18n.local(entry["at"]),
+                    actor=entry["actor"],
+                    channel=entry["channel"],
+                    query=entry["query"],
+                )
+            )
             typer.echo(render_answer(entry["answer"]))
 
 
@@ -157,6 +165,7 @@ def zones_import(
         from gis.area import ServiceArea
         from importers import zone_files
 
+        readable_file(file)
         s = context.settings()
         with context.session() as session:
             report = zone_files.import_zones(
@@ -179,14 +188,16 @@ def zones_import(
 
 
 def _render_report(data: dict[str, Any]) -> str:
-    lines = []
-    for key, value in data.items():
-        if isinstance(value, list):
-            lines.append(f"{key}: {len(value)}")
-            lines.extend(f"  {item}" for item in value if key in ("repaired", "units_created"))
+    pairs: list[tuple[str, Any]] = []
+    details: list[str] = []
+    for key, item in data.items():
+        if isinstance(item, list):
+            pairs.append((key, len(item)))
+            if key in ("repaired", "units_created"):
+                details.extend(f"  {i18n.t(key)}: {value(entry)}" for entry in item)
         else:
-            lines.append(f"{key}: {value}")
-    return "\n".join(lines)
+            pairs.append((key, value(item)))
+    return "\n".join([i18n.key_values(pairs), *details])
 
 
 @zones_app.command("list")
@@ -204,15 +215,33 @@ def zones_list(
         with context.session() as session:
             versions = Versions(at=_time(time), all_versions=all_versions, limit=100000)
             items, _ = zones.list_zones(session, level=level, versions=versions)
-        emit(
-            items,
-            as_json,
-            lambda rows: "\n".join(
-                f"{z['id']:>6}  {z['level']:<9} {z['name']}  -> {(z['unit'] or {}).get('name', '-')}"
-                f"  [{z['valid_from'] or '…'} – {z['valid_to'] or '…'}]"
-                for z in rows
-            ),
-        )
+        emit(items, as_json, render_zones)
+
+
+def render_zones(rows: list[dict[str, Any]]) -> str:
+    """Zones as a table: level, name, code, responsible unit, validity in local time."""
+    from registry.rule_chain import level_label
+
+    if not rows:
+        return i18n.t("zones_none")
+    lang = i18n.lang()
+    table = i18n.table(
+        [i18n.t(k) for k in ("id", "level", "name", "code", "unit", "valid_from", "valid_to")],
+        [
+            [
+                z["id"],
+                level_label(z["level"], lang),
+                z["name"],
+                z.get("code"),
+                value(z["unit"]),
+                i18n.local(z["valid_from"]) if z["valid_from"] else i18n.t("since_unknown"),
+                i18n.local(z["valid_to"]) if z["valid_to"] else i18n.t("open_end"),
+            ]
+            for z in rows
+        ],
+        right=(0,),
+    )
+    return table + "\n" + i18n.times_note()
 
 
 @rules_app.command("import")
@@ -228,6 +257,7 @@ def rules_import(
         from common.errors import InvalidInput
         from registry import rules
 
+        readable_file(file)
         try:
             content = file.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
@@ -256,16 +286,37 @@ def rules_list(
 
         with context.session() as session:
             items, _ = rules.list_rules(session, zone=zone, versions=Versions(limit=100000))
-        emit(
-            items,
-            as_json,
-            lambda rows: "\n".join(
-                f"{r['id']:>6}  {((r['zone'] or {}).get('level') or 'district'):<9} "
-                f"{(r['zone'] or {}).get('name', '*')}  class {(r['class'] or {}).get('code', '*')}  "
-                f"category {r['category'] or '*'}  p{r['priority']}  -> {r['unit']['name']}"
-                for r in rows
-            ),
-        )
+        emit(items, as_json, render_rules)
+
+
+def render_rules(rows: list[dict[str, Any]]) -> str:
+    """Rules as a table: zone, class, category, priority, unit ("*" for any)."""
+    from registry.rule_chain import level_label
+
+    if not rows:
+        return i18n.t("rules_none")
+    lang = i18n.lang()
+
+    def cls(r: dict[str, Any]) -> str:
+        c = r["class"]
+        return f"{c.get('name', '')}（{c['code']}）".lstrip() if c else "*"
+
+    return i18n.table(
+        [i18n.t(k) for k in ("id", "level", "zone", "class", "category", "priority", "unit")],
+        [
+            [
+                r["id"],
+                level_label((r["zone"] or {}).get("level"), lang),
+                (r["zone"] or {}).get("name", "*"),
+                cls(r),
+                r["category"] or "*",
+                r["priority"],
+                value(r["unit"]),
+            ]
+            for r in rows
+        ],
+        right=(0, 5),
+    )
 
 
 @categories_app.command("list")
@@ -279,10 +330,12 @@ def categories_list(as_json: JsonOpt = False) -> None:
         emit(
             items,
             as_json,
-            lambda rows: "\n".join(
-                f"{c['name']}: {', '.join(c['classes']) or '(no asset: rules only)'}"
-                + (f"  aka {', '.join(c['aliases'])}" if c["aliases"] else "")
-                for c in rows
+            lambda rows: i18n.table(
+                [i18n.t(k) for k in ("category", "classes", "aliases")],
+                [
+                    [c["name"], "、".join(c["classes"]) or i18n.t("no_classes"), "、".join(c["aliases"])]
+                    for c in rows
+                ],
             ),
         )
 
@@ -328,7 +381,7 @@ def categories_remove(
 
         with context.session() as session:
             categories.deactivate_category(session, context.cli_actor(), name, reason=reason)
-        typer.echo(f"category {name} deactivated")
+        typer.echo(i18n.t("cat.removed", name=name))
 
 
 @categories_app.command("load")
@@ -343,6 +396,8 @@ def categories_load(
     with failures():
         from registry import categories
 
+        if file is not None:
+            readable_file(file)
         with context.session() as session:
             report = categories.import_categories(
                 session, context.cli_actor(), file or categories.DEFAULTS_PATH, replace=replace

@@ -107,6 +107,19 @@ class AreaSettings(BaseSettings):
         description="Local time zone: complaint times given without a zone are read in it, and dates "
         "such as installed_on are days in it.",
     )
+    lang: Literal["zh", "en"] = Field(
+        default="zh",
+        description="Language of what people read: the resolver's explanation lines and the CLI "
+        "(zh 中文, en English; `smartcode --lang` overrides it for one command).",
+    )
+
+    @field_validator("lang", mode="before")
+    @classmethod
+    def _short_lang(cls, value: object) -> object:
+        # zh-CN, zh_CN.UTF-8, en-US: the language part is what counts.
+        if isinstance(value, str):
+            return value.strip().lower().replace("_", "-").split("-")[0].split(".")[0]
+        return value
 
     @field_validator("county_code")
     @classmethod

@@ -79,6 +79,7 @@ class Action(StrEnum):
     ANSWER_PROPOSAL = "answer_proposal"  # target: the receiving unit id
     PRINT_LABELS = "print_labels"  # target: each asset (owner or maintainer)
     REVOKE_LABEL = "revoke_label"  # target: the asset (owner or maintainer)
+    EXPORT = "export"  # target: the unit id whose assets are exported (a unit token: its own)
 
 
 class Owned(Protocol):
@@ -152,6 +153,11 @@ POLICY: Mapping[Action, Rule] = {
     Action.IMPORT: Rule(_ADMIN, "any", "importing needs the administrator token or a unit token"),
     Action.ROLLBACK_IMPORT: Rule(
         _ADMIN, "own", "only an administrator or the unit whose token made the batch may roll it back"
+    ),
+    Action.EXPORT: Rule(
+        _TOKEN,
+        "own",
+        "a unit token exports its own unit's assets only (those it owns, maintains or supervises)",
     ),
     Action.MANAGE_TOKENS: Rule(_ADMIN, "none", "only administrators list, issue or revoke tokens"),
     Action.ANSWER_PROPOSAL: Rule(
@@ -256,27 +262,44 @@ def public_asset(asset: Mapping[str, Any]) -> dict[str, Any]:
     return {key: asset.get(key) for key in _PUBLIC_ASSET_KEYS}
 
 
-def public_resolution(answer: Mapping[str, Any]) -> dict[str, Any]:
-    """A resolve-by-code answer cut to the passer-by view (the explanation rebuilt without internals)."""
+def public_resolution(answer: Mapping[str, Any], lang: str = "en") -> dict[str, Any]:
+    """A resolve-by-code answer cut to the passer-by view (the explanation rebuilt without internals).
+
+    ``lang`` is the language of the rebuilt lines (``settings.area.lang``, as the full answer's).
+    """
+    from registry.messages import text
+
     asset = answer.get("asset")
     parties = {role: public_party(answer.get(role)) for role in ("owner", "maintainer", "supervisor")}
     lines = []
     if asset is not None:
         cls = asset.get("class") or {}
-        line = f"code {asset.get('code_display')}: {cls.get('name')} ({cls.get('code')})"
-        line += f", state {asset.get('state')}"
+        line = text(
+            lang,
+            "public.code",
+            code=asset.get("code_display"),
+            cls=cls.get("name"),
+            class_code=cls.get("code"),
+        )
+        line += text(lang, "public.state", state=asset.get("state"))
         if not asset.get("in_use", True):
-            line += f", out of use since {asset.get('decommissioned_at')}"
+            line += text(lang, "public.out_of_use", when=asset.get("decommissioned_at"))
         lines.append(line)
 
     def who(party: dict[str, Any] | None) -> str:
         if party is None:
-            return "none recorded"
-        return f"{party['name']}, tel {party['phone']}" if party.get("phone") else str(party["name"])
+            return text(lang, "who.none")
+        phone = text(lang, "who.phone", phone=party["phone"]) if party.get("phone") else ""
+        return f"{party['name']}{phone}"
 
     lines.append(
-        f"owner: {who(parties['owner'])}; maintainer: {who(parties['maintainer'])}; "
-        f"supervisor: {who(parties['supervisor'])}"
+        text(
+            lang,
+            "code.parties",
+            owner=who(parties["owner"]),
+            maintainer=who(parties["maintainer"]),
+            supervisor=who(parties["supervisor"]),
+        )
     )
     return {
         "id": answer.get("id"),

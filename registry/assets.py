@@ -8,7 +8,7 @@ from typing import Any
 
 from geoalchemy2.shape import from_shape, to_shape
 from shapely.geometry import mapping
-from sqlalchemy import BigInteger, DateTime, func, literal, literal_column, select, text, update
+from sqlalchemy import BigInteger, DateTime, Select, func, literal, literal_column, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -50,6 +50,8 @@ class AssetFilter:
     bbox: tuple[float, float, float, float] | None = None  # WGS84 min lon, min lat, max lon, max lat
     in_use: bool | None = None
     state: str | None = None
+    zone: str | None = None  # name of a zone valid now: assets meeting its boundary
+    batch_id: int | None = None  # assets last written by this import batch
 
 
 def asset_view(session: Session, asset: Asset, *, public: bool = False) -> dict[str, Any]:
@@ -457,7 +459,14 @@ def list_assets(
     session: Session, flt: AssetFilter, *, limit: int = 100, offset: int = 0
 ) -> tuple[list[Asset], int]:
     """Assets matching ``flt`` ordered by code, one page of them, with the total count."""
-    stmt = select(Asset)
+    stmt = filtered(select(Asset), flt)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.scalars(stmt.order_by(Asset.code).limit(limit).offset(offset)).all()
+    return list(rows), total
+
+
+def filtered(stmt: Select[Any], flt: AssetFilter) -> Select[Any]:
+    """``stmt`` (selecting from ``assets``) restricted to the assets ``flt`` describes."""
     if flt.class_codes:
         stmt = stmt.where(Asset.class_code.in_(flt.class_codes))
     if flt.unit_id is not None:
@@ -479,9 +488,16 @@ def list_assets(
         stmt = stmt.where(Asset.in_use == flt.in_use)
     if flt.state is not None:
         stmt = stmt.where(Asset.state == flt.state)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(stmt.order_by(Asset.code).limit(limit).offset(offset)).all()
-    return list(rows), total
+    if flt.batch_id is not None:
+        stmt = stmt.where(Asset.batch_id == flt.batch_id)
+    if flt.zone is not None:
+        stmt = stmt.where(
+            text(
+                "EXISTS (SELECT 1 FROM zones z WHERE z.name = :zone_name AND z.valid_from <= now() "
+                "AND (z.valid_to IS NULL OR z.valid_to > now()) AND ST_Intersects(z.geom, assets.geom))"
+            ).bindparams(zone_name=flt.zone)
+        )
+    return stmt
 
 
 def history(session: Session, code: str) -> list[dict[str, Any]]:

@@ -39,6 +39,7 @@ from common.errors import CheckDigitMismatch, InvalidInput, NotFound
 from common.settings import Settings
 from gis.area import ServiceArea
 from gis.crs import WGS84, Crs, parse_crs, to_wgs84
+from registry import messages
 from registry import resolution_sql as sql
 from registry.codes import near_misses, normalize, parse_code
 from registry.names import fold as _fold
@@ -431,13 +432,14 @@ class Resolver:
             "at": _iso(when),
         }
         answer = _empty_answer(query)
-        where = f"(lon {lon:.6f}, lat {lat:.6f})"
+        lang = self.config.lang
+        line = messages.text(lang, "location", lon=lon, lat=lat)
         if crs != WGS84:
-            where += f", from {crs.name} ({q.x:g}, {q.y:g})"
-        answer["explanation"].append(
-            f"location {where}, as of {when.isoformat() if when else 'now'}"
-            + (f"; category {category}" if category else "")
-        )
+            line += messages.text(lang, "location.from", crs=crs.name, x=q.x, y=q.y)
+        line += messages.text(lang, "location.when", when=messages.when(when, lang, self.config.timezone))
+        if category:
+            line += messages.text(lang, "location.category", category=category)
+        answer["explanation"].append(line)
 
         # Step 1 data (nearest assets) and steps 3-4 data (zones, rules) come in one round trip.
         rule_classes = [c.code for c in classes]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.settings import Settings
+from registry.messages import text, when
 
 STATUS_RESOLVED = "resolved"
 STATUS_AMBIGUOUS = "ambiguous"
@@ -46,6 +47,12 @@ LEVEL_LABEL = {
     None: "whole district",
 }
 
+
+def level_label(level: str | None, lang: str = "en") -> str:
+    """A zone level as people read it (``street`` -> 街道)."""
+    return text(lang, f"level.{level or 'none'}")
+
+
 # A unit as answers show it: id, name, credit_code, phone, verified (serialised as is).
 Unit = dict[str, Any]
 
@@ -55,17 +62,17 @@ def display_code(code: str) -> str:
     return f"{code[:6]}-{code[6:10]}-{code[10:16]}-{code[16:]}"
 
 
-def who(unit: Unit | None) -> str:
+def who(unit: Unit | None, lang: str = "en") -> str:
     """A unit as explanation lines name it: name, unverified flag, phone."""
     if unit is None:
-        return "none recorded"
-    phone = f", tel {unit['phone']}" if unit.get("phone") else ""
-    flag = "" if unit.get("verified", True) else " (unverified)"
+        return text(lang, "who.none")
+    phone = text(lang, "who.phone", phone=unit["phone"]) if unit.get("phone") else ""
+    flag = "" if unit.get("verified", True) else text(lang, "who.unverified")
     return f"{unit['name']}{flag}{phone}"
 
 
-def _m(value: float) -> str:
-    return f"{value:.1f} m"
+def _m(value: float, lang: str = "en") -> str:
+    return text(lang, "metres", value=value)
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -92,6 +99,7 @@ class ResolveConfig:
     ambiguity_m: float
     ambiguity_ratio: float
     candidates: int
+    lang: str = "zh"  # of the explanation lines (registry.messages); machine fields stay as they are
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ResolveConfig:
@@ -106,6 +114,7 @@ class ResolveConfig:
             ambiguity_m=settings.resolve.ambiguity_m,
             ambiguity_ratio=settings.resolve.ambiguity_ratio,
             candidates=max(2, settings.resolve.candidates),
+            lang=settings.area.lang,
         )
 
     def tolerance(self, geometry_type: str) -> float:
@@ -287,7 +296,12 @@ def decide_location(
     zones = sorted(zones, key=lambda z: -LEVEL_RANK.get(z.level, 0))
     d = Decision(zones=[_zone_view(z) for z in zones])
     lines = d.explanation
-    what = ", ".join(f"{c.name} ({c.code})" for c in classes) if classes else "any class"
+    lang = config.lang
+    what = (
+        text(lang, "list_sep").join(text(lang, "class_with_code", name=c.name, code=c.code) for c in classes)
+        if classes
+        else text(lang, "any_class")
+    )
     rule_classes = [c.code for c in classes]
     applicable = list(rules)
     if candidates:
@@ -304,53 +318,60 @@ def decide_location(
         }
         tolerance = config.tolerance(cls.geometry_type)
         lines.append(
-            f"step 1 nearest asset: {cls.name} {display_code(nearest.code)} at {_m(nearest.distance)} "
-            f"(within {tolerance:g} m for {cls.geometry_type} assets; "
-            f"{len(candidates)} candidate(s) of {what}); "
-            f"owner {who(nearest.owner)}"
+            text(
+                lang,
+                "step1.found",
+                cls=cls.name,
+                code=display_code(nearest.code),
+                distance=_m(nearest.distance, lang),
+                tolerance=tolerance,
+                geometry=text(lang, f"geometry.{cls.geometry_type}"),
+                count=len(candidates),
+                what=what,
+                owner=who(nearest.owner, lang),
+            )
         )
         margin = config.margin(nearest.distance)
         others = rivals(config, candidates)
         if others:
             names = "; ".join(
-                f"{display_code(c.code)} at {_m(c.distance)} owned by {who(c.owner)}" for c in others
+                text(
+                    lang,
+                    "step2.rival",
+                    code=display_code(c.code),
+                    distance=_m(c.distance, lang),
+                    owner=who(c.owner, lang),
+                )
+                for c in others
             )
-            lines.append(
-                f"step 2 ambiguity: assets of other owners lie within {margin:.1f} m of the nearest: "
-                f"{names}; "
-                "not choosing one: check on site which asset the complaint is about"
-            )
+            lines.append(text(lang, "step2.ambiguous", margin=margin, names=names))
             d.status, d.rule = STATUS_AMBIGUOUS, RULE_AMBIGUITY
             return d
         if nearest.owner is not None:
-            lines.append(
-                f"step 2 ambiguity: none (no asset of another owner within {margin:.1f} m of the nearest)"
-            )
+            lines.append(text(lang, "step2.clear", margin=margin))
             d.status, d.rule = STATUS_RESOLVED, RULE_NEAREST
             d.owner, d.maintainer, d.supervisor = nearest.owner, nearest.maintainer, nearest.supervisor
             return d
-        lines.append(
-            f"step 2 the nearest asset has no registered owner (无主): "
-            f"looking for a responsibility rule for "
-            f"{cls.name}"
-        )
+        lines.append(text(lang, "step2.no_owner", cls=cls.name))
         d.maintainer, d.supervisor = nearest.maintainer, nearest.supervisor
         rule_classes = [cls.code]
         applicable = [r for r in applicable if r.class_code in (None, cls.code)]
     elif skips_assets(category, classes):
-        lines.append(
-            f"step 1 nearest asset: skipped: category {category} concerns no component class "
-            "(it is routed by responsibility rules or jurisdiction, not by a nearby asset)"
-        )
+        lines.append(text(lang, "step1.skipped", category=category))
     else:
         tolerances = sorted({config.tolerance(c.geometry_type) for c in classes}) or [
             config.point_tolerance_m
         ]
         lines.append(
-            f"step 1 nearest asset: no {'in-use ' if as_of is None else ''}asset of {what} within "
-            f"{'/'.join(f'{t:g}' for t in tolerances)} m"
+            text(
+                lang,
+                "step1.none",
+                in_use=text(lang, "step1.in_use") if as_of is None else "",
+                what=what,
+                tolerances="/".join(f"{t:g}" for t in tolerances),
+            )
         )
-    _area_steps(d, catalog, zones, applicable, rule_classes, category)
+    _area_steps(d, catalog, zones, applicable, rule_classes, category, lang)
     return d
 
 
@@ -361,43 +382,56 @@ def _area_steps(
     rules: list[Rule],
     rule_classes: Sequence[str],
     category: str | None,
+    lang: str = "en",
 ) -> None:
     """Steps 3-5: responsibility rules, street-office jurisdiction, or unresolved with the reason."""
     lines = d.explanation
-    in_zones = ", ".join(f"{LEVEL_LABEL[z.level]} {z.name}" for z in zones) or "no zone"
+    in_zones = text(lang, "list_sep").join(
+        text(lang, "zone", level=level_label(z.level, lang), name=z.name) for z in zones
+    ) or text(lang, "no_zone")
     if rules:
         rules.sort(key=lambda r: r.key(), reverse=True)
         best = rules[0]
         tied = [r for r in rules if r.key() == best.key()]
         d.candidates = d.candidates or [_rule_view(i, r) for i, r in enumerate(rules, 1)]
         if len({(r.unit or {}).get("id") for r in tied}) > 1:
-            names = "; ".join(f"rule #{r.id} -> {who(r.unit)}" for r in tied)
-            lines.append(
-                f"step 3 responsibility rules: {len(tied)} rules of equal priority and specificity "
-                f"name different "
-                f"units ({names}): fix the rules; not choosing one"
-            )
+            names = "; ".join(text(lang, "step3.tied_rule", id=r.id, unit=who(r.unit, lang)) for r in tied)
+            lines.append(text(lang, "step3.tied", count=len(tied), names=names))
             d.status, d.rule = STATUS_AMBIGUOUS, RULE_RESPONSIBILITY
             return
         d.matched_rule = _rule_view(1, best)
         lines.append(
-            f"step 3 responsibility rule #{best.id}: {_rule_scope(catalog, best)} -> {who(best.unit)} "
-            f"(priority {best.priority}; {len(rules)} rule(s) apply here, in {in_zones})"
+            text(
+                lang,
+                "step3.matched",
+                id=best.id,
+                scope=_rule_scope(catalog, best, lang),
+                unit=who(best.unit, lang),
+                priority=best.priority,
+                count=len(rules),
+                zones=in_zones,
+            )
         )
         d.status, d.rule, d.owner = STATUS_RESOLVED, RULE_RESPONSIBILITY, best.unit
         return
-    scope = ", ".join(rule_classes) if rule_classes else "any class"
+    scope = text(lang, "list_sep").join(rule_classes) if rule_classes else text(lang, "any_class")
     lines.append(
-        f"step 3 responsibility rules: none for {scope}"
-        + (f" / category {category}" if category else "")
-        + f" in {in_zones}"
+        text(
+            lang,
+            "step3.none",
+            scope=scope,
+            category=text(lang, "step3.none_category", category=category) if category else "",
+            zones=in_zones,
+        )
     )
 
     streets = [z for z in zones if z.level == "street"]
     street_units = {(z.unit or {}).get("id") for z in streets if z.unit is not None}
     if len(street_units) > 1:
-        names = "; ".join(f"{z.name} -> {who(z.unit)}" for z in streets)
-        lines.append(f"step 4 jurisdiction: the point lies on the boundary of several streets ({names})")
+        names = "; ".join(
+            text(lang, "step4.street_unit", name=z.name, unit=who(z.unit, lang)) for z in streets
+        )
+        lines.append(text(lang, "step4.boundary", names=names))
         d.candidates = d.candidates or [
             {"rank": i, "zone": {"level": "street", "name": z.name}, "unit": z.unit}
             for i, z in enumerate(streets, 1)
@@ -406,21 +440,19 @@ def _area_steps(
         return
     if street_units:
         street = next(z for z in streets if z.unit is not None)
-        lines.append(f"step 4 jurisdiction (属地兜底): street {street.name} -> {who(street.unit)}")
+        lines.append(text(lang, "step4.fallback", name=street.name, unit=who(street.unit, lang)))
         d.status, d.rule, d.owner = STATUS_FALLBACK, RULE_JURISDICTION, street.unit
         return
     if streets:
-        lines.append(
-            f"step 4 jurisdiction: street {streets[0].name} has no responsible street office recorded"
-        )
-        reason = f"street zone {streets[0].name} has no responsible unit"
+        lines.append(text(lang, "step4.no_office", name=streets[0].name))
+        reason = text(lang, "reason.no_office", name=streets[0].name)
     elif zones:
-        lines.append("step 4 jurisdiction: the point lies in no street zone")
-        reason = "the point lies in no street zone"
+        lines.append(text(lang, "step4.no_street"))
+        reason = text(lang, "reason.no_street")
     else:
-        lines.append("step 4 jurisdiction: the point lies outside every zone")
-        reason = "the point lies outside every zone"
-    lines.append(f"unresolved: {reason}; no asset and no rule for {scope} decide it")
+        lines.append(text(lang, "step4.outside"))
+        reason = text(lang, "reason.outside")
+    lines.append(text(lang, "unresolved", reason=reason, scope=scope))
     d.reason = reason
 
 
@@ -440,13 +472,17 @@ def _candidate_view(catalog: Mapping[str, ClassInfo], rank: int, c: Candidate) -
     }
 
 
-def _rule_scope(catalog: Mapping[str, ClassInfo], rule: Rule) -> str:
-    zone = f"{LEVEL_LABEL[rule.level]} {rule.zone}" if rule.level else "whole district"
+def _rule_scope(catalog: Mapping[str, ClassInfo], rule: Rule, lang: str = "en") -> str:
+    zone = (
+        text(lang, "zone", level=level_label(rule.level, lang), name=rule.zone)
+        if rule.level
+        else level_label(None, lang)
+    )
     cls = catalog.get(rule.class_code or "")
-    what = f"class {cls.name} ({cls.code})" if cls else "any class"
+    what = text(lang, "rule_scope.class", name=cls.name, code=cls.code) if cls else text(lang, "any_class")
     if rule.category:
-        what += f", category {rule.category}"
-    return f"{zone}, {what}"
+        what += text(lang, "rule_scope.category", category=rule.category)
+    return text(lang, "rule_scope", zone=zone, what=what)
 
 
 def _rule_view(rank: int, rule: Rule) -> dict[str, Any]:
@@ -482,28 +518,55 @@ def decide_code(config: ResolveConfig, cls: ClassInfo, row: CodeRow, as_of: dt.d
     }
     d = Decision(rule=RULE_CODE, asset=asset)
     lines = d.explanation
-    reason = row.decommission_reason or "no reason given"
-    out_of_use = "" if row.in_use else f", decommissioned {_iso(row.decommissioned_at)}: {reason}"
-    lines.append(f"code {code_display}: {cls.name} ({cls.code}), registered, state {row.state}{out_of_use}")
+    lang, tz = config.lang, config.timezone
+    reason = row.decommission_reason or text(lang, "code.no_reason")
+    out_of_use = (
+        ""
+        if row.in_use
+        else text(
+            lang,
+            "code.out_of_use",
+            when=when(row.decommissioned_at, lang, tz) if row.decommissioned_at else None,
+            reason=reason,
+        )
+    )
+    lines.append(
+        text(
+            lang,
+            "code.line",
+            code=code_display,
+            cls=cls.name,
+            class_code=cls.code,
+            state=row.state,
+            out_of_use=out_of_use,
+        )
+    )
     status = STATUS_RESOLVED
     if as_of is not None:
+        then = when(as_of, lang, tz)
         installed = row.installed_on
         if installed is not None and installed > as_of.astimezone(zoneinfo.ZoneInfo(config.timezone)).date():
-            lines.append(f"at {as_of.isoformat()} the asset was not yet installed (installed {installed})")
+            lines.append(text(lang, "code.not_installed", when=then, installed=installed))
         if row.decommissioned_at is not None and row.decommissioned_at <= as_of:
-            lines.append(f"at {as_of.isoformat()} the asset was already decommissioned")
+            lines.append(text(lang, "code.decommissioned_then", when=then))
         if not row.covered:
             status = STATUS_UNRESOLVED
-            lines.append(f"no responsibility period of this asset covers {as_of.isoformat()}")
+            lines.append(text(lang, "code.not_covered", when=then))
         else:
-            lines.append(f"parties as of {as_of.isoformat()} (responsibility period then)")
+            lines.append(text(lang, "code.parties_then", when=then))
     if not row.in_use and (as_of is None or row.decommissioned_at is None or row.decommissioned_at <= as_of):
-        lines.append("the asset is out of use; its last responsible parties are shown")
+        lines.append(text(lang, "code.out_of_use_parties"))
     lines.append(
-        f"owner: {who(row.owner)}; maintainer: {who(row.maintainer)}; supervisor: {who(row.supervisor)}"
+        text(
+            lang,
+            "code.parties",
+            owner=who(row.owner, lang),
+            maintainer=who(row.maintainer, lang),
+            supervisor=who(row.supervisor, lang),
+        )
     )
     if row.owner is None and status == STATUS_RESOLVED:
-        lines.append("no owner is recorded for this asset: use the maintainer or supervisor, or report it")
+        lines.append(text(lang, "code.no_owner"))
     d.status = status
     d.owner, d.maintainer, d.supervisor = row.owner, row.maintainer, row.supervisor
     return d

@@ -37,7 +37,10 @@ def test_every_command_has_help(command: list[str]) -> None:
 
 def test_code_check_prints_text_and_json() -> None:
     text_out = run("code", "4403100118000123")
-    assert text_out.returncode == 0 and "display: 440310-0118-000123-" in text_out.stdout
+    assert text_out.returncode == 0
+    assert any(  # labelled lines, Chinese by default
+        line.startswith("印刷格式") and "440310-0118-000123-" in line for line in text_out.stdout.splitlines()
+    )
     parsed = json.loads(run("code", "440310 0118 000123", "--json").stdout)
     assert parsed["serial"] == 123 and len(parsed["code"]) == 17
 
@@ -46,7 +49,7 @@ def test_errors_are_one_line_on_stderr_with_nonzero_status() -> None:
     result = run("code", "4403100118")
     assert result.returncode == 1
     assert result.stdout == ""
-    assert result.stderr.strip().startswith("error: code '4403100118' has 10 digits")
+    assert result.stderr.strip().startswith("错误：code '4403100118' has 10 digits")
     assert len(result.stderr.strip().splitlines()) == 1
 
 
@@ -57,4 +60,4 @@ def test_show_reads_the_configured_database(db: Engine, settings: Settings, migr
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["class"]["name"] == "路灯"
     missing = run("show", "4403100118000999" + "0", env=env)
-    assert missing.returncode == 1 and "error:" in missing.stderr
+    assert missing.returncode == 1 and missing.stderr.startswith("错误：")

@@ -135,7 +135,7 @@ def test_the_import_command(db: Engine, settings: Settings, migrated_url: str, t
     report_path = tmp_path / "report.json"
     result = run_cli("import", str(path), "--report", str(report_path), env=env)
     assert result.returncode == 0, result.stderr
-    assert "created 3" in result.stdout and "committed (batch 1)" in result.stdout
+    assert "新建 3" in result.stdout and "已提交（批次 1）" in result.stdout
     report = json.loads(report_path.read_text("utf-8"))
     assert report["counts"] == {"read": 3, "created": 3, "updated": 0, "unchanged": 0, "rejected": 0}
 

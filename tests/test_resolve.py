@@ -164,8 +164,8 @@ def test_decommissioned_asset_says_so_and_names_its_last_parties(
     assert answer["status"] == "resolved"
     assert answer["asset"]["in_use"] is False and answer["asset"]["decommission_reason"] == "道路改造拆除"
     assert answer["owner"]["name"] == "中国联通深圳分公司"
-    assert any("decommissioned" in line for line in answer["explanation"])
-    assert any("last responsible parties" in line for line in answer["explanation"])
+    assert any("注销" in line for line in answer["explanation"])
+    assert any("显示其最后的责任单位" in line for line in answer["explanation"])
 
 
 def test_code_as_of_a_time_names_the_owner_then(db: Engine, admin: Actor, conninfo, resolver) -> None:
@@ -210,7 +210,7 @@ def test_nearest_asset_of_the_class_decides_and_candidates_are_ranked(
     assert answer["owner"]["id"] == a.id
     assert [c["code"] for c in answer["candidates"]] == [near.code, far.code]
     assert answer["candidates"][1]["distance_m"] == pytest.approx(20.0, abs=0.05)
-    assert answer["explanation"][1].startswith("step 1 nearest asset: 路灯")
+    assert answer["explanation"][1].startswith("第1步 最近设施：路灯")
     # The class may be named, and several classes may be asked for.
     by_name = locate(conninfo, resolver, *PINGSHAN, classes=["路灯", "0117"])
     assert by_name["asset"]["class"]["code"] == "0117" and by_name["asset"]["distance_m"] == pytest.approx(
@@ -254,7 +254,7 @@ def test_point_tolerance_line_band_and_polygon_inside(db: Engine, admin: Actor, 
     assert answer["asset"]["code"] == cable.code and answer["asset"]["distance_m"] == pytest.approx(
         8, abs=0.05
     )
-    assert "10 m for line assets" in answer["explanation"][1]
+    assert "线状设施容差 10 米" in answer["explanation"][1]
     # 12 m from the cable is outside the band, although a point asset would still qualify there.
     assert locate(conninfo, resolver, *at_m(-4), classes=["2105"])["asset"] is None
     # A car park polygon: inside it the distance is 0.
@@ -303,7 +303,7 @@ def test_assets_of_different_owners_nearly_equally_close_are_ambiguous(
     ]
     assert answer["candidates"][0]["distance_m"] == pytest.approx(4, abs=0.05)
     assert answer["candidates"][1]["distance_m"] == pytest.approx(6, abs=0.05)
-    assert "step 2 ambiguity" in answer["explanation"][2]
+    assert answer["explanation"][2].startswith("第2步 歧义：距最近设施")
     # Far apart relative to their distance: the nearest wins (margin max(3 m, 25% of 4 m) = 3 m < 6 m).
     clear = locate(conninfo, resolver, *at_m(4, 0), category="井盖破损")
     assert clear["status"] == "resolved" and clear["owner"]["id"] == water.id
@@ -345,7 +345,7 @@ def test_rule_for_the_class_in_the_zone_decides_when_no_asset_qualifies(
     assert answer["matched_rule"]["zone"] == {"level": "community", "name": "六联社区"}
     assert len(answer["candidates"]) == 2  # both rules applied; the class-specific one won
     assert {z["name"] for z in answer["zones"]} == {"坪山街道", "六联社区", "路灯养护一标段"}
-    assert answer["explanation"][2].startswith("step 3 responsibility rule #")
+    assert answer["explanation"][2].startswith("第3步 职责清单规则 #")
     # Another class: only the street-wide any-class rule applies.
     other = locate(conninfo, resolver, *PINGSHAN, classes=["0305"])
     assert other["owner"]["id"] == roads.id
@@ -377,7 +377,7 @@ def test_category_without_classes_skips_the_nearest_asset(
     assert road["query"]["classes"] == [] and road["asset"] is None and road["candidates"] == []
     assert road["status"] == "fallback" and road["rule"] == "jurisdiction"
     assert road["owner"]["id"] == district["office"].id
-    assert road["explanation"][1].startswith("step 1 nearest asset: skipped: category 道路破损 concerns no")
+    assert road["explanation"][1].startswith("第1步 最近设施：跳过：案件类别 道路破损 不涉及部件类别")
     # With a rule for the category, the rule decides.
     add_rule(
         db, admin, zone="坪山街道", level="street", category="占道经营", unit="坪山区城市管理和综合执法局"
@@ -410,7 +410,7 @@ def test_ownerless_nearest_asset_falls_to_the_rule_for_its_class(
     answer = locate(conninfo, resolver, *PINGSHAN, category="井盖破损")
     assert answer["asset"]["code"] == cover.code
     assert answer["rule"] == "responsibility_rule" and answer["owner"]["name"] == "坪山区水务局"
-    assert any("no registered owner" in line for line in answer["explanation"])
+    assert any("没有登记权属单位（无主）" in line for line in answer["explanation"])
 
 
 def test_street_office_is_the_fallback_and_outside_every_zone_is_unresolved(
@@ -419,11 +419,11 @@ def test_street_office_is_the_fallback_and_outside_every_zone_is_unresolved(
     answer = locate(conninfo, resolver, *PINGSHAN, classes=["0305"])
     assert answer["status"] == "fallback" and answer["rule"] == "jurisdiction"
     assert answer["owner"]["id"] == district["office"].id
-    assert answer["explanation"][-1].startswith("step 4 jurisdiction (属地兜底): street 坪山街道")
+    assert answer["explanation"][-1].startswith("第4步 属地兜底：街道 坪山街道 →")
     outside = locate(conninfo, resolver, *at_m(3000), classes=["0305"])
     assert outside["status"] == "unresolved" and outside["rule"] == "none"
-    assert outside["reason"] == "the point lies outside every zone"
-    assert outside["owner"] is None and "unresolved" in outside["explanation"][-1]
+    assert outside["reason"] == "该点在所有区域之外"
+    assert outside["owner"] is None and outside["explanation"][-1].startswith("无法确定：")
 
 
 def test_street_without_office_is_unresolved_with_that_reason(
@@ -431,7 +431,7 @@ def test_street_without_office_is_unresolved_with_that_reason(
 ) -> None:
     add_zone(db, admin, "street", "碧岭街道", box(-100, -100, 100, 100))
     answer = locate(conninfo, resolver, *PINGSHAN)
-    assert answer["status"] == "unresolved" and "碧岭街道 has no responsible unit" in answer["reason"]
+    assert answer["status"] == "unresolved" and answer["reason"] == "街道区域 碧岭街道 没有负责单位"
 
 
 # --- as-of time --------------------------------------------------------------------------------------------

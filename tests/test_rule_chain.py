@@ -29,7 +29,9 @@ CONFIG = ResolveConfig(
     ambiguity_m=3.0,
     ambiguity_ratio=1.25,
     candidates=3,
+    lang="en",  # the English catalogue; the Chinese lines (the default) are checked at the end
 )
+ZH = dataclasses.replace(CONFIG, lang="zh")
 LAMP = ClassInfo("0118", "路灯", "point")
 COVER = ClassInfo("0101", "污水井盖", "point")
 CABLE = ClassInfo("2105", "电力电缆", "line")
@@ -285,3 +287,99 @@ def test_a_code_at_a_time_no_responsibility_period_covers_is_unresolved() -> Non
     assert any("not yet installed" in line for line in d.explanation)
     covered = decide_code(CONFIG, LAMP, dataclasses.replace(row, covered=True, owner=POWER), None)
     assert (covered.status, covered.owner) == ("resolved", POWER)
+
+
+# --- the lines in Chinese (the deployment default) ----------------------------------------------------
+
+
+def test_a_dispatcher_reads_each_step_in_chinese() -> None:
+    lamp = asset(1, 3.0, POWER, maintainer=CREW, supervisor=CITY)
+    kw: dict[str, Any] = {"classes": (LAMP,), "category": None, "as_of": None}
+    nearest = decide_location(ZH, CATALOG, candidates=[lamp], zones=[STREET], rules=[], **kw)
+    assert (nearest.status, nearest.rule) == ("resolved", "nearest_asset")  # machine fields unchanged
+    assert nearest.explanation[0].startswith("第1步 最近设施：路灯 440310-0118-000001-0，距离 3.0 米")
+    assert (
+        "点状设施容差 30 米" in nearest.explanation[0]
+        and "权属单位 深圳供电局有限公司" in nearest.explanation[0]
+    )
+    assert nearest.explanation[1].startswith("第2步 歧义：无")
+
+    ruled = decide_location(
+        ZH, CATALOG, candidates=[], zones=[COMMUNITY], rules=[rule(1, LAMPS, COMMUNITY, "0118")], **kw
+    )
+    assert ruled.explanation[-1].startswith(
+        "第3步 职责清单规则 #1：社区 六联社区，类别 路灯（0118） → 坪山区路灯管理所"
+    )
+
+    street = decide_location(ZH, CATALOG, candidates=[], zones=[COMMUNITY, STREET], rules=[], **kw)
+    assert street.explanation[-1] == "第4步 属地兜底：街道 坪山街道 → 坪山街道办事处，电话 0755-28000000"
+
+    nowhere = decide_location(ZH, CATALOG, candidates=[], zones=[], rules=[], **kw)
+    assert (nowhere.status, nowhere.rule) == ("unresolved", "none")
+    assert nowhere.reason == "该点在所有区域之外"
+    assert nowhere.explanation[-1].startswith("无法确定：该点在所有区域之外")
+
+    rivals_ = decide_location(ZH, CATALOG, candidates=[lamp, asset(2, 4.0, WATER)], zones=[], rules=[], **kw)
+    assert rivals_.status == "ambiguous" and "不作选择" in rivals_.explanation[1]
+
+
+def test_a_code_answer_in_chinese_shows_local_times() -> None:
+    row = CodeRow(
+        code="44031001180000010",
+        class_code="0118",
+        state="完好",
+        in_use=True,
+        decommissioned_at=None,
+        decommission_reason=None,
+        lon=114.3466,
+        lat=22.6953,
+        installed_on=dt.date(2024, 5, 1),
+        covered=True,
+        owner=None,
+        maintainer=CREW,
+        supervisor=None,
+    )
+    d = decide_code(ZH, LAMP, row, dt.datetime(2026, 12, 6, 1, 0, tzinfo=dt.UTC))
+    assert d.explanation[0] == "智慧码 440310-0118-000001-0：路灯（0118），已登记，状态 完好"
+    assert "以下为 2026-12-06 09:00:00 +08:00 时的责任单位" in d.explanation[1]
+    assert (
+        d.explanation[2] == "权属单位：未登记；养护单位：深圳市路灯养护有限公司（未核实）；主管部门：未登记"
+    )
+    assert d.explanation[3].startswith("该设施未登记权属单位")
+
+
+def test_every_message_has_both_languages_with_the_same_placeholders() -> None:
+    import string
+
+    from registry import messages
+
+    def fields(template: str) -> set[str]:
+        return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+    for key in messages.all_keys():
+        zh, en = messages.template("zh", key), messages.template("en", key)
+        assert zh and en and fields(zh) == fields(en), key
+
+
+def test_the_passer_by_view_speaks_the_deployment_language() -> None:
+    from registry.access import public_resolution
+
+    answer = {
+        "id": 1,
+        "status": "resolved",
+        "rule": "code",
+        "asset": {
+            "code_display": "440310-0118-000001-0",
+            "class": {"code": "0118", "name": "路灯"},
+            "state": "完好",
+        },
+        "owner": POWER,
+        "maintainer": None,
+        "supervisor": None,
+    }
+    zh = public_resolution(answer, lang="zh")["explanation"]
+    assert zh == [
+        "智慧码 440310-0118-000001-0：路灯（0118），状态 完好",
+        "权属单位：深圳供电局有限公司，电话 95598；养护单位：未登记；主管部门：未登记",
+    ]
+    assert public_resolution(answer)["explanation"][0] == "code 440310-0118-000001-0: 路灯 (0118), state 完好"

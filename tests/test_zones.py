@@ -291,7 +291,8 @@ def test_cli_imports_and_resolves(db: Engine, admin: Actor, migrated_url: str, t
     lon, lat = PINGSHAN
     text_answer = run("resolve", "--at", f"{lon},{lat}", "--class", "0305", env=env)
     assert text_answer.returncode == 0, text_answer.stderr
-    assert text_answer.stdout.startswith("FALLBACK") and "坪山街道办事处" in text_answer.stdout
+    assert text_answer.stdout.startswith("属地兜底（依据：街道属地")
+    assert "坪山街道办事处" in text_answer.stdout
     by_code = json.loads(run("resolve", "--code", lamp.code, "--json", env=env).stdout)
     assert by_code["asset"]["code"] == lamp.code and by_code["rule"] == "code"
     swapped = run("resolve", "--at", f"{lat},{lon}", env=env)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from api.deps import client_address, current_actor, require_actor, services
 from api.params import UnitFilter, parse_bbox
 from registry import assets as asset_service
+from registry import export as export_service
 from registry.access import Action, require
 from registry.proposals import proposal_view
 from registry.schemas import AssetCreate, AssetState, AssetUpdate, Decommission, UnitsChange
@@ -37,6 +40,51 @@ def list_assets(
         rows, total = asset_service.list_assets(session, flt, limit=limit, offset=offset)
         items = [asset_service.asset_view(session, row) for row in rows]
     return {"total": total, "limit": limit, "offset": offset, "items": items}
+
+
+@router.get(
+    "/export",
+    summary="Export assets as CSV, XLSX or GeoJSON: 智慧码 beside the utility's own 原编号",
+    response_class=StreamingResponse,
+    responses={200: {"content": {media: {} for media in export_service.MEDIA_TYPES.values()}}},
+)
+def export_assets(
+    request: Request,
+    format: Annotated[str, Query(description="csv, xlsx or geojson")] = "csv",
+    class_: Annotated[list[str] | None, Query(alias="class", description="class code, repeatable")] = None,
+    unit: UnitFilter = None,
+    zone: Annotated[str | None, Query(description="name of a zone valid now")] = None,
+    bbox: Annotated[str | None, Query(description="min_lon,min_lat,max_lon,max_lat (WGS84)")] = None,
+    batch: Annotated[int | None, Query(description="import batch id")] = None,
+    in_use: bool | None = None,
+    state: AssetState | None = None,
+) -> StreamingResponse:
+    """Stream the matching assets with Chinese column headers; a unit token gets its own unit's only."""
+    svc = services(request)
+    flt = asset_service.AssetFilter(
+        class_codes=tuple(class_ or ()),
+        unit_id=unit,
+        bbox=parse_bbox(bbox),
+        in_use=in_use,
+        state=state,
+        zone=zone,
+        batch_id=batch,
+    )
+    with svc.session() as session:  # refuse before the first byte: errors still map to their status
+        job = export_service.prepare(
+            session, current_actor(request, session), flt, format, svc.settings.area.timezone
+        )
+
+    def body() -> Iterator[bytes]:
+        with svc.session() as session:
+            yield from export_service.stream(session, job)
+
+    name = f"smartcode-assets.{job.format}"
+    return StreamingResponse(
+        body(),
+        media_type=export_service.MEDIA_TYPES[job.format],
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 @router.get(

@@ -1,0 +1,109 @@
+"""``smartcode export``: the registry's assets as CSV, XLSX or GeoJSON, each 智慧码 beside its 原编号.
+
+smartcode export [--output FILE] [--format csv|xlsx|geojson] [--class CODE ...] [--unit ID|NAME]
+                 [--zone NAME] [--bbox MINLON,MINLAT,MAXLON,MAXLAT] [--batch ID] [--in-use/--all]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cli import context, i18n
+from cli.output import failures
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+
+def export_command(
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="file to write (default: standard output; XLSX needs a file)"),
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="csv, xlsx or geojson (default: from the file name, else csv)"),
+    ] = None,
+    class_: Annotated[
+        list[str] | None, typer.Option("--class", help="class code, e.g. 0118 (repeatable)")
+    ] = None,
+    unit: Annotated[
+        str | None, typer.Option(help="unit id or exact name: its assets as owner, maintainer or supervisor")
+    ] = None,
+    zone: Annotated[str | None, typer.Option(help="name of a zone valid now: the assets in it")] = None,
+    bbox: Annotated[
+        str | None, typer.Option(help="min_lon,min_lat,max_lon,max_lat (WGS84)", metavar="BBOX")
+    ] = None,
+    batch: Annotated[int | None, typer.Option(help="the assets last written by this import batch")] = None,
+    in_use: Annotated[
+        bool | None, typer.Option("--in-use/--decommissioned", help="only in-use / decommissioned assets")
+    ] = None,
+) -> None:
+    """Export assets with their smart codes and the utility's own identifiers (Chinese column headers)."""
+    with failures():
+        from common.errors import InvalidInput
+        from registry import export
+        from registry.assets import AssetFilter
+
+        chosen = fmt or (output.suffix if output is not None and output.suffix else "csv")
+        kind = export.check_format(chosen)
+        if kind == "xlsx" and output is None:
+            raise InvalidInput("XLSX needs a file: give --output FILE.xlsx")
+        if output is not None and output.parent and not output.parent.is_dir():
+            raise InvalidInput(f"cannot write {output}: folder {output.parent} does not exist")
+        with context.session() as session:
+            flt = AssetFilter(
+                class_codes=tuple(class_ or ()),
+                unit_id=_unit_id(session, unit) if unit else None,
+                bbox=_bbox(bbox) if bbox else None,
+                in_use=in_use,
+                zone=zone,
+                batch_id=batch,
+            )
+            job = export.prepare(session, context.cli_actor(), flt, kind, context.settings().area.timezone)
+            if output is None:
+                count = export.write(session, job, sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+                where = "-"
+            else:
+                partial = output.with_name(output.name + ".partial")
+                with partial.open("wb") as out:
+                    count = export.write(session, job, out)
+                partial.replace(output)  # a failed export leaves no half-written file under the name
+                where = str(output)
+        typer.echo(i18n.t("export.done", count=count, path=where), err=True)
+
+
+def _bbox(text: str) -> tuple[float, float, float, float]:
+    from common.errors import InvalidInput
+
+    try:
+        parts = tuple(float(p) for p in text.split(","))
+    except ValueError as exc:
+        raise InvalidInput(f"--bbox {text!r} is not four numbers") from exc
+    if len(parts) != 4:
+        raise InvalidInput(f"--bbox {text!r}: write min_lon,min_lat,max_lon,max_lat")
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+def _unit_id(session: Session, text: str) -> int:
+    from sqlalchemy import select
+
+    from common.errors import NotFound
+    from registry.models import Unit
+
+    if text.isdigit():
+        return int(text)
+    found = session.scalars(select(Unit.id).where(Unit.name == text)).first()
+    if found is None:
+        raise NotFound(f"no unit named {text!r}: give its exact name or its id")
+    return found
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``smartcode export`` to the main app."""
+    app.command("export")(export_command)

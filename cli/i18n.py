@@ -1,0 +1,272 @@
+"""What the CLI says to people: labels in Chinese (default) or English, aligned tables, local times.
+
+The language is ``smartcode --lang`` if given, else the setting ``SMARTCODE_LANG``, else Chinese.
+Times are shown as local wall-clock time in the deployment's zone (``SMARTCODE_TIMEZONE``, default
+Asia/Shanghai), the zone and its offset said once per output. ``--json`` never goes through here.
+The resolver's explanation lines are domain data and come from :mod:`registry.messages`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import unicodedata
+import zoneinfo
+from collections.abc import Sequence
+from typing import Any
+
+from common.errors import ConfigurationError
+from common.settings import get_settings
+from registry.messages import check_lang
+
+_state: dict[str, str] = {}
+
+# key -> (Chinese, English)
+_LABELS: dict[str, tuple[str, str]] = {
+    "error": ("错误：{message}", "error: {message}"),
+    "yes": ("是", "yes"),
+    "no": ("否", "no"),
+    "none": ("-", "-"),
+    "open_end": ("至今", "open"),
+    "since_unknown": ("不详", "unknown"),
+    "times_note": ("（时间为 {zone} 本地时间，UTC{offset}）", "(times are local to {zone}, UTC{offset})"),
+    # fields of assets, batches, zones, rules, reports
+    "code": ("智慧码", "code"),
+    "code_display": ("智慧码", "code"),
+    "display": ("印刷格式", "printed form"),
+    "county": ("区县代码", "county"),
+    "class": ("设施类型", "class"),
+    "class_code": ("设施类型", "class"),
+    "geometry": ("几何", "geometry"),
+    "attributes": ("其他属性", "attributes"),
+    "serial": ("序号", "serial"),
+    "check_digit": ("校验位", "check digit"),
+    "state": ("状态", "state"),
+    "in_use": ("在用", "in use"),
+    "decommissioned_at": ("注销时间", "decommissioned"),
+    "decommission_reason": ("注销原因", "decommission reason"),
+    "position": ("位置（经度，纬度）", "position (lon, lat)"),
+    "owner": ("权属单位", "owner"),
+    "maintainer": ("养护单位", "maintainer"),
+    "supervisor": ("主管部门", "supervisor"),
+    "id": ("编号", "id"),
+    "grid_code": ("网格编码", "grid code"),
+    "data_source": ("数据来源", "data source"),
+    "address": ("地址", "address"),
+    "note": ("备注", "note"),
+    "installed_on": ("安装日期", "installed"),
+    "source_id": ("原编号", "source id"),
+    "batch_id": ("导入批次", "import batch"),
+    "created_at": ("登记时间", "registered"),
+    "changed_at": ("最近修改", "last changed"),
+    "version": ("版本", "version"),
+    "recorded_at": ("记录时间", "recorded"),
+    "actor": ("操作人", "by"),
+    "reason": ("原因", "reason"),
+    "action": ("操作", "action"),
+    "changed": ("变更内容", "changed"),
+    "valid_from": ("生效", "from"),
+    "valid_to": ("失效", "to"),
+    "level": ("级别", "level"),
+    "name": ("名称", "name"),
+    "unit": ("责任单位", "unit"),
+    "zone": ("区域", "zone"),
+    "category": ("案件类别", "category"),
+    "priority": ("优先级", "priority"),
+    "classes": ("设施类型", "classes"),
+    "aliases": ("别名", "aliases"),
+    "role": ("角色", "role"),
+    "revoked_at": ("吊销时间", "revoked"),
+    "status": ("状态", "status"),
+    "file": ("文件", "file"),
+    "started_at": ("开始时间", "started"),
+    "finished_at": ("结束时间", "finished"),
+    "read": ("读取", "read"),
+    "created": ("新建", "created"),
+    "updated": ("更新", "updated"),
+    "unchanged": ("未变", "unchanged"),
+    "rejected": ("拒绝", "rejected"),
+    "profile": ("映射方案", "profile"),
+    "format": ("格式", "format"),
+    "size": ("大小（字节）", "size (bytes)"),
+    "sha256": ("SHA-256", "sha256"),
+    "error_text": ("错误", "error"),
+    "rolled_back_at": ("回滚时间", "rolled back"),
+    "rolled_back_by": ("回滚人", "rolled back by"),
+    "at": ("时间", "at"),
+    "recorded_version": ("当时记录的版本", "version recorded then"),
+    "responsibility": ("责任期", "responsibility period"),
+    "outcome": ("结果", "outcome"),
+    "description": ("说明", "description"),
+    "repaired": ("已修复", "repaired"),
+    "units_created": ("新建单位（未核实）", "units created (unverified)"),
+    "imported": ("已导入", "imported"),
+    "replaced": ("已替换", "replaced"),
+    "skipped": ("已跳过", "skipped"),
+    "running": ("运行中", "running"),
+    "data_dir": ("数据目录", "data directory"),
+    "socket_dir": ("套接字目录", "socket directory"),
+    "pid": ("进程号", "pid"),
+    "server_user": ("服务用户", "server user"),
+    "url": ("地址", "url"),
+    "phone": ("电话", "tel"),
+    "tel": ("电话 {phone}", "tel {phone}"),
+    # headings of views
+    "versions": ("版本记录", "versions"),
+    "periods": ("责任期", "responsibility periods"),
+    "batches_none": ("还没有导入批次", "no import batches yet"),
+    "zones_none": ("没有区域", "no zones"),
+    "rules_none": ("没有规则", "no rules"),
+    "no_classes": ("（不涉及设施，只按规则派遣）", "(no asset: rules only)"),
+    # import statuses
+    "st.committed": ("已提交", "committed"),
+    "st.dry_run": ("试运行（未写入）", "dry run (nothing written)"),
+    "st.refused": ("已拒绝（未写入）", "refused (nothing written)"),
+    "st.running": ("进行中", "running"),
+    "st.interrupted": ("已中断", "interrupted"),
+    "st.failed": ("失败", "failed"),
+    "st.rolled_back": ("已回滚", "rolled back"),
+    "st.rejected": ("全部拒绝", "rejected"),
+    "st.unchanged": ("无变化", "unchanged"),
+    # the import report
+    "rep.batch": ("（批次 {id}）", " (batch {id})"),
+    "rep.counts": (
+        "  读取 {read:,}  新建 {created:,}  更新 {updated:,}  未变 {unchanged:,}  拒绝 {rejected:,}",
+        "  read {read:,}  created {created:,}  updated {updated:,}  unchanged {unchanged:,}  "
+        "rejected {rejected:,}",
+    ),
+    "rep.crs": ("  坐标系：{used}（{origin}）", "  coordinates: {used} ({origin})"),
+    "rep.units_would": (
+        "  将新建的单位（未核实）：{names}",
+        "  units that would be created (unverified): {names}",
+    ),
+    "rep.units": ("  新建的单位（未核实）：{names}", "  new unverified units: {names}"),
+    "rep.codes_would": ("  将分配的智慧码：{codes}", "  codes to allocate: {codes}"),
+    "rep.codes": ("  已分配的智慧码：{codes}", "  codes allocated: {codes}"),
+    "rep.note": ("  说明：{note}", "  note: {note}"),
+    "rep.problems": ("  问题（共 {total} 个，前 {shown} 个）：", "  problems ({total}, first {shown}):"),
+    "rep.problem": ("    第 {row} 行 {field}：{reason}{value}", "    row {row} {field}: {reason}{value}"),
+    # resolve
+    "res.head": ("{status}（依据：{rule}；记录号 {id}）", "{status}  (decided by: {rule}; log id {id})"),
+    "res.asset": ("设施", "asset"),
+    "res.distance": ("，距离 {distance} 米", ", {distance} m away"),
+    "res.candidates": ("候选：", "candidates:"),
+    "res.candidate_m": ("{distance} 米", "{distance} m"),
+    "res.why": ("依据：", "why:"),
+    "res.asked": (
+        "{at} 由 {actor} 经 {channel} 查询：{query}",
+        "asked {at} by {actor} via {channel}: {query}",
+    ),
+    "cat.removed": ("案件类别 {name} 已停用", "category {name} deactivated"),
+    "export.done": ("已导出 {count:,} 个设施到 {path}", "exported {count:,} assets to {path}"),
+}
+
+
+def set_lang(value: str) -> str:
+    """Choose the language for this process (``--lang``); ``ValueError`` for an unknown one."""
+    _state["lang"] = check_lang(value)
+    return _state["lang"]
+
+
+def lang() -> str:
+    """The language of this command's output."""
+    if "lang" not in _state:
+        try:
+            _state["lang"] = get_settings().area.lang
+        except ConfigurationError:
+            _state["lang"] = "zh"  # the bad setting is reported by the command that needs it
+    return _state["lang"]
+
+
+def t(key: str, **params: Any) -> str:
+    """The label ``key`` in the current language, ``params`` filled in; an unknown key as itself."""
+    pair = _LABELS.get(key)
+    if pair is None:
+        return key
+    return (pair[1] if lang() == "en" else pair[0]).format(**params)
+
+
+def has(key: str) -> bool:
+    """Whether ``key`` has a label."""
+    return key in _LABELS
+
+
+def status(value: str | None) -> str:
+    """An import batch's status as people read it."""
+    return t(f"st.{value}") if value and has(f"st.{value}") else str(value)
+
+
+# --- times --------------------------------------------------------------------------------------------
+
+
+def zone() -> zoneinfo.ZoneInfo:
+    """The deployment's time zone."""
+    try:
+        name = get_settings().area.timezone
+    except ConfigurationError:
+        name = "Asia/Shanghai"
+    return zoneinfo.ZoneInfo(name)
+
+
+def local(value: str | dt.datetime | None) -> str:
+    """A time as local wall-clock minutes (``2026-12-06 09:00``); a date or other text unchanged."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        if len(value) <= 10:  # a date is a day, not an instant
+            return value
+        value = parsed
+    if value.tzinfo is None:
+        return value.strftime("%Y-%m-%d %H:%M")
+    return value.astimezone(zone()).strftime("%Y-%m-%d %H:%M")
+
+
+def times_note() -> str:
+    """The once-per-output line naming the zone and its offset."""
+    z = zone()
+    offset = dt.datetime.now(z).isoformat()[-6:]
+    return t("times_note", zone=z.key, offset=offset)
+
+
+# --- tables -------------------------------------------------------------------------------------------
+
+
+def width(text: str) -> int:
+    """Columns ``text`` takes in a terminal: CJK (wide and full-width) characters take two."""
+    return sum(
+        0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+        for ch in text
+    )
+
+
+def _pad(text: str, columns: int, right: bool) -> str:
+    gap = " " * max(0, columns - width(text))
+    return gap + text if right else text + gap
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, right: Sequence[int] = ()) -> str:
+    """Rows under headers in aligned columns (numbers right-aligned for the indexes in ``right``)."""
+    cells = [[("-" if v is None else str(v)).replace("\n", " ") for v in row] for row in rows]
+    widths = [width(h) for h in headers]
+    for row in cells:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], width(cell))
+    lines = ["  ".join(_pad(h, widths[i], i in right) for i, h in enumerate(headers)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines.extend(
+        "  ".join(_pad(cell, widths[i], i in right) for i, cell in enumerate(row)).rstrip() for row in cells
+    )
+    return "\n".join(lines)
+
+
+def key_values(pairs: Sequence[tuple[str, Any]]) -> str:
+    """``label  value`` lines with the labels padded to one width."""
+    labels = [t(key) for key, _ in pairs]
+    columns = max((width(label) for label in labels), default=0)
+    return "\n".join(
+        f"{_pad(label, columns, False)}  {'-' if value is None else value}"
+        for label, (_, value) in zip(labels, pairs, strict=True)
+    )

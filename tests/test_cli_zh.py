@@ -1,0 +1,193 @@
+"""The CLI as a Chinese dispatcher reads it: Chinese labels, tables, local times; one-line file errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from cli import i18n
+from common.settings import Settings
+from importers.pipeline import ImportOptions, run_import
+from registry import assets
+from registry.db import Actor, transaction
+from registry.schemas import UnitsChange
+from tests.conftest import ADMIN_TOKEN
+from tests.helpers import make_asset, make_unit
+from tests.test_cli import run
+from tests.test_resolve import add_zone, box
+
+HANDED_OVER = dt.datetime(2026, 12, 6, 1, 0, tzinfo=dt.UTC)  # 2026-12-06 09:00 in Shanghai
+TIMES_NOTE = "（时间为 Asia/Shanghai 本地时间，UTC+08:00）"
+
+
+@pytest.fixture
+def env(migrated_url: str) -> dict[str, str]:
+    """The console script's environment: the test database, the deployment defaults (zh, Shanghai)."""
+    base = {k: v for k, v in os.environ.items() if k not in ("SMARTCODE_LANG", "SMARTCODE_TIMEZONE")}
+    return {**base, "SMARTCODE_DATABASE_URL": migrated_url, "SMARTCODE_API_TOKEN": ADMIN_TOKEN}
+
+
+def ok(*args: str, env: dict[str, str]) -> str:
+    """Run the command, expect success, return its standard output."""
+    result = run(*args, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "{'" not in result.stdout and "('" not in result.stdout  # no Python dicts or tuples
+    return result.stdout
+
+
+@pytest.fixture
+def handed_over(db: Engine, admin: Actor) -> Any:
+    """A lamp of 供电局, handed over to the 路灯管理所 at 2026-12-06T01:00Z."""
+    power = make_unit(db, "深圳供电局有限公司", admin, phone="95598")
+    lamps = make_unit(db, "坪山区路灯管理所", admin)
+    lamp = make_asset(db, admin, owner_id=power.id, installed_on=dt.date(2026, 1, 1), source_id="ledger:LD-7")
+    with transaction(db) as session:
+        assets.change_units(
+            session,
+            lamp.code,
+            UnitsChange(
+                version=lamp.version, owner_id=lamps.id, effective_at=HANDED_OVER, reason="移交路灯管理所"
+            ),
+            admin,
+        )
+    return lamp
+
+
+def test_history_is_two_tables_in_chinese_with_local_times(handed_over: Any, env: dict[str, str]) -> None:
+    out = ok("show", handed_over.code, "--history", env=env)
+    assert "版本记录" in out and "责任期" in out
+    assert "记录时间" in out and "操作人" in out and "变更内容" in out and "权属单位" in out
+    # The responsibility period that began at 01:00 UTC shows as 09:00 local, the zone said once.
+    assert "2026-12-06 09:00" in out and "2026-12-06T01:00" not in out
+    assert out.count(TIMES_NOTE) == 1
+    assert "移交路灯管理所" in out and "深圳供电局有限公司" in out and "坪山区路灯管理所" in out
+    # Each version's recording time is shown in local time too.
+    versions = json.loads(ok("show", handed_over.code, "--history", "--json", env=env))
+    assert len(versions) == 2 and versions[1]["recorded_at"].endswith("+00:00")  # JSON unchanged
+    recorded = dt.datetime.fromisoformat(versions[1]["recorded_at"])
+    assert (recorded + dt.timedelta(hours=8)).strftime("%Y-%m-%d %H:%M") in out
+    english = ok("--lang", "en", "show", handed_over.code, "--history", env=env)
+    assert "versions" in english and "responsibility periods" in english and "2026-12-06 09:00" in english
+    assert "(times are local to Asia/Shanghai, UTC+08:00)" in english and "版本记录" not in english
+
+
+def test_an_asset_reads_as_labelled_lines(handed_over: Any, env: dict[str, str]) -> None:
+    out = ok("show", handed_over.code, env=env)
+    lines = {line.split("  ", 1)[0].strip(): line for line in out.splitlines()}
+    assert "路灯（0118）" in lines["设施类型"]
+    assert "坪山区路灯管理所" in lines["权属单位"] and "LD-7" in lines["原编号"]
+    assert TIMES_NOTE in out
+    at = ok("show", handed_over.code, "--at", "2026-12-06T00:30:00+00:00", env=env)
+    assert "深圳供电局有限公司" in at and "2026-12-06 08:30" in at
+
+
+def test_the_english_environment_setting_is_honoured(handed_over: Any, env: dict[str, str]) -> None:
+    out = ok("show", handed_over.code, env={**env, "SMARTCODE_LANG": "en"})
+    assert "owner" in out and "权属单位" not in out
+    bad = run("--lang", "fr", "show", handed_over.code, env=env)
+    assert bad.returncode != 0 and "fr" in bad.stderr
+
+
+def test_import_batches_list_and_show_as_tables(
+    db: Engine, settings: Settings, env: dict[str, str], tmp_path: Path
+) -> None:
+    features = [
+        {
+            "type": "Feature",
+            "properties": {"OBJNAME": "路灯", "DEPTNAME2": "深圳供电局有限公司", "OBJSTATE": "完好"},
+            "geometry": {"type": "Point", "coordinates": [114.3466 + i * 0.0004, 22.6953]},
+        }
+        for i in range(3)
+    ]
+    path = tmp_path / "路灯台账.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}, ensure_ascii=False))
+    report = run_import(db, path, Actor(name="test-import", admin=True), settings, ImportOptions())
+    listed = ok("import", "list", env=env)
+    header, _, row = listed.splitlines()[:3]
+    assert header.split() == ["编号", "状态", "开始时间", "文件", "读取", "新建", "更新", "未变", "拒绝"]
+    assert "已提交" in row and "路灯台账.geojson" in row and row.split()[-5:] == ["3", "3", "0", "0", "0"]
+    # Columns line up although 中文 takes two columns: the file name starts under its header.
+    assert i18n.width(row[: row.index("路灯台账")]) == i18n.width(header[: header.index("文件")])
+    assert TIMES_NOTE in listed
+    shown = ok("import", "show", str(report.batch_id), env=env)
+    assert "已提交" in shown and "读取" in shown and "新建" in shown and "开始时间" in shown
+    assert json.loads(ok("import", "show", str(report.batch_id), "--json", env=env))["status"] == "committed"
+
+
+def test_zones_list_is_a_table_without_brackets(db: Engine, admin: Actor, env: dict[str, str]) -> None:
+    office = make_unit(db, "坪山街道办事处", admin)
+    add_zone(db, admin, "street", "坪山街道", box(-500, -500, 500, 500), unit_id=office.id)
+    out = ok("zones", "list", env=env)
+    assert "[" not in out and "…" not in out
+    assert "级别" in out and "街道" in out and "坪山街道办事处" in out and "至今" in out
+
+
+def test_resolve_speaks_chinese_and_english_on_demand(handed_over: Any, env: dict[str, str]) -> None:
+    out = ok("resolve", "--code", handed_over.code, env=env)
+    assert out.splitlines()[0].startswith("已确定（依据：按智慧码")
+    assert "权属单位" in out and "坪山区路灯管理所" in out and "依据：" in out
+    assert "智慧码 440310-0118-" in out and "RESOLVED" not in out
+    english = ok("--lang", "en", "resolve", "--code", handed_over.code, env=env)
+    assert english.startswith("RESOLVED  (decided by: code") and "why:" in english
+    assert "  - code 440310-0118-" in english
+    machine = json.loads(ok("resolve", "--code", handed_over.code, "--json", env=env))
+    assert (machine["status"], machine["rule"]) == ("resolved", "code")
+
+
+def test_a_street_fallback_reads_in_chinese(db: Engine, admin: Actor, env: dict[str, str]) -> None:
+    office = make_unit(db, "坪山街道办事处", admin, phone="0755-28000000")
+    add_zone(db, admin, "street", "坪山街道", box(-500, -500, 500, 500), unit_id=office.id)
+    out = ok("resolve", "--at", "114.3466,22.6953", "--category", "占道经营", env=env)
+    assert out.startswith("属地兜底（依据：街道属地；记录号")
+    assert "第1步 最近设施：跳过" in out and "第4步 属地兜底：街道 坪山街道 → 坪山街道办事处" in out
+    assert "位置（经度 114.346600，纬度 22.695300），时间 当前" in out
+
+
+# --- a file that is not there is one line ---------------------------------------------------------------
+
+
+def _file_commands(tmp: Path) -> list[list[str]]:
+    existing = tmp / "lamps.csv"
+    existing.write_text("OBJNAME,X,Y\n路灯,114.3466,22.6953\n", encoding="utf-8")
+    return [
+        ["import", str(tmp / "missing.csv")],
+        ["import", str(tmp)],  # a directory
+        ["import", str(existing), "--mapping", str(tmp / "missing.toml")],
+        ["import", str(existing), "--dry-run", "--report", str(tmp / "no-such-dir" / "r.json")],
+        ["zones", "import", str(tmp / "missing.geojson"), "--level", "street", "--name-field", "name"],
+        ["rules", "import", str(tmp / "missing.csv")],
+        ["categories", "load", str(tmp / "missing.toml")],
+        ["export", "--output", str(tmp / "no-such-dir" / "assets.csv")],
+    ]
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_a_missing_or_unusable_file_is_one_line_and_a_failure(
+    index: int, env: dict[str, str], tmp_path: Path, db: Engine
+) -> None:
+    command = _file_commands(tmp_path)[index]
+    result = run(*command, env=env)
+    assert result.returncode == 1, (command, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 1 and lines[0].startswith("错误："), result.stderr
+    assert ("missing" in lines[0]) or ("no-such-dir" in lines[0]) or ("目录" in lines[0])
+
+
+def test_a_missing_file_in_english(env: dict[str, str], tmp_path: Path) -> None:
+    result = run("--lang", "en", "import", str(tmp_path / "missing.csv"), env=env)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == f"error: no such file: {tmp_path / 'missing.csv'}"
+
+
+def test_tables_count_chinese_characters_as_two_columns() -> None:
+    table = i18n.table(["名称", "n"], [["坪山街道", 1], ["ab", 22]], right=(1,))
+    lines = table.splitlines()
+    assert [i18n.width(line) for line in lines] == [12, 12, 12, 12]
+    assert lines[2] == "坪山街道   1" and lines[3] == "ab        22"
