@@ -257,7 +257,7 @@ async def answer(
             )
         if actor.anonymous:
             # The passer-by view: no position, no reasons, no internal fields (registry/access.py).
-            return orjson.dumps(public_resolution(data))
+            return orjson.dumps(public_resolution(data, svc.settings.area.lang))
         return body
     if not any(k in params for k in ("lon", "lat", "x", "y")):
         raise InvalidInput("give code=... (a scanned code) or lon=...&lat=... (a location)")
