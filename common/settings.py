@@ -229,6 +229,31 @@ class ImportSettings(BaseSettings):
     )
 
 
+class ScanSettings(BaseSettings):
+    """The scan page ``/c/{code}`` and its anonymous report form (扫码报事)."""
+
+    model_config = _config("SMARTCODE_SCAN_")
+
+    form_key: str | None = Field(
+        default=None,
+        description="Secret that signs the report form's token; unset: a random key per server process "
+        "(set it when several processes serve the same site, or a form loaded from one fails on another).",
+    )
+    form_max_age_s: int = Field(
+        default=7200, ge=60, description="A report form older than this is refused (reload the page)."
+    )
+    report_limit: int = Field(
+        default=10, ge=1, description="Anonymous reports accepted per client address within the window ..."
+    )
+    report_window_s: float = Field(default=600.0, gt=0, description="... of this many seconds.")
+    far_m: float = Field(
+        default=50.0,
+        gt=0,
+        description="A phone farther than this from the registered position gets a warning (label moved "
+        "or record wrong).",
+    )
+
+
 class Settings(BaseModel):
     """Every setting of a deployment, one group per concern."""
 
@@ -240,6 +265,7 @@ class Settings(BaseModel):
     api: ApiSettings = Field(default_factory=ApiSettings)
     resolve: ResolveSettings = Field(default_factory=ResolveSettings)
     imports: ImportSettings = Field(default_factory=ImportSettings)
+    scan: ScanSettings = Field(default_factory=ScanSettings)
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,338 @@
+"""The page a QR label opens, ``GET /c/{code}``, and its report form ``POST /c/{code}/report`` (扫码报事).
+
+Server-rendered HTML in Chinese (templates in ``api/pages/``), no external asset, usable with
+JavaScript off: the form posts as a plain multipart form; the inline script only adds the phone's
+position (and the distance to the registered position when the label is valid).
+
+What is shown: everyone sees the class, the printed code, the state, the owner, maintainer and
+supervisor with phones, and the label's verdict. Only a label whose signature verifies also gets the
+registered position (for the distance check): a typed code without signature, or a failed or revoked
+label, gets the passer-by view only. Staff read more through the JSON API with a token.
+
+Abuse of the anonymous form: a per-address rate limit (:mod:`api.ratelimit`) and a form token (the
+code and the time the page was served, signed with a server key) that a report must carry back:
+a post that did not come from a page this server served recently for this code is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import math
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.errors import status_for
+from api.ratelimit import SlidingWindowLimiter
+from api.routes.resolve import ResolveRuntime
+from api.routes.resolve import runtime as resolve_runtime
+from common.errors import CheckDigitMismatch, InvalidCode, InvalidInput, NotFound, SmartcodeError
+from common.settings import Settings
+from registry import complaints
+from registry.codes import parse_code
+
+router = APIRouter(tags=["scan page"])
+
+PAGES = Path(__file__).resolve().parent.parent / "pages"
+ACTOR = "scan-page"
+# The report body: one photo plus a few short fields.
+REPORT_MAX_BYTES = complaints.PHOTO_MAX_BYTES + 256 * 1024
+_FIELD_MAX_BYTES = 16 * 1024
+
+ROLES = (("owner", "权属单位"), ("maintainer", "养护单位"), ("supervisor", "主管部门"))
+STATE_CLASS = {"完好": "st-ok", "破损": "st-bad", "丢失": "st-bad", "占用": "st-warn"}
+VERDICT_TEXT = {
+    "valid": "标签有效",
+    "failed": "标签未通过验证",
+    "revoked": "标签已作废",
+    "decommissioned": "已注销",
+    "unsigned": "未验证标签",
+}
+VERDICT_HINT = {
+    "valid": "此标签由登记单位签发，信息可信。",
+    "failed": "标签可能被伪造或已损坏，请勿拨打标签上印刷的其他号码；以下信息来自登记系统。欢迎举报。",
+    "revoked": "此标签已作废（已更换、被盗或为伪造），以下信息来自登记系统。欢迎举报。",
+    "decommissioned": "该部件已注销，不再使用。如现场仍有此部件或标签，欢迎上报。",
+    "unsigned": "未通过标签签名验证（手动输入的编码），仅显示公开信息。",
+}
+
+
+class ScanRuntime:
+    """The scan page's templates, form key, rate limiter and write connections (to the primary)."""
+
+    def __init__(self, settings: Settings, conninfo: str) -> None:
+        self.settings = settings
+        self.config = settings.scan
+        self.form_key = (self.config.form_key or secrets.token_urlsafe(32)).encode()
+        self.limiter = SlidingWindowLimiter(self.config.report_limit, self.config.report_window_s)
+        # Complaints are written on the primary: the resolve pool may be read-only or a replica.
+        self.write_pool = AsyncConnectionPool(
+            conninfo, min_size=1, max_size=2, open=False, kwargs={"autocommit": True, "prepare_threshold": 0}
+        )
+        self.templates = Environment(
+            loader=FileSystemLoader(PAGES), autoescape=select_autoescape(["html"]), auto_reload=False
+        )
+        self._categories: dict[str, tuple[float, list[str]]] = {}
+
+    async def open(self) -> None:
+        """Open the write pool."""
+        await self.write_pool.open(wait=True)
+
+    async def close(self) -> None:
+        """Close the write pool."""
+        await self.write_pool.close()
+
+    def render(
+        self, name: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any
+    ) -> HTMLResponse:
+        """A page from ``api/pages``."""
+        body = self.templates.get_template(name).render(**context)
+        return HTMLResponse(body, status_code=status, headers=headers)
+
+    def _mac(self, code: str, stamp: int) -> str:
+        digest = hmac.new(self.form_key, f"report|{code}|{stamp}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
+
+    def form_token(self, code: str, now: float | None = None) -> str:
+        """The token a report form carries: when the page was served for this code, signed."""
+        stamp = int(time.time() if now is None else now)
+        return f"{stamp}.{self._mac(code, stamp)}"
+
+    def check_form_token(self, code: str, token: str | None, now: float | None = None) -> None:
+        """``InvalidInput`` unless ``token`` was issued by this server for ``code`` and is recent."""
+        stamp_text, _, mac = (token or "").partition(".")
+        current = time.time() if now is None else now
+        if (
+            not stamp_text.isdigit()
+            or not hmac.compare_digest(mac, self._mac(code, int(stamp_text)))
+            or not (-60 <= current - int(stamp_text) <= self.config.form_max_age_s)
+        ):
+            raise InvalidInput(
+                "表单已失效，请重新打开部件页面后再提交 / the form expired: reload the page", field="t"
+            )
+
+    async def categories(self, conn: AsyncConnection[Any], class_code: str) -> list[str]:
+        """Complaint categories offered for a class: those that concern it, then the scan page's own."""
+        now = time.monotonic()
+        hit = self._categories.get(class_code)
+        if hit is None or hit[0] < now:
+            names = await complaints.categories_for_class(conn, class_code)
+            hit = (now + 30.0, [*names, *complaints.SCAN_CATEGORIES])
+            self._categories[class_code] = hit
+        return hit[1]
+
+
+def scan_runtime(request: Request) -> ScanRuntime:
+    """The app's scan-page runtime."""
+    return request.app.state.scan
+
+
+async def label_verdict(code: str, signature: str | None, in_use: bool) -> str:
+    """The label's verdict: valid, failed, revoked, decommissioned or unsigned.
+
+    Until the label registry lands, no signature can be checked: a signed URL counts as failed.
+    """
+    if not in_use:
+        return "decommissioned"
+    if not signature:
+        return "unsigned"
+    return "failed"
+
+
+def _parties(source: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"key": key, "title": title, "unit": source.get(key)} for key, title in ROLES]
+
+
+def _error_page(sc: ScanRuntime, exc: SmartcodeError, *, back: str | None = None) -> HTMLResponse:
+    status = status_for(exc)
+    suggestions: list[str] = []
+    if isinstance(exc, NotFound):
+        title, message = "未找到该部件", "该编码格式正确，但尚未登记。请核对标签上的编码。"
+    elif isinstance(exc, CheckDigitMismatch):
+        title, message = "编码校验失败", "编码的校验位不正确，可能输错了一位或两位顺序颠倒。"
+        suggestions = list(exc.details.get("did_you_mean", []))
+    elif isinstance(exc, InvalidCode):
+        title, message = "编码格式有误", "智慧码应为 17 位数字，例如 440310-0118-000123-4。"
+    else:
+        title, message = "提交未成功", exc.message
+    return sc.render(
+        "error.html",
+        status=status,
+        title=title,
+        message=message,
+        suggestions=suggestions,
+        back=back,
+        status_code=status,
+    )
+
+
+@router.get("/c/{code}", response_class=HTMLResponse, summary="The page a QR label opens (HTML, public)")
+async def scan_page(request: Request, code: str) -> HTMLResponse:
+    """What this component is, who is responsible, whether the label is genuine, and a report form."""
+    rt: ResolveRuntime = resolve_runtime(request)
+    sc = scan_runtime(request)
+    signature = request.query_params.get("s") or None
+    try:
+        async with rt.pool.connection() as conn:
+            answer, _ = await rt.resolver.resolve_code(
+                conn, code, log=rt.log, actor="anonymous", channel="scan"
+            )
+            categories = await sc.categories(conn, answer["asset"]["class"]["code"])
+    except SmartcodeError as exc:
+        return _error_page(sc, exc)
+    asset = answer["asset"]
+    verdict = await label_verdict(asset["code"], signature, bool(asset["in_use"]))
+    state = asset["state"] if asset["in_use"] else "已注销"
+    return sc.render(
+        "scan.html",
+        asset={
+            "code": asset["code"],
+            "code_display": asset["code_display"],
+            "class_name": asset["class"]["name"],
+        },
+        state_label=state,
+        state_class=STATE_CLASS.get(state, "st-off") if asset["in_use"] else "st-off",
+        verdict=verdict,
+        verdict_text=VERDICT_TEXT[verdict],
+        verdict_hint=VERDICT_HINT.get(verdict),
+        # The registered position only for a genuine label: a typed code must not map the network.
+        position=asset["position"] if verdict == "valid" else None,
+        far_m=sc.config.far_m,
+        parties=_parties(answer),
+        categories=categories,
+        preselect=complaints.LABEL_CATEGORY if verdict in ("failed", "revoked") else None,
+        position_category=complaints.POSITION_CATEGORY,
+        form_token=sc.form_token(asset["code"]),
+        signature=signature,
+        photo_mb=complaints.PHOTO_MAX_BYTES // (1024 * 1024),
+    )
+
+
+def _float(form_value: Any, name: str) -> float | None:
+    text = form_value.strip() if isinstance(form_value, str) else ""
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise InvalidInput(f"位置数据无效 / {name} is not a number", field=name)
+    return value
+
+
+class _TooLarge(Exception):
+    """A photo over the cap: answered 413, like a body over the cap."""
+
+
+async def _photo(value: Any) -> list[complaints.Photo]:
+    if not isinstance(value, UploadFile):
+        return []
+    data = await value.read(complaints.PHOTO_MAX_BYTES + 1)
+    if not data and not value.filename:
+        return []  # the file input left empty
+    if len(data) > complaints.PHOTO_MAX_BYTES:
+        raise _TooLarge
+    return [complaints.check_photo(data)]
+
+
+def _too_large(sc: ScanRuntime, back: str) -> HTMLResponse:
+    return sc.render(
+        "error.html",
+        status=413,
+        title="提交内容过大",
+        message=f"照片不能超过 {complaints.PHOTO_MAX_BYTES // (1024 * 1024)} MB，请压缩后重试。",
+        back=back,
+        status_code=413,
+    )
+
+
+def _text(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+@router.post("/c/{code}/report", response_class=HTMLResponse, summary="Report a problem at this component")
+async def report(request: Request, code: str) -> HTMLResponse:
+    """Record a complaint about the scanned asset and answer with its reference and who handles it."""
+    rt: ResolveRuntime = resolve_runtime(request)
+    sc = scan_runtime(request)
+    back = f"/c/{code}"
+    client = request.client.host if request.client else "unknown"
+    if not sc.limiter.allow(client):
+        wait = sc.limiter.retry_after(client)
+        return sc.render(
+            "error.html",
+            status=429,
+            headers={"Retry-After": str(wait)},
+            title="提交过于频繁",
+            message=f"同一网络提交次数过多，请约 {max(1, math.ceil(wait / 60))} 分钟后再试。",
+            back=back,
+            status_code=429,
+        )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > REPORT_MAX_BYTES:
+        return _too_large(sc, back)
+    try:
+        plain = str(parse_code(code))
+        back = f"/c/{plain}"
+        try:
+            form = await request.form(max_files=1, max_fields=16, max_part_size=_FIELD_MAX_BYTES)
+        except StarletteHTTPException as exc:
+            raise InvalidInput(f"表单无法读取 / the form could not be read: {exc.detail}") from exc
+        signature = _text(form.get("s")) or None
+        if signature:
+            back += f"?s={signature}"
+        sc.check_form_token(plain, _text(form.get("t")))
+        category = _text(form.get("category"))
+        lat, lon = _float(form.get("lat"), "lat"), _float(form.get("lon"), "lon")
+        contact = _text(form.get("contact"))[:40]
+        photos = await _photo(form.get("photo"))
+        async with rt.pool.connection() as read:
+            class_code, in_use = await _asset_facts(read, plain)
+            if category not in await sc.categories(read, class_code):
+                raise InvalidInput("请选择问题类别 / choose a category offered on the page", field="category")
+            data = complaints.ComplaintIn(
+                source="scan",
+                description=_text(form.get("description")),
+                category=category,
+                code=plain,
+                x=lon,
+                y=lat,
+                crs="wgs84",
+                accuracy_m=_float(form.get("accuracy"), "accuracy"),
+                reporter={"phone": contact} if contact else {},
+                photos=photos,
+                label_status=await label_verdict(plain, signature, in_use),
+                client_ip=client,
+            )
+            async with sc.write_pool.connection() as write:
+                view = await complaints.create_complaint(
+                    read, write, rt.resolver, rt.log, data, actor=ACTOR, settings=sc.settings.area
+                )
+    except SmartcodeError as exc:
+        return _error_page(sc, exc, back=back)
+    except _TooLarge:
+        return _too_large(sc, back)
+    far = view["distance_m"] is not None and view["distance_m"] > sc.config.far_m
+    return sc.render(
+        "done.html", complaint=view, parties=_parties(view["resolution"]), far=far, signature=signature
+    )
+
+
+async def _asset_facts(conn: AsyncConnection[Any], code: str) -> tuple[str, bool]:
+    cur = await conn.execute("SELECT class_code, in_use FROM assets WHERE code = %s", (code,), prepare=True)
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"code {code} is well-formed but not registered", code=code)
+    return str(row[0]), bool(row[1])
