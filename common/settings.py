@@ -254,6 +254,42 @@ class ScanSettings(BaseSettings):
     )
 
 
+class LabelSettings(BaseSettings):
+    """QR labels: the public address a label points to and the keys that sign it."""
+
+    model_config = _config("SMARTCODE_LABELS_")
+
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Address of this service as phones reach it; labels encode {this}/c/{code}?s=... "
+        "Up to 30 characters keep the QR at version 5 (error correction Q); see docs/labels.md.",
+    )
+    key_file: Path = Field(
+        default=PROJECT_ROOT / "var" / "label-keys",
+        description="Private file of the label signing keys (created 0600 with one key on first use).",
+    )
+    current_key_id: str | None = Field(
+        default=None, description="Id of the key that signs new labels; unset: the highest id in the file."
+    )
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _plain_base(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")) or any(c in value for c in "?#") or " " in value:
+            raise ValueError(
+                "must be an http:// or https:// address without query, e.g. https://sc.example.cn"
+            )
+        return value
+
+    @field_validator("current_key_id")
+    @classmethod
+    def _key_id(cls, value: str | None) -> str | None:
+        if value is not None and not (value.isdigit() and 1 <= int(value) <= 9999 and value[0] != "0"):
+            raise ValueError("must be a key id from the key file, a number 1-9999")
+        return value
+
+
 class Settings(BaseModel):
     """Every setting of a deployment, one group per concern."""
 
@@ -266,6 +302,8 @@ class Settings(BaseModel):
     resolve: ResolveSettings = Field(default_factory=ResolveSettings)
     imports: ImportSettings = Field(default_factory=ImportSettings)
     scan: ScanSettings = Field(default_factory=ScanSettings)
+
+    labels: LabelSettings = Field(default_factory=LabelSettings)
 
 
 @lru_cache(maxsize=1)

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
-from common.settings import ApiSettings, DatabaseSettings, EmbeddedSettings, Settings
+from common.settings import ApiSettings, DatabaseSettings, EmbeddedSettings, LabelSettings, Settings
 from registry.db import Actor, make_engine, migrate
 from registry.embedded import EmbeddedCluster
 
@@ -43,6 +43,7 @@ def settings(cluster: EmbeddedCluster, tmp_path_factory: pytest.TempPathFactory)
         database=DatabaseSettings(url=cluster.url()),
         api=ApiSettings(api_token=ADMIN_TOKEN),
         embedded=EmbeddedSettings(data_dir=var / "pgdata"),
+        labels=LabelSettings(key_file=var / "label-keys"),
     )
 
 

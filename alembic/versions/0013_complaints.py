@@ -1,7 +1,7 @@
 """Complaints (诉求): what people report about an asset or a place, resolved and stored as it arrived.
 
 Revision ID: 0013_complaints
-Revises: 0009_import_jobs
+Revises: 0012_labels
 Create Date: 2026-12-06
 
 A complaint is recorded once and never rewritten: its source, where and what, and the resolution
@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from alembic import op
 
 revision: str = "0013_complaints"
-down_revision: str | None = "0009_import_jobs"
+down_revision: str | None = "0012_labels"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
