@@ -236,8 +236,8 @@ class ScanSettings(BaseSettings):
 
     form_key: str | None = Field(
         default=None,
-        description="Secret that signs the report form's token; unset: a random key per server process "
-        "(set it when several processes serve the same site, or a form loaded from one fails on another).",
+        description="Secret that signs the report form's token; unset: derived from the current label "
+        "signing key (so every process that shares the key file accepts the others' forms).",
     )
     form_max_age_s: int = Field(
         default=7200, ge=60, description="A report form older than this is refused (reload the page)."
@@ -302,7 +302,6 @@ class Settings(BaseModel):
     resolve: ResolveSettings = Field(default_factory=ResolveSettings)
     imports: ImportSettings = Field(default_factory=ImportSettings)
     scan: ScanSettings = Field(default_factory=ScanSettings)
-
     labels: LabelSettings = Field(default_factory=LabelSettings)
 
 

@@ -11,8 +11,11 @@ from sqlalchemy import Engine, text
 
 from api.ratelimit import SlidingWindowLimiter
 from common.errors import InvalidInput
+from common.settings import Settings
+from qr.signing import keys_from_settings
 from registry import complaints
-from registry.db import Actor
+from registry.db import Actor, transaction
+from registry.labels import IssuedLabel, LabelSelection, issue_labels, revoke_label, select_assets
 from tests.helpers import make_asset, make_unit
 from tests.test_resolve import pt
 
@@ -28,6 +31,16 @@ def lamp(db: Engine, admin: Actor):  # type: ignore[no-untyped-def]
     power = make_unit(db, "深圳供电局有限公司", admin, kind="utility", phone="95598")
     crew = make_unit(db, "坪山照明养护队", admin, kind="contractor", phone="0755-8888 1234")
     return make_asset(db, admin, owner_id=power.id, maintainer_id=crew.id, geometry=pt(3))
+
+
+def print_label(engine: Engine, settings: Settings, actor: Actor, code: str) -> IssuedLabel:
+    """Issue (or reprint) the label of one asset with the deployment's keys; its URL and signature."""
+    with transaction(engine) as session:
+        chosen = select_assets(session, LabelSelection(codes=(code,)), actor)
+        (label,) = issue_labels(
+            session, chosen, actor, keys=keys_from_settings(settings.labels), base_url="http://testserver"
+        )
+    return label
 
 
 def _form(page: str) -> dict[str, str]:
@@ -59,6 +72,35 @@ def test_page_shows_the_asset_its_parties_and_the_verdict(client: TestClient, la
     # Only categories about street lamps, plus the page's own.
     options = re.findall(r'<option value="([^"]+)"', html)
     assert "路灯不亮" in options and "井盖破损" not in options and complaints.LABEL_CATEGORY in options
+
+
+def test_a_genuine_label_also_gets_the_position(
+    client: TestClient, db: Engine, settings: Settings, admin: Actor, lamp: Any
+) -> None:
+    label = print_label(db, settings, admin, lamp.code)
+    html = client.get(label.url.removeprefix("http://testserver")).text
+    attrs = _main_attrs(html)
+    assert attrs["data-label-status"] == "valid" and "标签有效" in html
+    # The registered position, for the distance check in the phone (3 m east of PINGSHAN).
+    assert float(attrs["data-lon"]) == pytest.approx(114.3466, abs=1e-4)
+    assert float(attrs["data-lat"]) == pytest.approx(22.6953, abs=1e-4)
+    fields = _form(html)
+    assert fields["s"] == label.signature
+    posted = client.post(f"/c/{lamp.code}/report", data={**fields, "category": "路灯不亮"})
+    assert posted.status_code == 200
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT label_status FROM complaints")).scalar() == "valid"
+
+
+def test_a_revoked_label_says_so(
+    client: TestClient, db: Engine, settings: Settings, admin: Actor, lamp: Any
+) -> None:
+    label = print_label(db, settings, admin, lamp.code)
+    with transaction(db) as session:
+        revoke_label(session, lamp.code, admin, kind="stolen", reason="标签被撕走")
+    html = client.get(label.url.removeprefix("http://testserver")).text
+    attrs = _main_attrs(html)
+    assert attrs["data-label-status"] == "revoked" and "标签已作废" in html and "data-lat" not in attrs
 
 
 def test_a_signature_that_cannot_be_verified_fails(client: TestClient, lamp: Any) -> None:

@@ -20,12 +20,12 @@ import base64
 import hashlib
 import hmac
 import math
-import secrets
 import time
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from psycopg import AsyncConnection
@@ -33,14 +33,17 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.deps import services
 from api.errors import status_for
 from api.ratelimit import SlidingWindowLimiter
 from api.routes.resolve import ResolveRuntime
 from api.routes.resolve import runtime as resolve_runtime
 from common.errors import CheckDigitMismatch, InvalidCode, InvalidInput, NotFound, SmartcodeError
 from common.settings import Settings
+from qr.signing import LabelKeys, keys_from_settings
 from registry import complaints
 from registry.codes import parse_code
+from registry.labels import label_status
 
 router = APIRouter(tags=["scan page"])
 
@@ -74,7 +77,8 @@ class ScanRuntime:
     def __init__(self, settings: Settings, conninfo: str) -> None:
         self.settings = settings
         self.config = settings.scan
-        self.form_key = (self.config.form_key or secrets.token_urlsafe(32)).encode()
+        self._keys: LabelKeys | None = None
+        self._form_key = self.config.form_key.encode() if self.config.form_key else None
         self.limiter = SlidingWindowLimiter(self.config.report_limit, self.config.report_window_s)
         # Complaints are written on the primary: the resolve pool may be read-only or a replica.
         self.write_pool = AsyncConnectionPool(
@@ -99,6 +103,21 @@ class ScanRuntime:
         """A page from ``api/pages``."""
         body = self.templates.get_template(name).render(**context)
         return HTMLResponse(body, status_code=status, headers=headers)
+
+    @property
+    def keys(self) -> LabelKeys:
+        """The label signing keys (read once; a rotated key file is picked up at restart)."""
+        if self._keys is None:
+            self._keys = keys_from_settings(self.settings.labels)
+        return self._keys
+
+    @property
+    def form_key(self) -> bytes:
+        """The key of the form token: the setting, or one derived from the current label key."""
+        if self._form_key is None:
+            label_key = self.keys.keys[self.keys.current]
+            self._form_key = hmac.new(label_key, b"smartcode-scan-form/1", hashlib.sha256).digest()
+        return self._form_key
 
     def _mac(self, code: str, stamp: int) -> str:
         digest = hmac.new(self.form_key, f"report|{code}|{stamp}".encode(), hashlib.sha256).digest()
@@ -138,16 +157,19 @@ def scan_runtime(request: Request) -> ScanRuntime:
     return request.app.state.scan
 
 
-async def label_verdict(code: str, signature: str | None, in_use: bool) -> str:
-    """The label's verdict: valid, failed, revoked, decommissioned or unsigned.
-
-    Until the label registry lands, no signature can be checked: a signed URL counts as failed.
-    """
-    if not in_use:
-        return "decommissioned"
+async def label_verdict(request: Request, code: str, signature: str | None, in_use: bool) -> str:
+    """The verdict of ``registry.labels.label_status``: valid, failed, revoked, decommissioned, unsigned."""
     if not signature:
-        return "unsigned"
-    return "failed"
+        # What label_status answers without a signature, without its round trip: a typed code.
+        return "unsigned" if in_use else "decommissioned"
+    svc = services(request)
+    keys = scan_runtime(request).keys
+
+    def check() -> str:
+        with svc.session() as session:
+            return label_status(session, code, signature, keys=keys).status.value
+
+    return await run_in_threadpool(check)
 
 
 def _parties(source: dict[str, Any]) -> list[dict[str, Any]]:
@@ -192,7 +214,10 @@ async def scan_page(request: Request, code: str) -> HTMLResponse:
     except SmartcodeError as exc:
         return _error_page(sc, exc)
     asset = answer["asset"]
-    verdict = await label_verdict(asset["code"], signature, bool(asset["in_use"]))
+    try:
+        verdict = await label_verdict(request, asset["code"], signature, bool(asset["in_use"]))
+    except SmartcodeError as exc:
+        return _error_page(sc, exc)
     state = asset["state"] if asset["in_use"] else "已注销"
     return sc.render(
         "scan.html",
@@ -313,7 +338,7 @@ async def report(request: Request, code: str) -> HTMLResponse:
                 accuracy_m=_float(form.get("accuracy"), "accuracy"),
                 reporter={"phone": contact} if contact else {},
                 photos=photos,
-                label_status=await label_verdict(plain, signature, in_use),
+                label_status=await label_verdict(request, plain, signature, in_use),
                 client_ip=client,
             )
             async with sc.write_pool.connection() as write:
