@@ -33,12 +33,14 @@ def lamp(db: Engine, admin: Actor):  # type: ignore[no-untyped-def]
     return make_asset(db, admin, owner_id=power.id, maintainer_id=crew.id, geometry=pt(3))
 
 
-def print_label(engine: Engine, settings: Settings, actor: Actor, code: str) -> IssuedLabel:
+def print_label(
+    engine: Engine, settings: Settings, actor: Actor, code: str, *, base_url: str = "http://testserver"
+) -> IssuedLabel:
     """Issue (or reprint) the label of one asset with the deployment's keys; its URL and signature."""
     with transaction(engine) as session:
         chosen = select_assets(session, LabelSelection(codes=(code,)), actor)
         (label,) = issue_labels(
-            session, chosen, actor, keys=keys_from_settings(settings.labels), base_url="http://testserver"
+            session, chosen, actor, keys=keys_from_settings(settings.labels), base_url=base_url
         )
     return label
 
