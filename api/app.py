@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     errors.install(app)
     # The resolve hot path is answered before FastAPI's routing (see api/routes/resolve.py).
     app.add_middleware(resolve.ResolveFastPath, path=f"{API_PREFIX}/resolve")
+    app.add_middleware(scan.ScanFastPath)
     uploads = (f"{API_PREFIX}/imports", f"{API_PREFIX}/zones/import", f"{API_PREFIX}/rules/import")
     app.add_middleware(
         BodyLimit,

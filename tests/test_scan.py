@@ -15,7 +15,14 @@ from common.settings import Settings
 from qr.signing import keys_from_settings
 from registry import complaints
 from registry.db import Actor, transaction
-from registry.labels import IssuedLabel, LabelSelection, issue_labels, revoke_label, select_assets
+from registry.labels import (
+    IssuedLabel,
+    LabelSelection,
+    issue_labels,
+    label_status,
+    revoke_label,
+    select_assets,
+)
 from tests.helpers import make_asset, make_unit
 from tests.test_resolve import pt
 
@@ -103,6 +110,35 @@ def test_a_revoked_label_says_so(
     html = client.get(label.url.removeprefix("http://testserver")).text
     attrs = _main_attrs(html)
     assert attrs["data-label-status"] == "revoked" and "标签已作废" in html and "data-lat" not in attrs
+
+
+def test_the_page_verdict_is_label_status(
+    client: TestClient, db: Engine, settings: Settings, admin: Actor, auth: dict[str, str], lamp: Any
+) -> None:
+    # The page decides on its own async connection; it must say what registry.labels says, every time.
+    label = print_label(db, settings, admin, lamp.code)
+    keys = keys_from_settings(settings.labels)
+    signatures = [label.signature, None, "1.AAAAAAAAAAAA", "garbage", label.signature.lower()]
+
+    def compare(expected: set[str]) -> None:
+        seen = set()
+        for signature in signatures:
+            params = {"s": signature} if signature is not None else {}
+            page = _main_attrs(client.get(f"/c/{lamp.code}", params=params).text)["data-label-status"]
+            with transaction(db) as session:
+                assert page == label_status(session, lamp.code, signature, keys=keys).status.value
+            seen.add(page)
+        assert seen == expected
+
+    compare({"valid", "unsigned", "failed"})
+    with transaction(db) as session:
+        revoke_label(session, lamp.code, admin, kind="counterfeit", reason="发现仿冒标签")
+    compare({"revoked", "unsigned", "failed"})
+    gone = client.post(
+        f"/api/v1/assets/{lamp.code}/decommission", json={"reason": "路灯拆除", "version": 1}, headers=auth
+    )
+    assert gone.status_code == 200, gone.text
+    compare({"decommissioned", "failed"})
 
 
 def test_a_signature_that_cannot_be_verified_fails(client: TestClient, lamp: Any) -> None:
