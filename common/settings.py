@@ -246,6 +246,12 @@ class ScanSettings(BaseSettings):
         default=10, ge=1, description="Anonymous reports accepted per client address within the window ..."
     )
     report_window_s: float = Field(default=600.0, gt=0, description="... of this many seconds.")
+    revocation_check_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="The scan page re-reads revoked labels at most this often (a revocation shows within "
+        "this time); 0: look each scan up in the database.",
+    )
     far_m: float = Field(
         default=50.0,
         gt=0,

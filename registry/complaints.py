@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, errors
 from psycopg.types.json import Jsonb
 
-from common.errors import InvalidInput, NotFound
+from common.errors import Conflict, InvalidInput, NotFound
 from common.settings import AreaSettings
 from registry.codes import parse_code
 from registry.resolution import LocationQuery, ResolutionLog, Resolver
@@ -205,8 +205,29 @@ async def record_complaint(
 ) -> str:
     """Write a resolved complaint, its photos and its first history row in one transaction; its reference.
 
-    ``conn`` must be a connection to the primary that may write.
+    ``conn`` must be a connection to the primary that may write. The case system's own id is unique
+    per source: posting the same case again raises ``Conflict`` naming the first reference.
     """
+    try:
+        return await _insert(conn, data, resolved, actor=actor, timezone=timezone)
+    except errors.UniqueViolation as exc:
+        if data.external_id is None:
+            raise
+        cur = await conn.execute(
+            "SELECT reference FROM complaints WHERE source = %s AND external_id = %s",
+            (data.source, data.external_id),
+        )
+        row = await cur.fetchone()
+        raise Conflict(
+            f"case {data.external_id!r} from {data.source} is already recorded"
+            + (f" as {row[0]}" if row else ""),
+            reference=row[0] if row else None,
+        ) from exc
+
+
+async def _insert(
+    conn: AsyncConnection[Any], data: ComplaintIn, resolved: Resolved, *, actor: str, timezone: str
+) -> str:
     answer = resolved.answer
 
     def unit_id(role: str) -> int | None:

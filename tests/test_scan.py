@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
 from api.ratelimit import SlidingWindowLimiter
+from api.routes.scan import RevokedLabels
 from common.errors import InvalidInput
 from common.settings import Settings
 from qr.signing import keys_from_settings
@@ -112,10 +114,19 @@ def test_a_revoked_label_says_so(
     assert attrs["data-label-status"] == "revoked" and "标签已作废" in html and "data-lat" not in attrs
 
 
+@pytest.mark.parametrize("revocation_check_s", [0.0, 0.3])
 def test_the_page_verdict_is_label_status(
-    client: TestClient, db: Engine, settings: Settings, admin: Actor, auth: dict[str, str], lamp: Any
+    client: TestClient,
+    db: Engine,
+    settings: Settings,
+    admin: Actor,
+    auth: dict[str, str],
+    lamp: Any,
+    revocation_check_s: float,
 ) -> None:
-    # The page decides on its own async connection; it must say what registry.labels says, every time.
+    # The page decides on its own async connection, with the revocations looked up each time (0) or
+    # cached for a while; it must say what registry.labels says, at the latest once the cache expired.
+    client.app.state.scan.revoked = RevokedLabels(revocation_check_s)  # type: ignore[attr-defined]
     label = print_label(db, settings, admin, lamp.code)
     keys = keys_from_settings(settings.labels)
     signatures = [label.signature, None, "1.AAAAAAAAAAAA", "garbage", label.signature.lower()]
@@ -133,6 +144,7 @@ def test_the_page_verdict_is_label_status(
     compare({"valid", "unsigned", "failed"})
     with transaction(db) as session:
         revoke_label(session, lamp.code, admin, kind="counterfeit", reason="发现仿冒标签")
+    time.sleep(revocation_check_s * 1.2)
     compare({"revoked", "unsigned", "failed"})
     gone = client.post(
         f"/api/v1/assets/{lamp.code}/decommission", json={"reason": "路灯拆除", "version": 1}, headers=auth
@@ -253,6 +265,8 @@ def test_far_position_is_flagged(client: TestClient, db: Engine, lamp: Any) -> N
     [
         ({"t": "123.forged"}, "表单已失效"),
         ({"t": ""}, "表单已失效"),
+        ({"t": "9" * 5000 + ".x"}, "表单已失效"),
+        ({"t": "١٢٣.x"}, "表单已失效"),
         ({"category": "井盖破损"}, "请选择问题类别"),
         ({"lat": "nan", "lon": "114.3"}, "位置数据无效"),
     ],

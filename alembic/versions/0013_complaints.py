@@ -14,6 +14,8 @@ Photos are kept in ``complaint_photos`` (bytea) rather than in files: they are w
 transaction as the complaint (a rolled-back complaint leaves no orphan file, a crash no complaint
 without its photo), every API process on any host sees them, and backups of the database include
 them. The cap per photo (5 MiB, checked by the service) keeps the table reasonable.
+
+Also a partial index on ``label_issues.revoked_at`` for the scan page's revocation cache.
 """
 
 from __future__ import annotations
@@ -117,6 +119,15 @@ def upgrade() -> None:
     )
     op.create_index("complaint_history_complaint_idx", "complaint_history", ["complaint_id", "id"])
 
+    # The scan page keeps the revoked label editions in memory and re-reads those revoked since its
+    # last look every few seconds: this keeps that read to the few rows it needs.
+    op.create_index(
+        "label_issues_revoked_idx",
+        "label_issues",
+        ["revoked_at"],
+        postgresql_where=sa.text("revoked_at IS NOT NULL"),
+    )
+
     mutable = ", ".join(f"'{c}'" for c in MUTABLE)
     op.execute(
         f"""
@@ -159,6 +170,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("label_issues_revoked_idx", table_name="label_issues")
     op.drop_table("complaint_history")
     op.drop_table("complaint_photos")
     op.drop_table("complaints")

@@ -17,6 +17,7 @@ a post that did not come from a page this server served recently for this code i
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import math
@@ -87,6 +88,7 @@ class ScanRuntime:
             loader=FileSystemLoader(PAGES), autoescape=select_autoescape(["html"]), auto_reload=False
         )
         self._categories: dict[str, tuple[float, list[str]]] = {}
+        self.revoked = RevokedLabels(self.config.revocation_check_s)
 
     async def open(self) -> None:
         """Open the write pool."""
@@ -132,7 +134,7 @@ class ScanRuntime:
         stamp_text, _, mac = (token or "").partition(".")
         current = time.time() if now is None else now
         if (
-            not stamp_text.isdigit()
+            not (stamp_text.isascii() and stamp_text.isdigit() and len(stamp_text) <= 12)
             or not hmac.compare_digest(mac, self._mac(code, int(stamp_text)))
             or not (-60 <= current - int(stamp_text) <= self.config.form_max_age_s)
         ):
@@ -151,19 +153,76 @@ class ScanRuntime:
         return hit[1]
 
 
+class RevokedLabels:
+    """The revoked label editions, kept in memory and re-read at most every ``ttl_s`` seconds.
+
+    A revocation is final and rare, while every scan of a genuine label asks about it: one query per
+    ``ttl_s`` instead of one per scan (measured: the lookup was a quarter of the page's time). The
+    re-read takes only what was revoked since the last one (minus a margin for transactions that
+    committed late). ``ttl_s`` 0 asks the database every time.
+    """
+
+    # A revocation committed up to this long after its transaction began is still picked up.
+    _MARGIN = dt.timedelta(minutes=10)
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._revoked: set[tuple[str, int]] = set()
+        self._next = 0.0
+        self._since: dt.datetime | None = None
+
+    async def is_revoked(self, conn: AsyncConnection[Any], code: str, edition: int) -> bool:
+        """Whether this edition of the code's label was revoked (as of at most ``ttl_s`` ago)."""
+        if self.ttl_s <= 0:
+            cur = await conn.execute(
+                "SELECT 1 FROM label_issues WHERE code = %s AND edition = %s AND revoked_at IS NOT NULL",
+                (code, edition),
+                prepare=True,
+            )
+            return await cur.fetchone() is not None
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + self.ttl_s  # before the await: concurrent scans do not all re-read
+            try:
+                await self._refresh(conn)
+            except Exception:
+                self._next = 0.0
+                raise
+        return (code, edition) in self._revoked
+
+    async def _refresh(self, conn: AsyncConnection[Any]) -> None:
+        since = self._since - self._MARGIN if self._since is not None else None
+        cur = await conn.execute(
+            "SELECT now(), coalesce(array_agg(code), '{}'), coalesce(array_agg(edition), '{}') "
+            "FROM label_issues WHERE revoked_at IS NOT NULL "
+            "AND (%(since)s::timestamptz IS NULL OR revoked_at >= %(since)s::timestamptz)",
+            {"since": since},
+            prepare=True,
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        self._revoked.update(zip(row[1], row[2], strict=True))
+        self._since = row[0]
+
+
 def scan_runtime(request: Request) -> ScanRuntime:
     """The app's scan-page runtime."""
     return request.app.state.scan
 
 
 async def label_verdict(
-    conn: AsyncConnection[Any], keys: LabelKeys, code: str, signature: str | None, in_use: bool
+    conn: AsyncConnection[Any],
+    keys: LabelKeys,
+    revoked: RevokedLabels,
+    code: str,
+    signature: str | None,
+    in_use: bool,
 ) -> str:
     """The label's verdict: valid, failed, revoked, decommissioned or unsigned.
 
     The same decision, in the same order, as ``registry.labels.label_status`` (a test holds them
-    equal), but on the page's own async connection: going through a thread and an ORM session for
-    it tripled the page's p99 under load (docs/scan.md).
+    equal), but on the page's own async connection and with the revocations cached: going through a
+    thread and an ORM session for it tripled the page's p99 under load (docs/scan.md).
     """
     verdict = verify(code, signature, keys)
     if verdict.status is LabelVerdict.FAILED:
@@ -172,12 +231,10 @@ async def label_verdict(
         return LabelStatus.DECOMMISSIONED.value
     if verdict.status is LabelVerdict.MISSING:
         return LabelStatus.UNSIGNED.value
-    cur = await conn.execute(
-        "SELECT 1 FROM label_issues WHERE code = %s AND edition = %s AND revoked_at IS NOT NULL",
-        (code, verdict.edition),
-        prepare=True,
-    )
-    return LabelStatus.REVOKED.value if await cur.fetchone() else LabelStatus.VALID.value
+    assert verdict.edition is not None
+    if await revoked.is_revoked(conn, code, verdict.edition):
+        return LabelStatus.REVOKED.value
+    return LabelStatus.VALID.value
 
 
 def _parties(source: dict[str, Any]) -> list[dict[str, Any]]:
@@ -216,7 +273,9 @@ async def render_page(rt: ResolveRuntime, sc: ScanRuntime, code: str, signature:
             )
             asset = answer["asset"]
             categories = await sc.categories(conn, asset["class"]["code"])
-            verdict = await label_verdict(conn, sc.keys, asset["code"], signature, bool(asset["in_use"]))
+            verdict = await label_verdict(
+                conn, sc.keys, sc.revoked, asset["code"], signature, bool(asset["in_use"])
+            )
     except SmartcodeError as exc:
         return _error_page(sc, exc)
     state = asset["state"] if asset["in_use"] else "已注销"
@@ -373,7 +432,7 @@ async def report(request: Request, code: str) -> HTMLResponse:
                 accuracy_m=_float(form.get("accuracy"), "accuracy"),
                 reporter={"phone": contact} if contact else {},
                 photos=photos,
-                label_status=await label_verdict(read, sc.keys, plain, signature, in_use),
+                label_status=await label_verdict(read, sc.keys, sc.revoked, plain, signature, in_use),
                 client_ip=client,
             )
             async with sc.write_pool.connection() as write:
