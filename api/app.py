@@ -14,7 +14,7 @@ from api import errors
 from api.deps import Services, services
 from api.limits import BodyLimit
 from api.responses import OrjsonResponse
-from api.routes import assets, classes, complaints, imports, resolve, scan, units, zones
+from api.routes import assets, classes, complaints, imports, labels, resolve, scan, units, zones
 from common.settings import Settings, get_settings
 from gis.area import ServiceArea
 from importers.jobs import ImportJobs
@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     api.include_router(resolve.router)
     api.include_router(zones.router)
     api.include_router(imports.router)
+    api.include_router(labels.router)
     api.include_router(complaints.router)
 
     @api.get("/health", tags=["meta"], summary="Database reachable, schema revision, counts")

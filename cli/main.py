@@ -10,6 +10,7 @@ import typer
 from cli import context
 from cli import demo as demo_cli
 from cli import imports as imports_cli
+from cli import labels as labels_cli
 from cli import resolve as resolve_cli
 from cli.output import emit, failures
 from cli.serving import serve_app
@@ -190,6 +191,7 @@ def token(
 resolve_cli.register(app)
 demo_cli.register(app)
 imports_cli.register(app)
+labels_cli.register(app)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ because only the database knows them.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import enum
 from collections.abc import Iterable, Sequence
@@ -23,6 +24,7 @@ from sqlalchemy import BigInteger, CheckConstraint, DateTime, Integer, String, T
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from common.errors import Conflict, Forbidden, InvalidInput, NotFound
+from qr.sheets import LabelContent
 from qr.signing import LabelKeys, LabelVerdict, sign, verify
 from registry import audit
 from registry.codes import SmartCode, parse_code
@@ -479,3 +481,34 @@ def label_history(session: Session, code: str) -> list[dict[str, Any]]:
         text(f"SELECT {_ISSUE_COLUMNS} FROM label_issues WHERE code = :c ORDER BY edition"), {"c": digits}
     ).all()
     return [_issue_view(row) for row in rows]
+
+
+def label_contents(labels: Sequence[IssuedLabel]) -> list[LabelContent]:
+    """What each issued label prints (for ``qr.sheets``)."""
+    return [
+        LabelContent(
+            url=label.url,
+            printed_code=label.asset.printed_code,
+            class_name=label.asset.class_name,
+            owner=label.asset.owner_name,
+            phone=label.asset.phone,
+        )
+        for label in labels
+    ]
+
+
+def read_code_list(text_content: str) -> list[str]:
+    """Codes from a file's text: one per line, or an export CSV with a ``code`` column."""
+    lines = [line for line in text_content.lstrip("\ufeff").splitlines() if line.strip()]
+    if not lines:
+        return []
+    header = [cell.strip().strip('"').lower() for cell in next(csv.reader([lines[0]]))]
+    if "code" in header:
+        column = header.index("code")
+        codes = []
+        for number, row in enumerate(csv.reader(lines[1:]), start=2):
+            if len(row) <= column or not row[column].strip():
+                raise InvalidInput(f"line {number} has no code", field="codes")
+            codes.append(row[column].strip())
+        return codes
+    return [line.strip() for line in lines if not line.lstrip().startswith("#")]

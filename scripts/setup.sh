@@ -92,14 +92,17 @@ if [ ! -f "$sharedir/extension/postgis.control" ]; then
         fail "PostGIS for PostgreSQL $major still missing ($sharedir/extension/postgis.control)"
 fi
 
-# --- Browser and CJK fonts (the scan page's browser tests; Chinese on pages and labels) ------------
+# --- Label printing: the CJK font printed labels embed (qr/fonts.py looks for it here) -------------
 
-# Playwright drives the system chromium (`playwright install` needs a download these machines lack).
-browser_pkgs=()
-command -v chromium >/dev/null 2>&1 || browser_pkgs+=(chromium)
-ls /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc >/dev/null 2>&1 || browser_pkgs+=(fonts-noto-cjk)
-if [ "${#browser_pkgs[@]}" -gt 0 ]; then
-    apt_install "${browser_pkgs[@]}"
+if [ ! -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ]; then
+    apt_install fonts-noto-cjk
+fi
+
+# --- The scan page's browser tests: Playwright drives the system chromium (`playwright install` needs
+# a download these machines lack); the CJK font above renders the page's Chinese -------------------
+
+if ! command -v chromium >/dev/null 2>&1; then
+    apt_install chromium
 fi
 
 # --- Python virtualenv ----------------------------------------------------------------------------

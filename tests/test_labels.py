@@ -184,3 +184,16 @@ def test_selection_by_zone_batchless_codes_and_errors(db: Engine, admin: Actor, 
         _print(db, admin, keys, codes=(outside.code, "44031001189999999"))
     with pytest.raises(InvalidInput, match="code #2"):
         _print(db, admin, keys, codes=(outside.code, "4403100118"))
+
+
+def test_code_files_one_per_line_or_an_export_csv() -> None:
+    from registry.labels import read_code_list
+
+    assert read_code_list("\ufeff44031001180000011\n\n# a comment\n440310-0118-000002-0\n") == [
+        "44031001180000011",
+        "440310-0118-000002-0",
+    ]
+    exported = 'id,code,class\n1,44031001180000011,路灯\n2,"440310-0118-000002-0",路灯\n'
+    assert read_code_list(exported) == ["44031001180000011", "440310-0118-000002-0"]
+    with pytest.raises(InvalidInput, match="line 3 has no code"):
+        read_code_list("code,name\n44031001180000011,a\n,b\n")

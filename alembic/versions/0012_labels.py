@@ -31,7 +31,10 @@ def upgrade() -> None:
     op.create_table(
         "label_issues",
         sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-        sa.Column("asset_id", sa.BigInteger, sa.ForeignKey("assets.id"), nullable=False),
+        # No foreign key to assets: the direct load (importers/direct_load.py) TRUNCATEs the asset tables
+        # and drops and rebuilds their keys, which a referencing table would block. Assets are never
+        # deleted (they are decommissioned), so the id stays good; the code is the label's real link.
+        sa.Column("asset_id", sa.BigInteger, nullable=False),
         sa.Column("code", sa.String(17), nullable=False),
         sa.Column("edition", sa.Integer, nullable=False),
         sa.Column("key_id", sa.Text, nullable=False),
