@@ -209,3 +209,60 @@ def test_without_javascript_the_form_still_posts(server: str, browser: Any, db: 
             {"r": reference},
         ).one()
     assert tuple(row) == (True, "unsigned", "灯罩脱落")
+
+
+def test_demo_walkthrough_print_scan_report_find(
+    server: str, browser: Any, db: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    # The "done when": print a sheet for a zone of the demo, decode a label, open it in the
+    # browser, see the owner and the verdict, report a problem, and find the complaint.
+    import pypdfium2
+    import zxingcpp
+
+    from importers.demo.load import load_demo
+
+    load_demo(db, settings, folder=tmp_path / "demo")
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
+    request = urllib.request.Request(
+        f"{server}/api/v1/labels",
+        data=json.dumps({"zone": "坪山中心区", "classes": ["0118"], "format": "pdf"}).encode(),
+        headers=auth,
+    )
+    with urllib.request.urlopen(request) as response:
+        sheet = pypdfium2.PdfDocument(response.read())
+    image = sheet[0].render(scale=200 / 72, grayscale=True).to_pil()
+    urls = [found.text for found in zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)]
+    assert len(urls) >= 3 and all(u.startswith(f"{server}/c/") for u in urls)
+    url = urls[0]
+    code = url.split("/c/")[1].split("?")[0]
+    with db.connect() as conn:
+        owner, lon, lat = conn.execute(
+            text(
+                "SELECT u.name, ST_X(ST_PointOnSurface(a.geom)), ST_Y(ST_PointOnSurface(a.geom)) "
+                "FROM assets a JOIN units u ON u.id = a.owner_id WHERE a.code = :c"
+            ),
+            {"c": code},
+        ).one()
+
+    context = browser.new_context(
+        viewport=PHONE, locale="zh-CN", geolocation={"latitude": lat, "longitude": lon, "accuracy": 10}
+    )
+    context.grant_permissions(["geolocation"], origin=server)
+    page = context.new_page()
+    page.goto(url)
+    assert page.locator("main").get_attribute("data-label-status") == "valid"
+    assert page.locator(".unit-owner").inner_text() == owner
+    page.wait_for_function("document.getElementById('where').dataset.distance !== undefined")
+    page.select_option("#category", "路灯不亮")
+    page.fill("#description", "路灯白天亮着")
+    page.click("#submit")
+    page.wait_for_selector("#reference")
+    reference = page.locator("#reference").inner_text()
+    context.close()
+
+    listing = urllib.request.Request(f"{server}/api/v1/assets/{code}/complaints", headers=auth)
+    with urllib.request.urlopen(listing) as response:
+        items = json.loads(response.read())["items"]
+    assert [i["reference"] for i in items] == [reference]
+    assert items[0]["resolution"]["owner"]["name"] == owner and items[0]["label_status"] == "valid"
+    assert items[0]["distance_m"] is not None and items[0]["distance_m"] < 1
