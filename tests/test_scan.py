@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
-from api.ratelimit import SlidingWindowLimiter
+from api.report_limit import SlidingWindowLimiter
 from api.routes.scan import RevokedLabels
 from common.errors import InvalidInput
 from common.settings import Settings

@@ -9,7 +9,7 @@ supervisor with phones, and the label's verdict. Only a label whose signature ve
 registered position (for the distance check): a typed code without signature, or a failed or revoked
 label, gets the passer-by view only. Staff read more through the JSON API with a token.
 
-Abuse of the anonymous form: a per-address rate limit (:mod:`api.ratelimit`) and a form token (the
+Abuse of the anonymous form: a per-address rate limit (:mod:`api.report_limit`) and a form token (the
 code and the time the page was served, signed with a server key) that a report must carry back:
 a post that did not come from a page this server served recently for this code is refused.
 """
@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import status_for
-from api.ratelimit import SlidingWindowLimiter
+from api.report_limit import SlidingWindowLimiter
 from api.routes.resolve import ResolveRuntime
 from api.routes.resolve import runtime as resolve_runtime
 from common.errors import CheckDigitMismatch, InvalidCode, InvalidInput, NotFound, SmartcodeError
