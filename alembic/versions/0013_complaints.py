@@ -167,6 +167,20 @@ def upgrade() -> None:
           FOR EACH ROW EXECUTE FUNCTION smartcode_append_only();
         """
     )
+    # Where the service runs as its own role (smartcode_app, which gets full rights on new tables by
+    # default), it may only append to the history and the photos and never delete a complaint: the
+    # grants say so as well as the triggers.
+    op.execute(
+        """
+        DO $revoke$
+        BEGIN
+          IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'smartcode_app') THEN
+            REVOKE UPDATE, DELETE, TRUNCATE ON complaint_history, complaint_photos FROM smartcode_app;
+            REVOKE DELETE, TRUNCATE ON complaints FROM smartcode_app;
+          END IF;
+        END $revoke$
+        """
+    )
 
 
 def downgrade() -> None:

@@ -10,9 +10,9 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
-from api.deps import services
-from api.routes.resolve import runtime
+from api.deps import require_actor, services
 from api.routes.scan import scan_runtime
 from common.errors import NotFound
 from registry import complaints
@@ -26,11 +26,13 @@ def _sees_contact(actor: Actor, parties: tuple[int | None, ...]) -> bool:
 
 
 async def _actor(request: Request) -> Actor:
-    actor = await runtime(request).tokens.actor(
-        services(request), request.headers.get("authorization"), required=True, cached=False
-    )
-    assert actor is not None
-    return actor
+    # Checked against the database every time (not the resolve path's token cache): a revoked token
+    # must stop reading reporters' contacts at once.
+    def check() -> Actor:
+        with services(request).session() as session:
+            return require_actor(request, session)
+
+    return await run_in_threadpool(check)
 
 
 @router.get("/assets/{code}/complaints", summary="Complaints about one asset, newest first (token)")
