@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pytest
@@ -23,13 +24,13 @@ from tests.test_resolve import at_m, pt
 class _NoLog:
     """A resolution log that hands out ids and keeps nothing (the log is not what is tested here)."""
 
-    async def reserve_id(self, conn: AsyncConnection[Any]) -> int:
-        cur = await conn.execute("SELECT nextval('resolution_log_id_seq')")
-        row = await cur.fetchone()
-        assert row is not None
-        return int(row[0])
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
 
-    async def write(self, conn: AsyncConnection[Any], entry: bytes) -> None:
+    async def reserve_id(self, *_: Any) -> int:
+        return next(self._ids)
+
+    async def write(self, *_: Any) -> None:
         return None
 
 
