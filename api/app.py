@@ -14,7 +14,20 @@ from api import access_log, docs, errors, openapi
 from api.deps import Services, services
 from api.limits import BodyLimit
 from api.responses import OrjsonResponse
-from api.routes import assets, classes, features, imports, labels, proposals, resolve, tokens, units, zones
+from api.routes import (
+    assets,
+    classes,
+    complaints,
+    features,
+    imports,
+    labels,
+    proposals,
+    resolve,
+    scan,
+    tokens,
+    units,
+    zones,
+)
 from common.settings import Settings, get_settings
 from gis.area import ServiceArea
 from importers.jobs import ImportJobs
@@ -42,15 +55,18 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
         read_conninfo=conninfo_from_url(read_url) if read_url else None,
     )
     import_jobs = ImportJobs(engine, settings, area)
+    scan_runtime = scan.ScanRuntime(settings, conninfo_from_url(db_url))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await resolve_runtime.open()
+        await scan_runtime.open()
         import_jobs.start()
         try:
             yield
         finally:
             await run_in_threadpool(import_jobs.shutdown)
+            await scan_runtime.close()
             await resolve_runtime.close()
             engine.dispose()
 
@@ -66,13 +82,21 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     app.state.services = Services(settings=settings, engine=engine, area=area)
     app.state.resolve = resolve_runtime
     app.state.import_jobs = import_jobs
+    app.state.scan = scan_runtime
     errors.install(app)
     access_log.install()  # complaint coordinates never reach the access log
     docs.install(app)
     # The resolve hot path is answered before FastAPI's routing (see api/routes/resolve.py).
     app.add_middleware(resolve.ResolveFastPath, path=f"{API_PREFIX}/resolve")
+    app.add_middleware(scan.ScanFastPath)
     uploads = (f"{API_PREFIX}/imports", f"{API_PREFIX}/zones/import", f"{API_PREFIX}/rules/import")
-    app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_kb * 1024, exempt=uploads)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.api.max_body_kb * 1024,
+        exempt=uploads,
+        # The report form has its own cap (answered as a page); this one catches bodies without a length.
+        by_prefix={"/c/": 2 * scan.REPORT_MAX_BYTES},
+    )
 
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(assets.router)
@@ -84,6 +108,7 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     api.include_router(proposals.router)
     api.include_router(tokens.router)
     api.include_router(labels.router)
+    api.include_router(complaints.router)
 
     @api.get("/health", tags=["meta"], summary="Database reachable, schema revision, counts")
     def health(request: Request) -> dict[str, Any]:
@@ -95,6 +120,8 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
         return {"status": "ok", "revision": row[0], "assets": row[1], "county": settings.area.county_code}
 
     app.include_router(api)
+    # The page a QR label opens lives at the site's root: /c/{code} is what labels print.
+    app.include_router(scan.router)
     # OGC API - Features sits beside /api/v1: GIS clients start from its own landing page.
     app.include_router(features.router)
     openapi.install(app)

@@ -5,7 +5,7 @@ The upload endpoints (multipart files) have their own, larger caps (api.uploads)
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,10 +21,19 @@ def _too_large(limit: int) -> str:
 class BodyLimit:
     """ASGI middleware refusing request bodies over ``max_bytes`` (declared or counted as they come)."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, exempt: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        exempt: Collection[str] = (),
+        by_prefix: Mapping[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.exempt = frozenset(exempt)
+        # Paths under these prefixes have their own cap (the scan page's report form carries a photo).
+        self.by_prefix = dict(by_prefix or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request on, with its body counted."""
@@ -32,6 +41,10 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = self.max_bytes
+        for prefix, cap in self.by_prefix.items():
+            if scope["path"].startswith(prefix):
+                limit = cap
+                break
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 response = OrjsonResponse(error_body("HTTPError", _too_large(limit)), status_code=413)

@@ -248,6 +248,37 @@ class ImportSettings(BaseSettings):
     )
 
 
+class ScanSettings(BaseSettings):
+    """The scan page ``/c/{code}`` and its anonymous report form (扫码报事)."""
+
+    model_config = _config("SMARTCODE_SCAN_")
+
+    form_key: str | None = Field(
+        default=None,
+        description="Secret that signs the report form's token; unset: derived from the current label "
+        "signing key (so every process that shares the key file accepts the others' forms).",
+    )
+    form_max_age_s: int = Field(
+        default=7200, ge=60, description="A report form older than this is refused (reload the page)."
+    )
+    report_limit: int = Field(
+        default=10, ge=1, description="Anonymous reports accepted per client address within the window ..."
+    )
+    report_window_s: float = Field(default=600.0, gt=0, description="... of this many seconds.")
+    revocation_check_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="The scan page re-reads revoked labels at most this often (a revocation shows within "
+        "this time); 0: look each scan up in the database.",
+    )
+    far_m: float = Field(
+        default=50.0,
+        gt=0,
+        description="A phone farther than this from the registered position gets a warning (label moved "
+        "or record wrong).",
+    )
+
+
 class LabelSettings(BaseSettings):
     """QR labels: the public address a label points to and the keys that sign it."""
 
@@ -295,6 +326,7 @@ class Settings(BaseModel):
     api: ApiSettings = Field(default_factory=ApiSettings)
     resolve: ResolveSettings = Field(default_factory=ResolveSettings)
     imports: ImportSettings = Field(default_factory=ImportSettings)
+    scan: ScanSettings = Field(default_factory=ScanSettings)
     labels: LabelSettings = Field(default_factory=LabelSettings)
 
 

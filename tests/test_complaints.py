@@ -1,0 +1,119 @@
+"""The complaint service without the page: by location in any supported CRS, the case system's id, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import pytest
+from psycopg import AsyncConnection
+from sqlalchemy import Engine, text
+
+from common.errors import Conflict, InvalidInput
+from common.settings import Settings
+from gis.area import ServiceArea
+from gis.crs import GCJ02, from_wgs84
+from registry import complaints
+from registry.db import Actor
+from registry.resolution import Resolver, conninfo_from_url
+from tests.helpers import make_asset, make_unit
+from tests.test_resolve import at_m, pt
+
+
+class _NoLog:
+    """A resolution log that hands out ids and keeps nothing (the log is not what is tested here)."""
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+
+    async def reserve_id(self, *_: Any) -> int:
+        return next(self._ids)
+
+    async def write(self, *_: Any) -> None:
+        return None
+
+
+def _create(url: str, settings: Settings, data: complaints.ComplaintIn) -> dict[str, Any]:
+    async def main() -> dict[str, Any]:
+        conninfo = conninfo_from_url(url)
+        resolver = Resolver(settings, ServiceArea.from_settings(settings))
+        async with (
+            await AsyncConnection.connect(conninfo, autocommit=True) as read,
+            await AsyncConnection.connect(conninfo, autocommit=True) as write,
+        ):
+            return await complaints.create_complaint(
+                read, write, resolver, _NoLog(), data, actor="case-system", settings=settings.area
+            )
+
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def lamp(db: Engine, admin: Actor) -> Any:
+    """A street lamp 3 m east of PINGSHAN owned by the power company."""
+    power = make_unit(db, "深圳供电局有限公司", admin, kind="utility", phone="95598")
+    return make_asset(db, admin, owner_id=power.id, geometry=pt(3))
+
+
+def test_a_case_located_in_gcj02_is_resolved_and_stored_in_wgs84(
+    db: Engine, migrated_url: str, settings: Settings, lamp: Any
+) -> None:
+    lon, lat = at_m(1, 0)
+    gx, gy = from_wgs84(lon, lat, GCJ02)
+    view = _create(
+        migrated_url,
+        settings,
+        complaints.ComplaintIn(
+            source="case_system",
+            external_id="12345-2026-000777",
+            category="路灯不亮",
+            x=gx,
+            y=gy,
+            crs="gcj02",
+        ),
+    )
+    assert view["reference"].startswith("SC-") and view["status"] == "received"
+    # Resolved by location (no code): the lamp 2 m away, its owner named.
+    assert view["resolution"]["rule"] == "nearest_asset"
+    assert view["resolution"]["owner"]["name"] == "深圳供电局有限公司"
+    assert view["asset_code"] is None  # nobody scanned it: the asset is in the resolution, not claimed
+    assert view["location"] == pytest.approx({"lon": lon, "lat": lat}, abs=1e-5)
+    assert view["location_given"]["crs"] == "gcj02"
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT owner_id FROM complaints")).scalar() == lamp.owner_id
+
+    # The same case posted again is not a second complaint.
+    with pytest.raises(Conflict, match="12345-2026-000777"):
+        _create(
+            migrated_url,
+            settings,
+            complaints.ComplaintIn(
+                source="case_system", external_id="12345-2026-000777", x=gx, y=gy, crs="gcj02"
+            ),
+        )
+
+
+def test_without_a_code_the_location_must_be_usable(
+    db: Engine, migrated_url: str, settings: Settings
+) -> None:
+    with pytest.raises(InvalidInput):
+        _create(migrated_url, settings, complaints.ComplaintIn(source="api", x=116.39, y=39.91))
+    with pytest.raises(InvalidInput, match="needs a scanned code or a location"):
+        _create(migrated_url, settings, complaints.ComplaintIn(source="api"))
+    with pytest.raises(InvalidInput, match="unknown complaint source"):
+        _create(migrated_url, settings, complaints.ComplaintIn(source="fax", x=1, y=2))
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM complaints")).scalar() == 0
+
+
+def test_with_a_code_an_unusable_location_is_kept_but_not_placed(
+    db: Engine, migrated_url: str, settings: Settings, lamp: Any
+) -> None:
+    view = _create(
+        migrated_url,
+        settings,
+        complaints.ComplaintIn(source="scan", code=lamp.code, x=116.39, y=39.91, category="其他问题"),
+    )
+    assert view["asset_code"] == lamp.code and view["location"] is None and view["distance_m"] is None
+    assert view["location_given"]["x"] == 116.39 and view["location_given"]["note"]
