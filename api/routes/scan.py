@@ -381,7 +381,12 @@ def _text(value: Any) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-@router.post("/c/{code}/report", response_class=HTMLResponse, summary="Report a problem at this component")
+@router.post(
+    "/c/{code}/report",
+    response_class=HTMLResponse,
+    summary="Report a problem at this component",
+    responses={429: {"description": "too many reports from this address (a page saying when to retry)"}},
+)
 async def report(request: Request, code: str) -> HTMLResponse:
     """Record a complaint about the scanned asset and answer with its reference and who handles it."""
     rt: ResolveRuntime = resolve_runtime(request)
