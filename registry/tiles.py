@@ -13,7 +13,8 @@ Nothing is dropped: every asset in use is in exactly one tile of each zoom (the 
 point itself or a point on the line or polygon), either as a feature or in one cell's count.
 
 Counts come from ``asset_tile_counts`` (cells of zoom 16, kept by triggers, migration 0014), so a tile
-of zoom 13 or lower never scans the assets under it. The ETag of a tile comes from the rows of
+of zoom 16 or lower never scans the assets under it; after a bulk write (an import) the first tile
+recounts them (``recount``). The ETag of a tile comes from the rows of
 ``tile_changes`` whose box meets it (with its buffer): an edit changes exactly the tiles it touches.
 """
 
@@ -84,6 +85,7 @@ SELECT (SELECT count(*) FROM tile_changes c, env WHERE c.box && env.m4326) AS ch
        (SELECT coalesce(sum(n), 0) FROM asset_tile_counts
          WHERE cx >= :cx0 AND cx < :cx1 AND cy >= :cy0 AND cy < :cy1) AS anchored
 """
+
 
 # Assets in use whose geometry may meet the tile; narrowed by ST_AsMVTGeom (NULL outside tile + buffer).
 _CANDIDATES = """
@@ -209,6 +211,18 @@ def tile_state(session: Session, z: int, x: int, y: int, settings: TileSettings)
         f"{shape}:{z}/{x}/{y}:{row.changes}:{row.last_change}:{row.zone_clock}".encode(), digest_size=12
     ).hexdigest()
     return TileState(etag=f'"{digest}"', anchored=int(row.anchored), exact=z <= COUNT_ZOOM)
+
+
+def refresh_counts(session: Session) -> None:
+    """Count every asset again if a bulk write (an import) left the counts stale; first of all in a tile.
+
+    It must come before the transaction reads ``asset_tile_counts``: the recount truncates the table,
+    which waits for every transaction that read it. Concurrent callers queue on an advisory lock and
+    find the counts fresh. About 3 s a million assets, once after an import; tiles wait meanwhile.
+    """
+    if session.execute(text("SELECT EXISTS (SELECT FROM asset_tile_counts_stale)")).scalar_one():
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext('smartcode.asset_tile_counts'))"))
+        session.execute(text("SELECT smartcode_tile_counts_recount() FROM asset_tile_counts_stale"))
 
 
 def cell_zoom(z: int, settings: TileSettings) -> int:

@@ -256,3 +256,27 @@ def test_counts_follow_every_write(
         recounted = conn.execute(text(query)).all()
     assert kept == recounted
     assert sum(row.n for row in kept) == 33 - 1
+
+
+def test_a_bulk_write_is_recounted_by_the_next_tile(
+    tiles_client: TestClient, auth: dict[str, str], db: Engine, registry: dict[str, int]
+) -> None:
+    """A statement over the bulk threshold marks the counts stale; the next tile recounts, nothing is lost."""
+    crowd = tile_of(*CROWD, 12)
+    before = tiles_client.get("/tiles/{}/{}/{}.mvt".format(*crowd), headers=auth).headers["etag"]
+    with db.begin() as conn:
+        conn.execute(text("SET LOCAL smartcode.tile_bulk_rows = '2'"))
+        conn.execute(
+            text("UPDATE assets SET owner_id = :water WHERE owner_id = :power"),
+            {"water": registry["water"], "power": registry["power"]},
+        )
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM asset_tile_counts_stale")).scalar_one() == 1
+    layers = decode(get_tile(tiles_client, auth, crowd))
+    cells = layers["asset_cells"].features
+    assert sum(c.properties["count"] for c in cells) == anchored_in(db, *crowd)
+    owners = {name for c in cells for name, _ in json.loads(c.properties["top_owners"])}
+    assert "坪山供电局" not in owners and "坪山水务所" in owners
+    assert tiles_client.get("/tiles/{}/{}/{}.mvt".format(*crowd), headers=auth).headers["etag"] != before
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM asset_tile_counts_stale")).scalar_one() == 0

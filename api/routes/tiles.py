@@ -39,6 +39,8 @@ def tile(request: Request, z: int, x: int, y: int) -> Response:
     settings = svc.settings.tiles
     with svc.session() as session:
         require_actor(request, session)
+        tiles.check_tile(z, x, y, settings)
+        tiles.refresh_counts(session)
         state = tiles.tile_state(session, z, x, y, settings)
         headers = {
             "ETag": state.etag,
