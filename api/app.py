@@ -14,7 +14,7 @@ from api import access_log, errors
 from api.deps import Services, services
 from api.limits import BodyLimit
 from api.responses import OrjsonResponse
-from api.routes import assets, classes, imports, proposals, resolve, tokens, units, zones
+from api.routes import assets, classes, imports, proposals, resolve, tiles, tokens, units, zones
 from common.settings import Settings, get_settings
 from gis.area import ServiceArea
 from importers.jobs import ImportJobs
@@ -89,5 +89,7 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
         return {"status": "ok", "revision": row[0], "assets": row[1], "county": settings.area.county_code}
 
     app.include_router(api)
+    # Beside /api/v1: map clients take the tile URL template from the TileJSON (docs/tiles.md).
+    app.include_router(tiles.router)
 
     return app

@@ -235,6 +235,31 @@ class ImportSettings(BaseSettings):
     )
 
 
+class TileSettings(BaseSettings):
+    """Vector tiles (GET /tiles/{z}/{x}/{y}.mvt): when assets are aggregated, how long a tile is fresh."""
+
+    model_config = _config("SMARTCODE_TILES_")
+
+    feature_budget: int = Field(
+        default=10_000,
+        ge=1,
+        description="A tile holding more assets than this carries aggregate cells (counts per class and "
+        "owner) instead of individual assets; nothing is dropped either way.",
+    )
+    cell_px: Literal[32, 64, 128, 256] = Field(
+        default=64,
+        description="Side of an aggregate cell in pixels of a 512-pixel tile (a power of two, so that a "
+        "cell is a tile of a deeper zoom).",
+    )
+    top_owners: int = Field(default=3, ge=1, le=20, description="Owners named per aggregate cell.")
+    max_age_s: int = Field(
+        default=5,
+        ge=0,
+        description="Cache-Control max-age of a tile; after it the client revalidates with its ETag (304).",
+    )
+    max_zoom: int = Field(default=22, ge=16, le=24, description="Deepest zoom served.")
+
+
 class Settings(BaseModel):
     """Every setting of a deployment, one group per concern."""
 
@@ -246,6 +271,7 @@ class Settings(BaseModel):
     api: ApiSettings = Field(default_factory=ApiSettings)
     resolve: ResolveSettings = Field(default_factory=ResolveSettings)
     imports: ImportSettings = Field(default_factory=ImportSettings)
+    tiles: TileSettings = Field(default_factory=TileSettings)
 
 
 @lru_cache(maxsize=1)
