@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
 from api import access_log, errors
 from api.deps import Services, services
 from api.limits import BodyLimit
 from api.responses import OrjsonResponse
-from api.routes import assets, classes, imports, proposals, resolve, tiles, tokens, units, zones
+from api.routes import assets, classes, imports, proposals, resolve, tiles, tokens, units, webmap, zones
 from common.settings import Settings, get_settings
 from gis.area import ServiceArea
 from importers.jobs import ImportJobs
@@ -22,6 +24,8 @@ from registry.db import database_url, make_engine
 from registry.resolution import Resolver, conninfo_from_url
 
 API_PREFIX = "/api/v1"
+# The map's page, script and the vendored MapLibre GL JS (api/static/maplibre-gl/README.md).
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 def create_app(settings: Settings | None = None, *, url: str | None = None) -> FastAPI:
@@ -91,5 +95,7 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     app.include_router(api)
     # Beside /api/v1: map clients take the tile URL template from the TileJSON (docs/tiles.md).
     app.include_router(tiles.router)
+    app.include_router(webmap.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     return app

@@ -260,6 +260,32 @@ class TileSettings(BaseSettings):
     max_zoom: int = Field(default=22, ge=16, le=24, description="Deepest zoom served.")
 
 
+class MapSettings(BaseSettings):
+    """The web map /map: its basemap (none by default: it must work on an intranet) and staff logins."""
+
+    model_config = _config("SMARTCODE_MAP_")
+
+    basemap_url: str | None = Field(
+        default=None,
+        description="XYZ template of a raster basemap, e.g. http://tiles.intranet/{z}/{x}/{y}.png (256-pixel "
+        "tiles); unset: a plain background under the registry's zones and assets.",
+    )
+    basemap_style_url: str | None = Field(
+        default=None,
+        description="URL of a MapLibre style of a vector basemap (its glyphs and sprites must be served "
+        "on the intranet too); used instead of basemap_url when set.",
+    )
+    basemap_crs: Literal["wgs84", "gcj02"] = Field(
+        default="wgs84",
+        description="Coordinate system of the raster basemap: wgs84 (天地图, CGCS2000 ≈ WGS84) or gcj02 "
+        "(AMap, Tencent); a gcj02 basemap is shifted in the browser so the overlays line up.",
+    )
+    attribution: str = Field(default="", description="Attribution shown for the basemap.")
+    session_hours: float = Field(
+        default=12.0, gt=0, le=24 * 7, description="How long a staff login on /map lasts."
+    )
+
+
 class Settings(BaseModel):
     """Every setting of a deployment, one group per concern."""
 
@@ -272,6 +298,7 @@ class Settings(BaseModel):
     resolve: ResolveSettings = Field(default_factory=ResolveSettings)
     imports: ImportSettings = Field(default_factory=ImportSettings)
     tiles: TileSettings = Field(default_factory=TileSettings)
+    map: MapSettings = Field(default_factory=MapSettings)
 
 
 @lru_cache(maxsize=1)
