@@ -92,6 +92,16 @@ if [ ! -f "$sharedir/extension/postgis.control" ]; then
         fail "PostGIS for PostgreSQL $major still missing ($sharedir/extension/postgis.control)"
 fi
 
+# --- The map's browser test: Playwright drives the system chromium (`playwright install` needs a
+# download these machines lack) with software WebGL; the CJK font renders the page's Chinese -------
+
+if [ ! -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ]; then
+    apt_install fonts-noto-cjk
+fi
+if ! command -v chromium >/dev/null 2>&1; then
+    apt_install chromium
+fi
+
 # --- Python virtualenv ----------------------------------------------------------------------------
 
 find_python() {

@@ -27,6 +27,7 @@ _PAGE = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
+<link rel="icon" href="data:,">
 {head}
 <link rel="stylesheet" href="/static/map/map.css">
 </head>

@@ -35,9 +35,8 @@ export function wgs84ToGcj02(lon, lat) {
 }
 
 // The inverse by fixed-point iteration (the offset changes slowly, so a few steps reach ~1 cm).
-function invert(forward, x, y, tolerance) {
-  let lon = x;
-  let lat = y;
+function invert(forward, x, y, tolerance, start = [x, y]) {
+  let [lon, lat] = start;
   for (let i = 0; i < 30; i++) {
     const [fx, fy] = forward(lon, lat);
     const ex = fx - x;
@@ -61,11 +60,12 @@ export function gcj02ToBd09(lon, lat) {
 }
 
 export function bd09ToGcj02(lon, lat) {
+  // The closed form is only good to about a metre; it starts the iteration, as in gis/crs.py.
   const x = lon - 0.0065;
   const y = lat - 0.006;
   const radius = Math.hypot(x, y) - 0.00002 * Math.sin(y * BD_X_PI);
   const theta = Math.atan2(y, x) - 0.000003 * Math.cos(x * BD_X_PI);
-  return [radius * Math.cos(theta), radius * Math.sin(theta)];
+  return invert(gcj02ToBd09, lon, lat, 1e-10, [radius * Math.cos(theta), radius * Math.sin(theta)]);
 }
 
 export function toWgs84(lon, lat, crs) {
