@@ -13,15 +13,18 @@ from __future__ import annotations
 import io
 import math
 import os
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 from sqlalchemy import Engine
 
-from common.settings import Settings
+from common.settings import MapSettings, Settings
 from gis.crs import wgs84_to_gcj02
 from registry.db import Actor
 from tests.browser import RequestLog, chromium, serve
@@ -209,3 +212,91 @@ def test_the_javascript_gcj02_port_matches_gis_crs_and_shifts_the_basemap_by_the
     metres_per_px = 2 * math.pi * 6378137 * math.cos(math.radians(22.7)) / (256 * 2**16)
     assert 450 < math.hypot(dx, dy) * metres_per_px < 650
     assert dx > 0 and dy > 0
+
+
+@contextmanager
+def gcj02_tile_server(mark_lon: float, mark_lat: float) -> Iterator[str]:
+    """A raster tile server in GCJ-02, like AMap's: plain tiles with a red dot at the GCJ-02 position
+    of (mark_lon, mark_lat) WGS84; yields its XYZ template."""
+    glon, glat = (float(v[0]) for v in wgs84_to_gcj02([mark_lon], [mark_lat]))
+
+    class Tiles(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            z, x, y = (int(part) for part in self.path.strip("/").removesuffix(".png").split("/"))
+            size = 256 * 2**z
+            s = math.sin(math.radians(glat))
+            px = (glon + 180) / 360 * size - x * 256
+            py = (0.5 - math.log((1 + s) / (1 - s)) / (4 * math.pi)) * size - y * 256
+            image = Image.new("RGB", (256, 256), (230, 230, 230))
+            ImageDraw.Draw(image).ellipse((px - 6, py - 6, px + 6, py + 6), fill=(255, 0, 0))
+            buffer = io.BytesIO()
+            image.save(buffer, "PNG")
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.end_headers()
+            self.wfile.write(buffer.getvalue())
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Tiles)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/{{z}}/{{x}}/{{y}}.png"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+def red_centre(image: Image.Image) -> tuple[float, float]:
+    """The centre of the pure red pixels of a screenshot."""
+    pixels = image.load()
+    assert pixels is not None
+    points = [
+        (x, y)
+        for y in range(image.height)
+        for x in range(image.width)
+        if pixels[x, y][0] > 200 > pixels[x, y][1] + pixels[x, y][2]
+    ]
+    assert points, "no red dot drawn: the basemap did not load"
+    return sum(p[0] for p in points) / len(points), sum(p[1] for p in points) / len(points)
+
+
+@pytest.mark.parametrize("crs", ["gcj02", "wgs84"])
+def test_a_gcj02_basemap_is_shifted_under_the_wgs84_overlays(
+    db: Engine, settings: Settings, migrated_url: str, dataset: dict[str, Any], crs: str
+) -> None:
+    from api.app import create_app
+
+    lamp = at_m(0, 0)
+    with gcj02_tile_server(*lamp) as template:
+        configured = settings.model_copy(update={"map": MapSettings(basemap_url=template, basemap_crs=crs)})
+        with serve(create_app(configured, url=migrated_url)) as base, chromium() as browser:
+            tab = browser.new_context(viewport=VIEWPORT, locale="zh-CN").new_page()
+            log = RequestLog(tab)
+            tab.goto(f"{base}/map/login")
+            tab.fill("#token", ADMIN_TOKEN)
+            tab.click("button[type=submit]")
+            tab.wait_for_selector("body[data-map-ready]", state="attached", timeout=30_000)
+            for layer in ("assets-point", "mark"):
+                tab.evaluate("(id) => window.smartcodeMap.setLayoutProperty(id, 'visibility', 'none')", layer)
+            jump(tab, *lamp, 15)
+            x, y = tab.evaluate(
+                "(ll) => { const p = window.smartcodeMap.project(ll); return [p.x, p.y]; }", list(lamp)
+            )
+            if crs == "gcj02":
+                image = shot(tab, "map-basemap-gcj02.png")
+            else:
+                image = Image.open(io.BytesIO(tab.screenshot())).convert("RGB")
+            assert not log.errors, (log.errors, log.failed)
+            dot = red_centre(image.crop((0, 0, VIEWPORT["width"] - 360, VIEWPORT["height"])))
+            assert log.foreign() == []
+    off = math.dist(dot, (x, y))
+    if crs == "gcj02":
+        # The dot AMap draws at the lamp's GCJ-02 position appears under the lamp's WGS84 position.
+        assert off < 2, f"the shifted basemap is {off:.1f} px (2.2 m each) off"
+    else:
+        # Declared wgs84, the same tiles sit ~580 m (about 260 px at zoom 15 here) off: the shift matters.
+        assert off > 200
