@@ -87,9 +87,10 @@ SELECT (SELECT count(*) FROM tile_changes c, env WHERE c.box && env.m4326) AS ch
 """
 
 
-# Assets in use whose geometry may meet the tile; narrowed by ST_AsMVTGeom (NULL outside tile + buffer).
+# Assets in use whose geometry may meet the tile (with its buffer), from the GiST on geom_m: the metric
+# box is a little larger than the tile, and ST_AsMVTGeom drops what lies beyond the buffer (NULL).
 _CANDIDATES = """
-SELECT a.* FROM assets a, env WHERE a.geom_m && env.mm AND a.in_use AND a.geom && env.m4326
+SELECT a.* FROM assets a, env WHERE a.geom_m && env.mm AND a.in_use
 """
 
 # The assets anchored in the tile, counted live (deep zooms only: cells of zoom 16 are coarser).
