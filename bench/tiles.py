@@ -93,10 +93,10 @@ def densest_point(url: str) -> tuple[float, float]:
     with psycopg.connect(conninfo_from_url(url)) as conn:
         row = conn.execute(
             """
-            WITH z14 AS (SELECT cx >> 2 AS x, cy >> 2 AS y FROM asset_tile_counts
+            WITH z14 AS (SELECT cx, cy FROM asset_tile_counts WHERE z = 14
                          GROUP BY 1, 2 ORDER BY sum(n) DESC LIMIT 1)
             SELECT c.cx, c.cy FROM asset_tile_counts c, z14
-            WHERE c.cx >> 2 = z14.x AND c.cy >> 2 = z14.y
+            WHERE c.z = 16 AND c.cx >> 2 = z14.cx AND c.cy >> 2 = z14.cy
             GROUP BY 1, 2 ORDER BY sum(n) DESC LIMIT 1
             """
         ).fetchone()
@@ -278,7 +278,7 @@ def measure(args: argparse.Namespace, cluster: EmbeddedCluster, url: str) -> dic
                 entry["ratio_p95"] = round(entry["plain"]["p95"] / entry["ours"]["p95"], 2)
             with psycopg.connect(conninfo_from_url(url)) as conn:
                 entry["assets_anchored"] = conn.execute(
-                    "SELECT coalesce(sum(n), 0) FROM asset_tile_counts WHERE cx >> %(s)s = %(x)s AND cy >> %(s)s = %(y)s",
+                    "SELECT coalesce(sum(n), 0) FROM asset_tile_counts WHERE z = 16 AND cx >> %(s)s = %(x)s AND cy >> %(s)s = %(y)s",
                     {"s": max(0, tiles.COUNT_ZOOM - z), "x": tile[1], "y": tile[2]},
                 ).fetchone()[0]  # type: ignore[index]
             results["tiles"][str(z)] = entry

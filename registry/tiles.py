@@ -30,8 +30,9 @@ from sqlalchemy.orm import Session
 from common.errors import NotFound
 from common.settings import TileSettings
 
-# The zoom of the count cells (migration 0014).
+# The zoom of the count cells, and the coarser zooms the counts are also kept at (migration 0014).
 COUNT_ZOOM = 16
+COUNT_LEVELS = (12, 14, 16)
 EXTENT = 4096
 BUFFER = 64
 # Pixels of the tile a cell size is given in (MapLibre draws vector tiles 512 pixels wide).
@@ -83,7 +84,7 @@ SELECT (SELECT count(*) FROM tile_changes c, env WHERE c.box && env.m4326) AS ch
        (SELECT count(*) FILTER (WHERE z.valid_from <= now()) + count(*) FILTER (WHERE z.valid_to <= now())
           FROM zones z, env WHERE z.geom && env.m4326) AS zone_clock,
        (SELECT coalesce(sum(n), 0) FROM asset_tile_counts
-         WHERE cx >= :cx0 AND cx < :cx1 AND cy >= :cy0 AND cy < :cy1) AS anchored
+         WHERE z = :level AND cx >= :cx0 AND cx < :cx1 AND cy >= :cy0 AND cy < :cy1) AS anchored
 """
 
 
@@ -124,11 +125,11 @@ SELECT ST_AsMVT(t, 'zones', {EXTENT}, 'geom') FROM (
 """
 
 # Aggregate cells from the count table: cells of zoom :c = z + log2(512 / cell_px) <= 16, each the union
-# of 2^(16 - c) x 2^(16 - c) count cells.
+# of 2^(level - c) x 2^(level - c) count cells of the coarsest level kept at zoom c or deeper.
 _CELL_COUNTS_STORED = """
-SELECT cx >> (16 - :c) AS gx, cy >> (16 - :c) AS gy, class_code, owner_id, sum(n) AS n
+SELECT cx >> (:level - :c) AS gx, cy >> (:level - :c) AS gy, class_code, owner_id, sum(n) AS n
 FROM asset_tile_counts
-WHERE cx >= :cx0 AND cx < :cx1 AND cy >= :cy0 AND cy < :cy1 AND n <> 0
+WHERE z = :level AND cx >= :cx0 AND cx < :cx1 AND cy >= :cy0 AND cy < :cy1 AND n <> 0
 GROUP BY 1, 2, 3, 4
 """
 
@@ -198,19 +199,23 @@ def check_tile(z: int, x: int, y: int, settings: TileSettings) -> None:
         )
 
 
-def _count_range(z: int, x: int, y: int) -> dict[str, int]:
-    """The count cells (zoom 16) covering the tile, or the one enclosing it when it is deeper."""
-    if z <= COUNT_ZOOM:
-        shift = COUNT_ZOOM - z
-        return {"cx0": x << shift, "cx1": (x + 1) << shift, "cy0": y << shift, "cy1": (y + 1) << shift}
-    shift = z - COUNT_ZOOM
-    return {"cx0": x >> shift, "cx1": (x >> shift) + 1, "cy0": y >> shift, "cy1": (y >> shift) + 1}
+def _count_range(z: int, x: int, y: int, finest: int) -> dict[str, int]:
+    """The count cells covering the tile, of the coarsest level at zoom ``finest`` or deeper; deeper than
+    zoom 16, the zoom-16 cell enclosing the tile."""
+    level = next((level for level in COUNT_LEVELS if level >= finest), COUNT_ZOOM)
+    if z <= level:
+        shift = level - z
+        cells = {"cx0": x << shift, "cx1": (x + 1) << shift, "cy0": y << shift, "cy1": (y + 1) << shift}
+    else:
+        shift = z - level
+        cells = {"cx0": x >> shift, "cx1": (x >> shift) + 1, "cy0": y >> shift, "cy1": (y >> shift) + 1}
+    return {"level": level, **cells}
 
 
 def tile_state(session: Session, z: int, x: int, y: int, settings: TileSettings) -> TileState:
     """The tile's ETag (from the changes meeting it and the settings) and its asset count, in one query."""
     check_tile(z, x, y, settings)
-    row = session.execute(text(STATE_SQL), {"z": z, "x": x, "y": y, **_count_range(z, x, y)}).one()
+    row = session.execute(text(STATE_SQL), {"z": z, "x": x, "y": y, **_count_range(z, x, y, z)}).one()
     shape = f"{FORMAT_VERSION}:{settings.feature_budget}:{settings.cell_px}:{settings.top_owners}"
     digest = hashlib.blake2b(
         f"{shape}:{z}/{x}/{y}:{row.changes}:{row.last_change}:{row.zone_clock}".encode(), digest_size=12
@@ -257,7 +262,7 @@ def render_tile(session: Session, z: int, x: int, y: int, state: TileState, sett
         params |= {"c": c, "cell_m": 2 * HALF_WORLD / (1 << c), "top": settings.top_owners}
         if c <= COUNT_ZOOM:
             sql = CELLS_STORED_SQL
-            params |= _count_range(z, x, y)
+            params |= _count_range(z, x, y, c)
         else:
             sql = CELLS_LIVE_SQL
     data = session.execute(text(sql), params).scalar_one()
