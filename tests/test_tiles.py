@@ -85,7 +85,8 @@ def get_tile(client: TestClient, auth: dict[str, str], tile: tuple[int, int, int
 @pytest.mark.parametrize(
     ("where", "z", "mode"),
     [
-        (CROWD, 6, "cells"),  # the whole county in one cell
+        (CROWD, 6, "cells"),  # the whole county in one cell, from the counts kept at zoom 12
+        (CROWD, 10, "cells"),  # cells from the counts kept at zoom 14
         (CROWD, 12, "cells"),  # cells from the count table
         (CROWD, 16, "cells"),  # the deepest zoom the count table answers
         (CROWD, 18, "cells"),  # deeper: counted live
@@ -249,13 +250,16 @@ def test_counts_follow_every_write(
         else:
             response = tiles_client.post(f"/api/v1/assets/{code}/{kind}", json=body, headers=auth)
         assert response.status_code == 200, response.text
-    query = "SELECT cx, cy, class_code, owner_id, n FROM asset_tile_counts WHERE n <> 0 ORDER BY 1, 2, 3, 4"
+    query = (
+        "SELECT z, cx, cy, class_code, owner_id, n FROM asset_tile_counts WHERE n <> 0 ORDER BY 1, 2, 3, 4, 5"
+    )
     with db.begin() as conn:
         kept = conn.execute(text(query)).all()
         conn.execute(text("SELECT smartcode_tile_counts_rebuild()"))
         recounted = conn.execute(text(query)).all()
     assert kept == recounted
-    assert sum(row.n for row in kept) == 33 - 1
+    assert {row.z for row in kept} == {12, 14, 16}
+    assert all(sum(row.n for row in kept if row.z == z) == 33 - 1 for z in (12, 14, 16))
 
 
 def test_a_bulk_write_is_recounted_by_the_next_tile(

@@ -7,8 +7,9 @@ Create Date: 2026-12-06
 Two tables kept by triggers, read by ``registry/tiles.py`` (docs/tiles.md):
 
 * ``asset_tile_counts``: how many assets in use are anchored in each Web Mercator tile of zoom 16
-  (about 600 m across here), per class and owner (0: no owner). An asset's anchor is the point
-  itself, or a point on a line or polygon (``ST_PointOnSurface``). A tile at zoom 13 or lower is a
+  (about 600 m across here), per class and owner (0: no owner), and the same summed to tiles of zoom
+  14 and 12 (column ``z``). An asset's anchor is the point
+  itself, or a point on a line or polygon (``ST_PointOnSurface``). A tile at zoom 16 or lower is a
   union of such cells, so its count, and its aggregate cells' counts per class and owner, are sums
   over a few thousand rows at most instead of a scan of every asset under it.
 * ``tile_changes``: one row per statement and region of zoom 14 (about 2.4 km) that it touched, with
@@ -36,8 +37,11 @@ down_revision: str | None = "0010_access_proposals"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# The zoom of the count cells and of the change regions (also in registry/tiles.py).
+# The zoom of the count cells and of the change regions (also in registry/tiles.py). The counts are
+# also kept summed to zooms 14 and 12 (shifts 2 and 4), so that a tile of low zoom sums a few hundred
+# rows instead of every zoom-16 cell under it.
 COUNT_ZOOM = 16
+COUNT_SHIFTS = "(0), (2), (4)"
 CHANGE_ZOOM = 14
 # A statement writing more assets than this (an import) records one box and marks the counts stale
 # instead of counting its rows one by one (docs/tiles.md: 3 s a million rows, a quarter of an import).
@@ -63,12 +67,13 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 CREATE TABLE asset_tile_counts (
+  z smallint NOT NULL,
   cx int NOT NULL,
   cy int NOT NULL,
   class_code varchar(4) NOT NULL,
   owner_id bigint NOT NULL,
   n int NOT NULL,
-  PRIMARY KEY (cx, cy, class_code, owner_id)
+  PRIMARY KEY (z, cx, cy, class_code, owner_id)
 );
 CREATE TABLE tile_changes (
   id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -94,14 +99,15 @@ BEGIN
   FROM (SELECT geom, ST_Centroid(ST_Envelope(geom)) AS p FROM new_rows) s
   GROUP BY smartcode_tile_x(ST_X(p), {CHANGE_ZOOM}), smartcode_tile_y(ST_Y(p), {CHANGE_ZOOM});
 
-  INSERT INTO asset_tile_counts AS t (cx, cy, class_code, owner_id, n)
-  SELECT cx, cy, class_code, owner_id, count(*)
+  INSERT INTO asset_tile_counts AS t (z, cx, cy, class_code, owner_id, n)
+  SELECT {COUNT_ZOOM} - s.shift, cx >> s.shift, cy >> s.shift, class_code, owner_id, count(*)
   FROM (SELECT smartcode_tile_x(ST_X(p), {COUNT_ZOOM}) AS cx, smartcode_tile_y(ST_Y(p), {COUNT_ZOOM}) AS cy,
                class_code, coalesce(owner_id, 0) AS owner_id
         FROM (SELECT smartcode_tile_anchor(geom) AS p, class_code, owner_id FROM new_rows WHERE in_use) a) c
-  GROUP BY cx, cy, class_code, owner_id
-  ORDER BY cx, cy, class_code, owner_id
-  ON CONFLICT (cx, cy, class_code, owner_id) DO UPDATE SET n = t.n + EXCLUDED.n;
+  CROSS JOIN (VALUES {COUNT_SHIFTS}) s(shift)
+  GROUP BY 1, 2, 3, 4, 5
+  ORDER BY 1, 2, 3, 4, 5
+  ON CONFLICT (z, cx, cy, class_code, owner_id) DO UPDATE SET n = t.n + EXCLUDED.n;
   RETURN NULL;
 END $$;
 
@@ -131,16 +137,17 @@ BEGIN
     FROM (SELECT geom, sign, ST_Centroid(ST_Envelope(geom)) AS p FROM moved) s
     GROUP BY sign, smartcode_tile_x(ST_X(p), {CHANGE_ZOOM}), smartcode_tile_y(ST_Y(p), {CHANGE_ZOOM})
   )
-  INSERT INTO asset_tile_counts AS t (cx, cy, class_code, owner_id, n)
-  SELECT cx, cy, class_code, owner_id, sum(sign)
+  INSERT INTO asset_tile_counts AS t (z, cx, cy, class_code, owner_id, n)
+  SELECT {COUNT_ZOOM} - s.shift, cx >> s.shift, cy >> s.shift, class_code, owner_id, sum(sign)
   FROM (SELECT smartcode_tile_x(ST_X(p), {COUNT_ZOOM}) AS cx, smartcode_tile_y(ST_Y(p), {COUNT_ZOOM}) AS cy,
                class_code, coalesce(owner_id, 0) AS owner_id, sign
         FROM (SELECT smartcode_tile_anchor(geom) AS p, class_code, owner_id, sign
               FROM moved WHERE in_use) a) c
-  GROUP BY cx, cy, class_code, owner_id
+  CROSS JOIN (VALUES {COUNT_SHIFTS}) s(shift)
+  GROUP BY 1, 2, 3, 4, 5
   HAVING sum(sign) <> 0
-  ORDER BY cx, cy, class_code, owner_id
-  ON CONFLICT (cx, cy, class_code, owner_id) DO UPDATE SET n = t.n + EXCLUDED.n;
+  ORDER BY 1, 2, 3, 4, 5
+  ON CONFLICT (z, cx, cy, class_code, owner_id) DO UPDATE SET n = t.n + EXCLUDED.n;
   RETURN NULL;
 END $$;
 
@@ -189,11 +196,16 @@ END $$;
 CREATE FUNCTION smartcode_tile_counts_recount() RETURNS void LANGUAGE sql AS $$
   DELETE FROM asset_tile_counts_stale;
   TRUNCATE asset_tile_counts;
-  INSERT INTO asset_tile_counts (cx, cy, class_code, owner_id, n)
-  SELECT smartcode_tile_x(ST_X(p), {COUNT_ZOOM}), smartcode_tile_y(ST_Y(p), {COUNT_ZOOM}), class_code,
-         coalesce(owner_id, 0), count(*)
+  INSERT INTO asset_tile_counts (z, cx, cy, class_code, owner_id, n)
+  SELECT {COUNT_ZOOM}, smartcode_tile_x(ST_X(p), {COUNT_ZOOM}), smartcode_tile_y(ST_Y(p), {COUNT_ZOOM}),
+         class_code, coalesce(owner_id, 0), count(*)
   FROM (SELECT smartcode_tile_anchor(geom) AS p, class_code, owner_id FROM assets WHERE in_use) a
-  GROUP BY 1, 2, 3, 4;
+  GROUP BY 2, 3, 4, 5;
+  INSERT INTO asset_tile_counts (z, cx, cy, class_code, owner_id, n)
+  SELECT {COUNT_ZOOM} - s.shift, cx >> s.shift, cy >> s.shift, class_code, owner_id, sum(n)
+  FROM asset_tile_counts CROSS JOIN (VALUES {COUNT_SHIFTS}) s(shift)
+  WHERE z = {COUNT_ZOOM} AND s.shift > 0
+  GROUP BY 1, 2, 3, 4, 5;
 $$;
 -- After a load that bypassed the triggers: count again, and every tile has changed.
 CREATE FUNCTION smartcode_tile_counts_rebuild() RETURNS void LANGUAGE sql AS $$
