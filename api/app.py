@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
 from api import access_log, docs, errors, openapi
@@ -24,8 +26,10 @@ from api.routes import (
     proposals,
     resolve,
     scan,
+    tiles,
     tokens,
     units,
+    webmap,
     zones,
 )
 from common.settings import Settings, get_settings
@@ -35,6 +39,8 @@ from registry.db import make_engine, service_url
 from registry.resolution import Resolver, conninfo_from_url
 
 API_PREFIX = "/api/v1"
+# The map's page, script and the vendored MapLibre GL JS (api/static/maplibre-gl/README.md).
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 def create_app(settings: Settings | None = None, *, url: str | None = None) -> FastAPI:
@@ -120,6 +126,10 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
         return {"status": "ok", "revision": row[0], "assets": row[1], "county": settings.area.county_code}
 
     app.include_router(api)
+    # Beside /api/v1: map clients take the tile URL template from the TileJSON (docs/tiles.md).
+    app.include_router(tiles.router)
+    app.include_router(webmap.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     # The page a QR label opens lives at the site's root: /c/{code} is what labels print.
     app.include_router(scan.router)
     # OGC API - Features sits beside /api/v1: GIS clients start from its own landing page.

@@ -315,6 +315,57 @@ class LabelSettings(BaseSettings):
         return value
 
 
+class TileSettings(BaseSettings):
+    """Vector tiles (GET /tiles/{z}/{x}/{y}.mvt): when assets are aggregated, how long a tile is fresh."""
+
+    model_config = _config("SMARTCODE_TILES_")
+
+    feature_budget: int = Field(
+        default=10_000,
+        ge=1,
+        description="A tile holding more assets than this carries aggregate cells (counts per class and "
+        "owner) instead of individual assets; nothing is dropped either way.",
+    )
+    cell_px: Literal[32, 64, 128, 256] = Field(
+        default=64,
+        description="Side of an aggregate cell in pixels of a 512-pixel tile (a power of two, so that a "
+        "cell is a tile of a deeper zoom).",
+    )
+    top_owners: int = Field(default=3, ge=1, le=20, description="Owners named per aggregate cell.")
+    max_age_s: int = Field(
+        default=5,
+        ge=0,
+        description="Cache-Control max-age of a tile; after it the client revalidates with its ETag (304).",
+    )
+    max_zoom: int = Field(default=22, ge=16, le=24, description="Deepest zoom served.")
+
+
+class MapSettings(BaseSettings):
+    """The web map /map: its basemap (none by default: it must work on an intranet) and staff logins."""
+
+    model_config = _config("SMARTCODE_MAP_")
+
+    basemap_url: str | None = Field(
+        default=None,
+        description="XYZ template of a raster basemap, e.g. http://tiles.intranet/{z}/{x}/{y}.png (256-pixel "
+        "tiles); unset: a plain background under the registry's zones and assets.",
+    )
+    basemap_style_url: str | None = Field(
+        default=None,
+        description="URL of a MapLibre style of a vector basemap (its glyphs and sprites must be served "
+        "on the intranet too); used instead of basemap_url when set.",
+    )
+    basemap_crs: Literal["wgs84", "gcj02"] = Field(
+        default="wgs84",
+        description="Coordinate system of the raster basemap: wgs84 (天地图, CGCS2000 ≈ WGS84) or gcj02 "
+        "(AMap, Tencent); a gcj02 basemap is shifted in the browser so the overlays line up.",
+    )
+    attribution: str = Field(default="", description="Attribution shown for the basemap.")
+    session_hours: float = Field(
+        default=12.0, gt=0, le=24 * 7, description="How long a staff login on /map lasts."
+    )
+
+
 class Settings(BaseModel):
     """Every setting of a deployment, one group per concern."""
 
@@ -328,6 +379,8 @@ class Settings(BaseModel):
     imports: ImportSettings = Field(default_factory=ImportSettings)
     scan: ScanSettings = Field(default_factory=ScanSettings)
     labels: LabelSettings = Field(default_factory=LabelSettings)
+    tiles: TileSettings = Field(default_factory=TileSettings)
+    map: MapSettings = Field(default_factory=MapSettings)
 
 
 @lru_cache(maxsize=1)

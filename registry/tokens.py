@@ -90,6 +90,31 @@ def authenticate(session: Session, token: str | None, settings: Settings) -> Act
     return actor_for(row)
 
 
+def session_ref(session: Session, token: str, settings: Settings) -> tuple[Actor, str]:
+    """The actor of a bearer token and a reference to it that a login session may carry instead of it.
+
+    The reference is ``admin`` or the token's row id: it reveals nothing, and :func:`actor_by_ref`
+    re-reads the row, so revoking the token ends the sessions opened with it.
+    """
+    actor = authenticate(session, token, settings)
+    if actor.admin and actor.name == "admin":
+        return actor, "admin"
+    row = session.scalars(select(ApiToken.id).where(ApiToken.token_hash == _hash(token))).one()
+    return actor, str(row)
+
+
+def actor_by_ref(session: Session, ref: str) -> Actor | None:
+    """The actor behind a :func:`session_ref` reference; None when its token was revoked or is gone."""
+    if ref == "admin":
+        return Actor(name="admin", admin=True)
+    if not ref.isdigit():
+        return None
+    row = session.scalars(
+        select(ApiToken).where(ApiToken.id == int(ref), ApiToken.revoked_at.is_(None))
+    ).first()
+    return actor_for(row) if row is not None else None
+
+
 def actor_for(row: ApiToken) -> Actor:
     """The actor a token row stands for."""
     if row.role == "unit":

@@ -104,8 +104,8 @@ if [ ! -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ]; then
     apt_install fonts-noto-cjk
 fi
 
-# --- The scan page's browser tests: Playwright drives the system chromium (`playwright install` needs
-# a download these machines lack); the CJK font above renders the page's Chinese -------------------
+# --- The browser tests (scan page, map): Playwright drives the system chromium (`playwright install`
+# needs a download these machines lack); the CJK font above renders the pages' Chinese -------------
 
 if ! command -v chromium >/dev/null 2>&1; then
     apt_install chromium

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.deps import Services, client_address, parse_bearer, require_actor, services
+from api.deps import Services, client_address, cookie_header_actor, parse_bearer, require_actor, services
 from api.errors import error_response
 from api.params import RowId
 from api.pool import ResilientPool
@@ -239,8 +239,22 @@ _OPENAPI_PARAMETERS = [
 ]
 
 
+async def _caller(rt: ResolveRuntime, svc: Services, authorization: str | None, cookie: str | None) -> Actor:
+    """The bearer token's actor, else the map's login session (a GET: all this handler answers)."""
+    actor = await rt.tokens.actor(svc, authorization)
+    if actor.anonymous and cookie:
+        session_actor: Actor | None = await run_in_threadpool(cookie_header_actor, svc, cookie)
+        return session_actor or actor
+    return actor
+
+
 async def answer(
-    rt: ResolveRuntime, svc: Services, params: QueryParams, authorization: str | None, client: str
+    rt: ResolveRuntime,
+    svc: Services,
+    params: QueryParams,
+    authorization: str | None,
+    client: str,
+    cookie: str | None = None,
 ) -> bytes:
     """The JSON body for a resolve request (the route and the fast path share it)."""
     code = params.get("code")
@@ -248,7 +262,7 @@ async def answer(
         extra = [k for k in _LOCATION_KEYS if k in params]
         if extra:
             raise InvalidInput(f"give either code or a location, not both (also got {', '.join(extra)})")
-        actor = require(await rt.tokens.actor(svc, authorization), Action.READ_PUBLIC)
+        actor = require(await _caller(rt, svc, authorization, cookie), Action.READ_PUBLIC)
         if actor.anonymous:
             svc.anonymous_limit.check(client)
         async with rt.pool.connection() as conn:
@@ -261,7 +275,7 @@ async def answer(
         return body
     if not any(k in params for k in ("lon", "lat", "x", "y")):
         raise InvalidInput("give code=... (a scanned code) or lon=...&lat=... (a location)")
-    actor = require(await rt.tokens.actor(svc, authorization), Action.RESOLVE_LOCATION)
+    actor = require(await _caller(rt, svc, authorization, cookie), Action.RESOLVE_LOCATION)
     query = LocationQuery(
         x=_number(params.get("lon", params.get("x")), "lon"),
         y=_number(params.get("lat", params.get("y")), "lat"),
@@ -291,6 +305,7 @@ async def resolve(request: Request) -> Response:
         request.query_params,
         request.headers.get("authorization"),
         client_address(request),
+        request.headers.get("cookie"),
     )
     return Response(body, media_type="application/json")
 
@@ -314,10 +329,12 @@ class ResolveFastPath:
             await self.app(scope, receive, send)
             return
         state = scope["app"].state
-        authorization = None
+        authorization = cookie = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
+            elif name == b"cookie":
+                cookie = value.decode("latin-1")
         headers = [(b"content-type", b"application/json")]
         client = scope.get("client")
         try:
@@ -327,6 +344,7 @@ class ResolveFastPath:
                 QueryParams(scope["query_string"]),
                 authorization,
                 client[0] if client else "unknown",
+                cookie,
             )
             status = 200
         except SmartcodeError as exc:

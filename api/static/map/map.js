@@ -1,0 +1,427 @@
+// The dispatcher's map (docs/map.md): vector tiles of the registry on the vendored MapLibre GL JS,
+// read with the login session cookie. No text layers, so no glyphs are needed; labels are HTML.
+import {
+  Map as MapLibre,
+  NavigationControl,
+  Popup,
+  ScaleControl,
+  addProtocol,
+  setWorkerUrl,
+} from "/static/maplibre-gl/maplibre-gl.mjs";
+import { gcjTileLoader, toWgs84 } from "/static/map/crs.js";
+
+setWorkerUrl("/static/maplibre-gl/maplibre-gl-worker.mjs");
+
+const config = JSON.parse(document.getElementById("map-config").textContent);
+const PALETTE = ["#1d4ed8", "#dc2626", "#16a34a", "#0891b2", "#9333ea", "#b45309", "#db2777", "#4b5563"];
+const ZONE_COLOURS = { street: "#ea580c", community: "#ca8a04", grid: "#65a30d", contract: "#7c3aed", pilot: "#0d9488" };
+const STATUS = { resolved: "已确定", ambiguous: "有歧义（多家单位距离相近）", fallback: "属地兜底", unresolved: "未能确定" };
+const RULES = {
+  code: "按编码",
+  nearest_asset: "最近部件",
+  ambiguity: "有歧义",
+  responsibility_rule: "责任规则",
+  jurisdiction: "属地兜底（街道）",
+  none: "无",
+};
+const ASSET_LAYERS = ["assets-point", "assets-line", "assets-fill"];
+
+// --- small helpers -------------------------------------------------------------------------------
+
+function el(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (className) node.className = className;
+  return node;
+}
+
+function party(label, unit) {
+  const row = el("div", null, "party");
+  row.append(el("span", `${label}：`, "label"));
+  if (!unit) {
+    row.append(el("span", "未登记", "none"));
+    return row;
+  }
+  row.append(el("strong", unit.name));
+  if (unit.phone) row.append(el("span", ` 电话 ${unit.phone}`, "phone"));
+  return row;
+}
+
+async function getJSON(url) {
+  const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+  if (response.status === 401) {
+    // The session ended (expired, logged out elsewhere, token revoked): log in again.
+    window.location.assign("/map/login");
+    throw new Error("login needed");
+  }
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const message = (body.error && body.error.message) || body.detail || `HTTP ${response.status}`;
+    throw new Error(typeof message === "string" ? message : JSON.stringify(message));
+  }
+  return body;
+}
+
+const result = document.getElementById("result");
+function showResult(...nodes) {
+  result.replaceChildren(...nodes);
+}
+function showError(message) {
+  showResult(el("p", message, "error"));
+}
+
+// --- classes, legend and colours ----------------------------------------------------------------
+
+const classes = await getJSON("/api/v1/classes").catch(() => []);
+const classNames = Object.fromEntries(classes.map((c) => [c.code, c.name]));
+const groups = [];
+for (const cls of classes) {
+  let group = groups.find((g) => g.code === cls.big_code);
+  if (!group) {
+    group = { code: cls.big_code, name: cls.big_name, classes: [], colour: PALETTE[groups.length % PALETTE.length] };
+    groups.push(group);
+  }
+  group.classes.push(cls.code);
+}
+const classColour = groups.length
+  ? ["match", ["get", "class"], ...groups.flatMap((g) => [g.classes, g.colour]), "#6b7280"]
+  : "#6b7280";
+
+const legend = document.getElementById("legend");
+for (const group of groups) {
+  const item = el("li");
+  const swatch = el("span", null, "swatch");
+  swatch.style.background = group.colour;
+  item.append(swatch, el("span", `${group.code} ${group.name}`));
+  legend.append(item);
+}
+for (const [label, className] of [
+  ["街道/社区等区域（边界）", "swatch zone"],
+  ["数量聚合（缩小时，点击看分类）", "swatch cell"],
+]) {
+  const item = el("li");
+  item.append(el("span", null, className), el("span", label));
+  legend.append(item);
+}
+
+const pick = document.getElementById("pick");
+const categories = await getJSON("/api/v1/categories").catch(() => []);
+if (categories.length) {
+  const optgroup = el("optgroup");
+  optgroup.label = "投诉类别";
+  for (const cat of categories) {
+    const option = el("option", cat.name);
+    option.value = `category:${cat.name}`;
+    optgroup.append(option);
+  }
+  pick.append(optgroup);
+}
+for (const group of groups) {
+  const optgroup = el("optgroup");
+  optgroup.label = group.name;
+  for (const code of group.classes) {
+    const option = el("option", `${code} ${classNames[code]}`);
+    option.value = `class:${code}`;
+    optgroup.append(option);
+  }
+  pick.append(optgroup);
+}
+
+// --- the map -------------------------------------------------------------------------------------
+
+const basemap = config.basemap || {};
+const style = {
+  version: 8,
+  sources: {},
+  layers: [{ id: "background", type: "background", paint: { "background-color": "#f3f1ec" } }],
+};
+if (basemap.url && !basemap.style) {
+  let tiles = [basemap.url];
+  if (basemap.crs === "gcj02") {
+    addProtocol("gcj02", gcjTileLoader(basemap.url));
+    tiles = ["gcj02://{z}/{x}/{y}"];
+  }
+  style.sources.basemap = { type: "raster", tiles, tileSize: 256, attribution: basemap.attribution || "" };
+  style.layers.push({ id: "basemap", type: "raster", source: "basemap" });
+}
+
+const [minx, miny, maxx, maxy] = config.bounds;
+const map = new MapLibre({
+  container: "map",
+  style: basemap.style || style,
+  bounds: [
+    [minx, miny],
+    [maxx, maxy],
+  ],
+  maxZoom: 21,
+  attributionControl: { compact: true },
+  // Chinese in the page's fonts, should a style ever draw text: no glyph files are fetched for it.
+  localIdeographFontFamily: "'Noto Sans CJK SC', 'Microsoft YaHei', 'PingFang SC', sans-serif",
+  canvasContextAttributes: { preserveDrawingBuffer: true },
+});
+map.addControl(new NavigationControl({ showCompass: false }));
+map.addControl(new ScaleControl({ unit: "metric" }));
+window.smartcodeMap = map;
+
+function addOverlays() {
+  map.addSource("registry", {
+    type: "vector",
+    tiles: [`${window.location.origin}/tiles/{z}/{x}/{y}.mvt`],
+    minzoom: 0,
+    maxzoom: Math.min(config.maxZoom || 22, 22),
+  });
+  map.addSource("mark", { type: "geojson", data: { type: "FeatureCollection", features: [] } });
+  const zoneColour = ["match", ["get", "level"], ...Object.entries(ZONE_COLOURS).flat(), "#64748b"];
+  map.addLayer({
+    id: "zones-fill",
+    type: "fill",
+    source: "registry",
+    "source-layer": "zones",
+    paint: { "fill-color": zoneColour, "fill-opacity": 0.05 },
+  });
+  map.addLayer({
+    id: "zones-line",
+    type: "line",
+    source: "registry",
+    "source-layer": "zones",
+    paint: {
+      "line-color": zoneColour,
+      "line-width": ["match", ["get", "level"], "street", 2.5, 1.2],
+      "line-dasharray": [3, 2],
+    },
+  });
+  map.addLayer({
+    id: "assets-fill",
+    type: "fill",
+    source: "registry",
+    "source-layer": "assets",
+    filter: ["==", ["geometry-type"], "Polygon"],
+    paint: { "fill-color": classColour, "fill-opacity": 0.35, "fill-outline-color": classColour },
+  });
+  map.addLayer({
+    id: "assets-line",
+    type: "line",
+    source: "registry",
+    "source-layer": "assets",
+    filter: ["==", ["geometry-type"], "LineString"],
+    paint: { "line-color": classColour, "line-width": ["interpolate", ["linear"], ["zoom"], 12, 1, 18, 4] },
+  });
+  map.addLayer({
+    id: "assets-point",
+    type: "circle",
+    source: "registry",
+    "source-layer": "assets",
+    filter: ["==", ["geometry-type"], "Point"],
+    paint: {
+      "circle-color": classColour,
+      "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 2.5, 16, 5, 20, 9],
+      "circle-stroke-color": "#ffffff",
+      "circle-stroke-width": 1,
+    },
+  });
+  map.addLayer({
+    id: "cells",
+    type: "circle",
+    source: "registry",
+    "source-layer": "asset_cells",
+    paint: {
+      "circle-color": "#334155",
+      "circle-opacity": 0.55,
+      "circle-radius": ["interpolate", ["linear"], ["sqrt", ["get", "count"]], 1, 4, 30, 18, 300, 40],
+      "circle-stroke-color": "#ffffff",
+      "circle-stroke-width": 1,
+    },
+  });
+  map.addLayer({
+    id: "mark",
+    type: "circle",
+    source: "mark",
+    paint: { "circle-radius": 7, "circle-color": "rgba(0,0,0,0)", "circle-stroke-color": "#e11d48", "circle-stroke-width": 3 },
+  });
+  for (const layer of [...ASSET_LAYERS, "cells"]) {
+    map.on("mouseenter", layer, () => (map.getCanvas().style.cursor = "pointer"));
+    map.on("mouseleave", layer, () => (map.getCanvas().style.cursor = ""));
+  }
+}
+
+map.on("load", () => {
+  addOverlays();
+  map.once("idle", () => document.body.setAttribute("data-map-ready", "1"));
+});
+
+let popup = null;
+function openPopup(lngLat, node) {
+  if (popup) popup.remove();
+  popup = new Popup({ maxWidth: "340px" }).setLngLat(lngLat).setDOMContent(node).addTo(map);
+}
+
+function mark(lon, lat) {
+  map.getSource("mark")?.setData({ type: "Feature", geometry: { type: "Point", coordinates: [lon, lat] }, properties: {} });
+}
+
+// --- what a click shows ----------------------------------------------------------------------------
+
+async function showAsset(code, lngLat) {
+  let asset;
+  try {
+    asset = await getJSON(`/api/v1/assets/${encodeURIComponent(code)}`);
+  } catch (error) {
+    showError(`部件 ${code}：${error.message}`);
+    return null;
+  }
+  const box = el("div", null, "asset");
+  box.append(el("h3", `${asset.class.name}（${asset.class.code}）`));
+  box.append(el("div", `智慧码 ${asset.code_display || asset.code}`, "code"));
+  box.append(el("div", `状态：${asset.state}${asset.in_use === false ? "（已注销）" : ""}`));
+  box.append(party("权属单位", asset.owner), party("养护单位", asset.maintainer), party("主管部门", asset.supervisor));
+  if (asset.address) box.append(el("div", `地址：${asset.address}`, "small"));
+  const position = asset.position ? [asset.position.lon, asset.position.lat] : [lngLat.lng, lngLat.lat];
+  openPopup(position, box);
+  showResult(box.cloneNode(true));
+  mark(...position);
+  return asset;
+}
+
+function showCell(feature, lngLat) {
+  const p = feature.properties;
+  const box = el("div", null, "cell");
+  box.append(el("h3", `此处共 ${p.count} 个部件`));
+  let perClass = {};
+  let owners = [];
+  try {
+    perClass = JSON.parse(p.classes || "{}");
+    owners = JSON.parse(p.top_owners || "[]");
+  } catch {
+    // A malformed property only costs the breakdown; the count above stands.
+  }
+  const list = el("ul");
+  for (const [code, n] of Object.entries(perClass).sort((a, b) => b[1] - a[1])) {
+    list.append(el("li", `${classNames[code] || code}（${code}）：${n}`));
+  }
+  box.append(list);
+  if (owners.length) {
+    box.append(el("div", `权属单位（共 ${p.owners} 家），最多的：`));
+    const ol = el("ul");
+    for (const [name, n] of owners) ol.append(el("li", `${name}：${n}`));
+    box.append(ol);
+  }
+  box.append(el("div", "放大地图可看到单个部件。", "small"));
+  openPopup(lngLat, box);
+}
+
+function pickParams() {
+  const [kind, value] = (pick.value || "").split(/:(.*)/s);
+  if (kind === "category") return `&category=${encodeURIComponent(value)}`;
+  if (kind === "class") return `&class=${encodeURIComponent(value)}`;
+  return "";
+}
+
+async function resolveAt(x, y, crs, at, zoneNames = []) {
+  let answer;
+  try {
+    answer = await getJSON(`/api/v1/resolve?lon=${x}&lat=${y}&crs=${crs}${pickParams()}`);
+  } catch (error) {
+    showError(`查询失败：${error.message}`);
+    return null;
+  }
+  const box = el("div", null, "resolution");
+  box.dataset.status = answer.status;
+  box.append(el("h3", `责任单位 · ${STATUS[answer.status] || answer.status}`));
+  box.append(el("div", `依据：${RULES[answer.rule] || answer.rule}`, "rule"));
+  if (answer.asset) {
+    const cls = answer.asset.class || {};
+    box.append(el("div", `部件：${cls.name || ""} ${answer.asset.code_display || answer.asset.code}`));
+  }
+  box.append(party("权属单位", answer.owner), party("养护单位", answer.maintainer), party("主管部门", answer.supervisor));
+  const zones = (answer.zones || []).map((z) => (z.zone ? z.zone.name : z.name)).filter(Boolean);
+  const names = [...new Set([...zoneNames, ...zones])];
+  if (names.length) box.append(el("div", `所在区域：${names.join("、")}`, "small"));
+  if (answer.explanation && answer.explanation.length) {
+    box.append(el("div", "判定过程：", "label"));
+    const steps = el("ol", null, "explanation");
+    for (const line of answer.explanation) steps.append(el("li", line));
+    box.append(steps);
+  }
+  if (answer.candidates && answer.candidates.length > 1) {
+    box.append(el("div", `附近候选部件 ${answer.candidates.length} 个`, "small"));
+  }
+  openPopup(at, box.cloneNode(true));
+  showResult(box);
+  mark(at[0], at[1]);
+  return answer;
+}
+
+map.on("click", async (event) => {
+  const { x, y } = event.point;
+  const near = [
+    [x - 6, y - 6],
+    [x + 6, y + 6],
+  ];
+  const layers = ASSET_LAYERS.filter((id) => map.getLayer(id));
+  const hits = layers.length ? map.queryRenderedFeatures(near, { layers }) : [];
+  // Points before lines before areas: the one drawn on top is the one meant.
+  hits.sort((a, b) => ASSET_LAYERS.indexOf(a.layer.id) - ASSET_LAYERS.indexOf(b.layer.id));
+  if (hits.length) {
+    await showAsset(hits[0].properties.code, event.lngLat);
+    return;
+  }
+  const cells = map.getLayer("cells") ? map.queryRenderedFeatures(near, { layers: ["cells"] }) : [];
+  if (cells.length) {
+    showCell(cells[0], event.lngLat);
+    return;
+  }
+  const zones = map.getLayer("zones-fill") ? map.queryRenderedFeatures(event.point, { layers: ["zones-fill"] }) : [];
+  const names = zones.map((f) => f.properties.name).filter(Boolean);
+  const lon = Number(event.lngLat.lng.toFixed(7));
+  const lat = Number(event.lngLat.lat.toFixed(7));
+  await resolveAt(lon, lat, "wgs84", [lon, lat], names);
+});
+
+// --- search by code or label URL, and coordinates ------------------------------------------------
+
+export function codeFromInput(text) {
+  const value = text.trim();
+  const fromUrl = value.match(/\/c\/([0-9A-Za-z-]+)/);
+  return (fromUrl ? fromUrl[1] : value).replace(/[\s-]/g, "");
+}
+
+async function search() {
+  const code = codeFromInput(document.getElementById("search").value);
+  if (!code) return;
+  try {
+    const asset = await getJSON(`/api/v1/assets/${encodeURIComponent(code)}`);
+    if (asset.position) {
+      map.flyTo({ center: [asset.position.lon, asset.position.lat], zoom: Math.max(map.getZoom(), 18) });
+      await showAsset(code, { lng: asset.position.lon, lat: asset.position.lat });
+    }
+  } catch (error) {
+    showError(`未找到部件 ${code}：${error.message}`);
+  }
+}
+
+export function parseCoordinates(text) {
+  const numbers = text.match(/-?\d+(?:\.\d+)?/g);
+  if (!numbers || numbers.length !== 2) return null;
+  let [a, b] = numbers.map(Number);
+  // Written latitude first (22.70, 114.35)? In China a longitude is above 73, a latitude below 54.
+  if (Math.abs(a) < 60 && Math.abs(b) > 60) [a, b] = [b, a];
+  return [a, b];
+}
+
+async function resolveTyped() {
+  const xy = parseCoordinates(document.getElementById("coords").value);
+  if (!xy) {
+    showError("请输入两个数字：经度, 纬度（例如 114.35, 22.70）");
+    return;
+  }
+  const crs = document.getElementById("coords-crs").value;
+  const at = toWgs84(xy[0], xy[1], crs);
+  map.flyTo({ center: at, zoom: Math.max(map.getZoom(), 17) });
+  // The server converts the typed coordinates itself (crs=...); the map only needs where to look.
+  await resolveAt(xy[0], xy[1], crs, at);
+}
+
+document.getElementById("search-go").addEventListener("click", search);
+document.getElementById("search").addEventListener("keydown", (e) => e.key === "Enter" && search());
+document.getElementById("coords-go").addEventListener("click", resolveTyped);
+document.getElementById("coords").addEventListener("keydown", (e) => e.key === "Enter" && resolveTyped());

@@ -1,0 +1,286 @@
+"""Vector tiles: every asset accounted for at every zoom, ETags that change exactly where an edit is."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, text
+
+from common.settings import Settings, TileSettings
+from registry.db import Actor
+from tests.helpers import PINGSHAN, make_asset, make_unit, point
+from tests.mvt import decode
+
+# A crowded corner (more assets than the test's budget even in a tile of zoom 18) and a quiet one
+# about 6 km away.
+CROWD = PINGSHAN
+QUIET = (114.40, 22.72)
+BUDGET = 5
+
+
+def tile_of(lon: float, lat: float, z: int) -> tuple[int, int, int]:
+    """The tile of zoom ``z`` holding a WGS84 point."""
+    n = 1 << z
+    x = int((lon + 180.0) / 360.0 * n)
+    y = int((1.0 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2.0 * n)
+    return z, x, y
+
+
+@pytest.fixture
+def tiles_client(db: Engine, settings: Settings, migrated_url: str) -> Iterator[TestClient]:
+    """The app with a feature budget of 5, so that a handful of assets is a crowd."""
+    from api.app import create_app
+
+    small = settings.model_copy(update={"tiles": TileSettings(feature_budget=BUDGET)})
+    with TestClient(create_app(small, url=migrated_url)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def registry(db: Engine, admin: Actor) -> dict[str, int]:
+    """30 assets within 25 m of CROWD (two owners, some without), 3 at QUIET, one decommissioned."""
+    rng = random.Random(14)
+    power = make_unit(db, "坪山供电局", admin).id
+    water = make_unit(db, "坪山水务所", admin).id
+    for i in range(30):
+        lon = CROWD[0] + rng.uniform(-0.0002, 0.0002)
+        lat = CROWD[1] + rng.uniform(-0.0002, 0.0002)
+        owner = (power, water, None)[i % 3]
+        make_asset(db, admin, ("0118", "0114")[i % 2], geometry=point(lon, lat), owner_id=owner)
+    for i in range(3):
+        make_asset(db, admin, "0118", geometry=point(QUIET[0] + i * 0.0001, QUIET[1]), owner_id=power)
+    return {"power": power, "water": water}
+
+
+def anchored_in(db: Engine, z: int, x: int, y: int) -> int:
+    """Assets in use whose point lies in the tile (half-open, as the tiles count them)."""
+    with db.connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM assets a, ST_TileEnvelope(:z, :x, :y) e, "
+                    "LATERAL ST_Transform(a.geom, 3857) p WHERE a.in_use "
+                    "AND ST_X(p) >= ST_XMin(e) AND ST_X(p) < ST_XMax(e) "
+                    "AND ST_Y(p) > ST_YMin(e) AND ST_Y(p) <= ST_YMax(e)"
+                ),
+                {"z": z, "x": x, "y": y},
+            ).scalar_one()
+        )
+
+
+def get_tile(client: TestClient, auth: dict[str, str], tile: tuple[int, int, int]) -> bytes:
+    """The tile's bytes (asserting a 200)."""
+    z, x, y = tile
+    response = client.get(f"/tiles/{z}/{x}/{y}.mvt", headers=auth)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/vnd.mapbox-vector-tile"
+    return response.content
+
+
+@pytest.mark.parametrize(
+    ("where", "z", "mode"),
+    [
+        (CROWD, 6, "cells"),  # the whole county in one cell, from the counts kept at zoom 12
+        (CROWD, 10, "cells"),  # cells from the counts kept at zoom 14
+        (CROWD, 12, "cells"),  # cells from the count table
+        (CROWD, 16, "cells"),  # the deepest zoom the count table answers
+        (CROWD, 18, "cells"),  # deeper: counted live
+        (QUIET, 16, "features"),
+        (QUIET, 12, "cells"),
+    ],
+)
+def test_every_asset_in_a_tile_is_a_feature_or_counted_in_a_cell(
+    tiles_client: TestClient,
+    auth: dict[str, str],
+    db: Engine,
+    admin: Actor,
+    registry: dict[str, int],
+    where: tuple[float, float],
+    z: int,
+    mode: str,
+) -> None:
+    """Points + cell counts = the assets in use in the tile's bounds, at low and high zoom."""
+    gone = make_asset(db, admin, "0118", geometry=point(*where))
+    tiles_client.post(
+        f"/api/v1/assets/{gone.code}/decommission", json={"version": 1, "reason": "拆除测试"}, headers=auth
+    ).raise_for_status()
+    tile = tile_of(*where, z)
+    layers = decode(get_tile(tiles_client, auth, tile))
+    expected = anchored_in(db, *tile)
+    assert expected > BUDGET if mode == "cells" else 3 <= expected <= BUDGET
+    features = layers["assets"].features if "assets" in layers else []
+    inside = [f for f in features if 0 <= f.first[0] < 4096 and 0 <= f.first[1] < 4096]
+    cells = layers["asset_cells"].features if "asset_cells" in layers else []
+    assert len(inside) + sum(c.properties["count"] for c in cells) == expected
+    if mode == "features":
+        assert not cells and len(inside) == expected
+        first = inside[0].properties
+        assert first["class"] == "0118" and first["state"] == "完好" and first["owner"] == "坪山供电局"
+        assert len(first["code"]) == 17
+    else:
+        assert cells and not features
+        for cell in cells:
+            classes = json.loads(cell.properties["classes"])
+            assert sum(classes.values()) == cell.properties["count"]
+            top = json.loads(cell.properties["top_owners"])
+            assert {name for name, _ in top} <= {"坪山供电局", "坪山水务所", "无主"}
+            assert len(top) == min(3, cell.properties["owners"])
+
+
+def test_tiles_need_a_token_and_name_real_tiles(tiles_client: TestClient, auth: dict[str, str]) -> None:
+    """Positions are not public; a tile outside the zoom's grid is a 404."""
+    assert tiles_client.get("/tiles/12/3349/1782.mvt").status_code == 401
+    assert tiles_client.get("/tiles/3/8/0.mvt", headers=auth).status_code == 404
+    assert tiles_client.get("/tiles/30/0/0.mvt", headers=auth).status_code == 404
+
+
+def test_tilejson_describes_the_layers(tiles_client: TestClient) -> None:
+    """TileJSON 3.0.0: the URL template, zooms, layers and their fields, the service area."""
+    response = tiles_client.get("/tiles/tiles.json")
+    assert response.status_code == 200
+    doc = response.json()
+    assert doc["tilejson"] == "3.0.0"
+    assert doc["tiles"] == ["http://testserver/tiles/{z}/{x}/{y}.mvt"]
+    layers = {layer["id"]: layer for layer in doc["vector_layers"]}
+    assert set(layers) == {"assets", "asset_cells", "zones"}
+    assert set(layers["assets"]["fields"]) == {"code", "class", "state", "owner"}
+    assert set(layers["asset_cells"]["fields"]) >= {"count", "classes", "top_owners"}
+    west, south, east, north = doc["bounds"]
+    assert west < CROWD[0] < east and south < CROWD[1] < north
+
+
+def test_an_edit_changes_the_etag_of_its_tiles_only(
+    tiles_client: TestClient, auth: dict[str, str], db: Engine, registry: dict[str, int]
+) -> None:
+    """304 while nothing changed; a move, a hand-over, a zone change tile A's ETag, never far tile B's."""
+    a, b = tile_of(*QUIET, 16), tile_of(*CROWD, 16)
+
+    def etag(tile: tuple[int, int, int]) -> str:
+        z, x, y = tile
+        response = tiles_client.get(f"/tiles/{z}/{x}/{y}.mvt", headers=auth)
+        assert response.status_code == 200 and response.headers["cache-control"].startswith(
+            "private, max-age="
+        )
+        return response.headers["etag"]
+
+    def revalidate(tile: tuple[int, int, int], tag: str) -> int:
+        z, x, y = tile
+        return tiles_client.get(f"/tiles/{z}/{x}/{y}.mvt", headers={**auth, "If-None-Match": tag}).status_code
+
+    a0, b0 = etag(a), etag(b)
+    assert revalidate(a, a0) == 304 and revalidate(b, b0) == 304
+    assert revalidate(a, '"other", ' + a0) == 304
+
+    with db.connect() as conn:
+        code = conn.execute(
+            text("SELECT code FROM assets WHERE ST_X(geom) >= :lon ORDER BY code LIMIT 1"), {"lon": QUIET[0]}
+        ).scalar_one()
+    # Moved by 20 m within tile A.
+    moved = tiles_client.patch(
+        f"/api/v1/assets/{code}",
+        json={"version": 1, "geometry": point(QUIET[0] + 0.0002, QUIET[1]), "reason": "复测"},
+        headers=auth,
+    )
+    assert moved.status_code == 200, moved.text
+    a1 = etag(a)
+    assert a1 != a0 and revalidate(a, a0) == 200
+    assert etag(b) == b0 and revalidate(b, b0) == 304
+    # A description that the tile does not show changes nothing.
+    noted = tiles_client.patch(
+        f"/api/v1/assets/{code}", json={"version": 2, "note": "灯杆编号模糊"}, headers=auth
+    )
+    assert noted.status_code == 200, noted.text
+    assert etag(a) == a1
+    # A hand-over changes the owner shown.
+    handed = tiles_client.post(
+        f"/api/v1/assets/{code}/units",
+        json={"version": 3, "owner_id": registry["water"], "reason": "移交水务所"},
+        headers=auth,
+    )
+    assert handed.status_code == 200, handed.text
+    a2 = etag(a)
+    assert a2 != a1 and etag(b) == b0
+    feature = next(
+        f for f in decode(get_tile(tiles_client, auth, a))["assets"].features if f.properties["code"] == code
+    )
+    assert feature.properties["owner"] == "坪山水务所"
+    # A new zone over tile A only.
+    lon, lat = QUIET
+    square = [[lon - 0.001, lat - 0.001], [lon + 0.001, lat - 0.001], [lon + 0.001, lat + 0.001],
+              [lon - 0.001, lat + 0.001], [lon - 0.001, lat - 0.001]]  # fmt: skip
+    zone = tiles_client.post(
+        "/api/v1/zones",
+        json={"level": "grid", "name": "测试网格", "geometry": {"type": "Polygon", "coordinates": [square]}},
+        headers=auth,
+    )
+    assert zone.status_code == 201, zone.text
+    assert etag(a) != a2 and etag(b) == b0
+    zones = decode(get_tile(tiles_client, auth, a))["zones"].features
+    assert [f.properties["name"] for f in zones] == ["测试网格"]
+
+
+def test_counts_follow_every_write(
+    tiles_client: TestClient, auth: dict[str, str], db: Engine, registry: dict[str, int]
+) -> None:
+    """The count table equals a recount after moves, hand-overs and decommissioning."""
+    with db.connect() as conn:
+        codes = (
+            conn.execute(
+                text("SELECT code FROM assets WHERE owner_id = :power ORDER BY code LIMIT 4"),
+                {"power": registry["power"]},
+            )
+            .scalars()
+            .all()
+        )
+    far = point(QUIET[0] + 0.01, QUIET[1] + 0.01)
+    steps = [
+        ("patch", codes[0], {"version": 1, "geometry": far}),
+        ("units", codes[1], {"version": 1, "owner_id": registry["water"], "reason": "移交"}),
+        ("units", codes[2], {"version": 1, "owner_id": None, "reason": "权属待查"}),
+        ("decommission", codes[3], {"version": 1, "reason": "拆除"}),
+    ]
+    for kind, code, body in steps:
+        if kind == "patch":
+            response = tiles_client.patch(f"/api/v1/assets/{code}", json=body, headers=auth)
+        else:
+            response = tiles_client.post(f"/api/v1/assets/{code}/{kind}", json=body, headers=auth)
+        assert response.status_code == 200, response.text
+    query = (
+        "SELECT z, cx, cy, class_code, owner_id, n FROM asset_tile_counts WHERE n <> 0 ORDER BY 1, 2, 3, 4, 5"
+    )
+    with db.begin() as conn:
+        kept = conn.execute(text(query)).all()
+        conn.execute(text("SELECT smartcode_tile_counts_rebuild()"))
+        recounted = conn.execute(text(query)).all()
+    assert kept == recounted
+    assert {row.z for row in kept} == {12, 14, 16}
+    assert all(sum(row.n for row in kept if row.z == z) == 33 - 1 for z in (12, 14, 16))
+
+
+def test_a_bulk_write_is_recounted_by_the_next_tile(
+    tiles_client: TestClient, auth: dict[str, str], db: Engine, registry: dict[str, int]
+) -> None:
+    """A statement over the bulk threshold marks the counts stale; the next tile recounts, nothing is lost."""
+    crowd = tile_of(*CROWD, 12)
+    before = tiles_client.get("/tiles/{}/{}/{}.mvt".format(*crowd), headers=auth).headers["etag"]
+    with db.begin() as conn:
+        conn.execute(text("SET LOCAL smartcode.tile_bulk_rows = '2'"))
+        conn.execute(
+            text("UPDATE assets SET owner_id = :water WHERE owner_id = :power"),
+            {"water": registry["water"], "power": registry["power"]},
+        )
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM asset_tile_counts_stale")).scalar_one() == 1
+    layers = decode(get_tile(tiles_client, auth, crowd))
+    cells = layers["asset_cells"].features
+    assert sum(c.properties["count"] for c in cells) == anchored_in(db, *crowd)
+    owners = {name for c in cells for name, _ in json.loads(c.properties["top_owners"])}
+    assert "坪山供电局" not in owners and "坪山水务所" in owners
+    assert tiles_client.get("/tiles/{}/{}/{}.mvt".format(*crowd), headers=auth).headers["etag"] != before
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM asset_tile_counts_stale")).scalar_one() == 0
