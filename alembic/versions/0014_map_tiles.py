@@ -212,6 +212,9 @@ CREATE FUNCTION smartcode_tile_counts_rebuild() RETURNS void LANGUAGE sql AS $$
   SELECT smartcode_tile_counts_recount();
   INSERT INTO tile_changes (box) VALUES (ST_MakeEnvelope(-180, -90, 180, 90, 4326));
 $$;
+-- The service role (smartcode_app, 0011) may not TRUNCATE; the recount runs with the owner's rights.
+ALTER FUNCTION smartcode_tile_counts_recount() SECURITY DEFINER SET search_path = public, pg_temp;
+ALTER FUNCTION smartcode_tile_counts_rebuild() SECURITY DEFINER SET search_path = public, pg_temp;
 """
 
 _TRIGGERS = """
