@@ -14,7 +14,7 @@ from api import errors
 from api.deps import Services, services
 from api.limits import BodyLimit
 from api.responses import OrjsonResponse
-from api.routes import assets, classes, complaints, imports, labels, resolve, scan, units, zones
+from api.routes import assets, classes, complaints, imports, labels, open311, resolve, scan, units, zones
 from common.settings import Settings, get_settings
 from gis.area import ServiceArea
 from importers.jobs import ImportJobs
@@ -94,5 +94,7 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     app.include_router(api)
     # The page a QR label opens lives at the site's root: /c/{code} is what labels print.
     app.include_router(scan.router)
+    # Open311 GeoReport v2 sits beside /api/v1: its clients expect the specification's paths and errors.
+    app.include_router(open311.router)
 
     return app
