@@ -23,6 +23,7 @@ from api.routes import (
     features,
     imports,
     labels,
+    open311,
     proposals,
     resolve,
     scan,
@@ -132,6 +133,8 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     # The page a QR label opens lives at the site's root: /c/{code} is what labels print.
     app.include_router(scan.router)
+    # Open311 GeoReport v2 sits beside /api/v1: its clients expect the specification's paths and errors.
+    app.include_router(open311.router)
     # OGC API - Features sits beside /api/v1: GIS clients start from its own landing page.
     app.include_router(features.router)
     openapi.install(app)

@@ -79,6 +79,7 @@ class Action(StrEnum):
     ANSWER_PROPOSAL = "answer_proposal"  # target: the receiving unit id
     PRINT_LABELS = "print_labels"  # target: each asset (owner or maintainer)
     REVOKE_LABEL = "revoke_label"  # target: the asset (owner or maintainer)
+    POST_COMPLAINT = "post_complaint"  # a case system (Open311, API) files a complaint
     EXPORT = "export"  # target: the unit id whose assets are exported (a unit token: its own)
 
 
@@ -163,6 +164,7 @@ POLICY: Mapping[Action, Rule] = {
     Action.ANSWER_PROPOSAL: Rule(
         _ADMIN, "own", "only the receiving unit or an administrator may accept or decline a proposal"
     ),
+    Action.POST_COMPLAINT: Rule(_TOKEN, "any", "filing a case needs an API token (the case system's)"),
     Action.PRINT_LABELS: Rule(
         _ADMIN,
         "owner_or_maintainer",

@@ -106,6 +106,7 @@ class ComplaintIn:
     photos: Sequence[Photo] = ()
     label_status: str | None = None
     client_ip: str | None = None
+    address: str | None = None  # as the reporter wrote it (Open311 address_string); kept with the location
 
 
 def reference_for(complaint_id: int, received_at: dt.datetime, timezone: str) -> str:
@@ -185,6 +186,8 @@ async def resolve_complaint(
             if data.code is None:
                 raise
             location_given["note"] = exc.message
+    if data.address:
+        location_given = {**(location_given or {}), "address": data.address[:500]}
     if data.code is not None:
         answer, _ = await resolver.resolve_code(
             conn, data.code, at=data.reported_at, log=log, actor=actor, channel=data.source

@@ -1,0 +1,303 @@
+"""``/open311/v2/``: Open311 GeoReport v2 for case systems and Open311 clients (JSON and XML).
+
+Services are complaint categories, service requests are complaints (see ``registry/open311.py``).
+Errors are answered the GeoReport way (``[{"code": 400, "description": "..."}]`` or
+``<errors><error>``), not in the ``/api/v1`` shape, because Open311 clients parse them.
+Posting needs ``api_key``: any live API token (admin, reader or unit); a missing or unknown key is 403.
+"""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+
+from api.deps import services
+from api.routes.resolve import runtime
+from api.routes.scan import scan_runtime
+from common.errors import (
+    Conflict,
+    DatabaseUnavailable,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    SmartcodeError,
+    Unauthorized,
+)
+from registry import complaints, open311, tokens
+from registry.access import Action, Actor, require
+
+router = APIRouter(prefix="/open311/v2", tags=["open311"])
+
+FORMATS = ("json", "xml")
+_FIELD_MAX = 4000
+
+# GeoReport's element names for list items, by their list's name.
+_ITEM_TAGS = {
+    "services": "service",
+    "service_requests": "request",
+    "attributes": "attribute",
+    "values": "value",
+}
+
+
+class _BadFormat(SmartcodeError):
+    """A path that does not end in .json or .xml."""
+
+
+def _status(exc: SmartcodeError) -> int:
+    if isinstance(exc, InvalidInput | Conflict):
+        return 400
+    if isinstance(exc, Unauthorized | Forbidden):
+        return 403
+    if isinstance(exc, NotFound | _BadFormat):
+        return 404
+    if isinstance(exc, DatabaseUnavailable):
+        return 503
+    return 500
+
+
+def _xml_value(parent: ET.Element, tag: str, value: Any) -> None:
+    element = ET.SubElement(parent, tag)
+    if isinstance(value, list):
+        item_tag = _ITEM_TAGS.get(tag, "item")
+        for item in value:
+            _xml_value(element, item_tag, item)
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            _xml_value(element, key, inner)
+    elif isinstance(value, bool):
+        element.text = "true" if value else "false"
+    elif value is not None:
+        element.text = str(value)
+
+
+def render(fmt: str, root: str, body: Any, status: int = 200) -> Response:
+    """A GeoReport answer: ``body`` as JSON, or as XML under ``root`` (lists get the spec's item tags)."""
+    if fmt == "xml":
+        element = ET.Element(root)
+        items = body if isinstance(body, list) else [body]
+        item_tag = _ITEM_TAGS.get(root, "item")
+        for item in items:
+            if isinstance(body, list):
+                _xml_value(element, item_tag, item)
+            else:
+                for key, value in item.items():
+                    _xml_value(element, key, value)
+        xml = b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(element, encoding="unicode").encode()
+        return Response(xml, status_code=status, media_type="text/xml; charset=utf-8")
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _error(fmt: str, exc: SmartcodeError) -> Response:
+    status = _status(exc)
+    message = exc.message if status < 500 else "内部错误 / internal error"
+    if fmt == "xml":
+        errors = ET.Element("errors")
+        error = ET.SubElement(errors, "error")
+        ET.SubElement(error, "code").text = str(status)
+        ET.SubElement(error, "description").text = message
+        xml = b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(errors, encoding="unicode").encode()
+        return Response(xml, status_code=status, media_type="text/xml; charset=utf-8")
+    return Response(
+        orjson.dumps([{"code": status, "description": message}]),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+async def _answer(fmt: str, make: Callable[[], Awaitable[Response]]) -> Response:
+    if fmt not in FORMATS:
+        return _error("json", _BadFormat("格式须为 .json 或 .xml / the format must be .json or .xml"))
+    try:
+        return await make()
+    except SmartcodeError as exc:
+        return _error(fmt, exc)
+
+
+def _split(name: str) -> tuple[str, str]:
+    # services/{code}.json: the code is everything before the last dot.
+    stem, dot, fmt = name.rpartition(".")
+    return (stem, fmt) if dot else (name, "")
+
+
+def _jurisdiction(request: Request, given: str | None) -> None:
+    county = services(request).settings.area.county_code
+    if given not in (None, "", county):
+        raise InvalidInput(
+            f"jurisdiction_id 须为 {county} 或不填 / jurisdiction_id must be {county} or absent",
+            field="jurisdiction_id",
+        )
+
+
+@router.get("/services.{fmt}", summary="Service list: the complaint categories")
+async def service_list(request: Request, fmt: str) -> Response:
+    """Every active complaint category as a GeoReport service."""
+
+    async def make() -> Response:
+        _jurisdiction(request, request.query_params.get("jurisdiction_id"))
+
+        def read() -> list[dict[str, Any]]:
+            with services(request).session() as session:
+                return open311.service_list(session)
+
+        return render(fmt, "services", await run_in_threadpool(read))
+
+    return await _answer(fmt, make)
+
+
+@router.get("/services/{name}", summary="Service definition: the attributes of one service")
+async def service_definition(request: Request, name: str) -> Response:
+    """The attributes a request for this service may carry (``asset_code``)."""
+    code, fmt = _split(name)
+
+    async def make() -> Response:
+        _jurisdiction(request, request.query_params.get("jurisdiction_id"))
+
+        def read() -> dict[str, Any]:
+            with services(request).session() as session:
+                return open311.service_definition(session, code)
+
+        return render(fmt, "service_definition", await run_in_threadpool(read))
+
+    return await _answer(fmt, make)
+
+
+def _field(form: FormData, name: str) -> str:
+    value = form.get(name)
+    text = value.strip() if isinstance(value, str) else ""
+    if len(text) > _FIELD_MAX:
+        raise InvalidInput(f"{name} 过长 / {name} is longer than {_FIELD_MAX} characters", field=name)
+    return text
+
+
+def _coordinate(form: FormData, name: str) -> float | None:
+    text = _field(form, name)
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise InvalidInput(f"{name} 须为数字 / {name} must be a number, got {text!r}", field=name)
+    return value
+
+
+async def _authenticate(request: Request, api_key: str) -> Actor:
+    if not api_key:
+        raise Forbidden("缺少 api_key / api_key is required to post a service request")
+
+    def check() -> Actor:
+        with services(request).session() as session:
+            return tokens.authenticate(session, api_key, services(request).settings)
+
+    try:
+        return require(await run_in_threadpool(check), Action.POST_COMPLAINT)
+    except Unauthorized as exc:
+        raise Forbidden("api_key 无效或已吊销 / the api_key is unknown or revoked") from exc
+
+
+@router.post("/requests.{fmt}", summary="Post a service request (a complaint), form-encoded")
+async def post_request(request: Request, fmt: str) -> Response:
+    """Record a complaint, resolve it on arrival, and answer its id and the responsible unit."""
+
+    async def make() -> Response:
+        try:
+            form = await request.form(max_files=0, max_fields=64)
+        except Exception as exc:  # Starlette reports unreadable bodies in several exception types
+            raise InvalidInput("表单无法读取 / the form-encoded body could not be read") from exc
+        actor = await _authenticate(request, _field(form, "api_key"))
+        _jurisdiction(request, _field(form, "jurisdiction_id"))
+        service_code = _field(form, "service_code")
+        if not service_code:
+            raise InvalidInput("缺少 service_code / service_code is required", field="service_code")
+        reporter = {k: _field(form, k)[:200] for k in ("email", "phone", "first_name", "last_name")}
+        rt, sc = runtime(request), scan_runtime(request)
+        settings = sc.settings.area
+        async with rt.pool.connection() as read:
+            category = await open311.check_service_code(read, service_code)
+            lat, lon = _coordinate(form, "lat"), _coordinate(form, "long")
+            asset_code = _field(form, f"attribute[{open311.ASSET_CODE_ATTRIBUTE}]")
+            if lat is None and lon is None and not asset_code:
+                hint = " (address_id is not supported)" if _field(form, "address_id") else ""
+                raise InvalidInput(
+                    "须提供 lat/long 或 attribute[asset_code] / a location (lat and long) or "
+                    f"attribute[asset_code] is required{hint}",
+                    field="lat",
+                )
+            data = complaints.ComplaintIn(
+                source="open311",
+                description=_field(form, "description")[: complaints.DESCRIPTION_MAX],
+                category=category,
+                code=asset_code or None,
+                x=lon,
+                y=lat,
+                crs="wgs84" if lat is not None else None,
+                reporter={k: v for k, v in reporter.items() if v},
+                address=_field(form, "address_string") or None,
+                client_ip=request.client.host if request.client else None,
+            )
+            async with sc.write_pool.connection() as write:
+                view = await complaints.create_complaint(
+                    read, write, rt.resolver, rt.log, data, actor=actor.name, settings=settings
+                )
+        unit = open311.agency_of(view["resolution"])
+        notice = (
+            f"已受理，责任单位：{unit} / received; responsible unit: {unit}" if unit else "已受理 / received"
+        )
+        body = [{"service_request_id": view["reference"], "service_notice": notice, "account_id": None}]
+        return render(fmt, "service_requests", body)
+
+    return await _answer(fmt, make)
+
+
+@router.get("/requests.{fmt}", summary="Service requests: by ids, service code, dates and status")
+async def list_requests(request: Request, fmt: str) -> Response:
+    """Complaints as GeoReport requests, newest first (the last 90 days unless dates are given)."""
+
+    async def make() -> Response:
+        params = request.query_params
+        _jurisdiction(request, params.get("jurisdiction_id"))
+        timezone = services(request).settings.area.timezone
+
+        def many(name: str) -> list[str]:
+            return [p.strip() for p in params.get(name, "").split(",") if p.strip()]
+
+        def date(name: str) -> Any:
+            text = params.get(name)
+            return open311.parse_datetime(text, name, timezone) if text else None
+
+        query = open311.RequestFilter(
+            ids=many("service_request_id"),
+            service_codes=many("service_code"),
+            start=date("start_date"),
+            end=date("end_date"),
+            status=params.get("status") or None,
+        )
+        async with scan_runtime(request).write_pool.connection() as conn:
+            items = await open311.list_requests(conn, query, timezone)
+        return render(fmt, "service_requests", items)
+
+    return await _answer(fmt, make)
+
+
+@router.get("/requests/{name}", summary="One service request by its id (the complaint's reference)")
+async def get_request(request: Request, name: str) -> Response:
+    """One complaint as a GeoReport request, with the responsible unit as ``agency_responsible``."""
+    reference, fmt = _split(name)
+
+    async def make() -> Response:
+        _jurisdiction(request, request.query_params.get("jurisdiction_id"))
+        timezone = services(request).settings.area.timezone
+        async with scan_runtime(request).write_pool.connection() as conn:
+            item = await open311.get_request(conn, reference, timezone)
+        return render(fmt, "service_requests", [item])
+
+    return await _answer(fmt, make)

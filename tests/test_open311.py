@@ -1,0 +1,200 @@
+"""Open311 GeoReport v2 at /open311/v2/: a case system posts a complaint and reads the responsible unit back.
+
+Every JSON answer is validated against the GeoReport v2 schemas in tests/schemas/georeport-v2/.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, text
+
+from registry import tokens
+from registry.db import Actor, transaction
+from tests.helpers import make_asset, make_unit
+from tests.test_resolve import at_m, pt
+
+SCHEMAS = Path(__file__).parent / "schemas" / "georeport-v2"
+BASE = "/open311/v2"
+
+
+def conforms(body: Any, schema: str) -> Any:
+    """``body`` after checking it against one of the GeoReport v2 schemas."""
+    jsonschema.validate(
+        body, json.loads((SCHEMAS / f"{schema}.json").read_text()), format_checker=jsonschema.FormatChecker()
+    )
+    return body
+
+
+@pytest.fixture
+def lamp(db: Engine, admin: Actor) -> Any:
+    """A street lamp 3 m east of PINGSHAN owned by the power company."""
+    power = make_unit(db, "深圳供电局有限公司", admin, kind="utility", phone="95598")
+    return make_asset(db, admin, owner_id=power.id, geometry=pt(3))
+
+
+@pytest.fixture
+def api_key(db: Engine, admin: Actor) -> str:
+    """A reader token, as the case system would hold."""
+    with transaction(db) as session:
+        return tokens.create_token(session, "12345-case-system", "reader", admin)
+
+
+def _post(client: TestClient, fmt: str = "json", **fields: str) -> Any:
+    return client.post(f"{BASE}/requests.{fmt}", data=fields)
+
+
+def test_services_are_the_complaint_categories_in_json_and_xml(client: TestClient) -> None:
+    services = conforms(client.get(f"{BASE}/services.json").json(), "services")
+    lamp = next(s for s in services if s["service_code"] == "路灯不亮")
+    assert lamp["metadata"] is True and "路灯故障" in lamp["keywords"]
+
+    root = ET.fromstring(client.get(f"{BASE}/services.xml").content)
+    assert root.tag == "services"
+    codes = [s.findtext("service_code") for s in root.findall("service")]
+    assert "路灯不亮" in codes and len(codes) == len(services)
+    assert root.find("service/metadata").text == "true"  # type: ignore[union-attr]
+
+
+def test_a_service_definition_offers_the_asset_code_attribute(client: TestClient) -> None:
+    definition = conforms(client.get(f"{BASE}/services/路灯不亮.json").json(), "service-definition")
+    assert definition["attributes"][0]["code"] == "asset_code"
+    assert definition["attributes"][0]["datatype"] == "string"
+    root = ET.fromstring(client.get(f"{BASE}/services/路灯不亮.xml").content)
+    assert root.tag == "service_definition"
+    assert root.findtext("attributes/attribute/code") == "asset_code"
+
+    missing = client.get(f"{BASE}/services/没有这个.json")
+    assert missing.status_code == 404
+    conforms(missing.json(), "errors")
+
+
+def test_a_case_posted_by_location_names_the_responsible_unit(
+    client: TestClient, db: Engine, lamp: Any, api_key: str
+) -> None:
+    lon, lat = at_m(1, 0)
+    posted = _post(
+        client,
+        api_key=api_key,
+        service_code="路灯不亮",
+        lat=str(lat),
+        long=str(lon),
+        jurisdiction_id="440310",
+        description="路灯整晚不亮",
+        address_string="坪山大道 1 号",
+        email="resident@example.cn",
+        media_url="https://example.cn/photo.jpg",
+    )
+    assert posted.status_code == 200, posted.text
+    created = conforms(posted.json(), "request-created")[0]
+    reference = created["service_request_id"]
+    assert reference.startswith("SC-") and "深圳供电局有限公司" in created["service_notice"]
+
+    one = conforms(client.get(f"{BASE}/requests/{reference}.json").json(), "requests")[0]
+    assert one["agency_responsible"] == "深圳供电局有限公司"
+    assert one["status"] == "open" and one["service_code"] == one["service_name"] == "路灯不亮"
+    assert one["requested_datetime"].endswith("+08:00")  # ISO 8601 with the deployment's offset
+    assert dt.datetime.fromisoformat(one["requested_datetime"]).tzinfo is not None
+    assert one["lat"] == pytest.approx(lat, abs=1e-6) and one["long"] == pytest.approx(lon, abs=1e-6)
+    assert one["address"] == "坪山大道 1 号" and one["description"] == "路灯整晚不亮"
+    assert "email" not in one  # the reporter's contact is never published
+
+    with db.connect() as conn:
+        source, actor, reporter = conn.execute(
+            text("SELECT source, actor, reporter FROM complaints WHERE reference = :r"), {"r": reference}
+        ).one()
+    assert source == "open311" and actor == "token:12345-case-system"
+    assert reporter == {"email": "resident@example.cn"}
+
+    root = ET.fromstring(client.get(f"{BASE}/requests/{reference}.xml").content)
+    assert root.tag == "service_requests"
+    assert root.findtext("request/service_request_id") == reference
+    assert root.findtext("request/agency_responsible") == "深圳供电局有限公司"
+
+
+def test_a_case_posted_with_the_scanned_code_answers_in_xml(
+    client: TestClient, lamp: Any, api_key: str
+) -> None:
+    posted = _post(
+        client, "xml", api_key=api_key, service_code="路灯不亮", **{"attribute[asset_code]": lamp.code}
+    )
+    assert posted.status_code == 200, posted.text
+    root = ET.fromstring(posted.content)
+    assert root.tag == "service_requests"
+    reference = root.findtext("request/service_request_id")
+    assert reference and root.find("request/account_id") is not None
+    one = client.get(f"{BASE}/requests/{reference}.json").json()[0]
+    assert one["agency_responsible"] == "深圳供电局有限公司" and one["lat"] is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "said"),
+    [
+        ({}, 403, "api_key"),
+        ({"api_key": "not-a-token"}, 403, "api_key"),
+        ({"service_code": "路灯不亮"}, 403, "api_key"),
+        ({"key": True}, 400, "service_code"),
+        ({"key": True, "service_code": "没有这个"}, 400, "service_code"),
+        ({"key": True, "service_code": "路灯不亮", "jurisdiction_id": "110101"}, 400, "jurisdiction_id"),
+        ({"key": True, "service_code": "路灯不亮"}, 400, "lat"),
+        ({"key": True, "service_code": "路灯不亮", "lat": "north", "long": "114.3"}, 400, "lat"),
+        ({"key": True, "service_code": "路灯不亮", "attribute[asset_code]": "12345"}, 400, ""),
+    ],
+)
+def test_posting_errors_follow_the_specification(
+    client: TestClient, db: Engine, lamp: Any, api_key: str, fields: dict[str, Any], status: int, said: str
+) -> None:
+    form = {k: v for k, v in fields.items() if k != "key"}
+    if fields.get("key"):
+        form["api_key"] = api_key
+    answer = _post(client, **form)
+    assert answer.status_code == status
+    error = conforms(answer.json(), "errors")[0]
+    assert error["code"] == status and said in error["description"]
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM complaints")).scalar() == 0
+
+    xml = _post(client, "xml", **form)
+    root = ET.fromstring(xml.content)
+    assert xml.status_code == status and root.tag == "errors"
+    assert root.findtext("error/code") == str(status) and root.findtext("error/description")
+
+
+def test_listing_requests_filters_by_id_code_date_and_status(
+    client: TestClient, lamp: Any, api_key: str
+) -> None:
+    lon, lat = at_m(1, 0)
+    first = _post(client, api_key=api_key, service_code="路灯不亮", lat=str(lat), long=str(lon)).json()
+    second = _post(client, api_key=api_key, service_code="立杆倾斜", lat=str(lat), long=str(lon)).json()
+    ids = [first[0]["service_request_id"], second[0]["service_request_id"]]
+
+    everything = conforms(client.get(f"{BASE}/requests.json").json(), "requests")
+    assert [r["service_request_id"] for r in everything] == ids[::-1]  # newest first
+    by_ids = client.get(f"{BASE}/requests.json", params={"service_request_id": ",".join(ids)}).json()
+    assert {r["service_request_id"] for r in by_ids} == set(ids)
+    by_code = client.get(f"{BASE}/requests.json", params={"service_code": "立杆倾斜"}).json()
+    assert [r["service_request_id"] for r in by_code] == ids[1:]
+    assert client.get(f"{BASE}/requests.json", params={"status": "closed"}).json() == []
+    assert len(client.get(f"{BASE}/requests.json", params={"status": "open"}).json()) == 2
+    tomorrow = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
+    assert client.get(f"{BASE}/requests.json", params={"start_date": tomorrow}).json() == []
+    old = {"start_date": "2020-01-01T00:00:00+08:00", "end_date": "2020-12-31"}
+    assert client.get(f"{BASE}/requests.json", params=old).json() == []
+
+    root = ET.fromstring(client.get(f"{BASE}/requests.xml").content)
+    assert [r.findtext("service_request_id") for r in root.findall("request")] == ids[::-1]
+
+    bad = client.get(f"{BASE}/requests.json", params={"start_date": "yesterday"})
+    assert bad.status_code == 400 and "start_date" in conforms(bad.json(), "errors")[0]["description"]
+    assert client.get(f"{BASE}/requests.json", params={"status": "pending"}).status_code == 400
+    missing = client.get(f"{BASE}/requests/SC-20260101-999999.json")
+    assert missing.status_code == 404
+    conforms(missing.json(), "errors")
+    assert client.get(f"{BASE}/requests.csv").status_code == 404
