@@ -6,6 +6,7 @@ import json
 import math
 import random
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -284,3 +285,38 @@ def test_a_bulk_write_is_recounted_by_the_next_tile(
     assert tiles_client.get("/tiles/{}/{}/{}.mvt".format(*crowd), headers=auth).headers["etag"] != before
     with db.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM asset_tile_counts_stale")).scalar_one() == 0
+
+
+def test_an_import_shows_in_its_tiles_only(
+    tiles_client: TestClient,
+    auth: dict[str, str],
+    db: Engine,
+    settings: Settings,
+    owners: dict[str, int],
+    tmp_path: Path,
+) -> None:
+    """Two lamps imported at QUIET: its tile's ETag changes and it shows them; CROWD's tile does not."""
+    from importers.pipeline import ImportOptions, run_import
+
+    quiet, crowd = tile_of(*QUIET, 16), tile_of(*CROWD, 16)
+
+    def etag(tile: tuple[int, int, int]) -> str:
+        return str(tiles_client.get("/tiles/{}/{}/{}.mvt".format(*tile), headers=auth).headers["etag"])
+
+    before_quiet, before_crowd = etag(quiet), etag(crowd)
+    lamps = [
+        {
+            "type": "Feature",
+            "properties": {"OBJCODE": "", "OBJNAME": "路灯", "DEPTNAME2": "坪山供电局", "OBJSTATE": "完好"},
+            "geometry": {"type": "Point", "coordinates": [QUIET[0] + 0.0003 + i * 0.0001, QUIET[1] + 0.0002]},
+        }
+        for i in range(2)
+    ]
+    path = tmp_path / "lamps.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": lamps}, ensure_ascii=False), "utf-8")
+    report = run_import(db, path, Actor(name="test-admin", admin=True), settings, ImportOptions())
+    assert report.created == 2, report.problems
+    assert etag(quiet) != before_quiet and etag(crowd) == before_crowd
+    features = decode(get_tile(tiles_client, auth, quiet))["assets"].features
+    inside = [f for f in features if 0 <= f.first[0] < 4096 and 0 <= f.first[1] < 4096]
+    assert len(inside) == anchored_in(db, *quiet) == BUDGET
