@@ -8,8 +8,8 @@ Two tables kept by triggers, read by ``registry/tiles.py`` (docs/tiles.md):
 
 * ``asset_tile_counts``: how many assets in use are anchored in each Web Mercator tile of zoom 16
   (about 600 m across here), per class and owner (0: no owner), and the same summed to tiles of zoom
-  14 and 12 (column ``z``). An asset's anchor is the point
-  itself, or a point on a line or polygon (``ST_PointOnSurface``). A tile at zoom 16 or lower is a
+  14 and 12 (column ``z``). An asset's anchor is the point itself, or a point on a line or polygon
+  (``ST_PointOnSurface``). A tile at zoom 16 or lower is a
   union of such cells, so its count, and its aggregate cells' counts per class and owner, are sums
   over a few thousand rows at most instead of a scan of every asset under it.
 * ``tile_changes``: one row per statement and region of zoom 14 (about 2.4 km) that it touched, with

@@ -48,7 +48,8 @@ def tile(request: Request, z: int, x: int, y: int) -> Response:
             "Cache-Control": f"private, max-age={settings.max_age_s}",
             "Vary": "Authorization",
         }
-        if state.etag in _etags(request.headers.get("if-none-match")):
+        known = _etags(request.headers.get("if-none-match"))
+        if state.etag in known or "*" in known:
             return Response(status_code=304, headers=headers)
         body = tiles.render_tile(session, z, x, y, state, settings)
     return Response(content=body, media_type=MVT_MEDIA_TYPE, headers=headers)
