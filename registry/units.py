@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Sequence
+from difflib import SequenceMatcher
 from typing import Any
 
 from sqlalchemy import func, or_, select, text
@@ -21,6 +23,38 @@ from registry.schemas import UnitCreate, UnitUpdate
 def name_key(name: str) -> str:
     """A unit name folded for matching: NFKC (full-width to half-width), no whitespace."""
     return "".join(unicodedata.normalize("NFKC", name).split())
+
+
+# Words every company name carries: two names that differ only in these name the same unit.
+_GENERIC_WORDS = re.compile(r"股份有限公司|有限责任公司|有限公司|分公司|总公司|公司|集团|省|市|区")
+
+
+def unit_core(name: str) -> str:
+    """A unit name without its generic words (有限公司, 市 …): 中国铁塔深圳 for both spellings of 铁塔."""
+    return _GENERIC_WORDS.sub("", name_key(name))
+
+
+def is_near_miss(name: str, registered: str) -> bool:
+    """True when ``name`` is most likely a variant or a typo of the registered name, not another unit.
+
+    Either their cores (names without generic words) are one inside the other and of similar
+    length (中国铁塔深圳分公司 / 中国铁塔股份有限公司深圳市分公司), or the names differ in a character
+    or two (深圳供电居有限公司 / 深圳供电局有限公司). 深圳市水务集团有限公司 is not a near miss of
+    深圳市燃气集团股份有限公司: they share only the generic words.
+    """
+    a, b = name_key(name), name_key(registered)
+    if a == b:
+        return True
+    core_a, core_b = unit_core(a), unit_core(b)
+    short, long_ = sorted((core_a, core_b), key=len)
+    if short and short in long_ and len(short) >= 0.6 * len(long_):
+        return True
+    return SequenceMatcher(None, a, b).ratio() >= 0.8 and SequenceMatcher(None, core_a, core_b).ratio() >= 0.7
+
+
+def near_misses(name: str, candidates: Sequence[str]) -> list[str]:
+    """The candidates (registered names, closest first) that ``name`` is a near miss of."""
+    return [c for c in candidates if is_near_miss(name, c)]
 
 
 def unit_summary(unit: Unit | None) -> dict[str, Any] | None:
@@ -226,3 +260,26 @@ def update_unit(session: Session, unit_id: int, data: UnitUpdate, actor: Actor) 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, list | tuple) else v) for k, v in values.items()}
+
+
+def add_alias(session: Session, unit: str, alias: str, actor: Actor, reason: str | None = None) -> Unit:
+    """Add ``alias`` to the unit named (or numbered) ``unit``, so the next import matches it.
+
+    This is how a held near miss (中国铁塔深圳分公司) is settled: the alias goes through
+    :func:`update_unit`, which refuses an alias that already names another unit.
+    """
+    found = get_unit(session, int(unit)) if unit.strip().isdigit() else find_unit(session, unit)
+    if found is None:
+        raise NotFound(f"no unit named {unit.strip()!r} (单位未登记)", unit=unit.strip())
+    key = name_key(alias)
+    if not key:
+        raise InvalidInput("an alias cannot be empty", field="alias")
+    aliases = list(found.aliases or [])
+    if key in aliases or key == name_key(found.name):
+        return found
+    update = UnitUpdate(
+        version=found.version,
+        aliases=[*aliases, key],
+        reason=reason or f"alias {key} added (别名)",
+    )
+    return update_unit(session, found.id, update, actor)
