@@ -132,7 +132,7 @@ def render(data: dict[str, Any]) -> str:
     crs = data.get("crs") or {}
     if crs.get("used"):
         lines.append(
-            f"  coordinates: {crs['used']} ({crs.get('origin')})"
+            f"  coordinates: {crs['used']} ({crs.get('origin')}, evidence {crs.get('strength', '?')})"
             + (f": {crs['note']}" if crs.get("note") else "")
         )
     columns = data.get("columns") or {}

@@ -66,7 +66,7 @@ from registry.models import ImportBatch, Unit
 # Problems kept in a report; beyond this only their number (and counts per field) are kept, so a
 # file where every one of a million rows is wrong still has a report of sensible size.
 DEFAULT_PROBLEM_CAP = 10_000
-_REFERENCE_POINTS = 5000
+_REFERENCE_POINTS = 20000
 # Sidecar files that belong to a shapefile: they are part of "the file" for its fingerprint.
 _SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
 
@@ -334,19 +334,46 @@ def _zone(session: Session, name: str, county: str) -> Zone:
     return Zone(row.id, row.name, row.level, geometry)
 
 
-def _reference_points(session: Session) -> tuple[np.ndarray, np.ndarray] | None:
-    """Registered asset positions (WGS84), to tell GCJ-02 from WGS84 coordinates."""
+def _reference_points(
+    session: Session, xs: np.ndarray, ys: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Registered asset positions (WGS84) around the file's points, to tell GCJ-02 from WGS84.
+
+    Taken from the file's box (either axis order, 3 km around) when its values are degrees: a
+    sample of the whole registry would hold too few of the very assets a re-survey repeats.
+    """
+    box = _degree_box(xs, ys)
+    where = "in_use" if box is None else "in_use AND geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326)"
     rows = session.execute(
         text(
             "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) AS p FROM assets "
-            "WHERE in_use LIMIT :n) s"
+            f"WHERE {where} LIMIT :n) s"
         ),
-        {"n": _REFERENCE_POINTS},
+        {"n": _REFERENCE_POINTS, **(box or {})},
     ).all()
     if not rows:
         return None
     arr = np.array(rows, dtype=np.float64)
     return arr[:, 0], arr[:, 1]
+
+
+def _degree_box(xs: np.ndarray, ys: np.ndarray) -> dict[str, float] | None:
+    """The lon/lat box of sampled degree coordinates (x/y in either order), 0.03° around; else None."""
+    finite = np.isfinite(xs) & np.isfinite(ys)
+    if not finite.any():
+        return None
+    x, y = xs[finite], ys[finite]
+    if not (np.abs(x) <= 180).all() or not (np.abs(y) <= 180).all():
+        return None
+    if float(np.median(x)) < float(np.median(y)):
+        x, y = y, x  # latitudes under "x": around Shenzhen longitudes are the larger numbers
+    pad = 0.03
+    return {
+        "x0": float(np.percentile(x, 1)) - pad,
+        "y0": float(np.percentile(y, 1)) - pad,
+        "x1": float(np.percentile(x, 99)) + pad,
+        "y1": float(np.percentile(y, 99)) + pad,
+    }
 
 
 def decide_crs(
@@ -360,10 +387,11 @@ def decide_crs(
     """The CRS to read the file in, whether x/y are swapped, and what the report says about it."""
     if options.crs:
         crs = parse_crs(options.crs)
-        return crs, False, {"used": crs.name, "origin": "argument"}
+        return crs, False, {"used": crs.name, "origin": "argument", "strength": "given"}
     if profile.crs:
         crs = parse_crs(profile.crs)
-        return crs, False, {"used": crs.name, "origin": "profile", "note": f"from profile {profile.name}"}
+        note = f"from profile {profile.name}"
+        return crs, False, {"used": crs.name, "origin": "profile", "strength": "given", "note": note}
     if info.declared_crs:
         try:
             crs = parse_crs(info.declared_crs)
@@ -373,15 +401,23 @@ def decide_crs(
                 f"({info.declared_crs[:80]}): pass --crs",
                 file=info.file,
             ) from exc
-        return crs, False, {"used": crs.name, "origin": "declared", "note": "declared by the file"}
+        declared = {
+            "used": crs.name,
+            "origin": "declared",
+            "strength": "declared",
+            "note": "declared by the file",
+        }
+        return crs, False, declared
     xs, ys = _sample_coordinates(draft)
-    guess = guess_crs(xs, ys, area, reference=_reference_points(session))
+    guess = guess_crs(xs, ys, area, reference=_reference_points(session, xs, ys))
     return (
         guess.crs,
         guess.swapped,
         {
             "used": guess.crs.name,
             "origin": "detected",
+            "strength": guess.strength,
+            "evidence": guess.evidence,
             "swapped": guess.swapped,
             "note": f"the file declares no coordinate system; {guess.reason}",
         },

@@ -65,7 +65,12 @@ def test_gbk_shapefile_without_cpg(db: Engine, settings: Settings, tmp_path: Pat
     (tmp_path / "部件.cpg").unlink()
     report = run(db, settings, shp)
     assert report.counts()["created"] == 3 and report.encoding == "GBK"
-    assert report.crs == {"used": "wgs84", "origin": "declared", "note": "declared by the file"}
+    assert report.crs == {
+        "used": "wgs84",
+        "origin": "declared",
+        "strength": "declared",
+        "note": "declared by the file",
+    }
     assert stored(db) == EXPECTED
 
 
