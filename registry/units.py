@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -184,12 +185,39 @@ def create_unit(session: Session, data: UnitCreate, actor: Actor, county_code: s
     return unit
 
 
-def ensure_unit(session: Session, name: str, actor: Actor, county_code: str) -> tuple[Unit, bool]:
-    """The unit matching ``name``, or a new unverified one; the flag says whether it was created."""
+def closest_units(session: Session, name: str, limit: int = 3) -> list[str]:
+    """The registered unit names closest to ``name`` (names and aliases compared folded)."""
+    labels: dict[str, str] = {}
+    for unit_name, aliases in session.execute(text("SELECT name, aliases FROM units")).tuples():
+        for label in (unit_name, *(aliases or ())):
+            labels.setdefault(name_key(label), unit_name)
+    close = difflib.get_close_matches(name_key(name), list(labels), n=limit * 2, cutoff=0.5)
+    return list(dict.fromkeys(labels[key] for key in close))[:limit]
+
+
+def ensure_unit(
+    session: Session, name: str, actor: Actor, county_code: str, *, create_near_misses: bool = False
+) -> tuple[Unit, bool]:
+    """The unit matching ``name``, or a new unverified one; the flag says whether it was created.
+
+    A near miss of a registered unit (a variant spelling, a typo) is refused rather than created,
+    unless ``create_near_misses``: a mistyped unit in a rules file made a unit up and a live rule
+    pointing at it.
+    """
     found = find_unit(session, name)
     if found is not None:
         return found, False
     require(actor, Action.CREATE_UNIT, what=f"unit {name.strip()!r} is not registered")
+    if not create_near_misses:
+        close = near_misses(name, closest_units(session, name))
+        if close:
+            raise InvalidInput(
+                f"unit {name.strip()!r} is not registered but close to {' / '.join(close)} "
+                f"(单位名称相近，未新建): fix the name, or add it as an alias "
+                f"(smartcode units alias add {close[0]!r} {name.strip()!r})",
+                field="unit",
+                suggestions=close,
+            )
     unit = Unit(name=name.strip(), kind="other", aliases=[], verified=False, county_code=county_code)
     session.add(unit)
     session.flush()

@@ -273,3 +273,32 @@ def test_a_short_row_and_bad_bytes_are_named_and_the_rows_after_them_read(
     reasons = {(p["row"], p["reason"]) for p in report["problems"]}
     assert (3, "short row: 3 cells for 9 columns") in reasons
     assert any(row == 5 and "encoding" in reason for row, reason in reasons)
+
+
+def test_a_mistyped_unit_in_a_rules_file_is_refused_not_made_up_and_dry_run_writes_nothing(
+    db: Engine, settings: Settings, tmp_path: Path, migrated_url: str
+) -> None:
+    register(db, settings, "坪山区城市管理和综合执法局")
+    rules_csv = tmp_path / "rules.csv"
+    rules_csv.write_text(
+        "zone,level,class,category,unit,priority\n"
+        ",,路灯,,坪山区城市管理和综合执怯局,1\n"  # 法 mistyped as 怯
+        ",,0114,,某单位,0\n"
+        ",,0101,,坪山区城市管里和综合执法局,0\n",  # 理 mistyped as 里
+        encoding="utf-8-sig",
+    )
+    env = {**os.environ, "SMARTCODE_DATABASE_URL": migrated_url, "SMARTCODE_API_TOKEN": ADMIN_TOKEN}
+    result = cli("rules", "import", str(rules_csv), env=env)
+    assert result.returncode == 1
+    assert "row 2: unit '坪山区城市管理和综合执怯局' is not registered but close to" in result.stderr
+    assert "row 4:" in result.stderr  # every error, not the first
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM units")).scalar_one() == 1
+        assert conn.execute(text("SELECT count(*) FROM responsibility_rules")).scalar_one() == 0
+    fixed = rules_csv.read_text(encoding="utf-8-sig").replace("执怯", "执法").replace("管里", "管理")
+    rules_csv.write_text(fixed, encoding="utf-8")
+    dry = cli("rules", "import", str(rules_csv), "--dry-run", "--json", env=env)
+    assert dry.returncode == 0 and json.loads(dry.stdout)["dry_run"] is True
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM responsibility_rules")).scalar_one() == 0
+        assert conn.execute(text("SELECT count(*) FROM units")).scalar_one() == 1
