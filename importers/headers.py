@@ -119,7 +119,7 @@ _VOCABULARY: dict[str, tuple[str, ...]] = {
     ),
     "changed": ("更新日期", "变更日期", "修改日期", "更新时间", "变更时间", "修改时间", "changed", "chdate"),
     "data_source": ("数据来源", "来源", "datasource", "data_source", "sjly"),
-    "note": ("备注", "说明", "note", "remark", "remarks", "bz"),
+    "note": ("备注", "说明", "note", "bz"),
     "x": ("经度", "x", "x坐标", "坐标x", "lon", "lng", "long", "longitude", "东坐标", "横坐标", "point_x"),
     "y": ("纬度", "y", "y坐标", "坐标y", "lat", "latitude", "北坐标", "纵坐标", "point_y"),
 }

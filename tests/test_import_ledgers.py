@@ -302,3 +302,19 @@ def test_a_mistyped_unit_in_a_rules_file_is_refused_not_made_up_and_dry_run_writ
     with db.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM responsibility_rules")).scalar_one() == 0
         assert conn.execute(text("SELECT count(*) FROM units")).scalar_one() == 1
+
+
+def test_import_dry_run_shows_the_column_mapping_and_warnings_first(
+    db: Engine, settings: Settings, tmp_path: Path, migrated_url: str
+) -> None:
+    register(db, settings, POWER, WATER, CITY)
+    header = ["编号", "名称", "权属单位", "经度", "纬度", "资产归口单位"]
+    rows = [[r[0], r[1], r[2], r[5], r[6], POWER] for r in lamps(2)]
+    path = write_csv(tmp_path / "lamps.csv", header, rows, "gbk")
+    env = {**os.environ, "SMARTCODE_DATABASE_URL": migrated_url, "SMARTCODE_API_TOKEN": ADMIN_TOKEN}
+    result = cli("import", str(path), "--dry-run", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("WARNING") and "资产归口单位" in lines[0]
+    assert "  column 权属单位 -> owner (known name)" in lines
+    assert "  columns 经度, 纬度 -> x, y" in lines
