@@ -1,10 +1,12 @@
 """``smartcode import``: load an inventory file as one batch; list, show and roll back batches.
 
 smartcode import FILE [--profile NAME | --mapping FILE] [--zone NAME] [--crs CRS]
-                      [--dry-run] [--strict] [--report PATH]
+                      [--class CLASS] [--create-units] [--dry-run] [--strict] [--report PATH]
 smartcode import list
 smartcode import show BATCH_ID
 smartcode import rollback BATCH_ID
+smartcode mapping suggest FILE [--output PROFILE.toml]
+smartcode units alias add UNIT ALIAS
 """
 
 from __future__ import annotations
@@ -48,6 +50,14 @@ def import_command(
     source_system: Annotated[
         str | None, typer.Option(help="scope of the file's source ids (default: the profile name)")
     ] = None,
+    class_: Annotated[
+        str | None,
+        typer.Option("--class", help="the class of every row, code or name (a file of one class)"),
+    ] = None,
+    create_units: Annotated[
+        bool,
+        typer.Option("--create-units", help="also create units close to registered ones (administrators)"),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON for machines")] = False,
 ) -> None:
     """Import an inventory file as one batch (all or nothing), or list / show / roll back batches."""
@@ -71,6 +81,8 @@ def import_command(
             layer=layer,
             encoding=encoding,
             source_system=source_system,
+            class_=class_,
+            create_units=create_units,
             as_json=as_json,
         )
 
@@ -113,7 +125,9 @@ def _summary(data: dict[str, Any]) -> dict[str, Any]:
 def render(data: dict[str, Any]) -> str:
     """The human summary of an import report."""
     counts = {"read": 0, "created": 0, "updated": 0, "unchanged": 0, "rejected": 0, **data["counts"]}
-    lines = [
+    warning = "警告" if i18n.lang() == "zh" else "WARNING"
+    lines = [f"{warning}: {w}" for w in data.get("warnings") or ()]
+    lines += [
         f"{data['file']}: {i18n.status(data['status'])}"
         + (i18n.t("rep.batch", id=data["batch_id"]) if data.get("batch_id") else ""),
         i18n.t("rep.counts", **counts),
@@ -122,9 +136,23 @@ def render(data: dict[str, Any]) -> str:
     if crs.get("used"):
         lines.append(
             i18n.t("rep.crs", used=crs["used"], origin=crs.get("origin"))
+            + f" [{crs.get('strength', '?')}]"
             + (f": {crs['note']}" if crs.get("note") else "")
         )
-    would = data["status"] in ("dry_run", "refused")  # nothing was written: say what would have been
+    columns = data.get("columns") or {}
+    for m in columns.get("mapped") or ():
+        lines.append(f"  column {m['column']} -> {m['field']} ({m['how']})")
+    if columns.get("coordinates"):
+        lines.append(f"  columns {columns['coordinates']['x']}, {columns['coordinates']['y']} -> x, y")
+    if columns.get("ignored"):
+        lines.append(f"  columns kept as attributes only: {', '.join(columns['ignored'])}")
+    for name, close in (data.get("units_held") or {}).items():
+        lines.append(f"  unit held (not created) {name}: close to {' / '.join(close)}")
+    would = data["status"] in (
+        "dry_run",
+        "refused",
+        "rejected",
+    )  # nothing was written: say what would have been
     if data.get("units_created"):
         names = "、".join(data["units_created"])
         lines.append(i18n.t("rep.units_would" if would else "rep.units", names=names))
@@ -223,6 +251,50 @@ def _batch_action(action: str, batch: str | None, as_json: bool) -> None:
     emit(data, as_json)
 
 
+mapping_app = typer.Typer(help="mapping profiles: which column feeds which field", no_args_is_help=True)
+units_app = typer.Typer(help="units (单位)", no_args_is_help=True)
+alias_app = typer.Typer(
+    help="unit aliases: other spellings of a registered unit's name", no_args_is_help=True
+)
+units_app.add_typer(alias_app, name="alias")
+
+
+@mapping_app.command("suggest")
+def mapping_suggest(
+    file: Annotated[Path, typer.Argument(help="the inventory file")],
+    output: Annotated[Path | None, typer.Option(help="write the profile here (default: print it)")] = None,
+    layer: Annotated[str | None, typer.Option(help="GeoPackage layer or Excel sheet")] = None,
+    encoding: Annotated[str | None, typer.Option(help="text encoding of a DBF or CSV")] = None,
+) -> None:
+    """Write a starter mapping profile (TOML) for a file from its column names."""
+    from importers.headers import suggest_for_file
+
+    with failures():
+        text = suggest_for_file(file, layer=layer, encoding=encoding)
+        if output is None:
+            typer.echo(text, nl=False)
+        else:
+            output.write_text(text, encoding="utf-8")
+            typer.echo(f"wrote {output}")
+
+
+@alias_app.command("add")
+def alias_add(
+    unit: Annotated[str, typer.Argument(help="the registered unit: its name, an alias or its id")],
+    alias: Annotated[str, typer.Argument(help="the other spelling, as ledgers write it")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for machines")] = False,
+) -> None:
+    """Add an alias to a unit: imports naming the alias then match that unit."""
+    from registry.units import add_alias, unit_view
+
+    with failures(), context.session() as session:
+        found = add_alias(session, unit, alias, context.cli_actor())
+        data = unit_view(found)
+    emit(data if as_json else f"{data['name']}: aliases {', '.join(data['aliases'])}", as_json)
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``smartcode import`` to the main app."""
+    """Add ``smartcode import``, ``smartcode mapping`` and ``smartcode units`` to the main app."""
     app.command("import")(import_command)
+    app.add_typer(mapping_app, name="mapping")
+    app.add_typer(units_app, name="units")

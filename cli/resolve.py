@@ -158,6 +158,7 @@ def zones_import(
     layer: Annotated[str | None, typer.Option(help="GeoPackage layer or shapefile in a .zip")] = None,
     valid_from: Annotated[str | None, typer.Option(help="when these boundaries start (ISO 8601)")] = None,
     reason: Annotated[str | None, typer.Option(help="why (kept in the audit log)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="check everything, write nothing")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Import polygons as zones: all or nothing; invalid polygons are repaired and reported."""
@@ -183,7 +184,9 @@ def zones_import(
                 county=s.area.county_code,
                 reason=reason,
             )
-        data = report.as_dict()
+            if dry_run:
+                session.rollback()  # every row was checked; nothing is kept
+        data = report.as_dict() | ({"dry_run": True} if dry_run else {})
         emit(data, as_json, _render_report)
 
 
@@ -250,6 +253,7 @@ def rules_import(
         Path, typer.Argument(help="UTF-8 CSV with columns zone,level,class,category,unit,priority")
     ],
     reason: Annotated[str | None, typer.Option(help="why (kept in the audit log)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="check every row, write nothing")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Import responsibility rules from CSV: all rows or none."""
@@ -271,7 +275,9 @@ def rules_import(
                 file=file.name,
                 reason=reason,
             )
-        emit(report.as_dict(), as_json, _render_report)
+            if dry_run:
+                session.rollback()  # every row was checked; nothing is kept
+        emit(report.as_dict() | ({"dry_run": True} if dry_run else {}), as_json, _render_report)
 
 
 @rules_app.command("list")

@@ -8,7 +8,8 @@ guess is verified by converting to WGS84 and checking the points land in the ser
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,19 +24,42 @@ _SAMPLE_SIZE = 5000
 # Share of sampled points that must land in the service area for a guess to be accepted: a few
 # stray rows (typos, placeholder zeros) must not sink an otherwise clear file.
 _MIN_INSIDE_SHARE = 0.8
-# With a reference, the best candidate must be clearly better than the runner-up: its median
-# distance at most this fraction of the runner-up's. A true GCJ-02 shift (~600 m) against a
-# reference tens of metres away gives ratios far below it.
-_DECISIVE_RATIO = 0.75
+# With a reference, a reading of the file is supported by the points it puts on a registered asset:
+# within this distance (the same lamp surveyed twice, or GCJ-02 converted back, lands within metres).
+_MATCH_M = 10.0
+# A candidate is chosen only when it puts at least this share of the points (and this many) on
+# registered assets, and clearly more than any other reading and than chance: by _SIGMAS standard
+# deviations of the count chance alone gives (estimated from control shifts), plus one.
+# Comparing with the nearest asset alone let a wrong offset system win by chance where assets are
+# dense (every reading lands within ~100 m of something); counting landings on an asset, against
+# the landings that shifting the points by unrelated offsets also gives, does not.
+_MIN_MATCH_SHARE = 0.05
+_SIGMAS = 4.0
+# Control shifts (metres) of the wgs84 reading, of the size of the offsets between candidates, in
+# eight directions: how often points land on an asset by chance in this file's neighbourhood.
+_CONTROL_OFFSETS_M = tuple(
+    (r * float(np.cos(a)), r * float(np.sin(a)))
+    for r in (350.0, 900.0)
+    for a in np.linspace(0.0, 2.0 * np.pi, 8, endpoint=False).tolist()
+)
+# Reference points farther than this from every point of the file say nothing about it.
+_NEAR_M = 3000.0
 
 
 @dataclass(frozen=True)
 class CrsGuess:
-    """The guessed CRS, a readable sentence saying why, and whether x and y were swapped."""
+    """The guessed CRS, a readable sentence saying why, and whether x and y were swapped.
+
+    ``strength`` says how strong the evidence was: "strong" (registered assets confirm the reading,
+    or metres matching a known projection in the service area) or "assumed" (lon/lat degrees with
+    nothing to tell WGS84 from an offset system: none is near). ``evidence`` holds the numbers.
+    """
 
     crs: Crs
     reason: str
     swapped: bool
+    strength: str = "strong"
+    evidence: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -93,15 +117,16 @@ def _where(area: ServiceArea, lons: FloatArray, lats: FloatArray) -> str:
     return f"{_centre(lons, lats)}, {km:.0f} km from the service area"
 
 
-def _median_nearest_m(area: ServiceArea, tree: shapely.STRtree, lons: FloatArray, lats: FloatArray) -> float:
-    """Median distance in metres from each point to its nearest reference point."""
-    x, y = area.metric.project_arrays(lons, lats)
+def _nearest_m(tree: shapely.STRtree, x: FloatArray, y: FloatArray) -> FloatArray:
+    """Distance in metres from each (projected) point to its nearest reference point (inf if none)."""
+    out = np.full(x.size, np.inf)
     finite = np.isfinite(x) & np.isfinite(y)
-    if not finite.any():
-        return float("inf")
-    points = shapely.points(x[finite], y[finite])
-    _, distances = tree.query_nearest(points, return_distance=True, all_matches=False)
-    return float(np.median(distances))
+    if finite.any():
+        _, distances = tree.query_nearest(
+            shapely.points(x[finite], y[finite]), return_distance=True, all_matches=False
+        )
+        out[finite] = distances
+    return out
 
 
 def _choose_with_reference(
@@ -110,24 +135,77 @@ def _choose_with_reference(
     y: FloatArray,
     reference: tuple[npt.ArrayLike, npt.ArrayLike],
     where: str,
-) -> tuple[Crs, str]:
-    """Pick wgs84 / gcj02 / bd09 by which lands the points nearest the known WGS84 reference."""
+    swapped: bool,
+) -> CrsGuess:
+    """wgs84 / gcj02 / bd09 only when registered assets confirm the reading; refuse when they cannot."""
     ref_lon, ref_lat = _sample(*reference)
     ref_x, ref_y = area.metric.project_arrays(ref_lon, ref_lat)
     finite = np.isfinite(ref_x) & np.isfinite(ref_y)
     tree = shapely.STRtree(shapely.points(ref_x[finite], ref_y[finite]))
-    scores = {crs: _median_nearest_m(area, tree, *to_wgs84_arrays(x, y, crs)) for crs in (WGS84, GCJ02, BD09)}
-    ranked = sorted(scores, key=lambda c: scores[c])
-    best, runner_up = ranked[0], ranked[1]
-    summary = ", ".join(f"{c.name} {scores[c]:,.0f} m" for c in ranked)
-    if scores[best] <= _DECISIVE_RATIO * scores[runner_up]:
-        return best, (
-            f"coordinates are lon/lat degrees {where}; read as each candidate, the median distance to "
-            f"the nearest of {ref_lon.size} reference points is {summary}: chose {best.name}"
+    projected = {crs: area.metric.project_arrays(*to_wgs84_arrays(x, y, crs)) for crs in (WGS84, GCJ02, BD09)}
+    distances = {crs: _nearest_m(tree, *xy) for crs, xy in projected.items()}
+    matches = {crs.name: int((d <= _MATCH_M).sum()) for crs, d in distances.items()}
+    wx, wy = projected[WGS84]
+    controls = [int((_nearest_m(tree, wx + dx, wy + dy) <= _MATCH_M).sum()) for dx, dy in _CONTROL_OFFSETS_M]
+    chance = max(controls)
+    rate = float(np.mean(controls)) / max(x.size, 1)
+    near = int((np.minimum.reduce(list(distances.values())) <= _NEAR_M).sum())
+    evidence: dict[str, Any] = {
+        "sampled_points": int(x.size),
+        "reference_points": int(ref_lon.size),
+        "match_radius_m": _MATCH_M,
+        "points_on_a_registered_asset": matches,
+        "by_chance_at_most": chance,
+        "points_near_registered_assets": near,
+    }
+    summary = ", ".join(f"{name} {count}" for name, count in matches.items())
+    if near == 0:
+        return CrsGuess(
+            WGS84,
+            f"coordinates are lon/lat degrees {where}; the {ref_lon.size} reference points do not tell "
+            f"the candidates apart: none lies within {_NEAR_M / 1000:.0f} km of the file's points: "
+            "assumed wgs84 (an offset system, GCJ-02 or BD-09, cannot be seen without them)",
+            swapped,
+            "assumed",
+            evidence,
         )
-    return WGS84, (
-        f"coordinates are lon/lat degrees {where}; the {ref_lon.size} reference points do not tell "
-        f"the candidates apart (median nearest distance {summary}): assumed wgs84"
+    ranked = sorted(matches, key=lambda name: -matches[name])
+    best, second = ranked[0], matches[ranked[1]]
+    margin = _SIGMAS * float(np.sqrt(x.size * rate * (1.0 - rate))) + 1.0
+    above_chance = max(chance, x.size * rate) + margin
+    needed = max(_MIN_MATCH_SHARE * x.size, max(second, chance, x.size * rate) + margin)
+    evidence["needed"] = round(needed, 1)
+    if matches[best] >= needed:
+        crs = {c.name: c for c in (WGS84, GCJ02, BD09)}[best]
+        return CrsGuess(
+            crs,
+            f"coordinates are lon/lat degrees {where}; of {x.size} points, read as each candidate, "
+            f"these land within {_MATCH_M:.0f} m of one of {ref_lon.size} reference points (registered "
+            f"assets): {summary} (by chance at most {chance}): chose {crs.name}",
+            swapped,
+            "strong",
+            evidence,
+        )
+    if matches[best] < above_chance:
+        # No reading lands points on registered assets more than chance does: new assets, with
+        # nothing to compare. Not evidence for an offset system, so the plain reading stands,
+        # said to be an assumption.
+        return CrsGuess(
+            WGS84,
+            f"coordinates are lon/lat degrees {where}; no reading lands more of the {x.size} points on "
+            f"registered assets than chance does ({summary}; by chance up to {chance}): assumed wgs84 "
+            "(if the file comes from AMap/Tencent or Baidu, pass --crs gcj02 or bd09)",
+            swapped,
+            "assumed",
+            evidence,
+        )
+    raise InvalidInput(
+        f"the coordinates are lon/lat degrees {where} but the registry cannot tell whether they are "
+        f"wgs84, gcj02 (AMap/Tencent) or bd09 (Baidu): of {x.size} points, read as each, these land "
+        f"within {_MATCH_M:.0f} m of a registered asset: {summary}, and shifting them at random puts "
+        f"up to {chance} on one by chance. Pass --crs (wgs84, gcj02 or bd09) "
+        "(无法判断坐标系，请用 --crs 指定)",
+        evidence=evidence,
     )
 
 
@@ -154,13 +232,14 @@ def _guess_degrees(
     where = f"{_centre(lons, lats)} ({share:.0%} of sampled points in the service area)"
     swap_note = " with x holding latitudes and y longitudes (swapped)" if swapped else ""
     if reference is not None and np.asarray(reference[0]).size > 0:
-        crs, reason = _choose_with_reference(area, lons, lats, reference, where + swap_note)
-        return CrsGuess(crs, reason, swapped)
+        return _choose_with_reference(area, lons, lats, reference, where + swap_note, swapped)
     return CrsGuess(
         WGS84,
         f"coordinates are lon/lat degrees {where}{swap_note}: assumed wgs84 "
         "(without reference points GCJ-02/BD-09 offsets of 0.6-1.2 km cannot be told apart)",
         swapped,
+        "assumed",
+        {"sampled_points": int(x.size), "reference_points": 0},
     )
 
 
@@ -192,6 +271,8 @@ def _guess_metres(area: ServiceArea, x: FloatArray, y: FloatArray) -> CrsGuess:
                 f"{swap_note if swapped else ''}: assumed EPSG:{pattern.epsg} {pattern.label} "
                 f"({share:.0%} of sampled points in the service area)",
                 swapped,
+                "strong",
+                {"sampled_points": int(x.size), "share_in_service_area": round(share, 3)},
             )
     x_med, y_med = float(np.median(x)), float(np.median(y))
     raise InvalidInput(

@@ -215,7 +215,7 @@ class ImportJobs:
             self._finish(
                 job_id,
                 "done",
-                "refused",
+                exc.status,  # refused (--strict) or rejected (every row)
                 report=exc.report,
                 batch_id=refused.get("batch_id"),
                 error=_error(exc),

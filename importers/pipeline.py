@@ -46,18 +46,27 @@ from importers.direct_load import (
     start_empty,
 )
 from importers.formats import DEFAULT_CHUNK_SIZE, open_source
-from importers.mapping import DraftChunk, map_chunk
+from importers.headers import apply_mapping, match_headers
+from importers.mapping import DraftChunk, has_value, map_chunk
 from importers.profiles import Profile, default_profile, load_profile
 from importers.source import RowProblem, SourceInfo
 from importers.stage_writer import StageWriter
-from importers.validate import ClassTable, UnitResolver, ValidationContext, Zone, validate_chunk
+from importers.tabular import X_NAMES, Y_NAMES
+from importers.validate import (
+    ClassTable,
+    UnitResolver,
+    ValidationContext,
+    Zone,
+    validate_chunk,
+)
 from registry.db import Actor, session_factory, set_change_context
 from registry.models import ImportBatch, Unit
+from registry.names import fold
 
 # Problems kept in a report; beyond this only their number (and counts per field) are kept, so a
 # file where every one of a million rows is wrong still has a report of sensible size.
 DEFAULT_PROBLEM_CAP = 10_000
-_REFERENCE_POINTS = 5000
+_REFERENCE_POINTS = 20000
 # Sidecar files that belong to a shapefile: they are part of "the file" for its fingerprint.
 _SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
 
@@ -66,9 +75,16 @@ Fault = Callable[[str], None]
 
 
 class ImportRefused(Conflict):
-    """A strict import found rejected rows: nothing was written."""
+    """A strict import found rejected rows or warnings: nothing was written."""
 
     report: dict[str, Any] | None = None  # the import's report, set when it is raised
+    status = "refused"
+
+
+class ImportRejected(ImportRefused):
+    """Every row of the file was rejected: the batch wrote nothing and is a failure, not a commit."""
+
+    status = "rejected"
 
 
 @dataclass
@@ -84,6 +100,8 @@ class ImportOptions:
     layer: str | None = None  # GeoPackage layer, shapefile in a zip, Excel sheet
     encoding: str | None = None  # DBF/CSV text encoding, overriding detection
     source_system: str | None = None  # scope of the profile's source ids (default: the profile name)
+    class_: str | None = None  # the class of every row (a file of one class): code or name
+    create_units: bool = False  # also create units that are near misses of registered ones (admins)
     chunk_size: int = DEFAULT_CHUNK_SIZE
     file_name: str | None = None  # the name to report (an upload is stored under another name)
     problem_cap: int = DEFAULT_PROBLEM_CAP
@@ -100,6 +118,8 @@ class ImportOptions:
             "layer": self.layer,
             "encoding": self.encoding,
             "source_system": self.source_system,
+            "class": self.class_,
+            "create_units": self.create_units,
         }
 
 
@@ -109,7 +129,7 @@ class ImportReport:
 
     file: str
     sha256: str | None  # known once the file has been read
-    status: str  # committed | dry_run | refused
+    status: str  # committed | dry_run | refused | rejected | unchanged
     batch_id: int | None
     profile: str
     dry_run: bool
@@ -129,6 +149,9 @@ class ImportReport:
     units_created: list[str] = field(default_factory=list)
     codes_allocated: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # shown first: owners missing, units left out
+    columns: dict[str, Any] = field(default_factory=dict)  # which column became which field
+    units_held: dict[str, list[str]] = field(default_factory=dict)  # near-miss unit -> closest names
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -136,6 +159,7 @@ class ImportReport:
         return {
             "batch_id": self.batch_id,
             "status": self.status,
+            "warnings": self.warnings,
             "file": self.file,
             "sha256": self.sha256,
             "format": self.format,
@@ -145,12 +169,14 @@ class ImportReport:
             "strict": self.strict,
             "zone": self.zone,
             "crs": self.crs,
+            "columns": self.columns,
             "counts": self.counts(),
             "problems": self.problems,
             "problems_total": self.problems_total,
             "problems_shown": len(self.problems),
             "problems_by_field": self.problems_by_field,
             "units_created": self.units_created,
+            "units_held": self.units_held,
             "codes_allocated": self.codes_allocated,
             "notes": self.notes,
             "seconds": round(self.seconds, 3),
@@ -308,19 +334,46 @@ def _zone(session: Session, name: str, county: str) -> Zone:
     return Zone(row.id, row.name, row.level, geometry)
 
 
-def _reference_points(session: Session) -> tuple[np.ndarray, np.ndarray] | None:
-    """Registered asset positions (WGS84), to tell GCJ-02 from WGS84 coordinates."""
+def _reference_points(
+    session: Session, xs: np.ndarray, ys: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Registered asset positions (WGS84) around the file's points, to tell GCJ-02 from WGS84.
+
+    Taken from the file's box (either axis order, 3 km around) when its values are degrees: a
+    sample of the whole registry would hold too few of the very assets a re-survey repeats.
+    """
+    box = _degree_box(xs, ys)
+    where = "in_use" if box is None else "in_use AND geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326)"
     rows = session.execute(
         text(
             "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) AS p FROM assets "
-            "WHERE in_use LIMIT :n) s"
+            f"WHERE {where} LIMIT :n) s"
         ),
-        {"n": _REFERENCE_POINTS},
+        {"n": _REFERENCE_POINTS, **(box or {})},
     ).all()
     if not rows:
         return None
     arr = np.array(rows, dtype=np.float64)
     return arr[:, 0], arr[:, 1]
+
+
+def _degree_box(xs: np.ndarray, ys: np.ndarray) -> dict[str, float] | None:
+    """The lon/lat box of sampled degree coordinates (x/y in either order), 0.03° around; else None."""
+    finite = np.isfinite(xs) & np.isfinite(ys)
+    if not finite.any():
+        return None
+    x, y = xs[finite], ys[finite]
+    if not (np.abs(x) <= 180).all() or not (np.abs(y) <= 180).all():
+        return None
+    if float(np.median(x)) < float(np.median(y)):
+        x, y = y, x  # latitudes under "x": around Shenzhen longitudes are the larger numbers
+    pad = 0.03
+    return {
+        "x0": float(np.percentile(x, 1)) - pad,
+        "y0": float(np.percentile(y, 1)) - pad,
+        "x1": float(np.percentile(x, 99)) + pad,
+        "y1": float(np.percentile(y, 99)) + pad,
+    }
 
 
 def decide_crs(
@@ -334,10 +387,11 @@ def decide_crs(
     """The CRS to read the file in, whether x/y are swapped, and what the report says about it."""
     if options.crs:
         crs = parse_crs(options.crs)
-        return crs, False, {"used": crs.name, "origin": "argument"}
+        return crs, False, {"used": crs.name, "origin": "argument", "strength": "given"}
     if profile.crs:
         crs = parse_crs(profile.crs)
-        return crs, False, {"used": crs.name, "origin": "profile", "note": f"from profile {profile.name}"}
+        note = f"from profile {profile.name}"
+        return crs, False, {"used": crs.name, "origin": "profile", "strength": "given", "note": note}
     if info.declared_crs:
         try:
             crs = parse_crs(info.declared_crs)
@@ -347,15 +401,23 @@ def decide_crs(
                 f"({info.declared_crs[:80]}): pass --crs",
                 file=info.file,
             ) from exc
-        return crs, False, {"used": crs.name, "origin": "declared", "note": "declared by the file"}
+        declared = {
+            "used": crs.name,
+            "origin": "declared",
+            "strength": "declared",
+            "note": "declared by the file",
+        }
+        return crs, False, declared
     xs, ys = _sample_coordinates(draft)
-    guess = guess_crs(xs, ys, area, reference=_reference_points(session))
+    guess = guess_crs(xs, ys, area, reference=_reference_points(session, xs, ys))
     return (
         guess.crs,
         guess.swapped,
         {
             "used": guess.crs.name,
             "origin": "detected",
+            "strength": guess.strength,
+            "evidence": guess.evidence,
             "swapped": guess.swapped,
             "note": f"the file declares no coordinate system; {guess.reason}",
         },
@@ -455,6 +517,9 @@ def run_import(
     profile = resolve_profile(options)
     name = options.file_name or path.name
     x_fields, y_fields = profile.coordinate_fields()
+    # The usual spellings (经度, lng, X坐标 …) after the profile's own: a ledger need not say LON.
+    x_fields += [n for n in X_NAMES if n not in x_fields]
+    y_fields += [n for n in Y_NAMES if n not in y_fields]
 
     def read() -> tuple[SourceInfo, Iterator[Any]]:
         return open_source(
@@ -511,7 +576,7 @@ def run_import(
     except BaseException as exc:
         if batch_id is not None:
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-            status = "refused" if isinstance(exc, ImportRefused) else "failed"
+            status = exc.status if isinstance(exc, ImportRefused) else "failed"
             report.status = status
             report.seconds = time.perf_counter() - started
             report.sha256 = digest.result_if_readable()
@@ -525,7 +590,7 @@ def run_import(
                 sha256=report.sha256,
             )
         if isinstance(exc, ImportRefused):
-            report.status = "refused"
+            report.status = exc.status
             report.seconds = time.perf_counter() - started
             report.sha256 = digest.result_if_readable()
             exc.report = report.as_dict()
@@ -580,7 +645,7 @@ def _run(
             if actor.unit_id is not None and not actor.admin:
                 unit = session.get(Unit, actor.unit_id)
                 actor_unit_name = unit.name if unit else str(actor.unit_id)
-            units = UnitResolver(session, actor, county)
+            units = UnitResolver(session, actor, county, create_near_misses=options.create_units)
             direct: DirectLoad | None = None
             if (
                 direct_wanted
@@ -603,9 +668,14 @@ def _run(
             ctx: ValidationContext | None = None
             raw = session.connection().connection.driver_connection
             write = None if direct is None else copy_assets
+            no_owner = 0
             with StageWriter(raw, write=write) as writer:
                 for chunk in chunks:
+                    if ctx is None:
+                        # Once per file: the header decides which column feeds which field.
+                        profile = _recognise_columns(session, info, chunk, profile, options, report)
                     draft = map_chunk(chunk, profile)
+                    no_owner += int((~has_value(draft.owner)).sum())
                     if ctx is None:
                         crs, swapped, crs_report = decide_crs(session, info, draft, options, profile, area)
                         report.crs = crs_report
@@ -644,6 +714,8 @@ def _run(
             digest.start()  # the file is read (a direct load starts hashing here)
             if ctx is None:
                 report.crs = {"used": None, "origin": "none", "note": "the file has no rows"}
+            elif no_owner and (actor.unit_id is None or actor.admin):
+                _warn_missing_owner(report, no_owner)
             if direct is not None:
                 if progress is not None:
                     progress("indexing", report.read, info.feature_count)
@@ -663,14 +735,20 @@ def _run(
             report.rejected += result.rejected
             report.unchanged = result.unchanged
             report.units_created = list(units.created)
+            report.units_held = dict(units.held)
             report.codes_allocated = dict(result.allocated)
-            if options.strict and report.rejected:
+            if options.strict and (report.rejected or report.warnings):
                 report.created, report.updated = result.created, result.updated
                 _refuse(report, problems)
             if options.dry_run:
                 report.created, report.updated = result.created, result.updated
                 _finish_problems(report, problems)
                 session.rollback()  # a dry run writes nothing: units, serials and all
+                return
+            if report.read and report.rejected >= report.read:
+                _reject_all(report, problems)
+            if report.read and not (result.created or result.updated or units.created):
+                _unchanged(session, report, problems)
                 return
             checks = merge.allocate(session, county, result.allocated)
             params = {
@@ -722,13 +800,83 @@ def _finish_direct(
     direct.confirm_repeats(session)
     report.created = direct.created
     report.units_created = list(units.created)
+    report.units_held = dict(units.held)
     report.codes_allocated = direct.allocated()
     report.notes.append(
         "the registry was empty: rows were written as they were read and its indexes built at the end "
         f"({direct.indexes.seconds:.1f} s)"
     )
-    if options.strict and report.rejected:
+    if options.strict and (report.rejected or report.warnings):
         _refuse(report, problems)
+    if report.read and not direct.created:
+        _reject_all(report, problems)
+
+
+def _recognise_columns(
+    session: Session,
+    info: SourceInfo,
+    chunk: Any,
+    profile: Profile,
+    options: ImportOptions,
+    report: ImportReport,
+) -> Profile:
+    """Match the file's header once (profile names, usual spellings, words) and report the mapping."""
+    by_name = ClassTable.load(session, profile).names.by_name
+    sample: dict[str, list[Any]] = {str(name): list(values[:200]) for name, values in chunk.columns.items()}
+    geometry = [c for c in (info.x_field, info.y_field) if c]
+    found = match_headers(
+        list(chunk.columns),
+        profile,
+        sample=sample,
+        geometry_columns=geometry,
+        is_class=lambda value: fold(value) in by_name,
+    )
+    report.columns = found.as_dict()
+    if info.x_field and info.y_field:
+        report.columns["coordinates"] = {"x": info.x_field, "y": info.y_field}
+    report.warnings.extend(found.warnings)
+    return apply_mapping(profile, found, options.class_)
+
+
+def _warn_missing_owner(report: ImportReport, rows: int) -> None:
+    """Say first that rows arrive without an owner: every class of component has one (权属单位)."""
+    mapped = any(m["field"] == "owner" for m in report.columns.get("mapped", ()))
+    if not mapped:
+        report.warnings.insert(
+            0,
+            f"没有权属单位：没有映射到权属单位的列，{rows} 行将没有权属单位 / "
+            "no column gives the owner: "
+            f"{rows} rows arrive without one (map the owner column, or give one with [defaults] owner)",
+        )
+    else:
+        report.warnings.insert(
+            0,
+            f"{rows} 行没有权属单位 / {rows} rows have an empty owner (权属单位) "
+            "although the file has the column",
+        )
+
+
+def _reject_all(report: ImportReport, problems: _Problems) -> NoReturn:
+    """Every row rejected: nothing to write, and the batch is a failure a script can see."""
+    _finish_problems(report, problems)
+    report.status = "rejected"
+    raise ImportRejected(
+        f"{report.file}: all {report.read} rows were rejected, nothing was written "
+        "(全部行被拒绝，未写入任何数据)",
+        rejected=report.rejected,
+    )
+
+
+def _unchanged(session: Session, report: ImportReport, problems: _Problems) -> None:
+    """Nothing to write (a re-import of the same file): no empty batch is left behind, and it says so."""
+    _finish_problems(report, problems)
+    session.rollback()
+    if report.batch_id is not None:
+        with session.begin():
+            session.execute(text("DELETE FROM import_batches WHERE id = :id"), {"id": report.batch_id})
+    report.batch_id = None
+    report.status = "unchanged"
+    report.notes.append("nothing changed: every row matches the registry, no batch was recorded (无变化)")
 
 
 def _refuse(report: ImportReport, problems: _Problems) -> NoReturn:

@@ -248,9 +248,14 @@ def _build_chunk(
     numbers = np.fromiter((n for n, _ in batch), dtype=np.int64, count=len(batch))
     padded: list[Sequence[Any]] = []
     for n, cells in batch:
+        if type(cells) is _Flagged:
+            problems.append(RowProblem(n, None, cells.problem))
         if len(cells) == width:
             padded.append(cells)
         elif len(cells) < width:
+            if text_cells and type(cells) is not _Flagged:
+                # A CSV row with cells missing: the ones it has may have moved to other columns.
+                problems.append(RowProblem(n, None, f"short row: {len(cells)} cells for {width} columns"))
             padded.append((*cells, *([None] * (width - len(cells)))))
         else:
             if any(not _is_blank(c) for c in cells[width:]):
@@ -365,6 +370,97 @@ def _sniff_dialect(sample: str) -> type[csv.Dialect] | csv.Dialect:
         return csv.excel
 
 
+class _Flagged(tuple[Any, ...]):
+    """A row's cells with the structural problem met reading it (bad quote, bad bytes)."""
+
+    problem: str
+
+    def __new__(cls, cells: Sequence[Any], problem: str) -> _Flagged:
+        row = super().__new__(cls, cells)
+        row.problem = problem
+        return row
+
+
+class _BadBytes(str):
+    """A line whose bytes were not valid in the file's encoding (decoded with U+FFFD in their place)."""
+
+
+def _decoded_lines(handle: Any, encoding: str) -> Iterator[str]:
+    """Text lines of a binary file; a line with bytes invalid in ``encoding`` is kept, flagged.
+
+    Decoding line by line means one bad byte costs its row, not the rest of the file.
+    """
+    for raw in handle:
+        try:
+            yield raw.decode(encoding)
+        except UnicodeDecodeError:
+            yield _BadBytes(raw.decode(encoding, errors="replace"))
+
+
+def _csv_records(lines: Iterable[str], dialect: Any) -> Iterator[tuple[int, Sequence[Any]]]:
+    """Numbered CSV records; a stray quote costs its own row only, never the rows after it.
+
+    csv.reader lets a quoted cell run over newlines, so one unbalanced quote swallows every line up
+    to the next quote. A record that spans lines is accepted when it has the width of the widest
+    record so far and none of its continuation lines looks like a row of its own; otherwise its
+    first line is read alone without quoting, flagged, and reading resumes at its second line.
+    """
+    source = iter(lines)
+    pending: list[str] = []  # lines given back, last first
+    consumed: list[str] = []
+
+    def feed() -> Iterator[str]:
+        while True:
+            if pending:
+                line = pending.pop()
+            else:
+                fresh = next(source, None)
+                if fresh is None:
+                    return
+                line = fresh
+            consumed.append(line)
+            yield line
+
+    reader = csv.reader(feed(), dialect)
+    delimiter = dialect.delimiter
+    width = 0
+    number = 0
+    while True:
+        consumed.clear()
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            number += 1
+            yield number, _Flagged([*consumed[:1]], f"malformed CSV row ({exc})")
+            reader = csv.reader(feed(), dialect)
+            continue
+        number += 1
+        if len(consumed) > 1 and (
+            len(cells) != width or any(line.count(delimiter) >= width - 1 for line in consumed[1:])
+        ):
+            first = consumed[0]
+            pending.extend(reversed(consumed[1:]))
+            cells = next(csv.reader([first], dialect, quoting=csv.QUOTE_NONE), [])
+            reader = csv.reader(feed(), dialect)  # the old one may have reached the end of the file
+            yield (
+                number,
+                _Flagged(
+                    cells or [first],
+                    'unbalanced quote (") in this row: read without quotes, check the row '
+                    "(引号不成对：请检查本行)",
+                ),
+            )
+            continue
+        if len(consumed) == 1:
+            width = max(width, len(cells))
+        if any(type(line) is _BadBytes for line in consumed):
+            yield number, _Flagged(cells, "bytes not valid in the file's encoding (编码错误), shown as �")
+            continue
+        yield number, cells
+
+
 def open_csv(
     path: Path,
     *,
@@ -377,25 +473,28 @@ def open_csv(
     _require_file(path)
     choice = text_file_encoding(path, encoding)
     try:
-        with path.open("r", encoding=choice.encoding, newline="") as probe:
+        # Only for sniffing the delimiter: a bad byte is reported on its own row when read.
+        with path.open("r", encoding=choice.encoding, newline="", errors="replace") as probe:
             sample = probe.read(64 << 10)
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"{path.name}: text is not {choice.encoding} ({exc})", file=path.name) from exc
     dialect = _sniff_dialect(sample)
-    stream = path.open("r", encoding=choice.encoding, newline="", errors="strict")
+    wide = "16" in choice.encoding or "32" in choice.encoding  # UTF-16/32: lines are not bytes lines
+    stream: Any = (
+        path.open("r", encoding=choice.encoding, newline="", errors="strict") if wide else path.open("rb")
+    )
 
     def rows() -> Iterator[tuple[int, Sequence[Any]]]:
         with stream:
             try:
-                # csv.reader's records are spreadsheet rows (a quoted newline stays in its cell).
-                yield from enumerate(csv.reader(stream, dialect), start=1)
+                lines = stream if wide else _decoded_lines(stream, choice.encoding)
+                # Records are spreadsheet rows (a quoted newline stays in its cell).
+                yield from _csv_records(lines, dialect)
             except UnicodeDecodeError as exc:
                 raise InvalidInput(
                     f"{path.name}: text is not {choice.encoding} ({exc}); pass the right encoding",
                     file=path.name,
                 ) from exc
-            except csv.Error as exc:
-                raise InvalidInput(f"{path.name}: malformed CSV ({exc})", file=path.name) from exc
 
     delimiter = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}.get(
         dialect.delimiter, dialect.delimiter

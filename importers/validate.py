@@ -35,7 +35,7 @@ from registry.classes import ALLOWED_GEOMETRIES, ClassNames
 from registry.codes import InvalidCode, check_digits, parse_code
 from registry.limits import MAX_ATTRIBUTES_BYTES, MAX_VERTICES
 from registry.names import fold
-from registry.units import match_unit_ids
+from registry.units import match_unit_ids, near_misses
 
 ObjectArray = npt.NDArray[np.object_]
 BoolArray = npt.NDArray[np.bool_]
@@ -114,6 +114,11 @@ class UnitResolver:
     nothing become new unverified units (as :func:`registry.units.ensure_unit` would make them),
     created in the import's transaction and listed in the report, when the actor may create units
     (administrators); for other actors such rows are rejected with the closest registered names.
+
+    A near miss of a registered unit (中国铁塔深圳分公司 beside 中国铁塔股份有限公司深圳市分公司, a
+    mistyped character) is not created even for an administrator: it is held, its rows rejected with
+    the closest names, until an alias settles it or ``create_near_misses`` (``--create-units``) says
+    it really is another unit. A typo would otherwise become a made-up owner of real assets.
     """
 
     _CREATE = text(
@@ -125,12 +130,16 @@ class UnitResolver:
         """
     )
 
-    def __init__(self, session: Session, actor: Actor, county: str) -> None:
+    def __init__(
+        self, session: Session, actor: Actor, county: str, *, create_near_misses: bool = False
+    ) -> None:
         self.session = session
         self.actor = actor
         self.county = county
         self.ids: dict[str, int] = {}
         self.created: list[str] = []
+        self.held: dict[str, list[str]] = {}  # near misses not created -> closest registered names
+        self.create_near_misses = create_near_misses
         self.may_create = authorize(actor, Action.CREATE_UNIT)
         self._names: dict[str, str] | None = None  # folded name or alias -> registered name
         self._suggested: dict[str, list[str]] = {}
@@ -160,6 +169,12 @@ class UnitResolver:
                 missing.append(name)
             else:
                 self.ids[name] = unit_id
+        if missing and create and not self.create_near_misses:
+            for name in missing:
+                close = near_misses(name, self.suggestions(name))
+                if close:
+                    self.held[name] = close
+            missing = [n for n in missing if n not in self.held]
         if missing and create:
             created = self.session.execute(self._CREATE, {"names": missing, "county": self.county}).all()
             for unit_id, name in created:
@@ -179,6 +194,22 @@ class UnitResolver:
                 for name, unit_id in zip(rest, match_unit_ids(self.session, rest), strict=True):
                     if unit_id is not None:
                         self.ids[name] = unit_id
+
+    def unknown_reason(self, target: str, name: str) -> str:
+        """Why a row naming an unregistered unit is rejected, with the closest registered names."""
+        held = self.held.get(name)
+        if held is not None:
+            return (
+                f"{target} {name!r} is not a registered unit but close to {' / '.join(held)} "
+                f"(单位名称相近，未新建): add it as an alias (smartcode units alias add "
+                f"{held[0]!r} {name!r}) or, if it really is another unit, import with --create-units"
+            )
+        close = self.suggestions(name)
+        hint = f"; did you mean {' / '.join(close)}?" if close else ""
+        return (
+            f"{target} {name!r} is not a registered unit: only administrators register units "
+            f"(单位未登记){hint}"
+        )
 
     def ids_for(self, names: ObjectArray, *, create: bool = True) -> ObjectArray:
         """Unit ids (or None) for a column of names."""
@@ -720,33 +751,24 @@ def _units(
         )
     else:
         owner = ctx.units.ids_for(_live(draft.owner, ~rej.bad))
+        _refuse_unknown(draft.owner, owner, "owner", ctx, rej)
     create = ctx.units.may_create
     maintainer = ctx.units.ids_for(_live(draft.maintainer, ~rej.bad), create=create)
-    if not create:
-        _refuse_unknown(draft.maintainer, maintainer, "maintainer", ctx, rej)
+    _refuse_unknown(draft.maintainer, maintainer, "maintainer", ctx, rej)
     supervisor = ctx.units.ids_for(_live(draft.supervisor, ~rej.bad), create=create)
-    if not create:
-        _refuse_unknown(draft.supervisor, supervisor, "supervisor", ctx, rej)
+    _refuse_unknown(draft.supervisor, supervisor, "supervisor", ctx, rej)
     return owner, maintainer, supervisor
 
 
 def _refuse_unknown(
     names: ObjectArray, ids: ObjectArray, target: str, ctx: ValidationContext, rej: _Rejections
 ) -> None:
-    """Reject rows naming a unit that is not registered (only administrators create units)."""
-    unknown = has_value(names) & np.array([i is None for i in ids.tolist()], dtype=bool)
+    """Reject rows naming a unit that is not registered (and was not created: not an administrator,
+    or a near miss of a registered unit)."""
+    unknown = has_value(names) & np.array([i is None for i in ids.tolist()], dtype=bool) & ~rej.bad
     if not unknown.any():
         return
-
-    def reason(i: int) -> str:
-        close = ctx.units.suggestions(str(names[i]))
-        hint = f"; did you mean {' / '.join(close)}?" if close else ""
-        return (
-            f"{target} {names[i]!r} is not a registered unit: only administrators register units "
-            f"(单位未登记){hint}"
-        )
-
-    rej.add(unknown, target, reason, lambda i: names[i])
+    rej.add(unknown, target, lambda i: ctx.units.unknown_reason(target, str(names[i])), lambda i: names[i])
 
 
 def _refuse_foreign_maintainer(

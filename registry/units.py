@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Sequence
+from difflib import SequenceMatcher
 from typing import Any
 
 from sqlalchemy import func, or_, select, text
@@ -16,6 +19,37 @@ from registry.credit_code import normalize_credit_code
 from registry.models import Unit
 from registry.names import fold
 from registry.schemas import UnitCreate, UnitUpdate
+
+# Words every company name carries: two names that differ only in these name the same unit.
+_GENERIC_WORDS = re.compile(r"股份有限公司|有限责任公司|有限公司|分公司|总公司|公司|集团|省|市|区")
+
+
+def unit_core(name: str) -> str:
+    """A unit name without its generic words (有限公司, 市 …): 中国铁塔深圳 for both spellings of 铁塔."""
+    return _GENERIC_WORDS.sub("", fold(name))
+
+
+def is_near_miss(name: str, registered: str) -> bool:
+    """True when ``name`` is most likely a variant or a typo of the registered name, not another unit.
+
+    Either their cores (names without generic words) are one inside the other and of similar
+    length (中国铁塔深圳分公司 / 中国铁塔股份有限公司深圳市分公司), or the names differ in a character
+    or two (深圳供电居有限公司 / 深圳供电局有限公司). 深圳市水务集团有限公司 is not a near miss of
+    深圳市燃气集团股份有限公司: they share only the generic words.
+    """
+    a, b = fold(name), fold(registered)
+    if a == b:
+        return True
+    core_a, core_b = unit_core(a), unit_core(b)
+    short, long_ = sorted((core_a, core_b), key=len)
+    if short and short in long_ and len(short) >= 0.6 * len(long_):
+        return True
+    return SequenceMatcher(None, a, b).ratio() >= 0.8 and SequenceMatcher(None, core_a, core_b).ratio() >= 0.7
+
+
+def near_misses(name: str, candidates: Sequence[str]) -> list[str]:
+    """The candidates (registered names, closest first) that ``name`` is a near miss of."""
+    return [c for c in candidates if is_near_miss(name, c)]
 
 
 def unit_summary(unit: Unit | None) -> dict[str, Any] | None:
@@ -145,12 +179,39 @@ def create_unit(session: Session, data: UnitCreate, actor: Actor, county_code: s
     return unit
 
 
-def ensure_unit(session: Session, name: str, actor: Actor, county_code: str) -> tuple[Unit, bool]:
-    """The unit matching ``name``, or a new unverified one; the flag says whether it was created."""
+def closest_units(session: Session, name: str, limit: int = 3) -> list[str]:
+    """The registered unit names closest to ``name`` (names and aliases compared folded)."""
+    labels: dict[str, str] = {}
+    for unit_name, aliases in session.execute(text("SELECT name, aliases FROM units")).tuples():
+        for label in (unit_name, *(aliases or ())):
+            labels.setdefault(fold(label), unit_name)
+    close = difflib.get_close_matches(fold(name), list(labels), n=limit * 2, cutoff=0.5)
+    return list(dict.fromkeys(labels[key] for key in close))[:limit]
+
+
+def ensure_unit(
+    session: Session, name: str, actor: Actor, county_code: str, *, create_near_misses: bool = False
+) -> tuple[Unit, bool]:
+    """The unit matching ``name``, or a new unverified one; the flag says whether it was created.
+
+    A near miss of a registered unit (a variant spelling, a typo) is refused rather than created,
+    unless ``create_near_misses``: a mistyped unit in a rules file made a unit up and a live rule
+    pointing at it.
+    """
     found = find_unit(session, name)
     if found is not None:
         return found, False
     require(actor, Action.CREATE_UNIT, what=f"unit {name.strip()!r} is not registered")
+    if not create_near_misses:
+        close = near_misses(name, closest_units(session, name))
+        if close:
+            raise InvalidInput(
+                f"unit {name.strip()!r} is not registered but close to {' / '.join(close)} "
+                f"(单位名称相近，未新建): fix the name, or add it as an alias "
+                f"(smartcode units alias add {close[0]!r} {name.strip()!r})",
+                field="unit",
+                suggestions=close,
+            )
     unit = Unit(name=name.strip(), kind="other", aliases=[], verified=False, county_code=county_code)
     session.add(unit)
     session.flush()
@@ -221,3 +282,26 @@ def update_unit(session: Session, unit_id: int, data: UnitUpdate, actor: Actor) 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, list | tuple) else v) for k, v in values.items()}
+
+
+def add_alias(session: Session, unit: str, alias: str, actor: Actor, reason: str | None = None) -> Unit:
+    """Add ``alias`` to the unit named (or numbered) ``unit``, so the next import matches it.
+
+    This is how a held near miss (中国铁塔深圳分公司) is settled: the alias goes through
+    :func:`update_unit`, which refuses an alias that already names another unit.
+    """
+    found = get_unit(session, int(unit)) if unit.strip().isdigit() else find_unit(session, unit)
+    if found is None:
+        raise NotFound(f"no unit named {unit.strip()!r} (单位未登记)", unit=unit.strip())
+    key = fold(alias)
+    if not key:
+        raise InvalidInput("an alias cannot be empty", field="alias")
+    aliases = list(found.aliases or [])
+    if key in aliases or key == fold(found.name):
+        return found
+    update = UnitUpdate(
+        version=found.version,
+        aliases=[*aliases, key],
+        reason=reason or f"alias {key} added (别名)",
+    )
+    return update_unit(session, found.id, update, actor)

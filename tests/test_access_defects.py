@@ -77,7 +77,7 @@ def test_a_unit_import_cannot_adopt_a_code_and_use_up_the_class(
     power = _token(db, admin, "power", "unit", units["power"])
     booth = lamp(114.3470, 22.6960, OBJNAME="电话亭", OBJCODE="4403100122999999")
     job = _upload(client, power, write_geojson(tmp_path / "booth.geojson", [booth]))
-    assert job["status"] == "committed", job
+    assert job["status"] == "rejected", job  # its only row was rejected: nothing written
     assert job["report"]["counts"]["created"] == 0 and job["report"]["counts"]["rejected"] == 1
     assert (
         "only administrators register assets under an existing code" in job["report"]["problems"][0]["reason"]

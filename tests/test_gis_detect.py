@@ -8,7 +8,7 @@ import pytest
 from common.errors import InvalidInput
 from common.settings import DEFAULT_SERVICE_AREA_WKT
 from gis.area import ServiceArea
-from gis.crs import BD09, GCJ02, WGS84, Crs, FloatArray, crs_from_epsg, from_wgs84_arrays
+from gis.crs import BD09, GCJ02, WGS84, Crs, FloatArray, crs_from_epsg, from_wgs84_arrays, to_wgs84_arrays
 from gis.detect import CrsGuess, guess_crs
 
 
@@ -35,7 +35,7 @@ def reference(assets: tuple[FloatArray, FloatArray]) -> tuple[FloatArray, FloatA
 
 def test_wgs84_degrees_without_reference(area: ServiceArea, assets: tuple[FloatArray, FloatArray]) -> None:
     guess = guess_crs(*assets, area=area)
-    assert guess == CrsGuess(WGS84, guess.reason, swapped=False)
+    assert guess == CrsGuess(WGS84, guess.reason, swapped=False, strength="assumed")
     assert "degrees" in guess.reason and "wgs84" in guess.reason
 
 
@@ -142,3 +142,53 @@ def test_mixed_units_are_refused(area: ServiceArea) -> None:
 def test_no_usable_values_are_refused(area: ServiceArea) -> None:
     with pytest.raises(InvalidInput, match="no usable coordinates"):
         guess_crs(np.array([np.nan, np.inf]), np.array([1.0, 2.0]), area=area)
+
+
+def _dense_registry_near(lons: FloatArray, lats: FloatArray, crs: Crs) -> tuple[FloatArray, FloatArray]:
+    """A dense registry (an asset every ~150 m) with, beside it, assets ~25 m from where the file's
+    points land when read as ``crs``: close enough that the nearest-asset median favoured ``crs``."""
+    rng = np.random.default_rng(5)
+    grid_lon, grid_lat = np.meshgrid(np.arange(114.32, 114.38, 0.0015), np.arange(22.67, 22.73, 0.0014))
+    wrong_lon, wrong_lat = to_wgs84_arrays(lons, lats, crs)
+    angle = rng.uniform(0, 2 * np.pi, lons.size)
+    near_lon = wrong_lon + 0.00025 * np.cos(angle)  # ~25 m away, never on the point
+    near_lat = wrong_lat + 0.00023 * np.sin(angle)
+    return np.concatenate([grid_lon.ravel(), near_lon]), np.concatenate([grid_lat.ravel(), near_lat])
+
+
+def test_chance_proximity_in_a_dense_registry_is_not_evidence(area: ServiceArea) -> None:
+    # A WGS84 file of new lamps; the registry is dense and, by chance, has assets ~25 m from where
+    # a BD-09 reading would put them. Nearest-distance medians chose BD-09 (a 1 km error); now no
+    # reading lands points on registered assets more than chance does: no offset system is
+    # committed, and the plain reading is reported as an assumption.
+    rng = np.random.default_rng(11)
+    lons, lats = 114.335 + rng.random(60) * 0.03, 22.685 + rng.random(60) * 0.03
+    reference = _dense_registry_near(lons, lats, BD09)
+    guess = guess_crs(lons, lats, area=area, reference=reference)
+    assert guess.crs == WGS84 and guess.strength == "assumed"
+    assert "--crs gcj02 or bd09" in guess.reason and "by chance" in guess.reason
+
+
+def test_conflicting_evidence_is_refused_with_the_evidence(area: ServiceArea) -> None:
+    # Half the points repeat registered assets read as WGS84, half read as GCJ-02 (two sources
+    # merged into one file): neither reading is decisive, so the import must be told with --crs.
+    rng = np.random.default_rng(13)
+    lons, lats = 114.335 + rng.random(40) * 0.03, 22.685 + rng.random(40) * 0.03
+    gx, gy = from_wgs84_arrays(lons[20:], lats[20:], GCJ02)
+    xs, ys = np.concatenate([lons[:20], gx]), np.concatenate([lats[:20], gy])
+    with pytest.raises(InvalidInput) as refused:
+        guess_crs(xs, ys, area=area, reference=(lons, lats))
+    assert "--crs" in refused.value.message and "wgs84 20, gcj02 20" in refused.value.message
+
+
+def test_a_gcj02_file_among_dense_assets_is_recognised_by_its_duplicates(area: ServiceArea) -> None:
+    # Half the file's points are registered lamps (a re-survey on AMap); the registry is dense and
+    # also has assets near where the wrong readings land: only GCJ-02 puts points on assets.
+    rng = np.random.default_rng(12)
+    true_lon, true_lat = 114.335 + rng.random(80) * 0.03, 22.685 + rng.random(80) * 0.03
+    gx, gy = from_wgs84_arrays(true_lon, true_lat, GCJ02)
+    grid_lon, grid_lat = _dense_registry_near(gx, gy, BD09)
+    reference = (np.concatenate([grid_lon, true_lon[:40]]), np.concatenate([grid_lat, true_lat[:40]]))
+    guess = guess_crs(gx, gy, area=area, reference=reference)
+    assert guess.crs == GCJ02 and guess.strength == "strong"
+    assert guess.evidence["points_on_a_registered_asset"]["gcj02"] >= 40

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, text
 
 from common.settings import Settings
 from gis.crs import crs_from_epsg, from_wgs84_arrays
-from tests.test_import_pipeline import POWER, WATER, run
+from tests.test_import_pipeline import POWER, WATER, run, run_rejected
 
 LONS = [114.3466, 114.3470, 114.3480]
 LATS = [22.6953, 22.6960, 22.6970]
@@ -65,7 +65,12 @@ def test_gbk_shapefile_without_cpg(db: Engine, settings: Settings, tmp_path: Pat
     (tmp_path / "部件.cpg").unlink()
     report = run(db, settings, shp)
     assert report.counts()["created"] == 3 and report.encoding == "GBK"
-    assert report.crs == {"used": "wgs84", "origin": "declared", "note": "declared by the file"}
+    assert report.crs == {
+        "used": "wgs84",
+        "origin": "declared",
+        "strength": "declared",
+        "note": "declared by the file",
+    }
     assert stored(db) == EXPECTED
 
 
@@ -187,7 +192,7 @@ def test_declared_crs_that_puts_points_far_away_is_rejected_row_by_row(
     xs, ys = from_wgs84_arrays(LONS, LATS, crs_from_epsg(4547))
     rows = [[n, o, x, y] for n, o, x, y in zip(NAMES, OWNERS, xs, ys, strict=True)]
     path = write_csv(tmp_path / "metres.csv", ["OBJNAME", "DEPTNAME2", "X", "Y"], rows)
-    report = run(db, settings, path, crs=bad)
+    report = run_rejected(db, settings, path, crs=bad)
     assert report.counts()["rejected"] == 3
     assert "declare the right coordinate system" in report.problems[0]["reason"]
 

@@ -11,7 +11,16 @@ from common.settings import Settings
 from importers.batches import rollback_batch
 from registry.codes import mod11_10_check_digit
 from registry.db import transaction
-from tests.test_import_pipeline import ADMIN, WATER, lamp, problem, run, shaped, write_geojson
+from tests.test_import_pipeline import (
+    ADMIN,
+    WATER,
+    lamp,
+    problem,
+    run,
+    run_rejected,
+    shaped,
+    write_geojson,
+)
 
 IDENT = "4403100118000123"
 CODE = IDENT + mod11_10_check_digit(IDENT)
@@ -106,7 +115,7 @@ def test_reimporting_after_a_rollback_creates_fresh_assets(
 
 def test_a_future_installation_date_is_a_row_problem(db: Engine, settings: Settings, tmp_path: Path) -> None:
     features = [lamp(114.3466, 22.6953, ORDATE="2091-05-01"), lamp(114.3470, 22.6960, ORDATE=2019)]
-    report = run(db, settings, write_geojson(tmp_path / "future.geojson", features))
+    report = run_rejected(db, settings, write_geojson(tmp_path / "future.geojson", features))
     assert report.counts()["rejected"] == 2 and report.counts()["created"] == 0
     future, year = problem(report, 1), problem(report, 2)
     assert future["field"] == "installed" and "ORDATE" in future["reason"]
@@ -141,7 +150,7 @@ def test_a_class_change_is_refused_since_the_class_is_part_of_the_code(
     report = run(db, settings, write_geojson(tmp_path / "a.geojson", first), mapping=str(mapping))
     assert report.counts()["created"] == 1, report.problems
     moved = [lamp(114.3466, 22.6953, ZCBH="ZC-1", OBJNAME="上水井盖")]
-    again = run(db, settings, write_geojson(tmp_path / "b.geojson", moved), mapping=str(mapping))
+    again = run_rejected(db, settings, write_geojson(tmp_path / "b.geojson", moved), mapping=str(mapping))
     assert again.counts()["rejected"] == 1 and again.counts()["updated"] == 0
     refused = problem(again, 1)
     assert refused["field"] == "OBJNAME" and "registered as class 0118" in refused["reason"]

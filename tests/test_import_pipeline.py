@@ -20,7 +20,7 @@ from sqlalchemy import Engine, text
 from common.errors import Conflict, DatabaseUnavailable
 from common.settings import Settings
 from importers.batches import rollback_batch
-from importers.pipeline import ImportOptions, ImportRefused, ImportReport, run_import
+from importers.pipeline import ImportOptions, ImportRefused, ImportRejected, ImportReport, run_import
 from registry.assets import responsibility_periods
 from registry.codes import check_digits, mod11_10_check_digit, parse_code
 from registry.db import Actor, transaction
@@ -81,6 +81,19 @@ def counts(db: Engine) -> dict[str, int]:
             text("SELECT coalesce(sum(next_serial), 0) FROM code_serials")
         ).scalar_one()
     return out
+
+
+def run_rejected(db: Engine, settings: Settings, path: Path, **options: Any) -> ImportReport:
+    """Import ``path`` expecting every row to be rejected: the batch is 'rejected', nothing written."""
+    with pytest.raises(ImportRejected) as caught:
+        run(db, settings, path, **options)
+    data = caught.value.report
+    assert data is not None and data["status"] == "rejected"
+    keys = ("file", "sha256", "status", "batch_id", "profile", "dry_run", "strict", "problems")
+    report = ImportReport(**{key: data[key] for key in keys})
+    for key, value in data["counts"].items():
+        setattr(report, key, value)
+    return report
 
 
 def problem(report: ImportReport, row: int) -> dict[str, Any]:
