@@ -1,7 +1,7 @@
 """A batch whose every row was rejected has its own status, 'rejected'.
 
 Revision ID: 0015_rejected_batches
-Revises: 0010_access_proposals
+Revises: 0014_map_tiles
 Create Date: 2026-12-06
 
 Such a batch wrote nothing; recording it as 'committed' told scripts and the batch list that the
