@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from importers.profiles import Profile
+from importers.profiles import TARGETS, Profile
 
 # Normalised header -> target. Each list holds spellings met in utilities' ledgers.
 _VOCABULARY: dict[str, tuple[str, ...]] = {
@@ -141,25 +141,6 @@ _PUNCTUATION = re.compile(r"[\s_\-·:：/、.。]+")
 # Headers that hold the class in some ledgers and each asset's own name in others.
 _NAME_HEADERS = frozenset({"名称", "设施名称", "部件名", "name", "mc"})
 _SMART_CODE = re.compile(r"^\d{16}$")
-# Targets whose headers feed registry fields (x/y are read by the file reader).
-_TARGET_ORDER = (
-    "code",
-    "source_id",
-    "class_code",
-    "class_name",
-    "owner",
-    "maintainer",
-    "supervisor",
-    "grid",
-    "state",
-    "in_use",
-    "installed",
-    "changed",
-    "data_source",
-    "note",
-    "x",
-    "y",
-)
 
 
 def header_key(name: object) -> str:
@@ -221,7 +202,7 @@ def match_headers(
     """
     out = HeaderMapping()
     taken: set[str] = set()
-    for target in _TARGET_ORDER:
+    for target in TARGETS:
         fixed = profile.fixed.get(target)  # type: ignore[call-overload]
         if fixed is not None:
             continue
