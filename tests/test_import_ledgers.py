@@ -235,7 +235,7 @@ def test_the_cli_exits_non_zero_when_every_row_is_rejected(
     path = write_csv(tmp_path / "bad.csv", HEADER, rows, "gbk")
     env = {**os.environ, "SMARTCODE_DATABASE_URL": migrated_url, "SMARTCODE_API_TOKEN": ADMIN_TOKEN}
     result = cli("import", str(path), env=env)
-    assert result.returncode == 1 and "bad.csv: rejected" in result.stdout, result.stderr
+    assert result.returncode == 1 and "bad.csv: 全部拒绝" in result.stdout, result.stderr
     alias = cli("units", "alias", "add", POWER, "深圳供电局", "--json", env=env)
     assert alias.returncode == 0 and "深圳供电局" in json.loads(alias.stdout)["aliases"]
 
@@ -315,6 +315,6 @@ def test_import_dry_run_shows_the_column_mapping_and_warnings_first(
     result = cli("import", str(path), "--dry-run", env=env)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("WARNING") and "资产归口单位" in lines[0]
+    assert lines[0].startswith("警告") and "资产归口单位" in lines[0]
     assert "  column 权属单位 -> owner (known name)" in lines
     assert "  columns 经度, 纬度 -> x, y" in lines
