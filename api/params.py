@@ -33,3 +33,16 @@ def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
         # float() accepts nan and inf, which no envelope can be built from.
         raise InvalidInput(f"bbox {text!r}: every coordinate must be a finite number", field="bbox")
     return parts[0], parts[1], parts[2], parts[3]
+
+
+def optional_number(text: str, name: str, message: str) -> float | None:
+    """A form field as a finite number, None when blank; ``InvalidInput(message)`` for anything else."""
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise InvalidInput(message, field=name)
+    return value

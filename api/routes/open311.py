@@ -8,7 +8,6 @@ Posting needs ``api_key``: any live API token (admin, reader or unit); a missing
 
 from __future__ import annotations
 
-import math
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from api.deps import services
+from api.params import optional_number
 from api.routes.resolve import runtime
 from api.routes.scan import scan_runtime
 from common.errors import (
@@ -179,15 +179,7 @@ def _field(form: FormData, name: str) -> str:
 
 def _coordinate(form: FormData, name: str) -> float | None:
     text = _field(form, name)
-    if not text:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise InvalidInput(f"{name} 须为数字 / {name} must be a number, got {text!r}", field=name)
-    return value
+    return optional_number(text, name, f"{name} 须为数字 / {name} must be a number, got {text!r}")
 
 
 async def _authenticate(request: Request, api_key: str) -> Actor:

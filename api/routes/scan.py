@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import status_for
+from api.params import optional_number
 from api.report_limit import SlidingWindowLimiter
 from api.routes.resolve import ResolveRuntime
 from api.routes.resolve import runtime as resolve_runtime
@@ -340,15 +341,7 @@ class ScanFastPath:
 
 def _float(form_value: Any, name: str) -> float | None:
     text = form_value.strip() if isinstance(form_value, str) else ""
-    if not text:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise InvalidInput(f"位置数据无效 / {name} is not a number", field=name)
-    return value
+    return optional_number(text, name, f"位置数据无效 / {name} is not a number")
 
 
 class _TooLarge(Exception):
