@@ -37,6 +37,7 @@ from common.settings import Settings, get_settings
 from gis.area import ServiceArea
 from importers.jobs import ImportJobs
 from registry.db import make_engine, service_url
+from registry.log_partitions import PartitionKeeper
 from registry.resolution import Resolver, conninfo_from_url
 
 API_PREFIX = "/api/v1"
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
         read_conninfo=conninfo_from_url(read_url) if read_url else None,
     )
     import_jobs = ImportJobs(engine, settings, area)
+    log_partitions = PartitionKeeper(engine, settings.resolve.log_months_ahead)
     scan_runtime = scan.ScanRuntime(settings, conninfo_from_url(db_url))
 
     @asynccontextmanager
@@ -69,10 +71,12 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
         await resolve_runtime.open()
         await scan_runtime.open()
         import_jobs.start()
+        log_partitions.start()
         try:
             yield
         finally:
             await run_in_threadpool(import_jobs.shutdown)
+            await run_in_threadpool(log_partitions.stop)
             await scan_runtime.close()
             await resolve_runtime.close()
             engine.dispose()

@@ -157,6 +157,23 @@ _LABELS: dict[str, tuple[str, str]] = {
         "asked {at} by {actor} via {channel}: {query}",
     ),
     "cat.removed": ("案件类别 {name} 已停用", "category {name} deactivated"),
+    "log.name": ("分区", "partition"),
+    "log.from": ("起", "from"),
+    "log.to": ("止", "to"),
+    "log.rows": ("约行数", "rows (est.)"),
+    "log.mib": ("MiB", "MiB"),
+    "log.default": ("（未分月的行）", "(rows without a month)"),
+    "log.start": ("最早", "the beginning"),
+    "log.dropped": (
+        "已删除过期分区 {name}（{rows:,} 行）",
+        "dropped expired partition {name} ({rows:,} rows)",
+    ),
+    "log.keep": ("保留最近 {keep} 个月", "keeping the last {keep} months"),
+    "log.keep_all": ("全部保留（SMARTCODE_RESOLVE_LOG_KEEP_MONTHS=0）", "keeping everything (KEEP_MONTHS=0)"),
+    "log.hint": (
+        "提示：加 --drop-expired 删除超过保留期的月份",
+        "hint: --drop-expired drops the months past retention",
+    ),
     "export.done": ("已导出 {count:,} 个设施到 {path}", "exported {count:,} assets to {path}"),
 }
 

@@ -116,6 +116,20 @@ def db_status(as_json: JsonOpt = False) -> None:
             raise typer.Exit(3)
 
 
+@db_app.command("log")
+def db_log(
+    drop_expired: Annotated[
+        bool, typer.Option("--drop-expired", help="drop months older than SMARTCODE_RESOLVE_LOG_KEEP_MONTHS")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The resolution log's monthly partitions (rows, size); with --drop-expired, apply retention."""
+    with failures():
+        from cli import log_partitions
+
+        log_partitions.show(drop_expired, as_json)
+
+
 @db_app.command("url")
 def db_url() -> None:
     """Print the database URL (starting the embedded cluster if needed)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from cli import context
+from common.settings import Settings
 
 
 def serve_app(host: str | None, port: int | None) -> None:
@@ -17,6 +18,7 @@ def serve_app(host: str | None, port: int | None) -> None:
 
     s = context.settings()
     context.ready_url()  # migrated as the owner; the service itself connects as its own role
+    _apply_log_retention(s)
     url = service_url(s)
     bind_host, bind_port = host or s.api.host, port or s.api.port
     typer.echo(f"smartcode 服务地址 http://{bind_host}:{bind_port}/  (API 文档: /docs)")
@@ -27,3 +29,15 @@ def serve_app(host: str | None, port: int | None) -> None:
     else:
         typer.echo("管理员令牌: 运行 `smartcode token` 查看 (administrator token: `smartcode token`)")
     uvicorn.run(create_app(s, url=url), host=bind_host, port=bind_port, log_level="info")
+
+
+def _apply_log_retention(s: Settings) -> None:
+    """Drop the resolution log's expired months as the owner, before the service (which may not) starts."""
+    import datetime as dt
+
+    from registry.log_partitions import drop_expired
+
+    with context.session() as session:
+        now = dt.datetime.now(dt.UTC)
+        for part in drop_expired(session, context.cli_actor(), s.resolve.log_keep_months, now):
+            typer.echo(f"解析日志 {part.name} 已过保留期，删除 {part.rows:,} 行 (resolution log retention)")

@@ -200,6 +200,15 @@ class ResolveSettings(BaseSettings):
     )
     log_flush_ms: float = 50.0
     log_batch_rows: int = 1000
+    log_keep_months: int = Field(
+        default=24,
+        ge=0,
+        description="Months of the resolution log kept; older months are dropped whole by "
+        "`smartcode db log --drop-expired` (and at `smartcode serve` start). 0 keeps everything.",
+    )
+    log_months_ahead: int = Field(
+        default=2, ge=0, le=24, description="Monthly partitions of the resolution log created in advance."
+    )
     pool_size: int = Field(
         default=4,
         description="Connections of the async pool behind /resolve; beyond twice the cores they only add "
