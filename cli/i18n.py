@@ -174,6 +174,23 @@ _LABELS: dict[str, tuple[str, str]] = {
         "提示：加 --drop-expired 删除超过保留期的月份",
         "hint: --drop-expired drops the months past retention",
     ),
+    "bk.done": (
+        "已完成基础备份 {id}（{mib:.1f} MiB，{at}）",
+        "base backup {id} taken ({mib:.1f} MiB, {at})",
+    ),
+    "bk.id": ("备份", "backup"),
+    "bk.started": ("开始", "started"),
+    "bk.finished": ("完成", "finished"),
+    "bk.where": ("备份与 WAL 归档目录：{path}", "backups and WAL archive: {path}"),
+    "bk.latest": ("归档中的最新时刻", "the latest moment in the archive"),
+    "bk.confirm": (
+        "将停止数据库，把数据还原到 {to}（当前数据目录会保留在旁边）。继续？",
+        "The database will stop and be restored to {to} (the current data directory is kept aside). Go on?",
+    ),
+    "bk.restored": (
+        "已从备份 {id} 还原到 {to}；原数据目录保留在 {previous}",
+        "restored from backup {id} to {to}; the previous data directory is kept at {previous}",
+    ),
     "export.done": ("已导出 {count:,} 个设施到 {path}", "exported {count:,} assets to {path}"),
 }
 

@@ -61,10 +61,7 @@ def _global_options(
 def _cluster() -> EmbeddedCluster:
     from registry.embedded import EmbeddedCluster
 
-    s = context.settings()
-    return EmbeddedCluster(
-        s.embedded.data_dir, db_name=s.embedded.db_name, server_user=s.embedded.server_user
-    )
+    return EmbeddedCluster.from_settings(context.settings())
 
 
 def _external() -> bool:
@@ -128,6 +125,38 @@ def db_log(
         from cli import log_partitions
 
         log_partitions.show(drop_expired, as_json)
+
+
+@db_app.command("backup")
+def db_backup(
+    list_only: Annotated[bool, typer.Option("--list", help="only list the base backups")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Take a base backup of the embedded cluster (the WAL archive does the rest); list the backups."""
+    with failures():
+        if _external():
+            raise typer.Exit(1)
+        from cli import backup
+
+        backup.backup(list_only, as_json)
+
+
+@db_app.command("restore")
+def db_restore(
+    to: Annotated[
+        str | None, typer.Option("--to", help="restore to this time (local unless an offset is given)")
+    ] = None,
+    backup_id: Annotated[str | None, typer.Option("--backup", help="use this base backup")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Restore the embedded cluster from a base backup and the WAL archive, to a time or to the latest."""
+    with failures():
+        if _external():
+            raise typer.Exit(1)
+        from cli import backup
+
+        backup.restore(to, backup_id, yes, as_json)
 
 
 @db_app.command("url")

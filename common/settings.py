@@ -80,6 +80,25 @@ class EmbeddedSettings(BaseSettings):
         default="smartcode",
         description="Unprivileged OS account that runs the embedded server when invoked as root.",
     )
+    wal_archive: bool = Field(
+        default=True,
+        description="Archive every WAL segment (gzipped) beside the data directory in backups/wal, so "
+        "`smartcode db restore --to TIME` can bring the registry back to any moment after a base backup.",
+    )
+    archive_timeout_s: int = Field(
+        default=300,
+        ge=0,
+        description="On a quiet server a WAL segment is archived after at most this long (0: only when "
+        "full): the most a lost disk can cost, beyond the last archived segment.",
+    )
+    backup_dir: Path | None = Field(
+        default=None,
+        description="Base backups and the WAL archive (default: `backups` beside the data directory). Put "
+        "it on another disk, or copy it off the machine: a backup on the same disk does not survive it.",
+    )
+    backups_keep: int = Field(
+        default=7, ge=1, description="Base backups kept by `smartcode db backup`; older ones and their WAL go"
+    )
 
     @property
     def var_dir(self) -> Path:

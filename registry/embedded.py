@@ -14,6 +14,7 @@ import logging
 import os
 import pwd
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -88,20 +89,43 @@ class EmbeddedCluster:
         server_user: str = "smartcode",
         *,
         fast_unsafe: bool = False,
+        wal_archive: bool = False,
+        archive_timeout_s: int = 300,
+        backup_dir: Path | None = None,
     ) -> None:
-        """Describe the cluster; nothing is created or started until :meth:`start`."""
+        """Describe the cluster; nothing is created or started until :meth:`start`.
+
+        ``wal_archive``: keep every WAL segment (gzipped) under :attr:`backup_root` ``/wal``, which with
+        the base backups of :mod:`registry.backup` allows a restore to any point in time.
+        """
         self.configured_data_dir = Path(data_dir).expanduser().resolve()
         self.db_name = db_name
         self.server_user = server_user
         # Throwaway test clusters may trade crash safety for speed; a real registry never should. It
         # takes effect when the server starts, not on a server that is already running.
         self.fast_unsafe = fast_unsafe
+        self.wal_archive = wal_archive
+        self.archive_timeout_s = archive_timeout_s
+        self._backup_dir = Path(backup_dir).expanduser().resolve() if backup_dir else None
         self._root = os.geteuid() == 0
         self._fallback_base = FALLBACK_ROOT / _short_hash(self.configured_data_dir, 12)
         # Decided once, from the file system alone, so every process (start, status, url) agrees.
         self.data_dir = self._choose_data_dir()
         self.socket_dir = _socket_dir_for(self.data_dir)
         self._binaries_cache: ServerBinaries | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EmbeddedCluster:
+        """The deployment's cluster as its settings describe it (with the WAL archive unless turned off)."""
+        e = settings.embedded
+        return cls(
+            e.data_dir,
+            e.db_name,
+            e.server_user,
+            wal_archive=e.wal_archive,
+            archive_timeout_s=e.archive_timeout_s,
+            backup_dir=e.backup_dir,
+        )
 
     # ------------------------------------------------------------------------------------- public API
 
@@ -115,6 +139,9 @@ class EmbeddedCluster:
             if not (self.data_dir / "PG_VERSION").exists():
                 self._initdb(bins, uid, gid)
             self._ensure_include()
+            self._ensure_replication_hba(uid, gid)
+            if self.wal_archive:
+                self._ensure_server_dir(self.wal_archive_dir, uid, gid)
             self._prepare_socket_dir(uid, gid)
             if not self._pg_ctl_running(bins):
                 self._write_conf(uid, gid, wal_compression=_wal_compression(bins))
@@ -161,6 +188,61 @@ class EmbeddedCluster:
         return psycopg.conninfo.make_conninfo(
             host=str(self.socket_dir), port=str(PORT), user=self.server_user, dbname=dbname or self.db_name
         )
+
+    @property
+    def backup_root(self) -> Path:
+        """Where base backups and the WAL archive live (default: ``backups`` beside the data directory)."""
+        return self._backup_dir or self.data_dir.parent / "backups"
+
+    @property
+    def wal_archive_dir(self) -> Path:
+        """The WAL archive (one gzipped file per segment), written by the server's archive_command."""
+        return self.backup_root / "wal"
+
+    def run_as_server(self, tool: str, args: Sequence[str], *, timeout: float = 600) -> str:
+        """Run a PostgreSQL tool (``pg_basebackup``, ``tar`` …) as the server account; its output.
+
+        A tool from the server's own bin directory is looked up there, anything else on PATH.
+        ``DatabaseUnavailable`` with the tool's own message when it fails.
+        """
+        bins = self._binaries(require_postgis=False)
+        path = bins.tool(tool) if (bins.bindir / tool).exists() else (shutil.which(tool) or tool)
+        proc = _run(self._as_server([path, *args]), check=False, timeout=timeout)
+        if proc.returncode != 0:
+            raise DatabaseUnavailable(
+                f"{tool} failed: {(proc.stderr or proc.stdout).strip()}", data_dir=str(self.data_dir)
+            )
+        return proc.stdout
+
+    def make_server_dir(self, path: Path) -> None:
+        """Create ``path`` (and parents) owned by the server account, mode 0700."""
+        uid, gid = self._server_ids(create=True)
+        self._ensure_server_dir(path, uid, gid)
+
+    def write_server_file(self, path: Path, text: str) -> None:
+        """Write a file owned by the server account (mode 0600), e.g. a recovery setting."""
+        uid, gid = self._server_ids(create=False) if self._root else (os.getuid(), os.getgid())
+        _write_file(path, text, uid, gid, self._root)
+
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        """The cluster's lock: no start, stop or restore of this cluster runs meanwhile in any process."""
+        return self._locked()
+
+    def stop_locked(self) -> None:
+        """:meth:`stop` for a caller that already holds :meth:`locked`."""
+        self._stop_unlocked()
+
+    def start_locked(self) -> None:
+        """Start the server as it is (no initdb, no database creation) for a caller holding :meth:`locked`."""
+        bins = self._binaries(require_postgis=False)
+        uid, gid = self._server_ids(create=False)
+        self._ensure_include()
+        self._prepare_socket_dir(uid, gid)
+        if self.wal_archive:
+            self._ensure_server_dir(self.wal_archive_dir, uid, gid)
+        self._write_conf(uid, gid, wal_compression=_wal_compression(bins))
+        self._rotate_log()
+        self._pg_ctl_start(bins)
 
     def destroy(self) -> None:
         """Stop the server and delete the data directory and everything else this cluster created."""
@@ -338,6 +420,22 @@ class EmbeddedCluster:
             if self._root:
                 self._check_server_can_write()
 
+    def _ensure_server_dir(self, path: Path, uid: int, gid: int) -> None:
+        for part in reversed([path, *path.parents]):
+            if part.exists():
+                continue
+            part.mkdir(mode=0o700)
+            if self._root:
+                os.chown(part, uid, gid)
+
+    def _ensure_replication_hba(self, uid: int, gid: int) -> None:
+        """Let the server account make base backups (and standbys) over the private socket."""
+        hba = self.data_dir / "pg_hba.conf"
+        line = "local replication all trust"
+        text = hba.read_text()
+        if line not in text:
+            _write_file(hba, text.rstrip("\n") + "\n" + line + "\n", uid, gid, self._root)
+
     def _check_server_can_write(self) -> None:
         """Ask the kernel (ACLs, LSMs included) whether the server account can really use the data dir."""
         proc = _run(self._as_server(["test", "-w", str(self.data_dir)]), check=False)
@@ -380,7 +478,7 @@ class EmbeddedCluster:
             self.data_dir / "pg_hba.conf",
             "# Written by smartcode. The server listens only on a Unix socket in a private directory\n"
             "# (mode 0700, owned by the server account), so only that account and root can connect.\n"
-            "local all all trust\n",
+            "local all all trust\nlocal replication all trust\n",
             uid,
             gid,
             self._root,
@@ -433,6 +531,8 @@ full_page_writes = {safety}
 log_line_prefix = '%m [%p] %q%u@%d '
 log_min_duration_statement = 2000
 """
+        if self.wal_archive:
+            text += _archive_conf(self.wal_archive_dir, self.archive_timeout_s)
         _write_file(self.data_dir / CONF_NAME, text, uid, gid, self._root)
 
     def _prepare_socket_dir(self, uid: int, gid: int) -> None:
@@ -558,9 +658,7 @@ def ensure_database_url(settings: Settings) -> str:
     """``settings.database.url`` when set, else start the embedded cluster and return its URL."""
     if settings.database.url:
         return settings.database.url
-    cluster = EmbeddedCluster(
-        settings.embedded.data_dir, settings.embedded.db_name, settings.embedded.server_user
-    )
+    cluster = EmbeddedCluster.from_settings(settings)
     return cluster.start()
 
 
@@ -569,9 +667,7 @@ def ensure_service_url(settings: Settings) -> str:
     cluster's unprivileged role (started on demand; migrate with :func:`ensure_database_url` first)."""
     if settings.database.url:
         return settings.database.url
-    cluster = EmbeddedCluster(
-        settings.embedded.data_dir, settings.embedded.db_name, settings.embedded.server_user
-    )
+    cluster = EmbeddedCluster.from_settings(settings)
     cluster.start()
     return cluster.app_url()
 
@@ -751,6 +847,22 @@ def _run(cmd: Sequence[str], *, check: bool, timeout: float = 60) -> subprocess.
     except subprocess.TimeoutExpired as exc:
         command = " ".join(cmd)
         raise DatabaseUnavailable(f"{Path(cmd[0]).name} timed out after {timeout:.0f}s: {command}") from exc
+
+
+def _archive_conf(wal_dir: Path, timeout_s: int) -> str:
+    """The archive settings: each finished WAL segment gzipped into ``wal_dir``, never overwritten."""
+    target = shlex.quote(str(wal_dir / "%f.gz"))
+    partial = shlex.quote(str(wal_dir / "%f.gz.partial"))
+    # Written under another name and renamed, so a crash never leaves a truncated segment that
+    # looks complete; an existing segment is never overwritten (test ! -f).
+    command = f"test ! -f {target} && gzip -c %p > {partial} && mv {partial} {target}"
+    return f"""
+# WAL archive for point-in-time restore (registry/backup.py, docs/operations.md). A segment is
+# archived when full or after archive_timeout on a quiet server, which bounds what a lost disk costs.
+archive_mode = on
+archive_command = '{command.replace("'", "''")}'
+archive_timeout = {int(timeout_s)}
+"""
 
 
 def _write_file(path: Path, text: str, uid: int, gid: int, chown: bool) -> None:
