@@ -432,7 +432,7 @@ async def get_complaint(
     return view
 
 
-HISTORY_COLUMNS = "version, at, actor, status, reason, id, unit_id"
+HISTORY_COLUMNS = "version, at, actor, status, reason, id, unit_id, update_ref"
 HISTORY_SQL = f"SELECT {HISTORY_COLUMNS} FROM complaint_history WHERE complaint_id = %s ORDER BY id"
 
 
@@ -447,6 +447,7 @@ def history_item(h: Sequence[Any]) -> dict[str, Any]:
         "status_label": STATUS_LABELS.get(h[3], h[3]),
         "reason": h[4],
         "unit_id": h[6],
+        "update_ref": h[7],  # the client's own id of the update (Open311 update_id), if it sent one
     }
 
 

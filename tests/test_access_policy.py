@@ -359,6 +359,21 @@ CASES = [
         needs=("complaint",),
     ),
     Case(
+        "return a complaint by Open311",
+        "POST /open311/v2/servicerequestupdates.{fmt}",
+        lambda c, w, h: c.post(
+            "/open311/v2/servicerequestupdates.json",
+            data={
+                "api_key": h.get("Authorization", "").removeprefix("Bearer "),
+                "service_request_id": w.extra["complaint"],
+                "status": "NOT_COUNCILS_RESPONSIBILITY",
+                "description": "不属本单位",
+            },
+        ),
+        {**_expect(200, owner=200, maintainer=200, reader=200), "anonymous": 403},
+        needs=("complaint",),
+    ),
+    Case(
         "accept proposal",
         "POST /api/v1/proposals/{proposal_id}/accept",
         lambda c, w, h: c.post(f"/api/v1/proposals/{w.extra['proposal']}/accept", headers=h),

@@ -32,6 +32,11 @@ class World:
 @pytest.fixture
 def world(db: Engine, admin: Actor) -> World:
     """Three units, one asset, unit tokens for each unit and a reader token (the case system)."""
+    return build_world(db, admin)
+
+
+def build_world(db: Engine, admin: Actor) -> World:
+    """The :class:`World` of these tests, registered in ``db``."""
     owner = make_unit(db, "深圳供电局有限公司", admin, kind="utility").id
     maintainer = make_unit(db, "深圳市水务集团有限公司", admin, kind="utility").id
     other = make_unit(db, "深圳市燃气集团股份有限公司", admin, kind="utility").id
