@@ -261,3 +261,34 @@ def test_an_assets_complaints_show_their_status_and_history(
     assert items[1]["status_label"] == "已办结"
     assert [h["status"] for h in items[1]["history"]] == ["received", "accepted", "closed"]
     assert client.get(f"/api/v1/assets/{world.code}/complaints").status_code == 401
+
+
+def test_staff_signed_in_on_the_map_see_the_assets_complaints_on_the_scan_page(
+    client: TestClient, world: World
+) -> None:
+    from api.deps import SESSION_COOKIE
+    from tests.test_map import login
+
+    reference = file_complaint(client, world.code)
+    returned = _post(client, reference, ADMIN, status="returned", version=1, reason="该灯杆属小区物业")
+    assert returned.status_code == 200
+
+    public = client.get(f"/c/{world.code}")
+    assert public.status_code == 200 and 'id="staff-complaints"' not in public.text
+    assert reference not in public.text and "该灯杆属小区物业" not in public.text
+
+    # A forged session cookie is a passer-by.
+    client.cookies.set(SESSION_COOKIE, "admin.9999999999.nonce.forged")
+    assert reference not in client.get(f"/c/{world.code}").text
+    client.cookies.clear()
+
+    login(client, world.headers["reader"]["Authorization"].removeprefix("Bearer "))
+    staff = client.get(f"/c/{world.code}")
+    assert staff.status_code == 200 and 'id="staff-complaints"' in staff.text
+    assert f'data-reference="{reference}" data-status="returned"' in staff.text
+    assert "已退件" in staff.text and "该灯杆属小区物业" in staff.text
+    assert staff.headers["cache-control"] == "private, no-store"  # never kept for the next visitor
+    assert "report-form" in staff.text  # the public part is all still there
+
+    client.cookies.clear()
+    assert reference not in client.get(f"/c/{world.code}").text
