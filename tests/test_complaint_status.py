@@ -292,3 +292,36 @@ def test_staff_signed_in_on_the_map_see_the_assets_complaints_on_the_scan_page(
 
     client.cookies.clear()
     assert reference not in client.get(f"/c/{world.code}").text
+
+
+def test_two_updates_racing_on_one_version_one_wins_the_other_is_refused(
+    client: TestClient, db: Engine, world: World
+) -> None:
+    import threading
+
+    reference = file_complaint(client, world.code)
+    admin = Actor("admin", admin=True)
+    outcome: list[BaseException | dict[str, Any]] = []
+
+    def second() -> None:
+        try:
+            with transaction(db) as session:
+                outcome.append(
+                    complaint_status.change_status(
+                        session, reference, "returned", actor=admin, reason="不属本单位", expected_version=1
+                    )
+                )
+        except BaseException as exc:
+            outcome.append(exc)
+
+    with transaction(db) as session:
+        complaint_status.change_status(session, reference, "accepted", actor=admin, expected_version=1)
+        racer = threading.Thread(target=second)
+        racer.start()
+        racer.join(0.5)
+        assert racer.is_alive()  # waits on the first update's row lock instead of reading version 1
+    racer.join(10)
+    (result,) = outcome
+    assert isinstance(result, StaleVersion) and result.details["current_version"] == 2
+    view = client.get(f"/api/v1/complaints/{reference}", headers=ADMIN).json()
+    assert view["status"] == "accepted" and [h["status"] for h in view["history"]] == ["received", "accepted"]
