@@ -18,6 +18,7 @@ log = logging.getLogger("smartcode.api")
 
 # Most specific first: the first matching class decides the status.
 STATUS_BY_ERROR: list[tuple[type[errors.SmartcodeError], int]] = [
+    (errors.PreconditionFailed, 412),
     (errors.StaleVersion, 409),
     (errors.SerialExhausted, 409),
     (errors.Conflict, 409),

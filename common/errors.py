@@ -42,6 +42,10 @@ class StaleVersion(Conflict):
     """An update carried an old version number: someone else changed the record first."""
 
 
+class PreconditionFailed(StaleVersion):
+    """A version sent as ``If-Match`` that is no longer current (HTTP 412 rather than 409)."""
+
+
 class SerialExhausted(Conflict):
     """No free serial number is left for a county and class ("顺序码已满")."""
 

@@ -80,6 +80,8 @@ class Action(StrEnum):
     PRINT_LABELS = "print_labels"  # target: each asset (owner or maintainer)
     REVOKE_LABEL = "revoke_label"  # target: the asset (owner or maintainer)
     POST_COMPLAINT = "post_complaint"  # a case system (Open311, API) files a complaint
+    ROUTE_COMPLAINT = "route_complaint"  # accept (签收) or return (退件); target: the complaint's units
+    CLOSE_COMPLAINT = "close_complaint"  # close (办结) a complaint: the case system's word
     EXPORT = "export"  # target: the unit id whose assets are exported (a unit token: its own)
 
 
@@ -165,6 +167,20 @@ POLICY: Mapping[Action, Rule] = {
         _ADMIN, "own", "only the receiving unit or an administrator may accept or decline a proposal"
     ),
     Action.POST_COMPLAINT: Rule(_TOKEN, "any", "filing a case needs an API token (the case system's)"),
+    # The case system holds an admin or reader token (docs/open311.md); the unit a complaint was routed
+    # to (its owner or maintainer) answers for itself: it accepts it or returns it as not its own.
+    Action.ROUTE_COMPLAINT: Rule(
+        _TOKEN,
+        "owner_or_maintainer",
+        "只有诉求分拨到的单位（权属或养护单位）、案件系统或管理员可以签收或退件 / only the unit the "
+        "complaint was routed to (owner or maintainer), the case system or an administrator may accept "
+        "or return it",
+    ),
+    Action.CLOSE_COMPLAINT: Rule(
+        _TOKEN,
+        "none",
+        "只有案件系统或管理员可以办结诉求 / only the case system or an administrator closes a complaint",
+    ),
     Action.PRINT_LABELS: Rule(
         _ADMIN,
         "owner_or_maintainer",

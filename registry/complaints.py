@@ -26,11 +26,14 @@ from psycopg.types.json import Jsonb
 from common.errors import Conflict, InvalidInput, NotFound
 from common.settings import AreaSettings
 from registry.codes import parse_code
+from registry.events import emit_async
 from registry.resolution import LocationQuery, ResolutionLog, Resolver
 
 SOURCES = ("scan", "case_system", "open311", "api")
 STATUS_RECEIVED = "received"
-STATUS_LABELS = {"received": "已受理"}
+# The case system's statuses (issue 15); what may follow what is registry.complaint_status.TRANSITIONS.
+STATUSES = ("received", "accepted", "returned", "closed")
+STATUS_LABELS = {"received": "已受理", "accepted": "已签收", "returned": "已退件", "closed": "已办结"}
 
 PHOTO_MAX_BYTES = 5 * 1024 * 1024
 PHOTOS_MAX = 3
@@ -297,6 +300,48 @@ async def _insert(
                 (complaint_id, seq, photo.content_type, len(photo.data), photo.sha256, photo.data),
                 prepare=True,
             )
+        # In the complaint's transaction: a complaint that is rolled back never announced itself.
+        subject = event_subject(resolved.asset_code, answer, reference)
+        created = {
+            "reference": reference,
+            "external_id": data.external_id,
+            "source": data.source,
+            "category": data.category,
+            "asset_code": resolved.asset_code,
+            "received_at": received_at.isoformat(),
+            "status": STATUS_RECEIVED,
+            "location": {"lon": resolved.lon, "lat": resolved.lat} if resolved.lon is not None else None,
+        }
+        await emit_async(conn, "complaint.created", created, subject=subject)
+        resolution = {
+            "reference": reference,
+            "external_id": data.external_id,
+            "source": data.source,
+            "asset_code": resolved.asset_code,
+            "resolution_id": answer.get("id"),
+            "status": answer.get("status"),
+            "rule": answer.get("rule"),
+            "matched_rule": answer.get("matched_rule"),
+            **{role: _unit_ref(answer.get(role)) for role in ("owner", "maintainer", "supervisor")},
+        }
+        await emit_async(conn, "complaint.resolved", resolution, subject=subject)
+    return reference
+
+
+def _unit_ref(unit: dict[str, Any] | None) -> dict[str, Any] | None:
+    return {"id": unit.get("id"), "name": unit.get("name")} if unit else None
+
+
+def event_subject(asset_code: str | None, resolution: dict[str, Any] | None, reference: str) -> str:
+    """The subject of a complaint's events: its asset's code (scanned, else resolved), else its reference.
+
+    Events of one subject are delivered in order, so every event of a complaint uses the same one.
+    """
+    if asset_code:
+        return asset_code
+    asset = (resolution or {}).get("asset")
+    if isinstance(asset, dict) and asset.get("code"):
+        return str(asset["code"])
     return reference
 
 
@@ -318,17 +363,19 @@ async def create_complaint(
     return await get_complaint(write_conn, reference, contact=True)
 
 
-_VIEW_SQL = """
+VIEW_SQL = """
 SELECT c.reference, c.source, c.external_id, c.received_at, c.reported_at, c.category, c.asset_code,
        c.label_status, c.description, ST_X(c.geom), ST_Y(c.geom), c.location_given, c.accuracy_m,
        c.distance_m, c.reporter, c.resolution_id, c.resolution_status, c.resolution_rule, c.resolution,
        c.status, c.status_at, c.version,
-       (SELECT count(*) FROM complaint_photos p WHERE p.complaint_id = c.id), c.id
+       (SELECT count(*) FROM complaint_photos p WHERE p.complaint_id = c.id), c.id, c.status_reason,
+       c.status_unit_id
 FROM complaints c
 """
 
 
-def _view(row: Sequence[Any], *, contact: bool) -> dict[str, Any]:
+def row_view(row: Sequence[Any], *, contact: bool) -> dict[str, Any]:
+    """A row of ``VIEW_SQL`` as the API shows a complaint (without its history)."""
     answer = row[18] or {}
     lon, lat = row[9], row[10]
     return {
@@ -351,6 +398,8 @@ def _view(row: Sequence[Any], *, contact: bool) -> dict[str, Any]:
         "status": row[19],
         "status_label": STATUS_LABELS.get(row[19], row[19]),
         "status_at": row[20].isoformat(),
+        "status_reason": row[24],
+        "status_unit_id": row[25],
         "version": row[21],
         "resolution": {
             "id": row[15],
@@ -369,22 +418,37 @@ async def get_complaint(
     conn: AsyncConnection[Any], reference: str, *, contact: bool = False
 ) -> dict[str, Any]:
     """One complaint by its reference, with its history; the reporter's contact only when ``contact``."""
-    cur = await conn.execute(_VIEW_SQL + "WHERE c.reference = %s", (reference.strip().upper(),), prepare=True)
+    cur = await conn.execute(VIEW_SQL + "WHERE c.reference = %s", (reference.strip().upper(),), prepare=True)
     row = await cur.fetchone()
     if row is None:
         raise NotFound(f"no complaint with reference {reference!r}", reference=reference)
-    view = _view(row, contact=contact)
+    view = row_view(row, contact=contact)
     cur = await conn.execute(
-        "SELECT version, at, actor, status, reason FROM complaint_history "
-        "WHERE complaint_id = %s ORDER BY id",
+        HISTORY_SQL,
         (row[23],),
         prepare=True,
     )
-    view["history"] = [
-        {"version": h[0], "at": h[1].isoformat(), "actor": h[2], "status": h[3], "reason": h[4]}
-        for h in await cur.fetchall()
-    ]
+    view["history"] = [history_item(h) for h in await cur.fetchall()]
     return view
+
+
+HISTORY_COLUMNS = "version, at, actor, status, reason, id, unit_id, update_ref"
+HISTORY_SQL = f"SELECT {HISTORY_COLUMNS} FROM complaint_history WHERE complaint_id = %s ORDER BY id"
+
+
+def history_item(h: Sequence[Any]) -> dict[str, Any]:
+    """One row of ``complaint_history`` (as selected by ``HISTORY_SQL``) as the views show it."""
+    return {
+        "update_id": str(h[5]),
+        "version": h[0],
+        "at": h[1].isoformat(),
+        "actor": h[2],
+        "status": h[3],
+        "status_label": STATUS_LABELS.get(h[3], h[3]),
+        "reason": h[4],
+        "unit_id": h[6],
+        "update_ref": h[7],  # the client's own id of the update (Open311 update_id), if it sent one
+    }
 
 
 async def asset_complaints(
@@ -393,9 +457,23 @@ async def asset_complaints(
     """The complaints about one asset, newest first (``InvalidCode`` for a malformed code)."""
     plain = str(parse_code(code))
     cur = await conn.execute(
-        _VIEW_SQL + "WHERE c.asset_code = %s ORDER BY c.id DESC LIMIT %s", (plain, limit), prepare=True
+        VIEW_SQL + "WHERE c.asset_code = %s ORDER BY c.id DESC LIMIT %s", (plain, limit), prepare=True
     )
-    return [_view(row, contact=contact) for row in await cur.fetchall()]
+    rows = await cur.fetchall()
+    views = {row[23]: row_view(row, contact=contact) for row in rows}
+    for view in views.values():
+        view["history"] = []
+    if views:
+        # One read for every complaint's history, not one per complaint.
+        cur = await conn.execute(
+            f"SELECT complaint_id, {HISTORY_COLUMNS} FROM complaint_history "
+            "WHERE complaint_id = ANY(%s) ORDER BY id",
+            (list(views),),
+            prepare=True,
+        )
+        for h in await cur.fetchall():
+            views[h[0]]["history"].append(history_item(h[1:]))
+    return list(views.values())
 
 
 async def asset_parties(conn: AsyncConnection[Any], code: str) -> tuple[int | None, int | None, int | None]:

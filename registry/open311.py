@@ -2,8 +2,13 @@
 
 The service code is the category's name (the case system's own wording, e.g. 路灯不亮); a service
 request id is the complaint's reference (SC-20261206-000123). A complaint's status maps to the two
-GeoReport statuses: everything before 办结 (closed) is ``open``. The HTTP side (JSON/XML, errors)
-lives in ``api/routes/open311.py``; this module builds the plain dictionaries both formats share.
+GeoReport statuses: 办结 (closed) and 退件 (returned: not this unit's, the case is dispatched again as
+another) are ``closed``, received and accepted are ``open``; ``status_notes`` says which and why.
+
+FixMyStreet's update extension (``servicerequestupdates``) reads every status change as an update
+and posts status changes with its extended statuses (:data:`EXTENDED_STATUSES`). The HTTP side
+(JSON/XML, errors) lives in ``api/routes/open311.py``; this module builds the plain dictionaries
+both formats share.
 """
 
 from __future__ import annotations
@@ -22,14 +27,61 @@ from registry import categories
 from registry.complaints import STATUS_LABELS
 
 ASSET_CODE_ATTRIBUTE = "asset_code"
-CLOSED_STATUSES = ("closed",)
+CLOSED_STATUSES = ("closed", "returned")
 DEFAULT_WINDOW = dt.timedelta(days=90)
 MAX_REQUESTS = 1000
+MAX_UPDATES = 1000
+
+# FixMyStreet's extended statuses (and GeoReport's plain open / closed) as complaint statuses. In
+# progress of any kind is 签收; fixed or not, a case that needs nothing more is 办结; "not ours" and
+# "sent elsewhere" are 退件.
+EXTENDED_STATUSES = {
+    "OPEN": "accepted",
+    "INVESTIGATING": "accepted",
+    "IN_PROGRESS": "accepted",
+    "ACTION_SCHEDULED": "accepted",
+    "FIXED": "closed",
+    "CLOSED": "closed",
+    "NO_FURTHER_ACTION": "closed",
+    "UNABLE_TO_FIX": "closed",
+    "DUPLICATE": "closed",
+    "CANCELLED": "closed",
+    "NOT_COUNCILS_RESPONSIBILITY": "returned",
+    "INTERNAL_REFERRAL": "returned",
+}
+# A complaint's status as an update's status, in the same vocabulary.
+UPDATE_STATUS = {
+    "received": "OPEN",
+    "accepted": "IN_PROGRESS",
+    "returned": "NOT_COUNCILS_RESPONSIBILITY",
+    "closed": "CLOSED",
+}
 
 
 def open311_status(status: str) -> str:
-    """The GeoReport status of a complaint status: ``closed`` once 办结, ``open`` before."""
+    """The GeoReport status of a complaint status: ``closed`` once 办结 or 退件, ``open`` before."""
     return "closed" if status in CLOSED_STATUSES else "open"
+
+
+def status_notes(status: str, reason: str | None) -> str:
+    """``status_notes``: the status in Chinese, and the reason given with it (e.g. why it was returned)."""
+    label = STATUS_LABELS.get(status, status)
+    return f"{label}：{reason}" if reason else label
+
+
+def complaint_status_of(update_status: str) -> str:
+    """The complaint status an update's ``status`` asks for (``InvalidInput`` for one not supported).
+
+    Case and spaces are forgiven (``not councils responsibility``, as FixMyStreet itself reads them).
+    """
+    key = "_".join(update_status.strip().upper().replace("-", " ").split())
+    if key not in EXTENDED_STATUSES:
+        raise InvalidInput(
+            f"不支持的状态 {update_status!r} / unsupported status {update_status!r}: one of "
+            + ", ".join(EXTENDED_STATUSES),
+            field="status",
+        )
+    return EXTENDED_STATUSES[key]
 
 
 def service_list(session: Session) -> list[dict[str, Any]]:
@@ -112,7 +164,7 @@ def parse_datetime(text: str, name: str, timezone: str) -> dt.datetime:
 
 _REQUEST_SQL = """
 SELECT c.reference, c.category, c.description, c.status, c.status_at, c.received_at,
-       ST_X(c.geom), ST_Y(c.geom), c.resolution, c.location_given ->> 'address'
+       ST_X(c.geom), ST_Y(c.geom), c.resolution, c.location_given ->> 'address', c.status_reason
 FROM complaints c
 """
 
@@ -132,7 +184,7 @@ def _request_view(row: Sequence[Any], timezone: str) -> dict[str, Any]:
     return {
         "service_request_id": row[0],
         "status": open311_status(row[3]),
-        "status_notes": STATUS_LABELS.get(row[3], row[3]),
+        "status_notes": status_notes(row[3], row[10]),
         "service_name": row[1],
         "service_code": row[1],
         "description": row[2] or None,
@@ -199,3 +251,56 @@ async def list_requests(
     params.append(MAX_REQUESTS)
     cur = await conn.execute(sql, params)
     return [_request_view(row, timezone) for row in await cur.fetchall()]
+
+
+_UPDATES_SQL = """
+SELECT h.id, c.reference, h.status, h.reason, h.at
+FROM complaint_history h JOIN complaints c ON c.id = h.complaint_id
+"""
+
+
+def _update_view(row: Sequence[Any], timezone: str) -> dict[str, Any]:
+    return {
+        "update_id": str(row[0]),
+        "service_request_id": row[1],
+        "status": UPDATE_STATUS.get(row[2], row[2].upper()),
+        "updated_datetime": row[4].astimezone(zoneinfo.ZoneInfo(timezone)).isoformat(timespec="seconds"),
+        "description": status_notes(row[2], row[3]),
+        "media_url": None,
+        # The registry's own status, for clients that map codes rather than FixMyStreet's statuses.
+        "external_status_code": row[2],
+    }
+
+
+async def list_updates(
+    conn: AsyncConnection[Any],
+    timezone: str,
+    *,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+    ids: Sequence[str] = (),
+    now: dt.datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Status changes of complaints as service request updates, oldest first, at most ``MAX_UPDATES``.
+
+    Every row of a complaint's history after the first (its arrival) is an update. Without dates
+    the last 90 days are listed.
+    """
+    if start is None and end is None:
+        start = (now or dt.datetime.now(dt.UTC)) - DEFAULT_WINDOW
+    if start is not None and end is not None and end < start:
+        raise InvalidInput("end_date 早于 start_date / end_date is before start_date", field="end_date")
+    where: list[str] = ["h.version > 1"]
+    params: list[Any] = []
+    if start is not None:
+        where.append("h.at >= %s")
+        params.append(start)
+    if end is not None:
+        where.append("h.at <= %s")
+        params.append(end)
+    if ids:
+        where.append("c.reference = ANY(%s)")
+        params.append([i.strip().upper() for i in ids])
+    sql = _UPDATES_SQL + "WHERE " + " AND ".join(where) + " ORDER BY h.id LIMIT %s"
+    cur = await conn.execute(sql, [*params, MAX_UPDATES])
+    return [_update_view(row, timezone) for row in await cur.fetchall()]

@@ -200,3 +200,18 @@ class Decommission(_Strict):
     version: int
     reason: Reason
     at: dt.datetime | None = None
+
+
+class ComplaintStatusChange(_Strict):
+    """A status update of a complaint from the case system or the unit it was routed to."""
+
+    status: Literal["accepted", "returned", "closed"] = Field(
+        description="accepted 签收, returned 退件 (not this unit's: reason required), closed 办结"
+    )
+    reason: str | None = Field(default=None, max_length=2000, description="why (required for returned)")
+    version: int | None = Field(
+        default=None, description="the version you read; or send it as If-Match. One of the two is required"
+    )
+    unit_id: int | None = Field(
+        default=None, description="the unit that accepts or returns (the case system speaking for it)"
+    )

@@ -2,11 +2,14 @@
 
 The reporter's contact is shown to administrators and to the units responsible for the asset
 (owner, maintainer, supervisor); other token holders see the complaint without it.
+``POST /api/v1/complaints/{reference}/status`` moves a complaint (签收 / 退件 / 办结) as
+``registry.complaint_status`` allows.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
@@ -14,9 +17,11 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.deps import require_actor, services
 from api.routes.scan import scan_runtime
-from common.errors import NotFound
-from registry import complaints
+from common.errors import InvalidInput, NotFound
+from registry import complaint_status, complaints
+from registry.access import Action
 from registry.db import Actor
+from registry.schemas import ComplaintStatusChange
 
 router = APIRouter(tags=["complaints"])
 
@@ -62,4 +67,71 @@ async def get_complaint(request: Request, reference: str) -> Response:
                 parties = (None, None, None)
             if _sees_contact(actor, parties):
                 view = await complaints.get_complaint(conn, reference, contact=True)
-    return Response(orjson.dumps(view), media_type="application/json")
+    return Response(orjson.dumps(view), media_type="application/json", headers=_etag(view))
+
+
+def _etag(view: dict[str, Any]) -> dict[str, str]:
+    return {"ETag": f'"{view["version"]}"'}
+
+
+_IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,9})"?\s*$')
+
+
+def expected_version(body_version: int | None, if_match: str | None) -> tuple[int, bool]:
+    """The version the caller saw (body, or If-Match as the ETag ``"3"``); whether it came as If-Match."""
+    header: int | None = None
+    if if_match is not None:
+        match = _IF_MATCH.match(if_match)
+        if match is None:
+            raise InvalidInput(
+                f'If-Match 须为诉求的版本号，如 "3" / If-Match must be the complaint\'s version (its ETag, '
+                f'e.g. "3"), got {if_match[:40]!r}',
+                field="If-Match",
+            )
+        header = int(match.group(1))
+    if header is not None and body_version is not None and header != body_version:
+        raise InvalidInput(
+            f"If-Match（{header}）与 version（{body_version}）不一致 / If-Match ({header}) and version "
+            f"({body_version}) disagree",
+            field="version",
+        )
+    if header is not None:
+        return header, True
+    if body_version is None:
+        raise InvalidInput(
+            "须提供读到的版本号（version 或 If-Match），以免覆盖别人的更新 / send the version you read "
+            "(body field version, or If-Match) so a concurrent update is not overwritten",
+            field="version",
+        )
+    return body_version, False
+
+
+@router.post(
+    "/complaints/{reference}/status",
+    summary="Change a complaint's status: accepted 签收, returned 退件, closed 办结 (token)",
+    responses={412: {"description": "PreconditionFailed: the If-Match version is no longer current"}},
+)
+def change_status(request: Request, reference: str, body: ComplaintStatusChange) -> Response:
+    """Move the complaint if its version is still the one you read; the updated view with its history.
+
+    Allowed: received → accepted / returned / closed; accepted → accepted (a progress note) /
+    returned / closed; returned and closed are final. A return needs a reason. The case system
+    (admin or reader token) may do all three; the unit the complaint was routed to (its owner or
+    maintainer) may accept or return it. A stale version is refused: 409 (body ``version``) or 412
+    (``If-Match``), naming the current version.
+    """
+    version, from_header = expected_version(body.version, request.headers.get("if-match"))
+    action = Action.CLOSE_COMPLAINT if body.status == "closed" else Action.ROUTE_COMPLAINT
+    with services(request).session() as session:
+        actor = require_actor(request, session, action)
+        view = complaint_status.change_status(
+            session,
+            reference,
+            body.status,
+            actor=actor,
+            reason=body.reason,
+            expected_version=version,
+            unit_id=body.unit_id,
+            if_match=from_header,
+        )
+    return Response(orjson.dumps(view), media_type="application/json", headers=_etag(view))

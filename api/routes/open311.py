@@ -4,6 +4,8 @@ Services are complaint categories, service requests are complaints (see ``regist
 Errors are answered the GeoReport way (``[{"code": 400, "description": "..."}]`` or
 ``<errors><error>``), not in the ``/api/v1`` shape, because Open311 clients parse them.
 Posting needs ``api_key``: any live API token (admin, reader or unit); a missing or unknown key is 403.
+FixMyStreet's update extension (``servicerequestupdates``) reads and posts status changes; who may
+post which is the access policy's (``registry.complaint_status``).
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from common.errors import (
     SmartcodeError,
     Unauthorized,
 )
-from registry import complaints, open311, tokens
-from registry.access import Action, Actor, require
+from registry import complaint_status, complaints, open311, tokens
+from registry.access import Action, Actor, require, require_role
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
 
@@ -44,6 +46,8 @@ _ITEM_TAGS = {
     "service_requests": "request",
     "attributes": "attribute",
     "values": "value",
+    "service_requests_updates": "request_update",
+    "service_request_updates": "request_update",
 }
 
 
@@ -182,7 +186,8 @@ def _coordinate(form: FormData, name: str) -> float | None:
     return optional_number(text, name, f"{name} 须为数字 / {name} must be a number, got {text!r}")
 
 
-async def _authenticate(request: Request, api_key: str) -> Actor:
+async def _authenticate(request: Request, api_key: str, action: Action = Action.POST_COMPLAINT) -> Actor:
+    # For an update the role is checked here and the complaint's units by the service.
     if not api_key:
         raise Forbidden("缺少 api_key / api_key is required to post a service request")
 
@@ -191,9 +196,17 @@ async def _authenticate(request: Request, api_key: str) -> Actor:
             return tokens.authenticate(session, api_key, services(request).settings)
 
     try:
-        return require(await run_in_threadpool(check), Action.POST_COMPLAINT)
+        actor = await run_in_threadpool(check)
+        return require(actor, action) if action == Action.POST_COMPLAINT else require_role(actor, action)
     except Unauthorized as exc:
         raise Forbidden("api_key 无效或已吊销 / the api_key is unknown or revoked") from exc
+
+
+async def _form(request: Request) -> FormData:
+    try:
+        return await request.form(max_files=0, max_fields=64)
+    except Exception as exc:  # Starlette reports unreadable bodies in several exception types
+        raise InvalidInput("表单无法读取 / the form-encoded body could not be read") from exc
 
 
 @router.post("/requests.{fmt}", summary="Post a service request (a complaint), form-encoded")
@@ -201,10 +214,7 @@ async def post_request(request: Request, fmt: str) -> Response:
     """Record a complaint, resolve it on arrival, and answer its id and the responsible unit."""
 
     async def make() -> Response:
-        try:
-            form = await request.form(max_files=0, max_fields=64)
-        except Exception as exc:  # Starlette reports unreadable bodies in several exception types
-            raise InvalidInput("表单无法读取 / the form-encoded body could not be read") from exc
+        form = await _form(request)
         actor = await _authenticate(request, _field(form, "api_key"))
         _jurisdiction(request, _field(form, "jurisdiction_id"))
         service_code = _field(form, "service_code")
@@ -291,5 +301,81 @@ async def get_request(request: Request, name: str) -> Response:
         async with scan_runtime(request).write_pool.connection() as conn:
             item = await open311.get_request(conn, reference, timezone)
         return render(fmt, "service_requests", [item])
+
+    return await _answer(fmt, make)
+
+
+@router.get(
+    "/servicerequestupdates.{fmt}",
+    summary="Service request updates (FixMyStreet's extension): status changes",
+)
+async def list_updates(request: Request, fmt: str) -> Response:
+    """Every status change of a complaint as an update, oldest first, between start_date and end_date."""
+
+    async def make() -> Response:
+        params = request.query_params
+        _jurisdiction(request, params.get("jurisdiction_id"))
+        timezone = services(request).settings.area.timezone
+
+        def date(name: str) -> Any:
+            text = params.get(name)
+            return open311.parse_datetime(text, name, timezone) if text else None
+
+        ids = [p.strip() for p in params.get("service_request_id", "").split(",") if p.strip()]
+        async with scan_runtime(request).write_pool.connection() as conn:
+            items = await open311.list_updates(
+                conn, timezone, start=date("start_date"), end=date("end_date"), ids=ids
+            )
+        return render(fmt, "service_requests_updates", items)
+
+    return await _answer(fmt, make)
+
+
+@router.post(
+    "/servicerequestupdates.{fmt}", summary="Post a service request update (FixMyStreet's extension)"
+)
+async def post_update(request: Request, fmt: str) -> Response:
+    """Change a complaint's status from an update: its ``status`` (extended statuses) and ``description``.
+
+    ``NOT_COUNCILS_RESPONSIBILITY`` is a return (退件) and needs a description; ``update_id`` (the
+    client's id) makes a repeated post harmless: the update it names is answered again.
+    """
+
+    async def make() -> Response:
+        form = await _form(request)
+        api_key = _field(form, "api_key")
+        _jurisdiction(request, _field(form, "jurisdiction_id"))
+        reference = _field(form, "service_request_id")
+        if not reference:
+            raise InvalidInput(
+                "缺少 service_request_id / service_request_id is required", field="service_request_id"
+            )
+        given = _field(form, "status")
+        if not given:
+            raise InvalidInput("缺少 status / status is required", field="status")
+        status = open311.complaint_status_of(given)
+        timezone = services(request).settings.area.timezone
+        if stamp := _field(form, "updated_datetime"):
+            open311.parse_datetime(stamp, "updated_datetime", timezone)  # checked; the registry's clock rules
+        action = Action.CLOSE_COMPLAINT if status == "closed" else Action.ROUTE_COMPLAINT
+        actor = await _authenticate(request, api_key, action)
+        update_ref = _field(form, "update_id") or None
+        description = _field(form, "description")
+
+        def change() -> dict[str, Any]:
+            with services(request).session() as session:
+                return complaint_status.change_status(
+                    session,
+                    reference,
+                    status,
+                    actor=actor,
+                    reason=description or None,
+                    update_ref=update_ref,
+                )
+
+        view = await run_in_threadpool(change)
+        history = view["history"]
+        update = next((h for h in history if update_ref and h["update_ref"] == update_ref), history[-1])
+        return render(fmt, "service_request_updates", [{"update_id": update["update_id"]}])
 
     return await _answer(fmt, make)

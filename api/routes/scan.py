@@ -7,7 +7,9 @@ position (and the distance to the registered position when the label is valid).
 What is shown: everyone sees the class, the printed code, the state, the owner, maintainer and
 supervisor with phones, and the label's verdict. Only a label whose signature verifies also gets the
 registered position (for the distance check): a typed code without signature, or a failed or revoked
-label, gets the passer-by view only. Staff read more through the JSON API with a token.
+label, gets the passer-by view only. Staff read more through the JSON API with a token; staff signed
+in on the map (its session cookie) also see the asset's recent complaints and their status here, in a
+page marked private so no shared cache keeps it.
 
 Abuse of the anonymous form: a per-address rate limit (:mod:`api.report_limit`) and a form token (the
 code and the time the page was served, signed with a server key) that a report must carry back:
@@ -20,12 +22,15 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import math
 import time
+import zoneinfo
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from psycopg import AsyncConnection
@@ -34,6 +39,7 @@ from starlette.datastructures import QueryParams, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.deps import SESSION_COOKIE, Services, cookie_header_actor
 from api.errors import status_for
 from api.params import optional_number
 from api.report_limit import SlidingWindowLimiter
@@ -43,10 +49,12 @@ from common.errors import CheckDigitMismatch, InvalidCode, InvalidInput, NotFoun
 from common.settings import Settings
 from qr.signing import LabelKeys, LabelVerdict, keys_from_settings, verify
 from registry import complaints
+from registry.access import Action, Actor, authorize
 from registry.codes import parse_code
 from registry.labels import LabelStatus
 
 router = APIRouter(tags=["scan page"])
+log = logging.getLogger("smartcode.scan")
 
 PAGES = Path(__file__).resolve().parent.parent / "pages"
 ACTOR = "scan-page"
@@ -55,6 +63,13 @@ REPORT_MAX_BYTES = complaints.PHOTO_MAX_BYTES + 256 * 1024
 _FIELD_MAX_BYTES = 16 * 1024
 
 ROLES = (("owner", "权属单位"), ("maintainer", "养护单位"), ("supervisor", "主管部门"))
+STAFF_COMPLAINTS = 10  # how many of an asset's complaints a signed-in member of staff sees on the page
+COMPLAINT_STATUS_CLASS = {
+    "received": "st-warn",
+    "accepted": "st-warn",
+    "returned": "st-bad",
+    "closed": "st-ok",
+}
 STATE_CLASS = {"完好": "st-ok", "破损": "st-bad", "丢失": "st-bad", "占用": "st-warn"}
 VERDICT_TEXT = {
     "valid": "标签有效",
@@ -265,8 +280,50 @@ def _error_page(sc: ScanRuntime, exc: SmartcodeError, *, back: str | None = None
     )
 
 
-async def render_page(rt: ResolveRuntime, sc: ScanRuntime, code: str, signature: str | None) -> HTMLResponse:
-    """The scan page for ``code`` as a label (``signature``) or a typed code opens it; error pages too."""
+async def staff_actor(svc: Services, cookie_header: str | None) -> Actor | None:
+    """The member of staff signed in on the map (its session cookie) who opened a scan page; else None.
+
+    Passers-by send no such cookie and cost nothing: the database is asked only when the cookie's name
+    is in the header.
+    """
+    if not cookie_header or SESSION_COOKIE not in cookie_header:
+        return None
+    try:
+        actor = await run_in_threadpool(cookie_header_actor, svc, cookie_header)
+    except SmartcodeError as exc:  # the page still serves its public part
+        log.warning("scan page: session not checked: %s", exc.message)
+        return None
+    return actor if actor is not None and authorize(actor, Action.READ_FULL) else None
+
+
+async def _staff_complaints(sc: ScanRuntime, code: str) -> list[dict[str, Any]]:
+    zone = zoneinfo.ZoneInfo(sc.settings.area.timezone)
+    async with sc.write_pool.connection() as conn:
+        items = await complaints.asset_complaints(conn, code, limit=STAFF_COMPLAINTS)
+    return [
+        {
+            "reference": c["reference"],
+            "received": dt.datetime.fromisoformat(c["received_at"])
+            .astimezone(zone)
+            .strftime("%Y-%m-%d %H:%M"),
+            "category": c["category"],
+            "description": c["description"],
+            "status": c["status"],
+            "status_label": c["status_label"],
+            "status_class": COMPLAINT_STATUS_CLASS.get(c["status"], "st-off"),
+            "status_reason": c["status_reason"],
+        }
+        for c in items
+    ]
+
+
+async def render_page(
+    rt: ResolveRuntime, sc: ScanRuntime, code: str, signature: str | None, staff: Actor | None = None
+) -> HTMLResponse:
+    """The scan page for ``code`` as a label (``signature``) or a typed code opens it; error pages too.
+
+    For ``staff`` (signed in on the map) the page adds the asset's recent complaints with their status.
+    """
     try:
         async with rt.pool.connection() as conn:
             answer, _ = await rt.resolver.resolve_code(
@@ -277,11 +334,15 @@ async def render_page(rt: ResolveRuntime, sc: ScanRuntime, code: str, signature:
             verdict = await label_verdict(
                 conn, sc.keys, sc.revoked, asset["code"], signature, bool(asset["in_use"])
             )
+        recent = await _staff_complaints(sc, asset["code"]) if staff is not None else None
     except SmartcodeError as exc:
         return _error_page(sc, exc)
     state = asset["state"] if asset["in_use"] else "已注销"
     return sc.render(
         "scan.html",
+        # What staff see must never be kept by a shared cache and served to the next passer-by.
+        headers={"Cache-Control": "private, no-store"} if staff is not None else None,
+        staff_complaints=recent,
         asset={
             "code": asset["code"],
             "code_display": asset["code_display"],
@@ -313,7 +374,8 @@ async def scan_page(request: Request, code: str) -> HTMLResponse:
     and any caller that reaches it another way.
     """
     signature = request.query_params.get("s") or None
-    return await render_page(resolve_runtime(request), scan_runtime(request), code, signature)
+    staff = await staff_actor(request.app.state.services, request.headers.get("cookie"))
+    return await render_page(resolve_runtime(request), scan_runtime(request), code, signature, staff)
 
 
 class ScanFastPath:
@@ -335,7 +397,9 @@ class ScanFastPath:
             return
         state = scope["app"].state
         signature = QueryParams(scope["query_string"]).get("s") or None
-        response = await render_page(state.resolve, state.scan, code, signature)
+        cookie = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"cookie"), None)
+        staff = await staff_actor(state.services, cookie)
+        response = await render_page(state.resolve, state.scan, code, signature, staff)
         await response(scope, receive, send)
 
 
