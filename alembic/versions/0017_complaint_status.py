@@ -1,7 +1,7 @@
 """Complaint status updates: accepted (签收), returned (退件), closed (办结); who and which update.
 
 Revision ID: 0017_complaint_status
-Revises: 0016_event_outbox
+Revises: 0023_partitioned_resolution_log
 Create Date: 2026-12-06
 
 Widens ``complaints_status_known`` to the statuses the case system sends (issue 15), and records two
@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0017_complaint_status"
-down_revision: str | None = "0016_event_outbox"
+down_revision: str | None = "0023_partitioned_resolution_log"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
