@@ -81,6 +81,9 @@ class Action(StrEnum):
     REVOKE_LABEL = "revoke_label"  # target: the asset (owner or maintainer)
     POST_COMPLAINT = "post_complaint"  # a case system (Open311, API) files a complaint
     EXPORT = "export"  # target: the unit id whose assets are exported (a unit token: its own)
+    OPEN_DISPUTE = "open_dispute"  # target: the units the subject names (asset, rule or complaint)
+    REVIEW_DISPUTE = "review_dispute"  # take up, uphold or reject a dispute
+    WITHDRAW_DISPUTE = "withdraw_dispute"  # target: the objecting unit id
 
 
 class Owned(Protocol):
@@ -165,6 +168,16 @@ POLICY: Mapping[Action, Rule] = {
         _ADMIN, "own", "only the receiving unit or an administrator may accept or decline a proposal"
     ),
     Action.POST_COMPLAINT: Rule(_TOKEN, "any", "filing a case needs an API token (the case system's)"),
+    Action.OPEN_DISPUTE: Rule(
+        _ADMIN,
+        "owner_or_maintainer",
+        "only a unit the registry names for it (owner, maintainer, the rule's unit, the unit a complaint "
+        "was routed to) may object, or an administrator on its behalf",
+    ),
+    Action.REVIEW_DISPUTE: Rule(_ADMIN, "none", "only administrators review and decide disputes"),
+    Action.WITHDRAW_DISPUTE: Rule(
+        _ADMIN, "own", "only the unit that raised the dispute, or an administrator, may withdraw it"
+    ),
     Action.PRINT_LABELS: Rule(
         _ADMIN,
         "owner_or_maintainer",
