@@ -727,3 +727,32 @@ def test_the_analysis_groups_by_class_unit_zone_and_outcome(
     assert zones == {"六联社区": 2, None: 1}
     filtered = client.get("/api/v1/disputes/stats", headers=auth, params={"zone": "六联社区"}).json()
     assert filtered["total"] == 2
+
+
+def test_the_cli_lists_and_exports_the_ledger_in_chinese(
+    db: Engine, settings: Settings, migrated_url: str, tmp_path: Any, world: dict[str, Any]
+) -> None:
+    import os
+
+    from tests.conftest import ADMIN_TOKEN
+    from tests.test_cli import run
+
+    env = {k: v for k, v in os.environ.items() if k not in ("SMARTCODE_LANG", "SMARTCODE_TIMEZONE")}
+    env.update(SMARTCODE_DATABASE_URL=migrated_url, SMARTCODE_API_TOKEN=ADMIN_TOKEN)
+    view = _open(
+        db, world["as_power"], settings, subject_kind="asset", subject_id=world["code"], reason="非我单位"
+    )
+    listed = run("disputes", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "提出单位" in listed.stdout and "已提出" in listed.stdout and "深圳供电局有限公司" in listed.stdout
+    assert view["due_on"] in listed.stdout
+    overdue = run("disputes", "overdue", env=env)
+    assert overdue.returncode == 0 and "没有符合条件的异议" in overdue.stdout
+    target = tmp_path / "台账.xlsx"
+    exported = run("disputes", "export", "--output", str(target), "--state", "open", env=env)
+    assert exported.returncode == 0, exported.stderr
+    assert "已导出 1 条异议" in exported.stderr
+    rows = list(load_workbook(target, read_only=True)["异议台账"].iter_rows(values_only=True))
+    assert rows[0][0] == "异议编号" and rows[1][0] == view["id"]
+    bad = run("disputes", "list", "--state", "closed", env=env)
+    assert bad.returncode != 0 and "unknown state" in bad.stderr

@@ -9,17 +9,18 @@ refused, before any of the body is read. The service is :mod:`registry.disputes`
 from __future__ import annotations
 
 import datetime as dt
+import pathlib
 import tempfile
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.deps import require_actor, services
+from api.params import BIGINT_MAX, RowId
 from api.responses import OrjsonResponse
 from api.uploads import MIB, check_declared_size, missing, receive_form, too_large
 from common.errors import InvalidInput
@@ -39,7 +40,9 @@ class DisputeOpen(BaseModel):
         min_length=1, max_length=64, description="asset code, rule id or complaint reference"
     )
     reason: str = Field(min_length=1, max_length=dispute_service.REASON_MAX)
-    unit_id: int | None = Field(default=None, description="the objecting unit (administrators only)")
+    unit_id: int | None = Field(
+        default=None, ge=1, le=BIGINT_MAX, description="the objecting unit (administrators only)"
+    )
     role: Literal["owner", "maintainer", "unit"] | None = None
 
 
@@ -48,7 +51,7 @@ class Move(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: int
+    version: int = Field(ge=1, le=2**31 - 1)
     note: str | None = Field(default=None, max_length=dispute_service.REASON_MAX)
 
 
@@ -57,11 +60,14 @@ class DecisionIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: int
+    version: int = Field(ge=1, le=2**31 - 1)
     outcome: Literal["upheld", "rejected"]
     reason: str = Field(min_length=1, max_length=dispute_service.REASON_MAX)
     new_unit_id: int | None = Field(
-        default=None, description="asset: who takes the disputed roles; rule: the new unit (none: close it)"
+        default=None,
+        ge=1,
+        le=BIGINT_MAX,
+        description="asset: who takes the disputed roles; rule: the new unit (none: close it)",
     )
     effective_at: dt.datetime | None = Field(default=None, description="from when (default: now)")
 
@@ -78,6 +84,11 @@ _FORM_SCHEMA: dict[str, Any] = {
         **{f"evidence_{n}": {"type": "string", "format": "binary"} for n in range(1, 6)},
     },
 }
+
+
+# Evidence parts read from a form; beyond SMARTCODE_DISPUTES_EVIDENCE_MAX_FILES the service refuses
+# them by name rather than the form dropping them unsaid.
+_EVIDENCE_PARTS = 20
 
 
 def _evidence_fields(count: int) -> dict[str, str | None]:
@@ -136,7 +147,7 @@ async def open_dispute(request: Request) -> OrjsonResponse:
         check_declared_size(request, limit)
         with tempfile.TemporaryDirectory(prefix="smartcode-dispute-") as folder:
             form = await receive_form(
-                request, Path(folder), limit=limit, files=_evidence_fields(config.evidence_max_files)
+                request, pathlib.Path(folder), limit=limit, files=_evidence_fields(_EVIDENCE_PARTS)
             )
             for name in sorted(form.files, key=lambda n: int(n.rsplit("_", 1)[1])):
                 received = form.files[name]
@@ -145,14 +156,14 @@ async def open_dispute(request: Request) -> OrjsonResponse:
             if form.text(required) is None:
                 raise missing(required)
         unit_text = form.text("unit_id")
-        if unit_text is not None and not unit_text.strip().isdigit():
+        if unit_text is not None and not (unit_text.strip().isascii() and unit_text.strip().isdigit()):
             raise InvalidInput(f"unit_id {unit_text!r:.40} is not a unit id", field="unit_id")
         data = _parse_open(
             {
                 "subject_kind": form.text("subject_kind"),
                 "subject_id": form.text("subject_id"),
                 "reason": form.text("reason"),
-                "unit_id": int(unit_text) if unit_text else None,
+                "unit_id": int(unit_text.strip()[:20]) if unit_text else None,
                 "role": form.text("role"),
             }
         )
@@ -187,7 +198,8 @@ def _with_urls(view: dict[str, Any], base: str) -> dict[str, Any]:
 StateQ = Annotated[
     Literal["open", "under_review", "upheld", "rejected", "withdrawn"] | None, Query(description="state")
 ]
-UnitQ = Annotated[int | None, Query(alias="unit", description="the objecting unit's id")]
+UnitQ = Annotated[int | None, Query(alias="unit", ge=1, le=BIGINT_MAX, description="the objecting unit's id")]
+Seq = Annotated[int, Path(ge=1, le=32767, description="the evidence file's number")]
 ClassQ = Annotated[str | None, Query(alias="class", description="component class code, e.g. 0118")]
 ZoneQ = Annotated[str | None, Query(description="zone name (the smallest zone of the subject)")]
 KindQ = Annotated[Literal["asset", "rule", "complaint"] | None, Query(description="subject kind")]
@@ -295,7 +307,7 @@ def dispute_stats(
 
 
 @router.get("/{dispute_id}", summary="One dispute with its history and evidence list (token)")
-def get_dispute(request: Request, dispute_id: int) -> dict[str, Any]:
+def get_dispute(request: Request, dispute_id: RowId) -> dict[str, Any]:
     """Who objected to what and why, each state with who, when and why, the evidence files."""
     svc = services(request)
     with svc.session() as session:
@@ -312,7 +324,7 @@ def get_dispute(request: Request, dispute_id: int) -> dict[str, Any]:
         200: {"content": {t: {} for t in ("image/jpeg", "image/png", "image/webp", "application/pdf")}}
     },
 )
-def get_evidence(request: Request, dispute_id: int, seq: int) -> Response:
+def get_evidence(request: Request, dispute_id: RowId, seq: Seq) -> Response:
     """The file as it was sent, with its type judged from its bytes."""
     with services(request).session() as session:
         require_actor(request, session)
@@ -328,7 +340,7 @@ def get_evidence(request: Request, dispute_id: int, seq: int) -> Response:
 
 
 @router.post("/{dispute_id}/review", summary="Take a dispute up for review (administrators)")
-def review(request: Request, dispute_id: int, body: Move) -> dict[str, Any]:
+def review(request: Request, dispute_id: RowId, body: Move) -> dict[str, Any]:
     """open -> under_review."""
     svc = services(request)
     with svc.session() as session:
@@ -340,7 +352,7 @@ def review(request: Request, dispute_id: int, body: Move) -> dict[str, Any]:
 
 
 @router.post("/{dispute_id}/decision", summary="Uphold (correcting the registry) or reject (administrators)")
-def decision(request: Request, dispute_id: int, body: DecisionIn) -> dict[str, Any]:
+def decision(request: Request, dispute_id: RowId, body: DecisionIn) -> dict[str, Any]:
     """under_review -> upheld / rejected; upheld hands the roles over, or closes or replaces the rule."""
     svc = services(request)
     ruling = dispute_service.Decision(
@@ -355,7 +367,7 @@ def decision(request: Request, dispute_id: int, body: DecisionIn) -> dict[str, A
 
 
 @router.post("/{dispute_id}/withdraw", summary="Withdraw a dispute before its decision (the objecting unit)")
-def withdraw(request: Request, dispute_id: int, body: Move) -> dict[str, Any]:
+def withdraw(request: Request, dispute_id: RowId, body: Move) -> dict[str, Any]:
     """open / under_review -> withdrawn."""
     svc = services(request)
     with svc.session() as session:
