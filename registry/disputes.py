@@ -260,10 +260,10 @@ def _subject(session: Session, kind: str, subject_id: str) -> _Subject:
 # --- opening -------------------------------------------------------------------------------------------
 
 
-def _check_reason(reason: str | None, what: str) -> str:
+def _check_reason(reason: str | None, zh: str, en: str) -> str:
     value = (reason or "").strip()
     if not value:
-        raise InvalidInput(f"{what}需要理由 / {what.strip()} needs a reason", field="reason")
+        raise InvalidInput(f"{zh}需要理由 / {en} needs a reason", field="reason")
     if len(value) > REASON_MAX:
         raise InvalidInput(
             f"理由最多 {REASON_MAX} 字 / the reason exceeds {REASON_MAX} characters", field="reason"
@@ -292,7 +292,10 @@ def open_dispute(
     """
     settings = settings or get_settings()
     require_role(actor, Action.OPEN_DISPUTE)
-    reason = _check_reason(reason, "异议 / the dispute ")
+    subject = _subject(session, subject_kind, subject_id)
+    what = f"{SUBJECT_LABELS[subject.kind]} {subject.subject_id}"
+    require(actor, Action.OPEN_DISPUTE, subject, what=what)
+    reason = _check_reason(reason, "异议", "the dispute")
     config = settings.disputes
     if len(evidence) > config.evidence_max_files:
         raise InvalidInput(
@@ -301,9 +304,6 @@ def open_dispute(
             field="evidence",
         )
     types = [check_evidence(e, max_bytes=config.evidence_max_mib * MIB) for e in evidence]
-    subject = _subject(session, subject_kind, subject_id)
-    what = f"{SUBJECT_LABELS[subject.kind]} {subject.subject_id}"
-    require(actor, Action.OPEN_DISPUTE, subject, what=what)
     if actor.role == "unit":
         if unit_id is not None and unit_id != actor.unit_id:
             raise Forbidden(f"a unit token objects for its own unit only, not for unit {unit_id}")
@@ -545,7 +545,7 @@ def decide(
         raise InvalidInput(
             f"the outcome is upheld or rejected, not {decision.outcome!r:.40}", field="outcome"
         )
-    reason = _check_reason(decision.reason, "裁决 / the decision ")
+    reason = _check_reason(decision.reason, "裁决", "the decision")
     if decision.effective_at is not None and decision.effective_at.tzinfo is None:
         raise InvalidInput(
             "effective_at needs a time zone, e.g. 2026-12-01T00:00:00+08:00", field="effective_at"
