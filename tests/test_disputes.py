@@ -756,3 +756,70 @@ def test_the_cli_lists_and_exports_the_ledger_in_chinese(
     assert rows[0][0] == "异议编号" and rows[1][0] == view["id"]
     bad = run("disputes", "list", "--state", "closed", env=env)
     assert bad.returncode != 0 and "unknown state" in bad.stderr
+
+
+def test_a_complaint_routed_by_a_rule_is_corrected_on_the_rule(
+    db: Engine, admin: Actor, settings: Settings, migrated_url: str, ruled: dict[str, Any]
+) -> None:
+    lon, lat = PINGSHAN
+    complaint = _create(
+        migrated_url,
+        settings,
+        complaints.ComplaintIn(
+            source="case_system", x=lon, y=lat, category="路灯不亮", description="路灯不亮"
+        ),
+    )
+    view = _open(
+        db,
+        ruled["as_lamps"],
+        settings,
+        subject_kind="complaint",
+        subject_id=complaint["reference"],
+        reason="退件",
+    )
+    assert view["subject"]["rule_id"] == ruled["rule"] and view["subject"]["asset_code"] is None
+    assert view["zone"]["name"] == "六联社区"
+    view = _review(db, admin, settings, view)
+    view = _decide(db, admin, settings, view, Decision("upheld", "应由交通局负责", ruled["roads"]))
+    assert view["decision"]["change"]["action"] == "replaced"
+    with transaction(db) as session:
+        from registry import rules
+
+        assert (
+            rules.get_rule(session, view["decision"]["change"]["new_rule_id"])["unit"]["id"] == ruled["roads"]
+        )
+
+
+def test_a_unit_holding_both_roles_disputes_both_or_names_one(
+    db: Engine, admin: Actor, settings: Settings, world: dict[str, Any]
+) -> None:
+    both = make_asset(db, admin, owner_id=world["power"], maintainer_id=world["power"])
+    view = _open(
+        db, world["as_power"], settings, subject_kind="asset", subject_id=both.code, reason="整体移交"
+    )
+    assert view["roles"] == ["owner", "maintainer"]
+    with pytest.raises(InvalidInput, match="not owner"):
+        _open(
+            db,
+            world["as_water"],
+            settings,
+            subject_kind="asset",
+            subject_id=world["code"],
+            reason="x",
+            role="owner",
+        )
+    view = _review(db, admin, settings, view)
+    _decide(db, admin, settings, view, Decision("upheld", "整体移交燃气", world["gas"]))
+    with transaction(db) as session:
+        asset = assets.get_by_code(session, both.code)
+        assert (asset.owner_id, asset.maintainer_id) == (world["gas"], world["gas"])
+    only = _open(
+        db,
+        world["as_water"],
+        settings,
+        subject_kind="asset",
+        subject_id=world["code"],
+        reason="x",
+        role="maintainer",
+    )
+    assert only["roles"] == ["maintainer"]
