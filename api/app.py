@@ -20,6 +20,7 @@ from api.routes import (
     assets,
     classes,
     complaints,
+    disputes,
     features,
     imports,
     labels,
@@ -100,7 +101,13 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     # The resolve hot path is answered before FastAPI's routing (see api/routes/resolve.py).
     app.add_middleware(resolve.ResolveFastPath, path=f"{API_PREFIX}/resolve")
     app.add_middleware(scan.ScanFastPath)
-    uploads = (f"{API_PREFIX}/imports", f"{API_PREFIX}/zones/import", f"{API_PREFIX}/rules/import")
+    # Opening a dispute may carry evidence files: the route caps its own body (api/routes/disputes.py).
+    uploads = (
+        f"{API_PREFIX}/imports",
+        f"{API_PREFIX}/zones/import",
+        f"{API_PREFIX}/rules/import",
+        f"{API_PREFIX}/disputes",
+    )
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.api.max_body_kb * 1024,
@@ -120,6 +127,7 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     api.include_router(tokens.router)
     api.include_router(labels.router)
     api.include_router(complaints.router)
+    api.include_router(disputes.router)
 
     @api.get("/health", tags=["meta"], summary="Database reachable, schema revision, counts")
     def health(request: Request) -> dict[str, Any]:

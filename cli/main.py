@@ -11,6 +11,7 @@ import typer
 
 from cli import context, i18n
 from cli import demo as demo_cli
+from cli import disputes as disputes_cli
 from cli import export as export_cli
 from cli import imports as imports_cli
 from cli import labels as labels_cli
@@ -407,6 +408,7 @@ demo_cli.register(app)
 imports_cli.register(app)
 labels_cli.register(app)
 export_cli.register(app)
+disputes_cli.register(app)
 
 
 def main() -> None:

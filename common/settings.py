@@ -7,6 +7,7 @@ Each group is its own settings class with its own prefix under ``SMARTCODE_`` (`
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -394,6 +395,45 @@ class MapSettings(BaseSettings):
     )
 
 
+class DisputeSettings(BaseSettings):
+    """Ownership disputes (异议): how long a review may take, what evidence a unit may attach."""
+
+    model_config = _config("SMARTCODE_DISPUTES_")
+
+    review_working_days: int = Field(
+        default=3,
+        ge=1,
+        le=60,
+        description="Working days a dispute may wait for its decision, counted from the day after it "
+        "was opened in the deployment's time zone (weekends and the holidays below do not count).",
+    )
+    holidays: str = Field(
+        default="",
+        description="Public holidays that are not working days, as comma-separated dates "
+        "(2027-01-01,2027-02-16); empty: only weekends are skipped.",
+    )
+    evidence_max_mib: int = Field(
+        default=10, ge=1, le=100, description="Largest evidence file (photo or PDF), in MiB."
+    )
+    evidence_max_files: int = Field(default=5, ge=1, le=20, description="Evidence files per dispute.")
+
+    @field_validator("holidays")
+    @classmethod
+    def _dates(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip():
+                try:
+                    dt.date.fromisoformat(part.strip())
+                except ValueError:
+                    raise ValueError(f"{part.strip()!r} is not a date like 2027-01-01") from None
+        return value
+
+    @property
+    def holiday_dates(self) -> frozenset[dt.date]:
+        """The holidays as dates."""
+        return frozenset(dt.date.fromisoformat(p.strip()) for p in self.holidays.split(",") if p.strip())
+
+
 class Settings(BaseModel):
     """Every setting of a deployment, one group per concern."""
 
@@ -409,6 +449,7 @@ class Settings(BaseModel):
     labels: LabelSettings = Field(default_factory=LabelSettings)
     tiles: TileSettings = Field(default_factory=TileSettings)
     map: MapSettings = Field(default_factory=MapSettings)
+    disputes: DisputeSettings = Field(default_factory=DisputeSettings)
 
 
 @lru_cache(maxsize=1)

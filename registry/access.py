@@ -83,6 +83,9 @@ class Action(StrEnum):
     ROUTE_COMPLAINT = "route_complaint"  # accept (签收) or return (退件); target: the complaint's units
     CLOSE_COMPLAINT = "close_complaint"  # close (办结) a complaint: the case system's word
     EXPORT = "export"  # target: the unit id whose assets are exported (a unit token: its own)
+    OPEN_DISPUTE = "open_dispute"  # target: the units the subject names (asset, rule or complaint)
+    REVIEW_DISPUTE = "review_dispute"  # take up, uphold or reject a dispute
+    WITHDRAW_DISPUTE = "withdraw_dispute"  # target: the objecting unit id
 
 
 class Owned(Protocol):
@@ -180,6 +183,16 @@ POLICY: Mapping[Action, Rule] = {
         _TOKEN,
         "none",
         "只有案件系统或管理员可以办结诉求 / only the case system or an administrator closes a complaint",
+    ),
+    Action.OPEN_DISPUTE: Rule(
+        _ADMIN,
+        "owner_or_maintainer",
+        "only a unit the registry names for it (owner, maintainer, the rule's unit, the unit a complaint "
+        "was routed to) may object, or an administrator on its behalf",
+    ),
+    Action.REVIEW_DISPUTE: Rule(_ADMIN, "none", "only administrators review and decide disputes"),
+    Action.WITHDRAW_DISPUTE: Rule(
+        _ADMIN, "own", "only the unit that raised the dispute, or an administrator, may withdraw it"
     ),
     Action.PRINT_LABELS: Rule(
         _ADMIN,

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from common.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, StaleVersion
-from registry import complaints
+from registry import complaints, disputes
 from registry.access import Action, Actor, require
 from registry.events import emit
 
@@ -226,13 +226,28 @@ def change_status(
 def _after_returned(
     session: Session, complaint_row: Row[Any], actor: Actor, reason: str, unit_id: int | None
 ) -> None:
-    """What a return (退件, "not ours") sets off, in the same transaction as the return itself.
+    """A return (退件, "not ours") opens a dispute (异议) by itself, in the same transaction.
 
-    Issue 15: a return opens a dispute (异议) by itself. The disputes module hooks in here (call it
-    with ``session``; the ``complaint.status_changed`` event is already in the outbox). Today there
-    is nothing more to do.
+    The dispute is the returning unit's (``unit_id``, see :func:`_acting_unit`: the unit token's own,
+    the one the case system names, else the one that acts on the complaint, its maintainer before its
+    owner). It is opened in that unit's name, whoever relayed the return, so the ruling can correct
+    the registry. A complaint routed to nobody has no unit to object: there is nothing to open. A
+    dispute the unit already opened on this complaint stands for the return.
     """
-    return None
+    if unit_id is None:
+        return
+    objector = Actor(actor.name, role="unit", unit_id=unit_id)
+    try:
+        with session.begin_nested():
+            disputes.open_dispute(
+                session,
+                objector,
+                subject_kind="complaint",
+                subject_id=complaint_row.reference,
+                reason=f"退件 / returned as not ours: {reason}",
+            )
+    except Conflict:
+        pass  # already disputed by this unit: that dispute covers the return
 
 
 def complaint_view(session: Session, reference: str) -> dict[str, Any]:

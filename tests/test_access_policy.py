@@ -21,7 +21,7 @@ from sqlalchemy import Engine, text
 
 from common.settings import Settings
 from importers.pipeline import ImportOptions, run_import
-from registry import assets, tokens
+from registry import assets, disputes, tokens
 from registry.db import Actor, transaction
 from registry.schemas import UnitsChange
 from tests.conftest import ADMIN_TOKEN
@@ -51,6 +51,7 @@ _FINGERPRINT = text(
       (SELECT string_agg(concat_ws(',', id, revoked_at), ';' ORDER BY id) FROM label_issues),
       (SELECT count(*) FROM complaints),
       (SELECT string_agg(concat_ws(',', id, status, version), ';' ORDER BY id) FROM complaints),
+      (SELECT string_agg(concat_ws(',', id, state, version), ';' ORDER BY id) FROM disputes),
       (SELECT string_agg(concat_ws(',', class_code, next_serial), ';' ORDER BY class_code) FROM code_serials))
     """
 )
@@ -374,6 +375,51 @@ CASES = [
         needs=("complaint",),
     ),
     Case(
+        "open a dispute",
+        "POST /api/v1/disputes",
+        lambda c, w, h: c.post(
+            "/api/v1/disputes",
+            headers=h,
+            json={
+                "subject_kind": "asset",
+                "subject_id": w.code,
+                "reason": "非我单位资产",
+                "unit_id": w.owner,
+            },
+        ),
+        # A named unit objects for itself only (the maintainer may not speak for the owner).
+        _expect(201, owner=201),
+    ),
+    Case(
+        "review a dispute",
+        "POST /api/v1/disputes/{dispute_id}/review",
+        lambda c, w, h: c.post(
+            f"/api/v1/disputes/{w.extra['dispute']}/review", headers=h, json={"version": 1}
+        ),
+        _expect(200),
+        needs=("dispute",),
+    ),
+    Case(
+        "decide a dispute",
+        "POST /api/v1/disputes/{dispute_id}/decision",
+        lambda c, w, h: c.post(
+            f"/api/v1/disputes/{w.extra['dispute']}/decision",
+            headers=h,
+            json={"version": 2, "outcome": "rejected", "reason": "资料表明为该单位资产"},
+        ),
+        _expect(200),
+        needs=("dispute", "dispute_review"),
+    ),
+    Case(
+        "withdraw a dispute",
+        "POST /api/v1/disputes/{dispute_id}/withdraw",
+        lambda c, w, h: c.post(
+            f"/api/v1/disputes/{w.extra['dispute']}/withdraw", headers=h, json={"version": 1}
+        ),
+        _expect(200, owner=200),
+        needs=("dispute",),
+    ),
+    Case(
         "accept proposal",
         "POST /api/v1/proposals/{proposal_id}/accept",
         lambda c, w, h: c.post(f"/api/v1/proposals/{w.extra['proposal']}/accept", headers=h),
@@ -475,6 +521,19 @@ def _build(
         )
         assert filed.status_code == 200, filed.text
         world.extra["complaint"] = filed.json()[0]["service_request_id"]
+    if "dispute" in needs:
+        with transaction(db) as session:
+            opened = disputes.open_dispute(
+                session,
+                Actor("token:owner", unit_id=owner),
+                subject_kind="asset",
+                subject_id=asset.code,
+                reason="非我单位资产",
+                settings=settings,
+            )
+            if "dispute_review" in needs:
+                disputes.start_review(session, admin, opened["id"], version=1, settings=settings)
+            world.extra["dispute"] = opened["id"]
     if "proposal" in needs:
         with transaction(db) as session:
             owner_actor = Actor("token:owner", unit_id=owner)

@@ -325,3 +325,59 @@ def test_two_updates_racing_on_one_version_one_wins_the_other_is_refused(
     assert isinstance(result, StaleVersion) and result.details["current_version"] == 2
     view = client.get(f"/api/v1/complaints/{reference}", headers=ADMIN).json()
     assert view["status"] == "accepted" and [h["status"] for h in view["history"]] == ["received", "accepted"]
+
+
+def test_a_return_as_not_ours_opens_a_dispute_for_the_returning_unit(
+    client: TestClient, db: Engine, world: World
+) -> None:
+    # The case system relays the maintainer's 退件 through FixMyStreet's update extension.
+    reference = file_complaint(client, world.code)
+    relayed = client.post(
+        "/open311/v2/servicerequestupdates.json",
+        data={
+            "api_key": world.headers["reader"]["Authorization"].removeprefix("Bearer "),
+            "service_request_id": reference,
+            "update_id": "fms-1",
+            "status": "NOT_COUNCILS_RESPONSIBILITY",
+            "description": "该井盖属燃气公司",
+        },
+    )
+    assert relayed.status_code == 200, relayed.text
+    items = client.get("/api/v1/disputes", headers=ADMIN, params={"subject_kind": "complaint"}).json()[
+        "items"
+    ]
+    assert len(items) == 1
+    dispute = items[0]
+    assert dispute["subject"]["kind"] == "complaint" and dispute["subject"]["complaint"] == reference
+    assert dispute["state"] == "open" and "该井盖属燃气公司" in dispute["reason"]
+    # The case system named no unit: the dispute is the maintainer's, the unit that acts on the case.
+    assert dispute["unit"]["id"] == world.maintainer
+    assert [e["reference"] for e in _events(db, "complaint.status_changed")] == [reference]
+    assert len(_events(db, "dispute.opened")) == 1
+
+
+def test_a_return_by_the_unit_itself_is_its_dispute_and_a_failed_return_opens_none(
+    client: TestClient, db: Engine, world: World
+) -> None:
+    reference = file_complaint(client, world.code)
+    no_reason = _post(client, reference, world.headers["maintainer"], status="returned", version=1)
+    assert no_reason.status_code == 400
+    assert _events(db, "dispute.opened") == []
+    answer = _post(
+        client, reference, world.headers["maintainer"], status="returned", version=1, reason="不归我们养护"
+    )
+    assert answer.status_code == 200, answer.text
+    answer = _post(
+        client,
+        file_complaint(client, world.code),
+        world.headers["owner"],
+        status="returned",
+        version=1,
+        reason="非本单位资产",
+    )
+    assert answer.status_code == 200, answer.text
+    items = client.get("/api/v1/disputes", headers=ADMIN).json()["items"]
+    assert {(d["unit"]["id"], d["reason"].split(": ")[-1]) for d in items} == {
+        (world.maintainer, "不归我们养护"),
+        (world.owner, "非本单位资产"),
+    }

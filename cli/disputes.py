@@ -1,0 +1,120 @@
+"""``smartcode disputes``: the dispute ledger (异议台账) at the terminal.
+
+smartcode disputes list [--state S] [--unit ID] [--class CODE] [--zone NAME] [--kind asset|rule|complaint]
+smartcode disputes overdue
+smartcode disputes export --output FILE.csv|FILE.xlsx [the same filters]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli import context, i18n
+from cli.output import emit, failures
+
+disputes_app = typer.Typer(help="异议台账：列表、逾期、导出 / the dispute ledger: list, overdue, export")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines")]
+StateOpt = Annotated[
+    str | None, typer.Option("--state", help="open, under_review, upheld, rejected, withdrawn")
+]
+UnitOpt = Annotated[int | None, typer.Option("--unit", help="the objecting unit's id")]
+ClassOpt = Annotated[str | None, typer.Option("--class", help="component class code, e.g. 0118")]
+ZoneOpt = Annotated[str | None, typer.Option("--zone", help="zone name")]
+KindOpt = Annotated[str | None, typer.Option("--kind", help="asset, rule or complaint")]
+
+
+def _filter(
+    state: str | None, unit: int | None, class_: str | None, zone: str | None, kind: str | None
+) -> Any:
+    from registry.disputes import DisputeFilter
+
+    return DisputeFilter(state=state, unit_id=unit, class_code=class_, zone=zone, subject_kind=kind)
+
+
+def _table(items: list[dict[str, Any]]) -> str:
+    if not items:
+        return i18n.t("disputes.none")
+    headers = [
+        i18n.t(k)
+        for k in ("id", "status", "disputes.subject", "disputes.unit", "disputes.due", "disputes.overdue")
+    ]
+    rows = [
+        [
+            d["id"],
+            i18n.t(f"disputes.st.{d['state']}"),
+            f"{i18n.t('disputes.kind.' + d['subject']['kind'])} {d['subject']['id']}",
+            d["unit"]["name"],
+            d["due_on"],
+            i18n.t("yes" if d["overdue"] else "no"),
+        ]
+        for d in items
+    ]
+    return i18n.table(headers, rows, right=(0,))
+
+
+@disputes_app.command("list")
+def list_command(
+    state: StateOpt = None,
+    unit: UnitOpt = None,
+    class_: ClassOpt = None,
+    zone: ZoneOpt = None,
+    kind: KindOpt = None,
+    limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """The disputes matching the filters, newest first."""
+    with failures():
+        from registry import disputes
+
+        with context.session() as session:
+            items, _ = disputes.list_disputes(
+                session, _filter(state, unit, class_, zone, kind), limit=limit, settings=context.settings()
+            )
+        emit(items, as_json, _table)
+
+
+@disputes_app.command("overdue")
+def overdue_command(as_json: JsonOpt = False) -> None:
+    """The disputes still waiting for a decision after their last review day."""
+    with failures():
+        from registry import disputes
+
+        with context.session() as session:
+            items = disputes.overdue(session, settings=context.settings())
+        emit(items, as_json, _table)
+
+
+@disputes_app.command("export")
+def export_command(
+    output: Annotated[Path, typer.Option("--output", "-o", help="FILE.csv or FILE.xlsx")],
+    state: StateOpt = None,
+    unit: UnitOpt = None,
+    class_: ClassOpt = None,
+    zone: ZoneOpt = None,
+    kind: KindOpt = None,
+) -> None:
+    """Write the ledger (Chinese headers, local times) as CSV or XLSX, by the file's extension."""
+    with failures():
+        from common.errors import InvalidInput
+        from registry import disputes
+
+        fmt = disputes.check_format(output.suffix or "csv")
+        if output.parent and not output.parent.is_dir():
+            raise InvalidInput(f"cannot write {output}: folder {output.parent} does not exist")
+        with context.session() as session:
+            flt = _filter(state, unit, class_, zone, kind)
+            body = disputes.export_ledger(session, flt, fmt, settings=context.settings())
+            _, total = disputes.list_disputes(session, flt, limit=1, settings=context.settings())
+        partial = output.with_name(output.name + ".partial")
+        partial.write_bytes(body)
+        partial.replace(output)  # a failed export leaves no half-written file under the name
+        typer.echo(i18n.t("disputes.exported", count=total, path=str(output)), err=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``smartcode disputes`` to the main app."""
+    app.add_typer(disputes_app, name="disputes")

@@ -1,0 +1,831 @@
+"""Ownership disputes (异议) on a real PostGIS: who may object, each state change, what a ruling changes,
+deadlines in working days, events, evidence checks, the ledger export and the analysis."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from typing import Any
+
+import pytest
+from openpyxl import load_workbook
+from sqlalchemy import Engine, text
+
+from common.errors import Conflict, Forbidden, InvalidInput, StaleVersion, Unauthorized
+from common.settings import DisputeSettings, Settings
+from registry import assets, complaints, disputes
+from registry.access import ANONYMOUS
+from registry.db import Actor, transaction
+from registry.disputes import Decision, DisputeFilter, Evidence
+from tests.helpers import PINGSHAN, make_asset, make_unit
+from tests.test_complaints import _create
+from tests.test_resolve import add_rule, add_zone, box, locate, pt
+
+CST = dt.timezone(dt.timedelta(hours=8))
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+PDF = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n%%EOF\n"
+GIF = b"GIF89a" + b"\x00" * 32
+
+
+@pytest.fixture
+def world(db: Engine, admin: Actor) -> dict[str, Any]:
+    """Power owns a lamp maintained by water; gas and the city are other units."""
+    power = make_unit(db, "深圳供电局有限公司", admin, kind="utility").id
+    water = make_unit(db, "深圳市水务（集团）有限公司", admin, kind="utility").id
+    gas = make_unit(db, "深圳市燃气集团股份有限公司", admin, kind="utility").id
+    lamp = make_asset(db, admin, owner_id=power, maintainer_id=water)
+    return {
+        "power": power,
+        "water": water,
+        "gas": gas,
+        "code": lamp.code,
+        "as_power": Actor("token:power", unit_id=power),
+        "as_water": Actor("token:water", unit_id=water),
+        "as_gas": Actor("token:gas", unit_id=gas),
+    }
+
+
+def _open(db: Engine, actor: Actor, settings: Settings, **fields: Any) -> dict[str, Any]:
+    with transaction(db) as session:
+        return disputes.open_dispute(session, actor, settings=settings, **fields)
+
+
+def _review(db: Engine, admin: Actor, settings: Settings, view: dict[str, Any]) -> dict[str, Any]:
+    with transaction(db) as session:
+        return disputes.start_review(session, admin, view["id"], version=view["version"], settings=settings)
+
+
+def _decide(
+    db: Engine, admin: Actor, settings: Settings, view: dict[str, Any], decision: Decision
+) -> dict[str, Any]:
+    with transaction(db) as session:
+        return disputes.decide(
+            session, admin, view["id"], decision, version=view["version"], settings=settings
+        )
+
+
+def _events(db: Engine) -> list[tuple[str, str, dict[str, Any]]]:
+    with db.connect() as conn:
+        return [
+            tuple(r) for r in conn.execute(text("SELECT type, subject, data FROM event_outbox ORDER BY id"))
+        ]  # type: ignore[misc]
+
+
+def _registry(db: Engine) -> str:
+    """What a ruling may change: assets, their periods and history, rules."""
+    with db.connect() as conn:
+        return str(
+            conn.execute(
+                text(
+                    "SELECT concat_ws('|', (SELECT string_agg(concat_ws(',', code, version, owner_id, "
+                    "maintainer_id), ';' ORDER BY id) FROM assets), "
+                    "(SELECT count(*) FROM asset_responsibility), "
+                    "(SELECT count(*) FROM asset_history), (SELECT string_agg(concat_ws(',', id, unit_id, "
+                    "valid_to), ';' ORDER BY id) FROM responsibility_rules))"
+                )
+            ).scalar_one()
+        )
+
+
+# --- deadlines -----------------------------------------------------------------------------------------
+
+
+def test_the_review_deadline_counts_working_days_across_a_weekend_and_holidays() -> None:
+    friday = dt.datetime(2026, 12, 4, 10, 0, tzinfo=CST)
+    # Mon 7, Tue 8, Wed 9: the third working day after a Friday is the next Wednesday.
+    assert disputes.due_on(friday, 3, "Asia/Shanghai", frozenset()) == dt.date(2026, 12, 9)
+    # A holiday on the Tuesday pushes it to Thursday.
+    assert disputes.due_on(friday, 3, "Asia/Shanghai", frozenset({dt.date(2026, 12, 8)})) == dt.date(
+        2026, 12, 10
+    )
+    # Opened on Saturday: counting starts on Monday.
+    saturday = dt.datetime(2026, 12, 5, 23, 0, tzinfo=CST)
+    assert disputes.due_on(saturday, 1, "Asia/Shanghai", frozenset()) == dt.date(2026, 12, 7)
+    # The local day decides: Friday 20:00 UTC is already Saturday in Shanghai.
+    late_friday_utc = dt.datetime(2026, 12, 4, 20, 0, tzinfo=dt.UTC)
+    assert disputes.due_on(late_friday_utc, 1, "Asia/Shanghai", frozenset()) == dt.date(2026, 12, 7)
+    assert disputes.due_on(late_friday_utc, 1, "UTC", frozenset()) == dt.date(2026, 12, 7)
+    thursday_utc = dt.datetime(2026, 12, 3, 20, 0, tzinfo=dt.UTC)  # Friday 04:00 in Shanghai
+    assert disputes.due_on(thursday_utc, 1, "UTC", frozenset()) == dt.date(2026, 12, 4)
+    assert disputes.due_on(thursday_utc, 1, "Asia/Shanghai", frozenset()) == dt.date(2026, 12, 7)
+
+
+def test_a_dispute_is_overdue_once_its_last_review_day_has_ended(
+    db: Engine, admin: Actor, settings: Settings, world: dict[str, Any]
+) -> None:
+    view = _open(
+        db, world["as_power"], settings, subject_kind="asset", subject_id=world["code"], reason="非我单位资产"
+    )
+    opened = dt.datetime.fromisoformat(view["opened_at"])
+    due = dt.date.fromisoformat(view["due_on"])
+    assert due == disputes.due_on(opened, 3, "Asia/Shanghai", frozenset())
+    assert due.weekday() < 5 and (due - opened.astimezone(CST).date()).days >= 3
+    end_of_due_day = dt.datetime.combine(due + dt.timedelta(days=1), dt.time(0), tzinfo=CST)
+    with transaction(db) as session:
+        assert (
+            disputes.overdue(session, settings=settings, now=end_of_due_day - dt.timedelta(seconds=1)) == []
+        )
+        late = disputes.overdue(session, settings=settings, now=end_of_due_day + dt.timedelta(seconds=1))
+        assert [d["id"] for d in late] == [view["id"]] and late[0]["overdue"]
+        listed, _ = disputes.list_disputes(
+            session, DisputeFilter(overdue=True), settings=settings, now=end_of_due_day
+        )
+        assert [d["id"] for d in listed] == [view["id"]]
+    # A decided dispute is never overdue.
+    view = _review(db, admin, settings, view)
+    _decide(db, admin, settings, view, Decision("rejected", "登记资料表明为该单位资产"))
+    with transaction(db) as session:
+        assert disputes.overdue(session, settings=settings, now=end_of_due_day + dt.timedelta(days=30)) == []
+
+
+# --- who may object ------------------------------------------------------------------------------------
+
+
+def test_only_a_unit_the_subject_names_may_object(
+    db: Engine, admin: Actor, settings: Settings, world: dict[str, Any]
+) -> None:
+    code = world["code"]
+    with pytest.raises(Forbidden, match="only a unit the registry names"):
+        _open(db, world["as_gas"], settings, subject_kind="asset", subject_id=code, reason="不是我们的")
+    with pytest.raises(Forbidden):
+        _open(db, Actor("reader"), settings, subject_kind="asset", subject_id=code, reason="x")
+    with pytest.raises(Unauthorized):
+        _open(db, ANONYMOUS, settings, subject_kind="asset", subject_id=code, reason="x")
+    # An administrator acts for a named unit only.
+    with pytest.raises(InvalidInput, match="not named"):
+        _open(db, admin, settings, subject_kind="asset", subject_id=code, reason="x", unit_id=world["gas"])
+    with pytest.raises(InvalidInput, match="unit_id"):
+        _open(db, admin, settings, subject_kind="asset", subject_id=code, reason="x")
+    # A unit token cannot speak for another unit, even a named one.
+    with pytest.raises(Forbidden):
+        _open(
+            db,
+            world["as_water"],
+            settings,
+            subject_kind="asset",
+            subject_id=code,
+            reason="x",
+            unit_id=world["power"],
+        )
+    with pytest.raises(InvalidInput, match="reason"):
+        _open(db, world["as_power"], settings, subject_kind="asset", subject_id=code, reason="  ")
+    assert _events(db) == []
+    mine = _open(
+        db, world["as_water"], settings, subject_kind="asset", subject_id=code, reason="养护合同已到期"
+    )
+    assert mine["roles"] == ["maintainer"] and mine["unit"]["id"] == world["water"]
+    for_power = _open(
+        db, admin, settings, subject_kind="asset", subject_id=code, reason="代为提出", unit_id=world["power"]
+    )
+    assert for_power["roles"] == ["owner"] and for_power["opened_by"] == admin.name
+    # One pending objection per unit and subject.
+    with pytest.raises(Conflict, match="already has dispute"):
+        _open(db, world["as_power"], settings, subject_kind="asset", subject_id=code, reason="再次提出")
+
+
+# --- the asset ruling ----------------------------------------------------------------------------------
+
+
+def test_an_upheld_asset_dispute_hands_the_role_over_from_the_date_with_the_dispute_in_the_history(
+    db: Engine, admin: Actor, settings: Settings, world: dict[str, Any]
+) -> None:
+    code = world["code"]
+    evidence = [Evidence("移交协议.pdf", PDF), Evidence("现场.png", PNG)]
+    view = _open(
+        db,
+        world["as_power"],
+        settings,
+        subject_kind="asset",
+        subject_id=code,
+        reason="该路灯已移交燃气集团",
+        evidence=evidence,
+    )
+    assert view["state"] == "open" and view["version"] == 1 and view["roles"] == ["owner"]
+    assert [(e["seq"], e["content_type"]) for e in view["evidence"]] == [
+        (1, "application/pdf"),
+        (2, "image/png"),
+    ]
+    assert view["subject"] == {
+        "kind": "asset",
+        "id": code,
+        "asset_code": code,
+        "rule_id": None,
+        "complaint": None,
+    }
+    assert view["class"]["code"] == "0118"
+    with transaction(db) as session:
+        assert disputes.get_evidence(session, view["id"], 2) == (PNG, "image/png", "现场.png")
+    view = _review(db, admin, settings, view)
+    assert view["state"] == "under_review" and view["version"] == 2
+    effective = dt.datetime.now(CST).replace(microsecond=0) - dt.timedelta(days=2)
+    view = _decide(db, admin, settings, view, Decision("upheld", "移交协议有效", world["gas"], effective))
+    assert (
+        view["state"] == "upheld"
+        and view["decided_by"] == admin.name
+        and view["state_reason"] == "移交协议有效"
+    )
+    assert (
+        view["decision"]["change"]["roles"] == ["owner"]
+        and view["decision"]["change"]["to_unit_id"] == world["gas"]
+    )
+    assert [(h["state"], h["actor"]) for h in view["history"]] == [
+        ("open", "token:power"),
+        ("under_review", admin.name),
+        ("upheld", admin.name),
+    ]
+    assert view["history"][0]["reason"] == "该路灯已移交燃气集团"
+    assert view["history"][2]["decision"]["outcome"] == "upheld"
+    with transaction(db) as session:
+        asset = assets.get_by_code(session, code)
+        assert asset.owner_id == world["gas"] and asset.maintainer_id == world["water"]
+        periods = assets.responsibility_periods(session, code)
+        assert periods[-1]["owner"]["id"] == world["gas"]
+        assert dt.datetime.fromisoformat(periods[-1]["valid_from"]) == effective
+        assert periods[-2]["owner"]["id"] == world["power"]
+        assert f"#{view['id']}" in (periods[-1]["reason"] or "")
+        history = assets.history(session, code)
+        assert history[-1]["action"] == "change_units" and f"dispute #{view['id']}" in history[-1]["reason"]
+        audit = (
+            session.execute(
+                text("SELECT action FROM audit_log WHERE entity = 'dispute' AND entity_id = :id ORDER BY id"),
+                {"id": str(view["id"])},
+            )
+            .scalars()
+            .all()
+        )
+        assert audit == ["open", "review", "upheld"]
+    kinds = [(t, s, d["state"]) for t, s, d in _events(db)]
+    assert kinds == [
+        ("dispute.opened", code, "open"),
+        ("dispute.under_review", code, "under_review"),
+        ("dispute.upheld", code, "upheld"),
+    ]
+    upheld = _events(db)[-1][2]
+    assert (
+        upheld["id"] == view["id"]
+        and upheld["decided_by"] == admin.name
+        and upheld["unit"]["id"] == world["power"]
+    )
+    assert upheld["due_on"] == view["due_on"] and upheld["decision"]["change"]["kind"] == "asset"
+
+
+def test_a_rejected_dispute_leaves_the_registry_as_it_was(
+    db: Engine, admin: Actor, settings: Settings, world: dict[str, Any]
+) -> None:
+    view = _open(
+        db, world["as_power"], settings, subject_kind="asset", subject_id=world["code"], reason="非我单位"
+    )
+    view = _review(db, admin, settings, view)
+    before = _registry(db)
+    with pytest.raises(InvalidInput, match="reason"):
+        _decide(db, admin, settings, view, Decision("rejected", ""))
+    view = _decide(db, admin, settings, view, Decision("rejected", "竣工资料显示权属为供电局"))
+    assert view["state"] == "rejected" and view["state_reason"] == "竣工资料显示权属为供电局"
+    assert view["decision"] == {"outcome": "rejected"}
+    assert _registry(db) == before
+    assert [t for t, _, _ in _events(db)][-1] == "dispute.rejected"
+
+
+def test_each_transition_is_allowed_only_from_its_states_and_with_the_current_version(
+    db: Engine, owner_engine: Engine, admin: Actor, settings: Settings, world: dict[str, Any]
+) -> None:
+    view = _open(
+        db, world["as_power"], settings, subject_kind="asset", subject_id=world["code"], reason="非我单位"
+    )
+    events_before = len(_events(db))
+
+    def refused(error: type[Exception], call: Any, match: str | None = None) -> None:
+        with pytest.raises(error, match=match), transaction(db) as session:
+            call(session)
+
+    # A decision needs a review first; only administrators review.
+    refused(
+        Conflict,
+        lambda s: disputes.decide(s, admin, view["id"], Decision("rejected", "x"), version=1),
+        "open",
+    )
+    refused(Forbidden, lambda s: disputes.start_review(s, world["as_power"], view["id"], version=1))
+    refused(
+        Forbidden,
+        lambda s: disputes.decide(s, world["as_power"], view["id"], Decision("upheld", "x"), version=1),
+    )
+    # Only the objecting unit withdraws.
+    refused(Forbidden, lambda s: disputes.withdraw(s, world["as_water"], view["id"], version=1))
+    refused(Forbidden, lambda s: disputes.withdraw(s, Actor("reader"), view["id"], version=1))
+    # Stale: the caller read version 0.
+    refused(
+        StaleVersion, lambda s: disputes.start_review(s, admin, view["id"], version=0), "version 1, not 0"
+    )
+    assert len(_events(db)) == events_before
+    view = _review(db, admin, settings, view)
+    refused(
+        Conflict,
+        lambda s: disputes.start_review(s, admin, view["id"], version=view["version"]),
+        "under_review",
+    )
+    refused(StaleVersion, lambda s: disputes.withdraw(s, world["as_power"], view["id"], version=1))
+    # Upholding an asset dispute needs the unit that takes the role.
+    refused(
+        InvalidInput,
+        lambda s: disputes.decide(s, admin, view["id"], Decision("upheld", "成立"), version=2),
+        "new_unit_id",
+    )
+    refused(InvalidInput, lambda s: disputes.decide(s, admin, view["id"], Decision("maybe", "x"), version=2))
+    assert len(_events(db)) == events_before + 1
+    view = _decide(db, admin, settings, view, Decision("rejected", "资料不足"))
+    for call in (
+        lambda s: disputes.withdraw(s, world["as_power"], view["id"], version=view["version"]),
+        lambda s: disputes.decide(
+            s, admin, view["id"], Decision("upheld", "x", world["gas"]), version=view["version"]
+        ),
+        lambda s: disputes.start_review(s, admin, view["id"], version=view["version"]),
+    ):
+        refused(Conflict, call, "rejected")
+    assert len(_events(db)) == events_before + 2
+    # The history is append-only, and what the dispute is about never changes (even for the owner,
+    # whom the grants do not stop).
+    with pytest.raises(Exception, match="permission denied"), db.begin() as conn:
+        conn.execute(text("UPDATE dispute_history SET actor = 'x'"))
+    with pytest.raises(Exception, match="append-only"), owner_engine.begin() as conn:
+        conn.execute(text("UPDATE dispute_history SET actor = 'x'"))
+    with pytest.raises(Exception, match="kept as it was opened"), owner_engine.begin() as conn:
+        conn.execute(text("UPDATE disputes SET reason = 'x', version = version + 1"))
+
+
+def test_the_objecting_unit_withdraws_before_a_decision(
+    db: Engine, admin: Actor, settings: Settings, world: dict[str, Any]
+) -> None:
+    view = _open(
+        db, world["as_water"], settings, subject_kind="asset", subject_id=world["code"], reason="养护范围有误"
+    )
+    view = _review(db, admin, settings, view)
+    before = _registry(db)
+    with transaction(db) as session:
+        view = disputes.withdraw(
+            session, world["as_water"], view["id"], version=view["version"], reason="已核实，撤回"
+        )
+    assert (
+        view["state"] == "withdrawn" and view["state_reason"] == "已核实，撤回" and view["decided_at"] is None
+    )
+    assert _registry(db) == before
+    assert _events(db)[-1][0] == "dispute.withdrawn" and _events(db)[-1][1] == world["code"]
+    # Withdrawn, the unit may object again.
+    again = _open(
+        db,
+        world["as_water"],
+        settings,
+        subject_kind="asset",
+        subject_id=world["code"],
+        reason="补充证据后再提",
+    )
+    assert again["state"] == "open"
+
+
+# --- the rule ruling -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ruled(db: Engine, admin: Actor) -> dict[str, Any]:
+    """A community zone around PINGSHAN whose street lamps are the lamp office's by rule; no asset."""
+    lamps = make_unit(db, "坪山区路灯管理所", admin, kind="government").id
+    roads = make_unit(db, "坪山区交通运输局", admin, kind="government").id
+    add_zone(db, admin, "community", "六联社区", box(-300, -300, 300, 300))
+    rule = add_rule(db, admin, zone="六联社区", level="community", class_="0118", unit_id=lamps)
+    return {
+        "lamps": lamps,
+        "roads": roads,
+        "rule": rule["id"],
+        "as_lamps": Actor("token:lamps", unit_id=lamps),
+    }
+
+
+def test_an_upheld_rule_dispute_replaces_the_rule_and_the_next_resolution_names_the_new_unit(
+    db: Engine, admin: Actor, settings: Settings, migrated_url: str, ruled: dict[str, Any]
+) -> None:
+    from registry.resolution import Resolver, conninfo_from_url
+
+    conninfo, resolver = conninfo_from_url(migrated_url), Resolver(settings)
+    assert locate(conninfo, resolver, *PINGSHAN, classes=["0118"])["owner"]["id"] == ruled["lamps"]
+    with pytest.raises(Forbidden):
+        _open(
+            db,
+            Actor("x", unit_id=ruled["roads"]),
+            settings,
+            subject_kind="rule",
+            subject_id=str(ruled["rule"]),
+            reason="x",
+        )
+    view = _open(
+        db,
+        ruled["as_lamps"],
+        settings,
+        subject_kind="rule",
+        subject_id=str(ruled["rule"]),
+        reason="道路照明归交通局",
+    )
+    assert view["roles"] == ["unit"] and view["zone"] == {"level": "community", "name": "六联社区"}
+    assert view["class"]["code"] == "0118"
+    view = _review(db, admin, settings, view)
+    effective = dt.datetime.now(CST) - dt.timedelta(minutes=1)
+    view = _decide(db, admin, settings, view, Decision("upheld", "经核实属交通局", ruled["roads"], effective))
+    change = view["decision"]["change"]
+    assert change["action"] == "replaced" and change["rule_id"] == ruled["rule"]
+    with transaction(db) as session:
+        from registry import rules
+
+        old, new = rules.get_rule(session, ruled["rule"]), rules.get_rule(session, change["new_rule_id"])
+    assert old["valid_to"] is not None and new["unit"]["id"] == ruled["roads"]
+    assert f"dispute #{view['id']}" in new["reason"]
+    answer = locate(conninfo, resolver, *PINGSHAN, classes=["0118"])
+    assert (
+        answer["owner"]["id"] == ruled["roads"] and answer["matched_rule"]["rule_id"] == change["new_rule_id"]
+    )
+    # Before the ruling's date, the old rule still answers.
+    earlier = locate(conninfo, resolver, *PINGSHAN, classes=["0118"], at=effective - dt.timedelta(minutes=5))
+    assert earlier["owner"]["id"] == ruled["lamps"]
+    # Events about a subject without an asset go under the dispute.
+    assert {s for _, s, _ in _events(db)} == {f"dispute:{view['id']}"}
+
+
+def test_an_upheld_rule_dispute_without_a_new_unit_closes_the_rule(
+    db: Engine, admin: Actor, settings: Settings, migrated_url: str, ruled: dict[str, Any]
+) -> None:
+    from registry.resolution import Resolver, conninfo_from_url
+
+    view = _open(
+        db,
+        ruled["as_lamps"],
+        settings,
+        subject_kind="rule",
+        subject_id=str(ruled["rule"]),
+        reason="规则已过时",
+    )
+    view = _review(db, admin, settings, view)
+    view = _decide(db, admin, settings, view, Decision("upheld", "规则停用"))
+    assert view["decision"]["change"]["action"] == "closed"
+    answer = locate(conninfo_from_url(migrated_url), Resolver(settings), *PINGSHAN, classes=["0118"])
+    assert answer["rule"] != "responsibility_rule"
+
+
+# --- the complaint ruling ------------------------------------------------------------------------------
+
+
+def test_a_returned_complaint_becomes_a_dispute_in_the_callers_transaction_and_its_ruling_fixes_the_asset(
+    db: Engine, admin: Actor, settings: Settings, migrated_url: str, world: dict[str, Any]
+) -> None:
+    complaint = _create(
+        migrated_url,
+        settings,
+        complaints.ComplaintIn(source="case_system", code=world["code"], description="路灯不亮"),
+    )
+    reference = complaint["reference"]
+    # open_dispute never commits: the caller's rollback takes it back.
+    with db.connect() as conn:
+        from sqlalchemy.orm import Session
+
+        with Session(bind=conn) as session:
+            disputes.open_dispute(
+                session,
+                world["as_power"],
+                subject_kind="complaint",
+                subject_id=reference,
+                reason="退件：非我单位",
+                settings=settings,
+            )
+            session.rollback()
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM disputes")).scalar_one() == 0
+        dispute_events = text("SELECT count(*) FROM event_outbox WHERE type LIKE 'dispute.%'")
+        assert conn.execute(dispute_events).scalar_one() == 0
+    with pytest.raises(Forbidden):
+        _open(db, world["as_gas"], settings, subject_kind="complaint", subject_id=reference, reason="x")
+    view = _open(
+        db,
+        world["as_power"],
+        settings,
+        subject_kind="complaint",
+        subject_id=reference.lower(),
+        reason="退件：非我单位",
+    )
+    assert view["subject"]["complaint"] == reference and view["subject"]["asset_code"] == world["code"]
+    assert view["roles"] == ["owner"]
+    view = _review(db, admin, settings, view)
+    view = _decide(db, admin, settings, view, Decision("upheld", "应由燃气集团负责", world["gas"]))
+    with transaction(db) as session:
+        assert assets.get_by_code(session, world["code"]).owner_id == world["gas"]
+    dispute_events = [(t, s) for t, s, _ in _events(db) if t.startswith("dispute.")]
+    assert dispute_events == [
+        ("dispute.opened", world["code"]),
+        ("dispute.under_review", world["code"]),
+        ("dispute.upheld", world["code"]),
+    ]
+
+
+# --- evidence ------------------------------------------------------------------------------------------
+
+
+def test_evidence_is_checked_by_its_bytes_and_capped(
+    db: Engine, settings: Settings, world: dict[str, Any]
+) -> None:
+    small = settings.model_copy(
+        update={"disputes": DisputeSettings(evidence_max_mib=1, evidence_max_files=2)}
+    )
+
+    def attempt(*files: Evidence) -> None:
+        _open(
+            db,
+            world["as_power"],
+            small,
+            subject_kind="asset",
+            subject_id=world["code"],
+            reason="x",
+            evidence=files,
+        )
+
+    with pytest.raises(InvalidInput, match="JPEG, PNG or WebP photo or a PDF"):
+        attempt(Evidence("photo.jpg", GIF))
+    with pytest.raises(InvalidInput, match="larger than 1 MiB"):
+        attempt(Evidence("big.pdf", PDF + b"\x00" * (1024 * 1024)))
+    with pytest.raises(InvalidInput, match="empty"):
+        attempt(Evidence("empty.png", b""))
+    with pytest.raises(InvalidInput, match="at most 2"):
+        attempt(Evidence("a.png", PNG), Evidence("b.png", PNG), Evidence("c.png", PNG))
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM disputes")).scalar_one() == 0
+    assert _events(db) == []
+    webp = b"RIFF\x10\x00\x00\x00WEBPVP8 " + b"\x00" * 8
+    view = _open(
+        db,
+        world["as_power"],
+        small,
+        subject_kind="asset",
+        subject_id=world["code"],
+        reason="x",
+        evidence=[Evidence("a.webp", webp), Evidence("b.jpg", b"\xff\xd8\xff\xe0" + b"\x00" * 16)],
+    )
+    assert [e["content_type"] for e in view["evidence"]] == ["image/webp", "image/jpeg"]
+
+
+# --- the API, the ledger, the analysis -----------------------------------------------------------------
+
+
+def _unit_token(db: Engine, admin: Actor, name: str, unit_id: int) -> dict[str, str]:
+    from registry import tokens
+
+    with transaction(db) as session:
+        return {
+            "Authorization": f"Bearer {tokens.create_token(session, name, 'unit', admin, unit_id=unit_id)}"
+        }
+
+
+def test_the_api_opens_with_evidence_reviews_decides_and_serves_the_files(
+    client: Any, db: Engine, admin: Actor, auth: dict[str, str], world: dict[str, Any]
+) -> None:
+    power = _unit_token(db, admin, "power", world["power"])
+    response = client.post(
+        "/api/v1/disputes",
+        headers=power,
+        data={"subject_kind": "asset", "subject_id": world["code"], "reason": "已移交"},
+        files={
+            "evidence_1": ("协议.pdf", PDF, "application/pdf"),
+            "evidence_2": ("现场.png", PNG, "image/png"),
+        },
+    )
+    assert response.status_code == 201, response.text
+    view = response.json()
+    assert response.headers["location"] == f"/api/v1/disputes/{view['id']}"
+    assert [e["url"] for e in view["evidence"]] == [
+        f"/api/v1/disputes/{view['id']}/evidence/1",
+        f"/api/v1/disputes/{view['id']}/evidence/2",
+    ]
+    file = client.get(view["evidence"][1]["url"], headers=power)
+    assert file.status_code == 200 and file.content == PNG and file.headers["content-type"] == "image/png"
+    assert client.get(view["evidence"][1]["url"]).status_code == 401
+    bad = client.post(
+        "/api/v1/disputes",
+        headers=power,
+        data={"subject_kind": "asset", "subject_id": world["code"], "reason": "x"},
+        files={"evidence_1": ("x.pdf", GIF, "application/pdf")},
+    )
+    assert bad.status_code == 400 and "PDF" in bad.json()["error"]["message"]
+    water = _unit_token(db, admin, "water", world["water"])
+    as_json = client.post(
+        "/api/v1/disputes",
+        headers=water,
+        json={"subject_kind": "asset", "subject_id": world["code"], "reason": "非养护范围"},
+    )
+    assert as_json.status_code == 201 and as_json.json()["evidence"] == []
+    gas = _unit_token(db, admin, "gas", world["gas"])
+    assert (
+        client.post(
+            "/api/v1/disputes",
+            headers=gas,
+            json={"subject_kind": "asset", "subject_id": world["code"], "reason": "x"},
+        ).status_code
+        == 403
+    )
+    assert (
+        client.post(f"/api/v1/disputes/{view['id']}/review", headers=power, json={"version": 1}).status_code
+        == 403
+    )
+    reviewed = client.post(f"/api/v1/disputes/{view['id']}/review", headers=auth, json={"version": 1})
+    assert reviewed.status_code == 200 and reviewed.json()["state"] == "under_review"
+    stale = client.post(f"/api/v1/disputes/{view['id']}/review", headers=auth, json={"version": 1})
+    assert stale.status_code == 409
+    decided = client.post(
+        f"/api/v1/disputes/{view['id']}/decision",
+        headers=auth,
+        json={"version": 2, "outcome": "upheld", "reason": "协议有效", "new_unit_id": world["gas"]},
+    )
+    assert decided.status_code == 200, decided.text
+    assert client.get(f"/api/v1/assets/{world['code']}", headers=auth).json()["owner"]["id"] == world["gas"]
+    withdrawn = client.post(
+        f"/api/v1/disputes/{as_json.json()['id']}/withdraw", headers=water, json={"version": 1}
+    )
+    assert withdrawn.status_code == 200 and withdrawn.json()["state"] == "withdrawn"
+    one = client.get(f"/api/v1/disputes/{view['id']}", headers=water).json()
+    assert [h["state"] for h in one["history"]] == ["open", "under_review", "upheld"]
+    listed = client.get("/api/v1/disputes", headers=auth, params={"state": "upheld"}).json()
+    assert listed["total"] == 1 and listed["items"][0]["id"] == view["id"]
+    by_unit = client.get("/api/v1/disputes", headers=auth, params={"unit": world["water"]}).json()
+    assert [d["state"] for d in by_unit["items"]] == ["withdrawn"]
+    assert client.get("/api/v1/disputes", headers=auth, params={"overdue": "true"}).json()["total"] == 0
+    assert (
+        client.get(
+            "/api/v1/disputes", headers=auth, params={"class": "0118", "subject_kind": "asset"}
+        ).json()["total"]
+        == 2
+    )
+    assert client.get("/api/v1/disputes", headers=auth, params={"subject_kind": "rule"}).json()["total"] == 0
+    future = (dt.datetime.now(CST) + dt.timedelta(days=1)).isoformat()
+    assert client.get("/api/v1/disputes", headers=auth, params={"opened_from": future}).json()["total"] == 0
+    assert client.get("/api/v1/disputes", headers=auth, params={"opened_to": future}).json()["total"] == 2
+    assert client.get("/api/v1/disputes").status_code == 401
+
+
+def test_the_ledger_exports_as_csv_and_xlsx_with_chinese_headers_and_local_times(
+    client: Any, db: Engine, admin: Actor, settings: Settings, auth: dict[str, str], world: dict[str, Any]
+) -> None:
+    first = _open(
+        db, world["as_power"], settings, subject_kind="asset", subject_id=world["code"], reason="已移交燃气"
+    )
+    first = _review(db, admin, settings, first)
+    _decide(db, admin, settings, first, Decision("upheld", "协议有效", world["gas"]))
+    _open(
+        db, world["as_water"], settings, subject_kind="asset", subject_id=world["code"], reason="养护合同到期"
+    )
+    response = client.get("/api/v1/disputes/export", headers=auth, params={"format": "csv"})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
+    assert [r["状态"] for r in rows] == ["异议成立", "已提出"]
+    assert rows[0]["提出单位"] == "深圳供电局有限公司" and rows[0]["异议角色"] == "权属单位"
+    assert (
+        rows[0]["变更内容"] == "权属单位移交给 深圳市燃气集团股份有限公司"
+        and rows[0]["裁决理由"] == "协议有效"
+    )
+    opened_local = dt.datetime.fromisoformat(first["opened_at"]).astimezone(CST).strftime("%Y-%m-%d %H:%M:%S")
+    assert rows[0]["提出时间"] == opened_local and rows[0]["智慧码"] == world["code"]
+    assert rows[1]["是否逾期"] == "否" and rows[1]["裁决时间"] == ""
+    only_open = client.get("/api/v1/disputes/export", headers=auth, params={"format": "csv", "state": "open"})
+    assert len(list(csv.DictReader(io.StringIO(only_open.content.decode("utf-8-sig"))))) == 1
+    xlsx = client.get("/api/v1/disputes/export", headers=auth, params={"format": "xlsx"})
+    assert xlsx.status_code == 200
+    sheet = load_workbook(io.BytesIO(xlsx.content), read_only=True)["异议台账"]
+    table = [list(r) for r in sheet.iter_rows(values_only=True)]
+    assert table[0] == list(disputes.LEDGER_COLUMNS)
+    assert [r[1] for r in table[1:]] == ["异议成立", "已提出"] and table[1][12] == opened_local
+    assert client.get("/api/v1/disputes/export", headers=auth, params={"format": "pdf"}).status_code == 422
+
+
+def test_the_analysis_groups_by_class_unit_zone_and_outcome(
+    client: Any, db: Engine, admin: Actor, settings: Settings, auth: dict[str, str], world: dict[str, Any]
+) -> None:
+    add_zone(db, admin, "community", "六联社区", box(-300, -300, 300, 300))
+    other = make_asset(db, admin, owner_id=world["power"], geometry=pt(1000))  # outside the zone
+    upheld = _open(
+        db, world["as_power"], settings, subject_kind="asset", subject_id=world["code"], reason="a"
+    )
+    rejected = _open(
+        db, world["as_water"], settings, subject_kind="asset", subject_id=world["code"], reason="b"
+    )
+    _open(db, world["as_power"], settings, subject_kind="asset", subject_id=other.code, reason="c")
+    _decide(
+        db, admin, settings, _review(db, admin, settings, upheld), Decision("upheld", "成立", world["gas"])
+    )
+    _decide(db, admin, settings, _review(db, admin, settings, rejected), Decision("rejected", "驳回"))
+    stats = client.get("/api/v1/disputes/stats", headers=auth).json()
+    assert stats["total"] == 3 and stats["upheld_rate"] == 0.5
+    assert {o["state"]: o["count"] for o in stats["by_outcome"]} == {
+        "open": 1,
+        "under_review": 0,
+        "upheld": 1,
+        "rejected": 1,
+        "withdrawn": 0,
+    }
+    (lamps,) = stats["by_class"]
+    assert lamps["class"]["code"] == "0118" and lamps["total"] == 3 and lamps["decided"] == 2
+    assert lamps["upheld_rate"] == 0.5 and 0 <= lamps["median_days_to_decision"] < 0.01
+    units = {g["unit"]["id"]: g for g in stats["by_unit"]}
+    assert units[world["power"]]["total"] == 2 and units[world["power"]]["upheld_rate"] == 1.0
+    assert units[world["water"]]["rejected"] == 1 and units[world["water"]]["upheld_rate"] == 0.0
+    zones = {(g["zone"] or {}).get("name"): g["total"] for g in stats["by_zone"]}
+    assert zones == {"六联社区": 2, None: 1}
+    filtered = client.get("/api/v1/disputes/stats", headers=auth, params={"zone": "六联社区"}).json()
+    assert filtered["total"] == 2
+
+
+def test_the_cli_lists_and_exports_the_ledger_in_chinese(
+    db: Engine, settings: Settings, migrated_url: str, tmp_path: Any, world: dict[str, Any]
+) -> None:
+    import os
+
+    from tests.conftest import ADMIN_TOKEN
+    from tests.test_cli import run
+
+    env = {k: v for k, v in os.environ.items() if k not in ("SMARTCODE_LANG", "SMARTCODE_TIMEZONE")}
+    env.update(SMARTCODE_DATABASE_URL=migrated_url, SMARTCODE_API_TOKEN=ADMIN_TOKEN)
+    view = _open(
+        db, world["as_power"], settings, subject_kind="asset", subject_id=world["code"], reason="非我单位"
+    )
+    listed = run("disputes", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "提出单位" in listed.stdout and "已提出" in listed.stdout and "深圳供电局有限公司" in listed.stdout
+    assert view["due_on"] in listed.stdout
+    overdue = run("disputes", "overdue", env=env)
+    assert overdue.returncode == 0 and "没有符合条件的异议" in overdue.stdout
+    target = tmp_path / "台账.xlsx"
+    exported = run("disputes", "export", "--output", str(target), "--state", "open", env=env)
+    assert exported.returncode == 0, exported.stderr
+    assert "已导出 1 条异议" in exported.stderr
+    rows = list(load_workbook(target, read_only=True)["异议台账"].iter_rows(values_only=True))
+    assert rows[0][0] == "异议编号" and rows[1][0] == view["id"]
+    bad = run("disputes", "list", "--state", "closed", env=env)
+    assert bad.returncode != 0 and "unknown state" in bad.stderr
+
+
+def test_a_complaint_routed_by_a_rule_is_corrected_on_the_rule(
+    db: Engine, admin: Actor, settings: Settings, migrated_url: str, ruled: dict[str, Any]
+) -> None:
+    lon, lat = PINGSHAN
+    complaint = _create(
+        migrated_url,
+        settings,
+        complaints.ComplaintIn(
+            source="case_system", x=lon, y=lat, category="路灯不亮", description="路灯不亮"
+        ),
+    )
+    view = _open(
+        db,
+        ruled["as_lamps"],
+        settings,
+        subject_kind="complaint",
+        subject_id=complaint["reference"],
+        reason="退件",
+    )
+    assert view["subject"]["rule_id"] == ruled["rule"] and view["subject"]["asset_code"] is None
+    assert view["zone"]["name"] == "六联社区"
+    view = _review(db, admin, settings, view)
+    view = _decide(db, admin, settings, view, Decision("upheld", "应由交通局负责", ruled["roads"]))
+    assert view["decision"]["change"]["action"] == "replaced"
+    with transaction(db) as session:
+        from registry import rules
+
+        assert (
+            rules.get_rule(session, view["decision"]["change"]["new_rule_id"])["unit"]["id"] == ruled["roads"]
+        )
+
+
+def test_a_unit_holding_both_roles_disputes_both_or_names_one(
+    db: Engine, admin: Actor, settings: Settings, world: dict[str, Any]
+) -> None:
+    both = make_asset(db, admin, owner_id=world["power"], maintainer_id=world["power"])
+    view = _open(
+        db, world["as_power"], settings, subject_kind="asset", subject_id=both.code, reason="整体移交"
+    )
+    assert view["roles"] == ["owner", "maintainer"]
+    with pytest.raises(InvalidInput, match="not owner"):
+        _open(
+            db,
+            world["as_water"],
+            settings,
+            subject_kind="asset",
+            subject_id=world["code"],
+            reason="x",
+            role="owner",
+        )
+    view = _review(db, admin, settings, view)
+    _decide(db, admin, settings, view, Decision("upheld", "整体移交燃气", world["gas"]))
+    with transaction(db) as session:
+        asset = assets.get_by_code(session, both.code)
+        assert (asset.owner_id, asset.maintainer_id) == (world["gas"], world["gas"])
+    only = _open(
+        db,
+        world["as_water"],
+        settings,
+        subject_kind="asset",
+        subject_id=world["code"],
+        reason="x",
+        role="maintainer",
+    )
+    assert only["roles"] == ["maintainer"]
