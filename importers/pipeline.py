@@ -38,11 +38,13 @@ from gis.detect import guess_crs
 from importers import merge
 from importers.deferred_indexes import drop_indexes
 from importers.direct_load import (
+    NEEDS_OWNER_NOTE,
     DirectLoad,
     RestartWholeFile,
     copy_assets,
     copy_data,
     lock_if_empty,
+    needs_owner,
     start_empty,
 )
 from importers.formats import DEFAULT_CHUNK_SIZE, open_source
@@ -664,6 +666,8 @@ def _run(
                     indexes=drop_indexes(session),
                 )
             else:
+                if direct_wanted and needs_owner(session):
+                    report.notes.append(NEEDS_OWNER_NOTE)
                 merge.create_stage(session)
                 digest.start()
             ctx: ValidationContext | None = None
