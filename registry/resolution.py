@@ -386,8 +386,10 @@ class Resolver:
                 f"code {display_code(code)} is well-formed but not registered", code=display_code(code)
             )
         class_code = rows[0].class_code
-        await self.catalog.know(conn, [class_code])
-        cls = self.catalog.by_code[class_code]
+        cls = self.catalog.by_code.get(class_code)
+        if cls is None:
+            await self.catalog.know(conn, [class_code])
+            cls = self.catalog.by_code[class_code]
         query: dict[str, Any] = {"code": text, "at": _iso(when)}
         if when is not None:
             # As of a time: the lines name the time, so nothing is kept.

@@ -241,6 +241,8 @@ _OPENAPI_PARAMETERS = [
 
 async def _caller(rt: ResolveRuntime, svc: Services, authorization: str | None, cookie: str | None) -> Actor:
     """The bearer token's actor, else the map's login session (a GET: all this handler answers)."""
+    if authorization is None and cookie is None:
+        return ANONYMOUS  # a passer-by's scan, the common case: no awaiting for nothing
     actor = await rt.tokens.actor(svc, authorization)
     if actor.anonymous and cookie:
         session_actor: Actor | None = await run_in_threadpool(cookie_header_actor, svc, cookie)
