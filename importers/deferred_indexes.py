@@ -58,17 +58,24 @@ ORDER BY 1, 2, 3
 """
 
 
+def owns_assets(session: Session) -> bool:
+    """Whether the connected role owns ``assets`` (the owner does; the service's role does not)."""
+    return bool(
+        session.execute(
+            text(
+                "SELECT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class "
+                "WHERE oid = 'assets'::regclass"
+            )
+        ).scalar_one()
+    )
+
+
 def lock_assets(session: Session, timeout_ms: int) -> bool:
     """Take the ACCESS EXCLUSIVE lock on ``assets`` and the tables referencing it (history and
     responsibility periods) for the rest of the transaction, waiting at most ``timeout_ms``; False
     (and the transaction as it was) when it is not granted, or the connected role does not own the
     tables (the service's role, which may not truncate history nor drop indexes)."""
-    owner = session.execute(
-        text(
-            "SELECT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class WHERE oid = 'assets'::regclass"
-        )
-    ).scalar_one()
-    if not owner:
+    if not owns_assets(session):
         return False
     before = session.execute(text("SELECT current_setting('lock_timeout')")).scalar_one()
     savepoint = session.begin_nested()

@@ -38,11 +38,13 @@ from gis.detect import guess_crs
 from importers import merge
 from importers.deferred_indexes import drop_indexes
 from importers.direct_load import (
+    NEEDS_OWNER_NOTE,
     DirectLoad,
     RestartWholeFile,
     copy_assets,
     copy_data,
     lock_if_empty,
+    needs_owner,
     start_empty,
 )
 from importers.formats import DEFAULT_CHUNK_SIZE, open_source
@@ -59,7 +61,7 @@ from importers.validate import (
     Zone,
     validate_chunk,
 )
-from registry.db import Actor, session_factory, set_change_context
+from registry.db import Actor, set_change_context, transaction
 from registry.models import ImportBatch, Unit
 from registry.names import fold
 
@@ -447,7 +449,7 @@ def _open_batch(
     profile: Profile,
     options: ImportOptions,
 ) -> int:
-    with session_factory(engine)() as session, session.begin():
+    with transaction(engine) as session:
         batch = ImportBatch(
             county_code=settings.area.county_code,
             file_name=name,
@@ -466,7 +468,7 @@ def _open_batch(
 
 
 def _close_batch(engine: Engine, batch_id: int, status: str, **values: Any) -> None:
-    with session_factory(engine)() as session, session.begin():
+    with transaction(engine) as session:
         session.execute(
             text(
                 "UPDATE import_batches SET status = :s, finished_at = now(), error = :e, "
@@ -622,10 +624,11 @@ def _run(
 ) -> None:
     county = settings.area.county_code
     problems = _Problems(report.file, options.problem_cap)
-    session = session_factory(engine)()
-    session.begin()
     try:
-        if True:
+        # The whole batch is this one transaction: committed when the block ends (after _commit has
+        # recorded the batch), rolled back when anything in it raises. The COPYs (staging or direct
+        # load) run on the same connection, so they are part of it too.
+        with transaction(engine, failure=_NOTHING_WRITTEN) as session:
             session.execute(text("SET LOCAL work_mem = '256MB'"))
             reason = f"import of {report.file}" + (f" (batch {report.batch_id})" if report.batch_id else "")
             set_change_context(session, actor, reason, action="import", batch_id=report.batch_id)
@@ -663,6 +666,8 @@ def _run(
                     indexes=drop_indexes(session),
                 )
             else:
+                if direct_wanted and needs_owner(session):
+                    report.notes.append(NEEDS_OWNER_NOTE)
                 merge.create_stage(session)
                 digest.start()
             ctx: ValidationContext | None = None
@@ -743,7 +748,9 @@ def _run(
             if options.dry_run:
                 report.created, report.updated = result.created, result.updated
                 _finish_problems(report, problems)
-                session.rollback()  # a dry run writes nothing: units, serials and all
+                # A dry run writes nothing (units, serials and all): the commit at the end of the
+                # block then has nothing left to commit.
+                session.rollback()
                 return
             if report.read and report.rejected >= report.read:
                 _reject_all(report, problems)
@@ -767,22 +774,18 @@ def _run(
             if fault is not None:
                 fault("written")
             _commit(session, report, digest, problems, zone, info)
+    # Rolled back already (transaction); here only told in the importer's words.
     except IntegrityError as exc:
-        session.rollback()
         raise Conflict(
             f"{report.file}: the registry refused the batch, nothing was written: {exc.orig}"
         ) from exc
     except DBAPIError as exc:
-        session.rollback()
-        raise DatabaseUnavailable(f"database error during import, nothing was written: {exc.orig}") from exc
+        raise DatabaseUnavailable(f"{_NOTHING_WRITTEN}: {exc.orig}") from exc
     except psycopg.Error as exc:  # from the staging COPY, which talks to psycopg directly
-        session.rollback()
-        raise DatabaseUnavailable(f"database error during import, nothing was written: {exc}") from exc
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+        raise DatabaseUnavailable(f"{_NOTHING_WRITTEN}: {exc}") from exc
+
+
+_NOTHING_WRITTEN = "database error during import, nothing was written"
 
 
 def _finish_direct(
@@ -898,8 +901,8 @@ def _commit(
     zone: Zone | None,
     info: SourceInfo,
 ) -> None:
-    """Record the batch as committed, with its report and the file's digest, and commit the import's
-    transaction."""
+    """Record the batch as committed, with its report and the file's digest (the import's transaction
+    commits as its block ends, in ``_run``)."""
     _finish_problems(report, problems)
     report.sha256 = digest.result()
     session.execute(
@@ -917,7 +920,6 @@ def _commit(
             "id": report.batch_id,
         },
     )
-    session.commit()
 
 
 def _finish_problems(report: ImportReport, problems: _Problems) -> None:

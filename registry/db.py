@@ -73,15 +73,19 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def transaction(engine: Engine) -> Iterator[Session]:
-    """One unit of work: commits when the block succeeds, rolls everything back when it raises."""
+def transaction(engine: Engine, *, failure: str = "database error") -> Iterator[Session]:
+    """One unit of work: commits when the block succeeds, rolls everything back when it raises.
+
+    A lost or unusable connection becomes ``DatabaseUnavailable`` with ``failure`` in front of the
+    driver's message (an import says that nothing was written).
+    """
     session = session_factory(engine)()
     try:
         yield session
         session.commit()
     except OperationalError as exc:
         session.rollback()
-        raise DatabaseUnavailable(f"database error: {exc.orig}") from exc
+        raise DatabaseUnavailable(f"{failure}: {exc.orig}") from exc
     except BaseException:
         session.rollback()
         raise

@@ -26,6 +26,7 @@ import datetime as dt
 import math
 import time
 import zoneinfo
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -41,6 +42,7 @@ from gis.area import ServiceArea
 from gis.crs import WGS84, Crs, parse_crs, to_wgs84
 from registry import messages
 from registry import resolution_sql as sql
+from registry.access import public_resolution
 from registry.codes import near_misses, normalize, parse_code
 from registry.names import fold as _fold
 from registry.resolution_log import (
@@ -310,6 +312,21 @@ def _empty_answer(query: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Decisions by code kept per process (see Resolver._code_memo): about 4.4 KB each, 18 MB in all.
+CODE_MEMO_ENTRIES = 4096
+
+
+class _CodeMemo:
+    """A decision by code for the present, and its passer-by view encoded (filled on first use)."""
+
+    __slots__ = ("decision", "public_tail")
+
+    def __init__(self, decision: Decision) -> None:
+        # Shared by every request with the same row: the answers refer to its dicts and only read them.
+        self.decision = decision
+        self.public_tail: bytes | None = None
+
+
 class Resolver:
     """Resolves codes and locations; one instance per process, shared by concurrent requests.
 
@@ -322,6 +339,7 @@ class Resolver:
         self.area = area or ServiceArea.from_settings(settings)
         self.catalog = ClassCatalog()
         self.categories = CategoryCache()
+        self._by_code: OrderedDict[tuple[Any, ClassInfo], _CodeMemo] = OrderedDict()
         srid = self.config.metric_srid
         self._location = {
             (by_class, at): sql.location_sql(srid, by_class=by_class, at=at)
@@ -344,8 +362,13 @@ class Resolver:
         log: ResolutionLog,
         actor: str,
         channel: str,
+        public: bool = False,
     ) -> tuple[dict[str, Any], bytes]:
-        """The asset a scanned code names and its parties; ``NotFound`` or ``InvalidCode`` otherwise."""
+        """The asset a scanned code names and its parties; ``NotFound`` or ``InvalidCode`` otherwise.
+
+        Returns the full answer and its JSON; with ``public`` the JSON is the passer-by view of it
+        (``registry.access.public_resolution``) instead. The log records the full answer either way.
+        """
         try:
             code = str(parse_code(text))
         except CheckDigitMismatch as exc:
@@ -362,11 +385,52 @@ class Resolver:
             raise NotFound(
                 f"code {display_code(code)} is well-formed but not registered", code=display_code(code)
             )
-        row = sql.code_row(rows[0])
-        await self.catalog.know(conn, [row.class_code])
-        decision = decide_code(self.config, self.catalog.by_code[row.class_code], row, when)
+        class_code = rows[0].class_code
+        cls = self.catalog.by_code.get(class_code)
+        if cls is None:
+            await self.catalog.know(conn, [class_code])
+            cls = self.catalog.by_code[class_code]
         query: dict[str, Any] = {"code": text, "at": _iso(when)}
-        return await self._finish(_empty_answer(query), decision, log, actor, channel)
+        if when is not None:
+            # As of a time: the lines name the time, so nothing is kept.
+            decision = decide_code(self.config, cls, sql.code_row(rows[0]), when)
+            answer, body = await self._finish(_empty_answer(query), decision, log, actor, channel)
+            return answer, self._public_body(answer, None) if public else body
+        memo = self._code_memo(rows[0], cls)
+        answer, body = await self._finish(_empty_answer(query), memo.decision, log, actor, channel)
+        return answer, self._public_body(answer, memo) if public else body
+
+    def _code_memo(self, row: Any, cls: ClassInfo) -> _CodeMemo:
+        """The decision for a row of ``CODE_SQL_NOW``, decided once while the row stays the same.
+
+        The key is the whole row (every column the decision reads: state, units, names, phones) and
+        the class as the catalogue has it, so any change in the registry gives a new key on the next
+        lookup, and no entry can go stale; the SQL still runs on every request. Only the order of
+        arrival bounds the table (the oldest entry goes first).
+        """
+        key = (row, cls)
+        memo = self._by_code.get(key)
+        if memo is None:
+            memo = _CodeMemo(decide_code(self.config, cls, sql.code_row(row), None))
+            if len(self._by_code) >= CODE_MEMO_ENTRIES:
+                self._by_code.popitem(last=False)
+            self._by_code[key] = memo
+        return memo
+
+    def _public_body(self, answer: dict[str, Any], memo: _CodeMemo | None) -> bytes:
+        """``orjson.dumps(public_resolution(answer))``, with everything but the log id encoded once per memo.
+
+        The passer-by view depends only on the decision (status, rule, asset, parties) and the id,
+        which comes first: the rest is kept as encoded bytes and the id is put in front of them.
+        """
+        tail = memo.public_tail if memo is not None else None
+        if tail is None:
+            view = public_resolution(answer, self.config.lang)
+            del view["id"]
+            tail = orjson.dumps(view)[1:]  # without the opening brace
+            if memo is not None:
+                memo.public_tail = tail
+        return b'{"id":%d,%s' % (answer["id"], tail)
 
     # --- by location -----------------------------------------------------------------------------------
 

@@ -320,3 +320,8 @@ def test_the_service_role_loads_the_planned_way(
     report = run(engine, direct, write_geojson(tmp_path / "a.geojson", three_lamps()))
     assert report.created == 3
     assert not any(DIRECT_NOTE in note for note in report.notes)
+    # ... and says why, and what would have been faster.
+    assert any("smartcode import" in note and "owner" in note for note in report.notes)
+    # A registry that holds assets takes the usual path with any role: nothing to say then.
+    again = run(engine, direct, write_geojson(tmp_path / "b.geojson", [lamp(114.3510, 22.7010)]))
+    assert again.created == 1 and not any("smartcode import" in note for note in again.notes)

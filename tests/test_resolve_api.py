@@ -53,6 +53,56 @@ def test_resolve_by_code_is_public_and_logged(client: TestClient, auth: dict[str
     assert qr["asset"]["code"] == lamp.code
 
 
+def test_anonymous_answer_is_the_passer_by_view_of_the_logged_one_before_and_after_a_change(
+    client: TestClient, auth: dict[str, str], lamp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resolver keeps each code's decision while its row stays the same; a change shows at once."""
+    import orjson
+
+    from registry import resolution
+    from registry.access import public_resolution
+
+    decided: list[str] = []
+    original = resolution.decide_code
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        decided.append(args[2].code)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(resolution, "decide_code", counting)
+    lang = client.app.state.services.settings.area.lang  # type: ignore[attr-defined]
+
+    def both() -> tuple[bytes, dict]:  # type: ignore[type-arg]
+        response = client.get("/api/v1/resolve", params={"code": lamp.code})
+        assert response.status_code == 200, response.text
+        logged = client.get(f"/api/v1/resolutions/{response.json()['id']}", headers=auth).json()["answer"]
+        return response.content, logged
+
+    first, first_logged = both()
+    second, second_logged = both()
+    # Byte for byte the passer-by view of the full answer the log kept, each with its own id.
+    assert first == orjson.dumps(public_resolution(first_logged, lang))
+    assert second == orjson.dumps(public_resolution(second_logged, lang))
+    assert orjson.loads(first)["id"] != orjson.loads(second)["id"]
+    assert decided == [lamp.code]  # decided once for the two lookups
+    # A token gets the full answer, decided from the same row.
+    full = client.get("/api/v1/resolve", params={"code": lamp.code}, headers=auth).json()
+    assert full["asset"]["position"] and full["explanation"] == second_logged["explanation"]
+    assert decided == [lamp.code]
+
+    owner = client.get(f"/api/v1/units/{full['owner']['id']}", headers=auth).json()
+    changed = client.patch(
+        f"/api/v1/units/{owner['id']}",
+        headers=auth,
+        json={"version": owner["version"], "phone": "0755-12345", "reason": "新号码"},
+    )
+    assert changed.status_code == 200, changed.text
+    third, third_logged = both()
+    assert orjson.loads(third)["owner"] == {"name": owner["name"], "phone": "0755-12345"}
+    assert third == orjson.dumps(public_resolution(third_logged, lang))
+    assert decided == [lamp.code, lamp.code]
+
+
 def test_resolve_by_location_needs_a_token(client: TestClient, auth: dict[str, str], lamp) -> None:
     params = {"lon": LON, "lat": LAT, "class": "0118"}
     denied = client.get("/api/v1/resolve", params=params)

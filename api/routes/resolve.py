@@ -32,7 +32,7 @@ from common.errors import InvalidInput, SmartcodeError
 from common.settings import Settings
 from registry import categories as category_service
 from registry import tokens
-from registry.access import ANONYMOUS, Action, Actor, public_resolution, require
+from registry.access import ANONYMOUS, Action, Actor, require
 from registry.db import transaction
 from registry.resolution import LocationQuery, Resolver, parse_time, resolution_connection_kwargs
 from registry.resolution_log import BatchLog, DirectLog, ResolutionLog, get_resolution, list_resolutions
@@ -241,6 +241,8 @@ _OPENAPI_PARAMETERS = [
 
 async def _caller(rt: ResolveRuntime, svc: Services, authorization: str | None, cookie: str | None) -> Actor:
     """The bearer token's actor, else the map's login session (a GET: all this handler answers)."""
+    if authorization is None and cookie is None:
+        return ANONYMOUS  # a passer-by's scan, the common case: no awaiting for nothing
     actor = await rt.tokens.actor(svc, authorization)
     if actor.anonymous and cookie:
         session_actor: Actor | None = await run_in_threadpool(cookie_header_actor, svc, cookie)
@@ -266,12 +268,17 @@ async def answer(
         if actor.anonymous:
             svc.anonymous_limit.check(client)
         async with rt.pool.connection() as conn:
-            data, body = await rt.resolver.resolve_code(
-                conn, code, at=params.get("at"), log=rt.log, actor=actor.name, channel="api"
+            # Anonymous: the passer-by view (no position, no reasons, no internal fields;
+            # registry.access.public_resolution), encoded once per asset state by the resolver.
+            _, body = await rt.resolver.resolve_code(
+                conn,
+                code,
+                at=params.get("at"),
+                log=rt.log,
+                actor=actor.name,
+                channel="api",
+                public=actor.anonymous,
             )
-        if actor.anonymous:
-            # The passer-by view: no position, no reasons, no internal fields (registry/access.py).
-            return orjson.dumps(public_resolution(data, svc.settings.area.lang))
         return body
     if not any(k in params for k in ("lon", "lat", "x", "y")):
         raise InvalidInput("give code=... (a scanned code) or lon=...&lat=... (a location)")

@@ -483,7 +483,7 @@ def http_suite(cluster: EmbeddedCluster, url: str, args: argparse.Namespace) -> 
     auth = [f"Authorization: Bearer {TOKEN}"]
 
     def ours(mode: str) -> Server:
-        env = {**base_env, "SMARTCODE_RESOLUTION_LOG_MODE": mode}
+        env = {**base_env, "SMARTCODE_RESOLVE_LOG_MODE": mode}
         cmd = [
             uvicorn,
             "--factory",
