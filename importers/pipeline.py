@@ -742,8 +742,11 @@ def _run(
                 _refuse(report, problems)
             if options.dry_run:
                 report.created, report.updated = result.created, result.updated
-                _finish_problems(report, problems)
                 session.rollback()  # a dry run writes nothing: units, serials and all
+                if report.read and report.rejected >= report.read:
+                    # The outcome the real import would have: a script checking first sees the failure.
+                    _reject_all(report, problems)
+                _finish_problems(report, problems)
                 return
             if report.read and report.rejected >= report.read:
                 _reject_all(report, problems)
