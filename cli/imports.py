@@ -125,29 +125,33 @@ def _summary(data: dict[str, Any]) -> dict[str, Any]:
 def render(data: dict[str, Any]) -> str:
     """The human summary of an import report."""
     counts = {"read": 0, "created": 0, "updated": 0, "unchanged": 0, "rejected": 0, **data["counts"]}
-    warning = "警告" if i18n.lang() == "zh" else "WARNING"
-    lines = [f"{warning}: {w}" for w in data.get("warnings") or ()]
+    lines = [i18n.t("rep.warning", text=i18n.pick(w)) for w in data.get("warnings") or ()]
     lines += [
         f"{data['file']}: {i18n.status(data['status'])}"
+        + (i18n.t("rep.dry") if data.get("dry_run") and data["status"] != "dry_run" else "")
         + (i18n.t("rep.batch", id=data["batch_id"]) if data.get("batch_id") else ""),
         i18n.t("rep.counts", **counts),
     ]
     crs = data.get("crs") or {}
     if crs.get("used"):
+        origin = _word("origin", crs.get("origin"))
+        strength = _word("str", crs.get("strength", "?"))
         lines.append(
-            i18n.t("rep.crs", used=crs["used"], origin=crs.get("origin"))
-            + f" [{crs.get('strength', '?')}]"
-            + (f": {crs['note']}" if crs.get("note") else "")
+            i18n.t("rep.crs", used=crs["used"], origin=origin)
+            + f" {i18n.t('rep.strength', strength=strength)}"
+            + (f": {i18n.pick(crs['note'])}" if crs.get("note") else "")
         )
     columns = data.get("columns") or {}
     for m in columns.get("mapped") or ():
-        lines.append(f"  column {m['column']} -> {m['field']} ({m['how']})")
+        label = i18n.t(m["field"]) if i18n.has(m["field"]) else m["field"]
+        how = _word("how", m["how"])
+        lines.append(i18n.t("rep.column", column=m["column"], label=label, field=m["field"], how=how))
     if columns.get("coordinates"):
-        lines.append(f"  columns {columns['coordinates']['x']}, {columns['coordinates']['y']} -> x, y")
+        lines.append(i18n.t("rep.coordinates", **columns["coordinates"]))
     if columns.get("ignored"):
-        lines.append(f"  columns kept as attributes only: {', '.join(columns['ignored'])}")
+        lines.append(i18n.t("rep.ignored", names=i18n.t("list_sep").join(columns["ignored"])))
     for name, close in (data.get("units_held") or {}).items():
-        lines.append(f"  unit held (not created) {name}: close to {' / '.join(close)}")
+        lines.append(i18n.t("rep.held", name=name, close=i18n.t("list_sep").join(close)))
     would = data["status"] in (
         "dry_run",
         "refused",
@@ -160,16 +164,23 @@ def render(data: dict[str, Any]) -> str:
         codes = ", ".join(f"{k} x{v}" for k, v in data["codes_allocated"].items())
         lines.append(i18n.t("rep.codes_would" if would else "rep.codes", codes=codes))
     for note in data.get("notes") or ():
-        lines.append(i18n.t("rep.note", note=note))
+        lines.append(i18n.t("rep.note", note=i18n.pick(note)))
     problems = data.get("problems") or []
     if problems:
         total = data.get("problems_total", len(problems))
         lines.append(i18n.t("rep.problems", total=total, shown=len(problems)))
         for p in problems:
             shown = f" [{p['value']}]" if p.get("value") else ""
-            field = p.get("field") or ""
-            lines.append(i18n.t("rep.problem", row=p["row"], field=field, reason=p["reason"], value=shown))
+            field = f" {p['field']}" if p.get("field") else ""
+            reason = i18n.pick(p["reason"])
+            lines.append(i18n.t("rep.problem", row=p["row"], field=field, reason=reason, value=shown))
     return "\n".join(lines)
+
+
+def _word(kind: str, value: Any) -> str:
+    """A machine word of the report (a CRS origin, a strength, how a column was matched) as read."""
+    key = f"{kind}.{value}"
+    return i18n.t(key) if i18n.has(key) else str(value)
 
 
 _COUNT_KEYS = ("read", "created", "updated", "unchanged", "rejected")
@@ -275,7 +286,7 @@ def mapping_suggest(
             typer.echo(text, nl=False)
         else:
             output.write_text(text, encoding="utf-8")
-            typer.echo(f"wrote {output}")
+            typer.echo(i18n.t("wrote", path=output))
 
 
 @alias_app.command("add")
@@ -290,7 +301,8 @@ def alias_add(
     with failures(), context.session() as session:
         found = add_alias(session, unit, alias, context.cli_actor())
         data = unit_view(found)
-    emit(data if as_json else f"{data['name']}: aliases {', '.join(data['aliases'])}", as_json)
+    shown = i18n.t("alias.added", name=data["name"], aliases=i18n.t("list_sep").join(data["aliases"]))
+    emit(data if as_json else shown, as_json)
 
 
 def register(app: typer.Typer) -> None:

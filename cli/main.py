@@ -262,7 +262,7 @@ def render_history(versions: list[dict[str, Any]], periods: list[dict[str, Any]]
                 v["version"],
                 i18n.local(v["recorded_at"]),
                 v.get("actor"),
-                v.get("action"),
+                i18n.t(f"act.{v.get('action')}") if i18n.has(f"act.{v.get('action')}") else v.get("action"),
                 v.get("reason"),
                 v.get("batch_id"),
                 changed,

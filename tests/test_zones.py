@@ -196,7 +196,8 @@ def test_rules_csv_import_all_or_nothing(db: Engine, admin: Actor, tmp_path: Pat
     with pytest.raises(InvalidInput) as refused:
         import_rules(db, admin, bad)
     problems = refused.value.details["problems"]
-    assert problems == [
+    assert problems[0].startswith("第 2 行：没有名为 '不存在街道' 的街道区域：请先导入区域 / ")
+    assert [p.split(" / ", 1)[1] for p in problems] == [
         "row 2: no street zone named '不存在街道': import the zones first",
         "row 3: unknown component class 'lamp'",
         "row 4: unknown complaint category '不存在类别'",
