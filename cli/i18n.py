@@ -16,7 +16,7 @@ from typing import Any
 
 from common.errors import ConfigurationError
 from common.settings import get_settings
-from registry.messages import check_lang, in_lang
+from registry.messages import Bilingual, check_lang, in_lang
 
 _state: dict[str, str] = {}
 
@@ -222,8 +222,19 @@ def t(key: str, **params: Any) -> str:
 
 
 def pick(message: Any) -> str:
-    """A domain message in the current language (a bilingual one gives its half; other text as is)."""
-    return in_lang(message, lang()) if isinstance(message, str) else str(message)
+    """A domain message in the current language (a bilingual one gives its half; other text as is).
+
+    A report read back from the database has lost the halves: its "中文 / English" texts are cut
+    at the first " / " after Chinese (the Chinese halves of the catalogue never hold one).
+    """
+    if not isinstance(message, str):
+        return str(message)
+    if isinstance(message, Bilingual):
+        return in_lang(message, lang())
+    zh, sep, en = message.partition(" / ")
+    if sep and any("\u4e00" <= ch <= "\u9fff" for ch in zh):
+        return en if lang() == "en" else zh
+    return message
 
 
 def has(key: str) -> bool:

@@ -335,7 +335,7 @@ def _guess_metres(area: ServiceArea, x: FloatArray, y: FloatArray) -> CrsGuess:
     raise InvalidInput(
         Bilingual(
             f"坐标像是投影米制坐标（x 约 {x_med:.0f}，y 约 {y_med:.0f}），但与本地区已知的坐标系都不符"
-            "（CGCS2000 高斯投影中央经线 114°E 东坐标 200000-800000，或带号前缀 38xxxxxx / 20xxxxxx，"
+            "（CGCS2000 高斯投影中央经线 114°E 东坐标 200000-800000，或带号前缀 38xxxxxx 或 20xxxxxx，"
             "北坐标 2000000-3000000）；深圳独立坐标系等地方坐标系没有 EPSG 代码：请声明坐标系。",
             f"the coordinates look like projected metres (x ~{x_med:.0f}, y ~{y_med:.0f}) but match no "
             "known system for this area (CGCS2000 GK eastings 200000-800000 for CM 114E, or zone-prefixed "

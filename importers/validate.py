@@ -682,7 +682,9 @@ def _check_types(
             lambda i: both(
                 "imp.geom.kind",
                 kind=both(f"geometry.{kinds[i]}"),
-                allowed=" / ".join(ALLOWED_GEOMETRIES[kinds[i]]),
+                allowed=Bilingual(
+                    "、".join(ALLOWED_GEOMETRIES[kinds[i]]), " or ".join(ALLOWED_GEOMETRIES[kinds[i]])
+                ),
                 got=_TYPE_NAMES.get(int(types[i]), "?"),
             ),
             lambda i: None,

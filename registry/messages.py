@@ -383,7 +383,7 @@ _CATALOGUE: dict[str, tuple[str, str]] = {
     ),
     "imp.unit_column": (
         "列 {column!r} 像是单位名称，但未映射到任何字段：其中的单位不会记入登记"
-        "（请映射为 owner / maintainer / supervisor）",
+        "（请映射为 owner、maintainer 或 supervisor）",
         "column {column!r} looks like a unit but feeds no field: map it (owner / maintainer / "
         "supervisor) or its units are not recorded",
     ),
@@ -605,6 +605,15 @@ _CATALOGUE: dict[str, tuple[str, str]] = {
     ),
     "err.rule.empty": ("文件中没有规则", "the file has no rules"),
     "err.rule.nothing": ("{file}：未导入任何规则：{shown}", "{file}: nothing imported: {shown}"),
+    "zimp.empty": ("第 {row} 行：{field} 为空", "row {row}: empty {field}"),
+    "zimp.repeat": (
+        "第 {row} 行：区域 {name!r} 重复出现（首次在第 {first} 行）",
+        "row {row}: zone {name!r} appears again (first at row {first})",
+    ),
+    "zimp.what": ("第 {row} 行（{name}）", "row {row} ({name})"),
+    "zimp.row": ("{what}：{message}", "{what}: {message}"),
+    "zimp.none": ("文件中没有要素", "the file has no features"),
+    "zimp.nothing": ("{file}：未导入任何区域：{shown}", "{file}: nothing imported: {shown}"),
     "err.rule.more": ("；另有 {count} 个", "; and {count} more"),
     "imp.zone.none": (
         "区县 {county} 没有名为 {name!r} 的现行区域",

@@ -236,6 +236,12 @@ def test_the_cli_exits_non_zero_when_every_row_is_rejected(
     env = {**os.environ, "SMARTCODE_DATABASE_URL": migrated_url, "SMARTCODE_API_TOKEN": ADMIN_TOKEN}
     result = cli("import", str(path), env=env)
     assert result.returncode == 1 and "bad.csv: 全部拒绝" in result.stdout, result.stderr
+    # The stored report, read back, speaks the reader's language too.
+    batch = json.loads(cli("import", "list", "--json", env=env).stdout)[0]["id"]
+    shown = cli("--lang", "en", "import", "show", str(batch), env=env).stdout
+    assert "row 2 class_name: no class: give the class name" in shown and "没有设施类型" not in shown
+    shown = cli("import", "show", str(batch), env=env).stdout
+    assert "第 2 行 class_name：没有设施类型" in shown and "no class" not in shown
     alias = cli("units", "alias", "add", POWER, "深圳供电局", "--json", env=env)
     assert alias.returncode == 0 and "深圳供电局" in json.loads(alias.stdout)["aliases"]
 
