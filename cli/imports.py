@@ -231,7 +231,7 @@ def render_batch(view: dict[str, Any]) -> str:
         if view.get(key) is None:
             continue
         item = view[key]
-        shown = i18n.status(item) if key == "status" else value(item)
+        shown = i18n.status(item) if key == "status" else i18n.pick(item) if key == "error" else value(item)
         pairs.append(("error_text" if key == "error" else key, shown))
     counts = view.get("counts") or {}
     pairs.extend((k, f"{counts.get(k, 0):,}") for k in _COUNT_KEYS)

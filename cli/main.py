@@ -263,7 +263,7 @@ def render_history(versions: list[dict[str, Any]], periods: list[dict[str, Any]]
                 i18n.local(v["recorded_at"]),
                 v.get("actor"),
                 i18n.t(f"act.{v.get('action')}") if i18n.has(f"act.{v.get('action')}") else v.get("action"),
-                v.get("reason"),
+                i18n.pick(v.get("reason")) if v.get("reason") else None,
                 v.get("batch_id"),
                 changed,
             ]
@@ -278,7 +278,7 @@ def render_history(versions: list[dict[str, Any]], periods: list[dict[str, Any]]
                 value(p["owner"]),
                 value(p["maintainer"]),
                 value(p["supervisor"]),
-                p.get("reason"),
+                i18n.pick(p.get("reason")) if p.get("reason") else None,
             ]
             for p in periods
         ]

@@ -626,7 +626,10 @@ def _run(
     try:
         if True:
             session.execute(text("SET LOCAL work_mem = '256MB'"))
-            reason = f"import of {report.file}" + (f" (batch {report.batch_id})" if report.batch_id else "")
+            if report.batch_id:
+                reason = both("imp.reason_batch", file=report.file, batch=report.batch_id)
+            else:
+                reason = both("imp.reason", file=report.file)
             set_change_context(session, actor, reason, action="import", batch_id=report.batch_id)
             # One import at a time per registry: two batches matching the same source ids at once
             # would both see them as new. Held to the end of the transaction, like the one below.

@@ -398,6 +398,8 @@ _CATALOGUE: dict[str, tuple[str, str]] = {
         "{file}: its coordinate system is not one PROJ identifies ({declared}): pass --crs",
     ),
     "imp.no_rows": ("文件没有数据行", "the file has no rows"),
+    "imp.reason": ("导入 {file}", "import of {file}"),
+    "imp.reason_batch": ("导入 {file}（批次 {batch}）", "import of {file} (batch {batch})"),
     # notes on how a file was read
     "note.encoding": ("编码 {encoding}：{detail}", "encoding {encoding}: {detail}"),
     "note.delimiter": ("分隔符：{delimiter}", "delimiter: {delimiter}"),
