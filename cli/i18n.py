@@ -181,6 +181,17 @@ _LABELS: dict[str, tuple[str, str]] = {
     "how.values are class names": ("列值是设施类型名称", "values are class names"),
     "alias.added": ("{name}：别名 {aliases}", "{name}: aliases {aliases}"),
     "wrote": ("已写入 {path}", "wrote {path}"),
+    "arg.unexpected": ("多余的参数 {value}", "unexpected argument {value}"),
+    "arg.profile_or_mapping": ("--profile 和 --mapping 只能给一个", "give --profile or --mapping, not both"),
+    "arg.batch_number": (
+        "`smartcode import {action}` 需要批次编号",
+        "`smartcode import {action}` needs a batch number",
+    ),
+    "db.external": (
+        "已设置 SMARTCODE_DATABASE_URL：不使用内置数据库集群。",
+        "SMARTCODE_DATABASE_URL is set: the embedded cluster is not used.",
+    ),
+    "db.schema": ("数据库结构版本 {revision}", "schema at {revision}"),
     # resolve
     "res.head": ("{status}（依据：{rule}；记录号 {id}）", "{status}  (decided by: {rule}; log id {id})"),
     "res.asset": ("设施", "asset"),

@@ -66,9 +66,9 @@ def import_command(
             _batch_action(target, batch, as_json)
             return
         if batch is not None:
-            raise typer.BadParameter(f"unexpected argument {batch!r}")
+            raise typer.BadParameter(i18n.t("arg.unexpected", value=repr(batch)))
         if profile and mapping:
-            raise typer.BadParameter("give --profile or --mapping, not both")
+            raise typer.BadParameter(i18n.t("arg.profile_or_mapping"))
         _import(
             Path(target),
             profile=profile,
@@ -252,7 +252,7 @@ def _batch_action(action: str, batch: str | None, as_json: bool) -> None:
         emit(rows, as_json, render_batches)
         return
     if batch is None or not batch.isdigit():
-        raise typer.BadParameter(f"`smartcode import {action}` needs a batch number")
+        raise typer.BadParameter(i18n.t("arg.batch_number", action=action))
     with context.session() as session:
         if action == "show":
             data = batches.batch_view(session, batches.get_batch(session, int(batch)))

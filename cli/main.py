@@ -69,7 +69,7 @@ def _cluster() -> EmbeddedCluster:
 
 def _external() -> bool:
     if context.settings().database.url:
-        typer.echo("SMARTCODE_DATABASE_URL is set: the embedded cluster is not used.", err=True)
+        typer.echo(i18n.t("db.external"), err=True)
         return True
     return False
 
@@ -139,7 +139,7 @@ def migrate(
             db.downgrade(url, revision)
         else:
             db.migrate(url, revision)
-        typer.echo(f"schema at {db.current_revision(url) or 'base'}")
+        typer.echo(i18n.t("db.schema", revision=db.current_revision(url) or "base"))
 
 
 @app.command()
