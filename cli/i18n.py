@@ -16,7 +16,7 @@ from typing import Any
 
 from common.errors import ConfigurationError
 from common.settings import get_settings
-from registry.messages import check_lang
+from registry.messages import Bilingual, check_lang, in_lang
 
 _state: dict[str, str] = {}
 
@@ -110,6 +110,7 @@ _LABELS: dict[str, tuple[str, str]] = {
     "url": ("地址", "url"),
     "phone": ("电话", "tel"),
     "tel": ("电话 {phone}", "tel {phone}"),
+    "list_sep": ("、", ", "),
     # headings of views
     "versions": ("版本记录", "versions"),
     "periods": ("责任期", "responsibility periods"),
@@ -144,7 +145,53 @@ _LABELS: dict[str, tuple[str, str]] = {
     "rep.codes": ("  已分配的智慧码：{codes}", "  codes allocated: {codes}"),
     "rep.note": ("  说明：{note}", "  note: {note}"),
     "rep.problems": ("  问题（共 {total} 个，前 {shown} 个）：", "  problems ({total}, first {shown}):"),
-    "rep.problem": ("    第 {row} 行 {field}：{reason}{value}", "    row {row} {field}: {reason}{value}"),
+    "rep.problem": ("    第 {row} 行{field}：{reason}{value}", "    row {row}{field}: {reason}{value}"),
+    "rep.dry": ("（试运行，未写入）", " (dry run, nothing written)"),
+    "zone_code": ("区域代码", "zone code"),
+    "act.create": ("新建", "create"),
+    "act.update": ("修改", "update"),
+    "act.import": ("导入", "import"),
+    "act.rollback": ("回滚", "rollback"),
+    "act.decommission": ("注销", "decommission"),
+    "act.change_units": ("变更责任单位", "change units"),
+    "rep.warning": ("警告：{text}", "WARNING: {text}"),
+    "rep.column": ("  列 {column} → {label}（{field}，{how}）", "  column {column} -> {field} ({how})"),
+    "class_name": ("设施类型", "class"),
+    "installed": ("安装日期", "installed"),
+    "grid": ("网格编码", "grid"),
+    "rep.coordinates": ("  列 {x}、{y} → 经度、纬度（x、y）", "  columns {x}, {y} -> x, y"),
+    "rep.ignored": ("  仅作为其他属性保存的列：{names}", "  columns kept as attributes only: {names}"),
+    "rep.held": (
+        "  暂不新建的单位 {name}：与 {close} 相近",
+        "  unit held (not created) {name}: close to {close}",
+    ),
+    "rep.strength": ("[{strength}]", "[{strength}]"),
+    "str.given": ("指定", "given"),
+    "str.declared": ("文件声明", "declared"),
+    "str.strong": ("证据充分", "strong"),
+    "str.assumed": ("推定（证据不足）", "assumed"),
+    "origin.argument": ("--crs 指定", "argument"),
+    "origin.profile": ("映射方案", "profile"),
+    "origin.declared": ("文件声明", "declared"),
+    "origin.detected": ("自动识别", "detected"),
+    "origin.none": ("无", "none"),
+    "how.known name": ("已知列名", "known name"),
+    "how.profile": ("映射方案", "profile"),
+    "how.words": ("列名用词", "words"),
+    "how.values are class names": ("列值是设施类型名称", "values are class names"),
+    "alias.added": ("{name}：别名 {aliases}", "{name}: aliases {aliases}"),
+    "wrote": ("已写入 {path}", "wrote {path}"),
+    "arg.unexpected": ("多余的参数 {value}", "unexpected argument {value}"),
+    "arg.profile_or_mapping": ("--profile 和 --mapping 只能给一个", "give --profile or --mapping, not both"),
+    "arg.batch_number": (
+        "`smartcode import {action}` 需要批次编号",
+        "`smartcode import {action}` needs a batch number",
+    ),
+    "db.external": (
+        "已设置 SMARTCODE_DATABASE_URL：不使用内置数据库集群。",
+        "SMARTCODE_DATABASE_URL is set: the embedded cluster is not used.",
+    ),
+    "db.schema": ("数据库结构版本 {revision}", "schema at {revision}"),
     # disputes (异议台账)
     "disputes.none": ("没有符合条件的异议", "no disputes match"),
     "disputes.subject": ("异议对象", "subject"),
@@ -232,6 +279,22 @@ def t(key: str, **params: Any) -> str:
     if pair is None:
         return key
     return (pair[1] if lang() == "en" else pair[0]).format(**params)
+
+
+def pick(message: Any) -> str:
+    """A domain message in the current language (a bilingual one gives its half; other text as is).
+
+    A report read back from the database has lost the halves: its "中文 / English" texts are cut
+    at the first " / " after Chinese (the Chinese halves of the catalogue never hold one).
+    """
+    if not isinstance(message, str):
+        return str(message)
+    if isinstance(message, Bilingual):
+        return in_lang(message, lang())
+    zh, sep, en = message.partition(" / ")
+    if sep and any("\u4e00" <= ch <= "\u9fff" for ch in zh):
+        return en if lang() == "en" else zh
+    return message
 
 
 def has(key: str) -> bool:

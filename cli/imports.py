@@ -66,9 +66,9 @@ def import_command(
             _batch_action(target, batch, as_json)
             return
         if batch is not None:
-            raise typer.BadParameter(f"unexpected argument {batch!r}")
+            raise typer.BadParameter(i18n.t("arg.unexpected", value=repr(batch)))
         if profile and mapping:
-            raise typer.BadParameter("give --profile or --mapping, not both")
+            raise typer.BadParameter(i18n.t("arg.profile_or_mapping"))
         _import(
             Path(target),
             profile=profile,
@@ -125,29 +125,33 @@ def _summary(data: dict[str, Any]) -> dict[str, Any]:
 def render(data: dict[str, Any]) -> str:
     """The human summary of an import report."""
     counts = {"read": 0, "created": 0, "updated": 0, "unchanged": 0, "rejected": 0, **data["counts"]}
-    warning = "警告" if i18n.lang() == "zh" else "WARNING"
-    lines = [f"{warning}: {w}" for w in data.get("warnings") or ()]
+    lines = [i18n.t("rep.warning", text=i18n.pick(w)) for w in data.get("warnings") or ()]
     lines += [
         f"{data['file']}: {i18n.status(data['status'])}"
+        + (i18n.t("rep.dry") if data.get("dry_run") and data["status"] != "dry_run" else "")
         + (i18n.t("rep.batch", id=data["batch_id"]) if data.get("batch_id") else ""),
         i18n.t("rep.counts", **counts),
     ]
     crs = data.get("crs") or {}
     if crs.get("used"):
+        origin = _word("origin", crs.get("origin"))
+        strength = _word("str", crs.get("strength", "?"))
         lines.append(
-            i18n.t("rep.crs", used=crs["used"], origin=crs.get("origin"))
-            + f" [{crs.get('strength', '?')}]"
-            + (f": {crs['note']}" if crs.get("note") else "")
+            i18n.t("rep.crs", used=crs["used"], origin=origin)
+            + f" {i18n.t('rep.strength', strength=strength)}"
+            + (f": {i18n.pick(crs['note'])}" if crs.get("note") else "")
         )
     columns = data.get("columns") or {}
     for m in columns.get("mapped") or ():
-        lines.append(f"  column {m['column']} -> {m['field']} ({m['how']})")
+        label = i18n.t(m["field"]) if i18n.has(m["field"]) else m["field"]
+        how = _word("how", m["how"])
+        lines.append(i18n.t("rep.column", column=m["column"], label=label, field=m["field"], how=how))
     if columns.get("coordinates"):
-        lines.append(f"  columns {columns['coordinates']['x']}, {columns['coordinates']['y']} -> x, y")
+        lines.append(i18n.t("rep.coordinates", **columns["coordinates"]))
     if columns.get("ignored"):
-        lines.append(f"  columns kept as attributes only: {', '.join(columns['ignored'])}")
+        lines.append(i18n.t("rep.ignored", names=i18n.t("list_sep").join(columns["ignored"])))
     for name, close in (data.get("units_held") or {}).items():
-        lines.append(f"  unit held (not created) {name}: close to {' / '.join(close)}")
+        lines.append(i18n.t("rep.held", name=name, close=i18n.t("list_sep").join(close)))
     would = data["status"] in (
         "dry_run",
         "refused",
@@ -160,16 +164,23 @@ def render(data: dict[str, Any]) -> str:
         codes = ", ".join(f"{k} x{v}" for k, v in data["codes_allocated"].items())
         lines.append(i18n.t("rep.codes_would" if would else "rep.codes", codes=codes))
     for note in data.get("notes") or ():
-        lines.append(i18n.t("rep.note", note=note))
+        lines.append(i18n.t("rep.note", note=i18n.pick(note)))
     problems = data.get("problems") or []
     if problems:
         total = data.get("problems_total", len(problems))
         lines.append(i18n.t("rep.problems", total=total, shown=len(problems)))
         for p in problems:
             shown = f" [{p['value']}]" if p.get("value") else ""
-            field = p.get("field") or ""
-            lines.append(i18n.t("rep.problem", row=p["row"], field=field, reason=p["reason"], value=shown))
+            field = f" {p['field']}" if p.get("field") else ""
+            reason = i18n.pick(p["reason"])
+            lines.append(i18n.t("rep.problem", row=p["row"], field=field, reason=reason, value=shown))
     return "\n".join(lines)
+
+
+def _word(kind: str, value: Any) -> str:
+    """A machine word of the report (a CRS origin, a strength, how a column was matched) as read."""
+    key = f"{kind}.{value}"
+    return i18n.t(key) if i18n.has(key) else str(value)
 
 
 _COUNT_KEYS = ("read", "created", "updated", "unchanged", "rejected")
@@ -220,7 +231,7 @@ def render_batch(view: dict[str, Any]) -> str:
         if view.get(key) is None:
             continue
         item = view[key]
-        shown = i18n.status(item) if key == "status" else value(item)
+        shown = i18n.status(item) if key == "status" else i18n.pick(item) if key == "error" else value(item)
         pairs.append(("error_text" if key == "error" else key, shown))
     counts = view.get("counts") or {}
     pairs.extend((k, f"{counts.get(k, 0):,}") for k in _COUNT_KEYS)
@@ -241,7 +252,7 @@ def _batch_action(action: str, batch: str | None, as_json: bool) -> None:
         emit(rows, as_json, render_batches)
         return
     if batch is None or not batch.isdigit():
-        raise typer.BadParameter(f"`smartcode import {action}` needs a batch number")
+        raise typer.BadParameter(i18n.t("arg.batch_number", action=action))
     with context.session() as session:
         if action == "show":
             data = batches.batch_view(session, batches.get_batch(session, int(batch)))
@@ -275,7 +286,7 @@ def mapping_suggest(
             typer.echo(text, nl=False)
         else:
             output.write_text(text, encoding="utf-8")
-            typer.echo(f"wrote {output}")
+            typer.echo(i18n.t("wrote", path=output))
 
 
 @alias_app.command("add")
@@ -290,7 +301,8 @@ def alias_add(
     with failures(), context.session() as session:
         found = add_alias(session, unit, alias, context.cli_actor())
         data = unit_view(found)
-    emit(data if as_json else f"{data['name']}: aliases {', '.join(data['aliases'])}", as_json)
+    shown = i18n.t("alias.added", name=data["name"], aliases=i18n.t("list_sep").join(data["aliases"]))
+    emit(data if as_json else shown, as_json)
 
 
 def register(app: typer.Typer) -> None:

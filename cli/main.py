@@ -67,7 +67,7 @@ def _cluster() -> EmbeddedCluster:
 
 def _external() -> bool:
     if context.settings().database.url:
-        typer.echo("SMARTCODE_DATABASE_URL is set: the embedded cluster is not used.", err=True)
+        typer.echo(i18n.t("db.external"), err=True)
         return True
     return False
 
@@ -183,7 +183,7 @@ def migrate(
             db.downgrade(url, revision)
         else:
             db.migrate(url, revision)
-        typer.echo(f"schema at {db.current_revision(url) or 'base'}")
+        typer.echo(i18n.t("db.schema", revision=db.current_revision(url) or "base"))
 
 
 @app.command()
@@ -306,8 +306,8 @@ def render_history(versions: list[dict[str, Any]], periods: list[dict[str, Any]]
                 v["version"],
                 i18n.local(v["recorded_at"]),
                 v.get("actor"),
-                v.get("action"),
-                v.get("reason"),
+                i18n.t(f"act.{v.get('action')}") if i18n.has(f"act.{v.get('action')}") else v.get("action"),
+                i18n.pick(v.get("reason")) if v.get("reason") else None,
                 v.get("batch_id"),
                 changed,
             ]
@@ -322,7 +322,7 @@ def render_history(versions: list[dict[str, Any]], periods: list[dict[str, Any]]
                 value(p["owner"]),
                 value(p["maintainer"]),
                 value(p["supervisor"]),
-                p.get("reason"),
+                i18n.pick(p.get("reason")) if p.get("reason") else None,
             ]
             for p in periods
         ]

@@ -87,7 +87,7 @@ def failures() -> Iterator[None]:
     try:
         yield
     except SmartcodeError as exc:
-        typer.echo(i18n.t("error", message=exc.message), err=True)
+        typer.echo(i18n.t("error", message=i18n.pick(exc.message)), err=True)
         raise typer.Exit(1) from None
     except OSError as exc:
         # A file the user named could not be opened or written: say which, not where in our code.

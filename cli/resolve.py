@@ -229,7 +229,7 @@ def render_zones(rows: list[dict[str, Any]]) -> str:
         return i18n.t("zones_none")
     lang = i18n.lang()
     table = i18n.table(
-        [i18n.t(k) for k in ("id", "level", "name", "code", "unit", "valid_from", "valid_to")],
+        [i18n.t(k) for k in ("id", "level", "name", "zone_code", "unit", "valid_from", "valid_to")],
         [
             [
                 z["id"],

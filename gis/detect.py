@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 
+from common.bilingual import Bilingual
 from common.errors import InvalidInput
 from gis.area import ServiceArea
 from gis.crs import BD09, GCJ02, WGS84, Crs, FloatArray, crs_from_epsg, to_wgs84_arrays
@@ -86,12 +87,20 @@ def _sample(xs: npt.ArrayLike, ys: npt.ArrayLike) -> tuple[FloatArray, FloatArra
     x = np.asarray(xs, dtype=np.float64).ravel()
     y = np.asarray(ys, dtype=np.float64).ravel()
     if x.shape != y.shape:
-        raise InvalidInput(f"x and y columns differ in length ({x.size} vs {y.size})")
+        raise InvalidInput(
+            Bilingual(
+                f"x 列和 y 列长度不同（{x.size} 对 {y.size}）",
+                f"x and y columns differ in length ({x.size} vs {y.size})",
+            )
+        )
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
     if x.size == 0:
         raise InvalidInput(
-            "no usable coordinates to guess the coordinate system from (all empty or not numbers)"
+            Bilingual(
+                "没有可用于判断坐标系的坐标（全部为空或不是数字）",
+                "no usable coordinates to guess the coordinate system from (all empty or not numbers)",
+            )
         )
     if x.size > _SAMPLE_SIZE:
         pick = np.unique(np.linspace(0, x.size - 1, _SAMPLE_SIZE).astype(np.int64))
@@ -103,18 +112,22 @@ def _share_inside(area: ServiceArea, lons: FloatArray, lats: FloatArray) -> floa
     return float(area.inside_mask(lons, lats).mean())
 
 
-def _centre(lons: FloatArray, lats: FloatArray) -> str:
+def _centre(lons: FloatArray, lats: FloatArray) -> Bilingual:
     """'around (lon .., lat ..)' at the median point, for messages."""
-    return f"around (lon {float(np.median(lons)):.4f}, lat {float(np.median(lats)):.4f})"
+    lon, lat = float(np.median(lons)), float(np.median(lats))
+    return Bilingual(f"位于（经度 {lon:.4f}，纬度 {lat:.4f}）附近", f"around (lon {lon:.4f}, lat {lat:.4f})")
 
 
-def _where(area: ServiceArea, lons: FloatArray, lats: FloatArray) -> str:
+def _where(area: ServiceArea, lons: FloatArray, lats: FloatArray) -> Bilingual:
     """'around (lon, lat), N km from the service area' for messages."""
     lon, lat = float(np.median(lons)), float(np.median(lats))
     if not (np.isfinite(lon) and np.isfinite(lat)) or abs(lon) > 180 or abs(lat) > 90:
-        return "nowhere valid on Earth"
+        return Bilingual("不在地球上任何有效位置", "nowhere valid on Earth")
     km = area.distance_outside_m(lon, lat) / 1000.0
-    return f"{_centre(lons, lats)}, {km:.0f} km from the service area"
+    centre = _centre(lons, lats)
+    return Bilingual(
+        f"{centre.zh}，距服务区 {km:.0f} 公里", f"{centre.en}, {km:.0f} km from the service area"
+    )
 
 
 def _nearest_m(tree: shapely.STRtree, x: FloatArray, y: FloatArray) -> FloatArray:
@@ -134,7 +147,7 @@ def _choose_with_reference(
     x: FloatArray,
     y: FloatArray,
     reference: tuple[npt.ArrayLike, npt.ArrayLike],
-    where: str,
+    where: Bilingual,
     swapped: bool,
 ) -> CrsGuess:
     """wgs84 / gcj02 / bd09 only when registered assets confirm the reading; refuse when they cannot."""
@@ -162,9 +175,14 @@ def _choose_with_reference(
     if near == 0:
         return CrsGuess(
             WGS84,
-            f"coordinates are lon/lat degrees {where}; the {ref_lon.size} reference points do not tell "
-            f"the candidates apart: none lies within {_NEAR_M / 1000:.0f} km of the file's points: "
-            "assumed wgs84 (an offset system, GCJ-02 or BD-09, cannot be seen without them)",
+            Bilingual(
+                f"坐标是经纬度，{where.zh}；{ref_lon.size} 个参照点（已登记设施）无法区分各候选坐标系："
+                f"文件各点 {_NEAR_M / 1000:.0f} 公里内没有参照点：推定为 wgs84"
+                "（没有参照点就看不出 GCJ-02 或 BD-09 偏移）",
+                f"coordinates are lon/lat degrees {where.en}; the {ref_lon.size} reference points do not "
+                f"tell the candidates apart: none lies within {_NEAR_M / 1000:.0f} km of the file's "
+                "points: assumed wgs84 (an offset system, GCJ-02 or BD-09, cannot be seen without them)",
+            ),
             swapped,
             "assumed",
             evidence,
@@ -179,9 +197,14 @@ def _choose_with_reference(
         crs = {c.name: c for c in (WGS84, GCJ02, BD09)}[best]
         return CrsGuess(
             crs,
-            f"coordinates are lon/lat degrees {where}; of {x.size} points, read as each candidate, "
-            f"these land within {_MATCH_M:.0f} m of one of {ref_lon.size} reference points (registered "
-            f"assets): {summary} (by chance at most {chance}): chose {crs.name}",
+            Bilingual(
+                f"坐标是经纬度，{where.zh}；{x.size} 个点按各候选坐标系读取，落在 {ref_lon.size} 个"
+                f"参照点（已登记设施）{_MATCH_M:.0f} 米内的个数：{summary}（随机偏移最多 {chance} 个）："
+                f"选定 {crs.name}",
+                f"coordinates are lon/lat degrees {where.en}; of {x.size} points, read as each candidate, "
+                f"these land within {_MATCH_M:.0f} m of one of {ref_lon.size} reference points (registered "
+                f"assets): {summary} (by chance at most {chance}): chose {crs.name}",
+            ),
             swapped,
             "strong",
             evidence,
@@ -192,19 +215,28 @@ def _choose_with_reference(
         # said to be an assumption.
         return CrsGuess(
             WGS84,
-            f"coordinates are lon/lat degrees {where}; no reading lands more of the {x.size} points on "
-            f"registered assets than chance does ({summary}; by chance up to {chance}): assumed wgs84 "
-            "(if the file comes from AMap/Tencent or Baidu, pass --crs gcj02 or bd09)",
+            Bilingual(
+                f"坐标是经纬度，{where.zh}；{x.size} 个点无论按哪种坐标系读取，落在已登记设施上的都不比"
+                f"随机偏移多（{summary}；随机最多 {chance} 个）：推定为 wgs84"
+                "（如文件来自高德/腾讯或百度，请用 --crs gcj02 或 bd09）",
+                f"coordinates are lon/lat degrees {where.en}; no reading lands more of the {x.size} points "
+                f"on registered assets than chance does ({summary}; by chance up to {chance}): assumed "
+                "wgs84 (if the file comes from AMap/Tencent or Baidu, pass --crs gcj02 or bd09)",
+            ),
             swapped,
             "assumed",
             evidence,
         )
     raise InvalidInput(
-        f"the coordinates are lon/lat degrees {where} but the registry cannot tell whether they are "
-        f"wgs84, gcj02 (AMap/Tencent) or bd09 (Baidu): of {x.size} points, read as each, these land "
-        f"within {_MATCH_M:.0f} m of a registered asset: {summary}, and shifting them at random puts "
-        f"up to {chance} on one by chance. Pass --crs (wgs84, gcj02 or bd09) "
-        "(无法判断坐标系，请用 --crs 指定)",
+        Bilingual(
+            f"坐标是经纬度，{where.zh}，但无法判断是 wgs84、gcj02（高德/腾讯）还是 bd09（百度）："
+            f"{x.size} 个点按各坐标系读取，落在已登记设施 {_MATCH_M:.0f} 米内的个数：{summary}，"
+            f"随机偏移也可有 {chance} 个。请用 --crs 指定（wgs84、gcj02 或 bd09）",
+            f"the coordinates are lon/lat degrees {where.en} but the registry cannot tell whether they "
+            f"are wgs84, gcj02 (AMap/Tencent) or bd09 (Baidu): of {x.size} points, read as each, these "
+            f"land within {_MATCH_M:.0f} m of a registered asset: {summary}, and shifting them at random "
+            f"puts up to {chance} on one by chance. Pass --crs (wgs84, gcj02 or bd09)",
+        ),
         evidence=evidence,
     )
 
@@ -224,19 +256,33 @@ def _guess_degrees(
         lons, lats, swapped = x, y, False
         share = direct
     else:
+        place = _where(area, x, y)
         raise InvalidInput(
-            f"the coordinates look like lon/lat degrees {_where(area, x, y)}; only {direct:.0%} of the "
-            f"sampled points (or {swapped_share:.0%} with x and y swapped) fall in the service area. "
-            "Check the columns or declare the coordinate system."
+            Bilingual(
+                f"坐标像是经纬度，{place.zh}；只有 {direct:.0%} 的抽样点（交换 x、y 后 {swapped_share:.0%}）"
+                "落在服务区内。请检查坐标列或声明坐标系。",
+                f"the coordinates look like lon/lat degrees {place.en}; only {direct:.0%} of the "
+                f"sampled points (or {swapped_share:.0%} with x and y swapped) fall in the service area. "
+                "Check the columns or declare the coordinate system.",
+            )
         )
-    where = f"{_centre(lons, lats)} ({share:.0%} of sampled points in the service area)"
-    swap_note = " with x holding latitudes and y longitudes (swapped)" if swapped else ""
+    centre = _centre(lons, lats)
+    where = Bilingual(
+        f"{centre.zh}（{share:.0%} 的抽样点在服务区内）"
+        + ("，x 列是纬度、y 列是经度（颠倒）" if swapped else ""),
+        f"{centre.en} ({share:.0%} of sampled points in the service area)"
+        + (" with x holding latitudes and y longitudes (swapped)" if swapped else ""),
+    )
     if reference is not None and np.asarray(reference[0]).size > 0:
-        return _choose_with_reference(area, lons, lats, reference, where + swap_note, swapped)
+        return _choose_with_reference(area, lons, lats, reference, where, swapped)
     return CrsGuess(
         WGS84,
-        f"coordinates are lon/lat degrees {where}{swap_note}: assumed wgs84 "
-        "(without reference points GCJ-02/BD-09 offsets of 0.6-1.2 km cannot be told apart)",
+        Bilingual(
+            f"坐标是经纬度，{where.zh}：推定为 wgs84"
+            "（没有参照点，无法分辨 0.6-1.2 公里的 GCJ-02/BD-09 偏移）",
+            f"coordinates are lon/lat degrees {where.en}: assumed wgs84 "
+            "(without reference points GCJ-02/BD-09 offsets of 0.6-1.2 km cannot be told apart)",
+        ),
         swapped,
         "assumed",
         {"sampled_points": int(x.size), "reference_points": 0},
@@ -258,28 +304,44 @@ def _guess_metres(area: ServiceArea, x: FloatArray, y: FloatArray) -> CrsGuess:
             share = _share_inside(area, lons, lats)
             e_med, n_med = float(np.median(eastings)), float(np.median(northings))
             if share < _MIN_INSIDE_SHARE:
+                place = _where(area, lons, lats)
                 raise InvalidInput(
-                    f"the coordinates look like {pattern.label} metres (easting ~{e_med:.0f}, northing "
-                    f"~{n_med:.0f}) but read as EPSG:{pattern.epsg} only {share:.0%} fall in the service "
-                    f"area; they land {_where(area, lons, lats)}. They may be in another system "
-                    "(e.g. 深圳独立坐标系, which has no EPSG code): declare the coordinate system."
+                    Bilingual(
+                        f"坐标像是 {pattern.label} 的米制坐标（东坐标约 {e_med:.0f}，北坐标约 {n_med:.0f}），"
+                        f"但按 EPSG:{pattern.epsg} 读取只有 {share:.0%} 落在服务区内，落点{place.zh}。"
+                        "可能是其他坐标系（如没有 EPSG 代码的深圳独立坐标系）：请声明坐标系。",
+                        f"the coordinates look like {pattern.label} metres (easting ~{e_med:.0f}, northing "
+                        f"~{n_med:.0f}) but read as EPSG:{pattern.epsg} only {share:.0%} fall in the service "
+                        f"area; they land {place.en}. They may be in another system "
+                        "(e.g. 深圳独立坐标系, which has no EPSG code): declare the coordinate system.",
+                    )
                 )
-            swap_note = " (x and y swapped: x holds northings, as in the surveying convention X=north)"
+            swap_zh = "（x、y 颠倒：x 是北坐标，按测绘习惯 X=北）" if swapped else ""
+            swap_en = " (x and y swapped: x holds northings, as in the surveying convention X=north)"
             return CrsGuess(
                 crs,
-                f"coordinates are metres with easting ~{e_med:.0f} and northing ~{n_med:.0f}"
-                f"{swap_note if swapped else ''}: assumed EPSG:{pattern.epsg} {pattern.label} "
-                f"({share:.0%} of sampled points in the service area)",
+                Bilingual(
+                    f"坐标是米制，东坐标约 {e_med:.0f}、北坐标约 {n_med:.0f}{swap_zh}："
+                    f"推定为 EPSG:{pattern.epsg} {pattern.label}（{share:.0%} 的抽样点在服务区内）",
+                    f"coordinates are metres with easting ~{e_med:.0f} and northing ~{n_med:.0f}"
+                    f"{swap_en if swapped else ''}: assumed EPSG:{pattern.epsg} {pattern.label} "
+                    f"({share:.0%} of sampled points in the service area)",
+                ),
                 swapped,
                 "strong",
                 {"sampled_points": int(x.size), "share_in_service_area": round(share, 3)},
             )
     x_med, y_med = float(np.median(x)), float(np.median(y))
     raise InvalidInput(
-        f"the coordinates look like projected metres (x ~{x_med:.0f}, y ~{y_med:.0f}) but match no known "
-        "system for this area (CGCS2000 GK eastings 200000-800000 for CM 114E, or zone-prefixed 38xxxxxx / "
-        "20xxxxxx, with northings 2000000-3000000); local grids such as 深圳独立坐标系 have no EPSG code: "
-        "declare the coordinate system."
+        Bilingual(
+            f"坐标像是投影米制坐标（x 约 {x_med:.0f}，y 约 {y_med:.0f}），但与本地区已知的坐标系都不符"
+            "（CGCS2000 高斯投影中央经线 114°E 东坐标 200000-800000，或带号前缀 38xxxxxx 或 20xxxxxx，"
+            "北坐标 2000000-3000000）；深圳独立坐标系等地方坐标系没有 EPSG 代码：请声明坐标系。",
+            f"the coordinates look like projected metres (x ~{x_med:.0f}, y ~{y_med:.0f}) but match no "
+            "known system for this area (CGCS2000 GK eastings 200000-800000 for CM 114E, or zone-prefixed "
+            "38xxxxxx / 20xxxxxx, with northings 2000000-3000000); local grids such as 深圳独立坐标系 have "
+            "no EPSG code: declare the coordinate system.",
+        )
     )
 
 
@@ -298,7 +360,11 @@ def guess_crs(
     if float(np.mean((np.abs(x) >= 1000.0) & (np.abs(y) >= 1000.0))) >= _MIN_INSIDE_SHARE:
         return _guess_metres(area, x, y)
     raise InvalidInput(
-        f"the coordinates are neither mostly degrees nor mostly metres (x from {x.min():g} to {x.max():g}, "
-        f"y from {y.min():g} to {y.max():g}); check for mixed or shifted columns, or declare the "
-        "coordinate system."
+        Bilingual(
+            f"坐标既不主要是经纬度，也不主要是米制（x 从 {x.min():g} 到 {x.max():g}，y 从 {y.min():g} 到 "
+            f"{y.max():g}）；请检查是否有混杂或错位的列，或声明坐标系。",
+            f"the coordinates are neither mostly degrees nor mostly metres (x from {x.min():g} to "
+            f"{x.max():g}, y from {y.min():g} to {y.max():g}); check for mixed or shifted columns, or "
+            "declare the coordinate system.",
+        )
     )

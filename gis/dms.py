@@ -13,6 +13,7 @@ import re
 import unicodedata
 from typing import Literal
 
+from common.bilingual import Bilingual
 from common.errors import InvalidInput
 
 Axis = Literal["lon", "lat"]
@@ -67,15 +68,54 @@ _UNIT_RANK = {"deg": 0, "min": 1, "sec": 2}
 _LIMIT: dict[Axis | None, float] = {"lon": 180.0, "lat": 90.0, None: 180.0}
 
 
-def _fail(text: object, why: str) -> InvalidInput:
-    return InvalidInput(f"cannot read {text!r} as a coordinate: {why}", given=str(text))
+# Why a text is not a coordinate, in Chinese and English (gis/ is below the message catalogue).
+_WHY = {
+    "range": (
+        "{what}必须是 ±{limit:g} 度以内的有限数字",
+        "{what} must be a finite number within ±{limit:g} degrees",
+    ),
+    "comma": (
+        "逗号有歧义（请用小数点，每个字段只填一个坐标）",
+        "ambiguous comma (use a decimal point, and one coordinate per field)",
+    ),
+    "type": ("应为文本或数字", "expected text or a number"),
+    "empty": ("内容为空", "it is empty"),
+    "unexpected": ("意外的字符 {char!r}", "unexpected {char!r}"),
+    "unit": ("单位 {char!r} 前面没有数字", "unit {char!r} does not follow a number"),
+    "hemispheres": ("半球字母不止一个", "more than one hemisphere letter"),
+    "after_hemisphere": ("半球字母后面还有数字", "numbers after the hemisphere letter"),
+    "no_number": ("没有数字", "no number found"),
+    "too_many": ("数字超过三个（度、分、秒）", "more than three numbers (degrees, minutes, seconds)"),
+    "order": ("度、分、秒的顺序不对", "degrees, minutes and seconds are out of order"),
+    "decimals": (
+        "只有最后的度/分/秒可以带小数",
+        "only the last of degrees/minutes/seconds may have decimals",
+    ),
+    "degrees": ("缺少度", "degrees are missing"),
+    "hemisphere": ("半球字母 {letter} 不适用于{what}", "hemisphere {letter} does not fit a {what}"),
+    "sign": ("既有负号又有半球字母", "both a minus sign and a hemisphere letter"),
+    "minutes": ("分必须小于 60，实为 {value:g}", "minutes must be below 60, got {value:g}"),
+    "seconds": ("秒必须小于 60，实为 {value:g}", "seconds must be below 60, got {value:g}"),
+}
+_AXIS = {"lon": ("经度", "longitude"), "lat": ("纬度", "latitude"), None: ("坐标", "coordinate")}
+
+
+def _fail(text: object, why: str, **params: object) -> InvalidInput:
+    zh, en = _WHY[why]
+    halves = {k: v.zh if isinstance(v, Bilingual) else v for k, v in params.items()}
+    english = {k: v.en if isinstance(v, Bilingual) else v for k, v in params.items()}
+    message = Bilingual(
+        f"无法把 {text!r} 读作坐标：{zh.format(**halves)}",
+        f"cannot read {text!r} as a coordinate: {en.format(**english)}",
+    )
+    return InvalidInput(message, given=str(text))
 
 
 def _check_range(value: float, axis: Axis | None, text: object) -> float:
     limit = _LIMIT[axis]
     if not math.isfinite(value) or abs(value) > limit:
-        what = {"lon": "longitude", "lat": "latitude", None: "coordinate"}[axis]
-        raise _fail(text, f"{what} must be a finite number within ±{limit:g} degrees")
+        what = _AXIS[axis]
+        raise _fail(text, "range", what=Bilingual(*what), limit=limit)
     return value
 
 
@@ -87,14 +127,14 @@ def _normalise(text: str) -> str:
         if s.count(",") == 1 and "." not in s and re.search(r"\d,\d", s):
             s = s.replace(",", ".")
         else:
-            raise _fail(text, "ambiguous comma (use a decimal point, and one coordinate per field)")
+            raise _fail(text, "comma")
     return s
 
 
 def parse_coordinate(text: str | float, axis: Axis | None = None) -> float:
     """Decimal degrees from a number or DMS text; S/W are negative; InvalidInput naming the text."""
     if isinstance(text, bool) or not isinstance(text, str | numbers.Real):
-        raise _fail(text, "expected text or a number")
+        raise _fail(text, "type")
     if axis not in _LIMIT:
         raise ValueError(f"axis must be 'lon', 'lat' or None, not {axis!r}")
     if isinstance(text, numbers.Real):
@@ -102,7 +142,7 @@ def parse_coordinate(text: str | float, axis: Axis | None = None) -> float:
 
     s = _normalise(text)
     if not s:
-        raise _fail(text, "it is empty")
+        raise _fail(text, "empty")
     sign = 1.0
     if s[0] in "+-":
         sign = -1.0 if s[0] == "-" else 1.0
@@ -113,7 +153,7 @@ def parse_coordinate(text: str | float, axis: Axis | None = None) -> float:
     while pos < len(s):
         match = _TOKEN.match(s, pos)
         if match is None:
-            raise _fail(text, f"unexpected {s[pos]!r}")
+            raise _fail(text, "unexpected", char=s[pos])
         kind = match.lastgroup
         assert kind is not None
         if kind != "sep":
@@ -132,25 +172,25 @@ def parse_coordinate(text: str | float, axis: Axis | None = None) -> float:
             if kind == "sec" and token == "s" and (last_has_unit or not letter_style):
                 kind, token = "hemi", "s"
             elif last_has_unit:
-                raise _fail(text, f"unit {token!r} does not follow a number")
+                raise _fail(text, "unit", char=token)
             else:
                 components[-1][1] = kind
                 continue
         if kind == "hemi":
             if hemisphere is not None:
-                raise _fail(text, "more than one hemisphere letter")
+                raise _fail(text, "hemispheres")
             hemisphere = _HEMISPHERE[token]
             hemisphere_is_prefix = not components
             continue
         # kind == "num"
         if hemisphere is not None and not hemisphere_is_prefix:
-            raise _fail(text, "numbers after the hemisphere letter")
+            raise _fail(text, "after_hemisphere")
         components.append([token, None])
 
     if not components:
-        raise _fail(text, "no number found")
+        raise _fail(text, "no_number")
     if len(components) > 3:
-        raise _fail(text, "more than three numbers (degrees, minutes, seconds)")
+        raise _fail(text, "too_many")
 
     # Unmarked numbers take the next position after the previous one; marked ones must ascend.
     values = [0.0, 0.0, 0.0]
@@ -159,27 +199,26 @@ def parse_coordinate(text: str | float, axis: Axis | None = None) -> float:
         assert number is not None
         new_rank = rank + 1 if unit is None else _UNIT_RANK[unit]
         if new_rank <= rank or new_rank > 2:
-            raise _fail(text, "degrees, minutes and seconds are out of order")
+            raise _fail(text, "order")
         if "." in number and index != len(components) - 1:
-            raise _fail(text, "only the last of degrees/minutes/seconds may have decimals")
+            raise _fail(text, "decimals")
         values[new_rank] = float(number)
         rank = new_rank
     if _UNIT_RANK.get(components[0][1] or "deg") != 0:
-        raise _fail(text, "degrees are missing")
+        raise _fail(text, "degrees")
     degrees, minutes, seconds = values
     if minutes >= 60.0:
-        raise _fail(text, f"minutes must be below 60, got {minutes:g}")
+        raise _fail(text, "minutes", value=minutes)
     if seconds >= 60.0:
-        raise _fail(text, f"seconds must be below 60, got {seconds:g}")
+        raise _fail(text, "seconds", value=seconds)
 
     if hemisphere is not None:
         implied: Axis = "lat" if hemisphere in "ns" else "lon"
         if axis is not None and axis != implied:
-            wanted = "longitude" if axis == "lon" else "latitude"
-            raise _fail(text, f"hemisphere {hemisphere.upper()} does not fit a {wanted}")
+            raise _fail(text, "hemisphere", letter=hemisphere.upper(), what=Bilingual(*_AXIS[axis]))
         axis = implied
         if sign < 0:
-            raise _fail(text, "both a minus sign and a hemisphere letter")
+            raise _fail(text, "sign")
         if hemisphere in "sw":
             sign = -1.0
 

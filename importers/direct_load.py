@@ -42,6 +42,7 @@ from importers.pg_binary import Kind, encode
 from importers.source import RowProblem
 from importers.validate import ValidChunk
 from registry.codes import CODE_LENGTH, SERIAL_MAX, check_digits
+from registry.messages import both
 from registry.serials import allocate_serials, reserve_serial
 
 # A repeated source id is confirmed against the database at the end; past this many the file is
@@ -255,17 +256,14 @@ class DirectLoad:
         rejected = (first_code >= 0) | (first_source >= 0)
         for i in np.flatnonzero(rejected).tolist():
             if first_code[i] >= 0:
-                reason = f"code {code[i]} appears again: first at row {first_code[i]}"
+                reason = both("imp.repeat.code", code=code[i], first=first_code[i])
             else:
                 key = str(source[i])
                 self.suspects.add(key)
                 if key.startswith("geom:"):
-                    reason = (
-                        f"the same class at the same position as row {first_source[i]}, "
-                        "and neither has an identifier"
-                    )
+                    reason = both("imp.repeat.position", first=first_source[i])
                 else:
-                    reason = f"source id {key} appears again: first at row {first_source[i]}"
+                    reason = both("imp.repeat.source", source=key, first=first_source[i])
             problems.append(
                 RowProblem(int(rows[i]), reject_field(reason, self.fields), reason, source[i] or code[i])
             )

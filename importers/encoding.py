@@ -20,6 +20,7 @@ from charset_normalizer import from_bytes
 
 from common.errors import InvalidInput
 from importers.source import EncodingOrigin
+from registry.messages import both
 
 # Bytes of non-ASCII text to collect before deciding: plenty for a confident answer, cheap to read.
 _EVIDENCE_BYTES = 1 << 20
@@ -105,27 +106,27 @@ def detect_bytes_encoding(blocks: Iterable[bytes]) -> tuple[str, str]:
         if len(evidence) >= _EVIDENCE_BYTES:
             break
     if not evidence:
-        return "UTF-8", "all text is ASCII, any encoding reads it"
+        return "UTF-8", both("enc.ascii")
     sample = bytes(evidence)
     non_ascii = int(np.count_nonzero(np.frombuffer(sample, dtype=np.uint8) >= 0x80))
     decoded = sample.decode("utf-8", errors="replace")
     bad = decoded.count("\ufffd")
     if bad == 0:
-        return "UTF-8", "text decodes as UTF-8"
+        return "UTF-8", both("enc.utf8")
     # A UTF-8 writer that cut a fixed-width DBF field in the middle of a character leaves a few
     # broken sequences; GBK text read as UTF-8 breaks on nearly every character instead.
     if bad <= max(2, non_ascii // 200):
-        return "UTF-8", f"text decodes as UTF-8 except {bad} truncated character(s)"
+        return "UTF-8", both("enc.utf8_truncated", bad=bad)
     for candidate in ("GBK", "GB18030"):
         try:
             sample.decode(candidate)
         except UnicodeDecodeError:
             continue
-        return candidate, f"text is not UTF-8 but decodes as {candidate}"
+        return candidate, both("enc.gbk", encoding=candidate)
     best = from_bytes(sample).best()
     if best is not None and best.encoding:
-        return best.encoding.upper(), f"charset detection suggests {best.encoding}"
-    return "GB18030", "text is neither UTF-8 nor GBK; read as GB18030 with replacement characters"
+        return best.encoding.upper(), both("enc.guess", encoding=best.encoding)
+    return "GB18030", both("enc.fallback")
 
 
 def _decodes_as(blocks: Iterable[bytes], encoding: str) -> bool:
@@ -174,7 +175,7 @@ def dbf_encoding(dbf: IO[bytes], cpg_text: str | None = None, override: str | No
         name = codepage_to_encoding(override)
         if name is None:
             raise InvalidInput(f"unknown encoding {override!r}", given=override)
-        return EncodingChoice(name, "argument", f"encoding {override!r} given by the caller")
+        return EncodingChoice(name, "argument", both("enc.given", encoding=override))
     if cpg_text is not None and cpg_text.strip():
         name = codepage_to_encoding(cpg_text.strip())
         if name is not None:
@@ -194,7 +195,7 @@ def dbf_encoding(dbf: IO[bytes], cpg_text: str | None = None, override: str | No
             encoding, "detected", f"DBF language driver 0x{ldid:02X} does not fit the data; {why}"
         )
     encoding, why = detect_bytes_encoding(_dbf_blocks(dbf))
-    return EncodingChoice(encoding, "detected", f"no .cpg file; {why}")
+    return EncodingChoice(encoding, "detected", both("enc.no_cpg", why=why))
 
 
 def _line_blocks(stream: IO[bytes]) -> Iterator[bytes]:
@@ -233,12 +234,12 @@ def text_file_encoding(path: Path, override: str | None = None) -> EncodingChoic
             # utf-8-sig reads plain UTF-8 too and drops a BOM that would otherwise stick to the
             # first column name.
             name = "utf-8-sig"
-        return EncodingChoice(name, "argument", f"encoding {override!r} given by the caller")
+        return EncodingChoice(name, "argument", both("enc.given", encoding=override))
     with path.open("rb") as stream:
         head = stream.read(4)
         for bom, name in _BOMS:
             if head.startswith(bom):
-                return EncodingChoice(name, "declared", "byte-order mark")
+                return EncodingChoice(name, "declared", both("enc.bom"))
         stream.seek(0)
         encoding, why = detect_bytes_encoding(_line_blocks(stream))
     return EncodingChoice("utf-8-sig" if encoding == "UTF-8" else encoding, "detected", why)

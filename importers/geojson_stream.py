@@ -33,6 +33,7 @@ import shapely
 from common.errors import InvalidInput
 from importers._perf import gc_paused
 from importers.source import RowProblem, points_from_xy
+from registry.messages import both
 
 _QUOTE, _BACKSLASH = ord('"'), ord("\\")
 _OPEN_OBJ, _CLOSE_OBJ, _OPEN_ARR, _CLOSE_ARR = (ord(c) for c in "{}[]")
@@ -647,7 +648,7 @@ def parse_records(batch: list[bytes]) -> list[Any]:
         try:
             out.append(orjson.loads(record))
         except orjson.JSONDecodeError as exc:
-            out.append(_BadRecord(f"invalid JSON: {exc}"))
+            out.append(_BadRecord(both("imp.json.bad", why=exc)))
     return out
 
 
@@ -736,7 +737,7 @@ def _split_features(
             props.append(p if isinstance(p, dict) else {})
             geoms.append(feature.get("geometry"))
             continue
-        reason = feature.reason if isinstance(feature, _BadRecord) else "not a GeoJSON feature"
+        reason = feature.reason if isinstance(feature, _BadRecord) else both("imp.geojson.not_feature")
         problems.append(RowProblem(first_row + i, None, reason))
         props.append({})
         geoms.append(None)
@@ -761,7 +762,7 @@ def _geometries(
     geometry = shapely.from_geojson(texts, on_invalid="ignore")
     for i in range(n):
         if geometry[i] is None or shapely.is_empty(geometry[i]):
-            reason = "no geometry" if texts[i] is None else "invalid or empty GeoJSON geometry"
+            reason = both("imp.geom.none") if texts[i] is None else both("imp.geojson.bad_geometry")
             problems.append(RowProblem(first_row + i, "geometry", reason))
             geometry[i] = None
     return geometry, None, None, set(present)
@@ -789,7 +790,7 @@ def _point_coordinates(
         try:
             xs[i], ys[i] = float(c[0]), float(c[1])
         except (TypeError, ValueError, IndexError):
-            reason = "no geometry" if c is None or c == [] else "invalid point coordinates"
+            reason = both("imp.geom.none") if c is None or c == [] else both("imp.geojson.bad_point")
             problems.append(RowProblem(first_row + i, "geometry", reason, None if c is None else str(c)))
     return xs, ys
 

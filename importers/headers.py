@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from importers.profiles import TARGETS, Profile
+from registry.messages import both
 
 # Normalised header -> target. Each list holds spellings met in utilities' ledgers.
 _VOCABULARY: dict[str, tuple[str, ...]] = {
@@ -239,11 +240,7 @@ def match_headers(
     out.ignored = [c for c in columns if c not in taken and c not in geometry_columns]
     for column in out.ignored:
         if _UNIT_LIKE.search(header_key(column)):
-            out.warnings.append(
-                f"列 {column!r} 像是单位名称，但未映射到任何字段：其中的单位不会记入登记 / column {column!r} "
-                "looks like a unit but feeds no field: map it (owner / maintainer / supervisor) or its "
-                "units are not recorded"
-            )
+            out.warnings.append(both("imp.unit_column", column=column))
     return out
 
 

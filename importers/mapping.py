@@ -29,6 +29,7 @@ from importers._perf import gc_paused
 from importers.profiles import Profile, default_profile
 from importers.source import Column, RowProblem, SourceChunk, points_from_xy
 from importers.tabular import parse_coordinate_column
+from registry.messages import both
 
 ObjectArray = npt.NDArray[np.object_]
 TEXT_TARGETS = (
@@ -205,7 +206,7 @@ def parse_date(value: Any) -> date | None:
         day: date = value.astype("datetime64[D]").item()
         return day
     if isinstance(value, bool | np.bool_):
-        raise DateError("not a date")
+        raise DateError(both("imp.date.not"))
     if isinstance(value, int | float | np.integer | np.floating):
         return _date_from_number(float(value))
     text = normalise_text(value)
@@ -213,9 +214,9 @@ def parse_date(value: Any) -> date | None:
         return None
     match = _DATE_TEXT.match(text) or _DATE_DIGITS.match(text)
     if match is None and text.isdigit() and text.isascii() and _YEAR_MIN <= int(text) <= _YEAR_MAX:
-        raise DateError(f"{text} is a year: a year alone is not a date (give the day, e.g. {text}-01-01)")
+        raise DateError(both("imp.date.year", year=text))
     if match is None:
-        raise DateError("not a date (expected e.g. 2019-03-02, 2019/3/2, 20190302 or 2019年3月2日)")
+        raise DateError(both("imp.date.format"))
     return _make_date(*(int(g) for g in match.groups()))
 
 
@@ -227,18 +228,18 @@ def _date_from_number(number: float) -> date | None:
         return _make_date(whole // 10000, whole // 100 % 100, whole % 100)  # 20190302 from a DBF number
     if _YEAR_MIN <= whole <= _YEAR_MAX and number == whole:
         # 2019 is a year (a cell holding only the year), not Excel day 2019 (1905-07-11).
-        raise DateError(f"{whole} is a year: a year alone is not a date (give the day, e.g. {whole}-01-01)")
+        raise DateError(both("imp.date.year", year=whole))
     if _SERIAL_MIN <= whole <= 2958465:
         # An Excel serial day (cell formatted as a number); a fraction is the time of day.
         return _EXCEL_EPOCH + timedelta(days=whole)
-    raise DateError("number is neither a yyyymmdd date nor an Excel date serial")
+    raise DateError(both("imp.date.number"))
 
 
 def _make_date(year: int, month: int, day: int) -> date:
     try:
         return date(year, month, day)
     except ValueError as exc:
-        raise DateError(f"no such date ({exc})") from exc
+        raise DateError(both("imp.date.no_such", why=exc)) from exc
 
 
 # --------------------------------------------------------------------------------------------------
@@ -278,9 +279,15 @@ class _Memo(dict[Any, Any]):
             result = self.function(raw)
         except ValueError as exc:
             result = None
-            self.failures[raw] = str(exc)
+            self.failures[raw] = _reason(exc)
         self[raw] = result
         return result
+
+
+def _reason(exc: ValueError) -> str:
+    """The message of a value's error, kept bilingual when it is (``str(exc)`` would flatten it)."""
+    first = exc.args[0] if exc.args else None
+    return first if isinstance(first, str) else str(exc)
 
 
 def _map_each(
@@ -293,7 +300,7 @@ def _map_each(
             out.append(function(raw))
         except ValueError as exc:
             out.append(None)
-            errors.append((i, str(exc), raw))
+            errors.append((i, _reason(exc), raw))
     return out, errors
 
 
@@ -352,7 +359,7 @@ class _Mapper:
         for name in _resolve(self.chunk.columns, self.profile.fields.for_target(target)):
             mapped, errors = _memo_map(function, self.chunk.columns[name])
             for i, reason, raw in errors:
-                self.problem(i, target, f"{name}: {reason}", raw)
+                self.problem(i, target, both("imp.cell", column=name, reason=reason), raw)
             column = _object_array(mapped)
             present = has_value(column)
             if missing.all():
@@ -405,7 +412,7 @@ def _state_function(profile: Profile) -> Callable[[Any], str | None]:
             return None
         mapped = table.get(text, text if text in ("完好", "破损", "丢失", "占用") else None)
         if mapped is None:
-            raise ValueError(f"unknown state {text!r} (expected 完好/破损/丢失/占用 or a profile value map)")
+            raise ValueError(both("imp.state.unknown", value=text))
         return mapped
 
     return state
@@ -422,7 +429,7 @@ def _in_use_function(profile: Profile) -> Callable[[Any], bool | None]:
             return None
         if text in table:
             return table[text]
-        raise ValueError(f"unknown in-use value {text!r} (expected 在用/作废 or a profile value map)")
+        raise ValueError(both("imp.in_use.unknown", value=text))
 
     return in_use
 
@@ -440,7 +447,7 @@ def _unit_function(profile: Profile) -> Callable[[Any], str | None]:
 def _code_function(value: Any) -> str | None:
     if isinstance(value, float | np.floating) and math.isfinite(value) and abs(float(value)) > 2**53:
         # Beyond 2^53 a float cannot hold every integer: the code's last digits are unreliable.
-        raise ValueError("code stored as a number too long to be exact: store codes as text")
+        raise ValueError(both("imp.code.float"))
     return normalise_code(value)
 
 
@@ -455,9 +462,7 @@ def _installed_function(value: Any) -> date | None:
     if day is not None:
         today = datetime.now(LOCAL_TZ).date()
         if day > today:
-            raise DateError(
-                f"installation date {day.isoformat()} is in the future (today is {today.isoformat()})"
-            )
+            raise DateError(both("imp.date.future", day=day.isoformat(), today=today.isoformat()))
     return day
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from importers.source import RowProblem
 from importers.validate import STAGE_COLUMNS, ValidChunk
 from registry.codes import check_digits
+from registry.messages import split
 from registry.serials import allocate_serials, reserve_serial
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
@@ -125,18 +126,26 @@ WITH repeated_source AS (
          END AS asset_id,
          CASE
            WHEN x.first_code_row < x.row THEN
-             'code ' || x.code || ' appears again: first at row ' || x.first_code_row
+             '智慧码 ' || x.code || ' 重复出现：首次在第 ' || x.first_code_row || ' 行' || chr(31)
+             || 'code ' || x.code || ' appears again: first at row ' || x.first_code_row
            WHEN x.source_id IS NOT NULL AND x.first_source_row < x.row THEN
              CASE WHEN x.source_id LIKE 'geom:%'
-                  THEN 'the same class at the same position as row ' || x.first_source_row
+                  THEN '与第 ' || x.first_source_row || ' 行是同一设施类型、同一位置，且两行都没有编号'
+                       || chr(31) || 'the same class at the same position as row ' || x.first_source_row
                        || ', and neither has an identifier'
-                  ELSE 'source id ' || x.source_id || ' appears again: first at row ' || x.first_source_row
+                  ELSE '原编号 ' || x.source_id || ' 重复出现：首次在第 ' || x.first_source_row || ' 行'
+                       || chr(31) || 'source id ' || x.source_id || ' appears again: first at row '
+                       || x.first_source_row
              END
            WHEN x.m_id IS NOT NULL AND x.code IS NOT NULL AND x.code <> x.m_code THEN
-             'source id ' || x.source_id || ' is registered as code ' || x.m_code || ', the file now gives '
-             || x.code || ': a smart code never changes'
+             '原编号 ' || x.source_id || ' 已登记为智慧码 ' || x.m_code || '，文件现在给出 ' || x.code
+             || '：智慧码一经分配永不改变' || chr(31)
+             || 'source id ' || x.source_id || ' is registered as code ' || x.m_code
+             || ', the file now gives ' || x.code || ': a smart code never changes'
            WHEN x.m_id IS NULL AND x.c_id IS NOT NULL AND NOT x.c_adoptable THEN
-             'code ' || x.code || ' is already registered to another asset (source id ' || x.c_source || ')'
+             '智慧码 ' || x.code || ' 已登记给另一设施（原编号 ' || x.c_source || '）' || chr(31)
+             || 'code ' || x.code || ' is already registered to another asset (source id '
+             || x.c_source || ')'
          END AS reject_reason
   FROM flagged x
 )
@@ -146,12 +155,15 @@ SELECT j.row, j.source_id, j.code, j.serial, j.class_code, j.geom, j.owner_id, j
        coalesce(j.reject_reason,
          CASE WHEN CAST(:actor_unit AS bigint) IS NOT NULL
                    AND a.owner_id IS DISTINCT FROM CAST(:actor_unit AS bigint)
-           THEN 'asset ' || a.code || ' belongs to another unit: '
+           THEN '设施 ' || a.code || ' 属于其他单位：单位令牌只能导入本单位的设施' || chr(31)
+                || 'asset ' || a.code || ' belongs to another unit: '
                 || 'a unit token may only import assets of its own unit'
          END,
          -- The class is part of the smart code, and a code never changes.
          CASE WHEN a.class_code <> j.class_code
-           THEN 'class ' || j.class_code || ' given, but asset ' || a.code || ' is registered as class '
+           THEN '设施类型 ' || j.class_code || ' 与设施 ' || a.code || ' 登记的类别 ' || a.class_code
+                || ' 不同：类别是智慧码的一部分，永不改变（请注销该设施，再不带其编号导入新设施）' || chr(31)
+                || 'class ' || j.class_code || ' given, but asset ' || a.code || ' is registered as class '
                 || a.class_code || ': the class is part of the smart code and never changes '
                 || '(decommission the asset and import the new one without its identifier)'
          END) AS reject_reason,
@@ -249,7 +261,8 @@ class MergeResult:
 
 
 def reject_field(reason: str, fields: dict[str, str]) -> str:
-    """The source field a plan rejection is about (the reason's first words say which)."""
+    """The source field a plan rejection is about (the first words of its English half say which)."""
+    reason = getattr(reason, "en", reason)
     if reason.startswith("code"):
         return fields.get("code", "code")
     if reason.startswith("source id"):
@@ -275,7 +288,11 @@ def plan(session: Session, actor_unit: int | None, problem_cap: int, fields: dic
         ),
         {"cap": problem_cap},
     ).all()
-    problems = [RowProblem(row, reject_field(reason, fields), reason, value) for row, reason, value in rows]
+    problems = [
+        RowProblem(row, reject_field(bilingual, fields), bilingual, value)
+        for row, reason, value in rows
+        for bilingual in (split(reason),)
+    ]
     to_allocate = dict(
         session.execute(
             text(

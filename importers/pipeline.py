@@ -62,6 +62,7 @@ from importers.validate import (
     validate_chunk,
 )
 from registry.db import Actor, set_change_context, transaction
+from registry.messages import both
 from registry.models import ImportBatch, Unit
 from registry.names import fold
 
@@ -326,10 +327,10 @@ def _zone(session: Session, name: str, county: str) -> Zone:
         {"c": county, "n": name},
     ).all()
     if not rows:
-        raise NotFound(f"no current zone named {name!r} in county {county}", zone=name)
+        raise NotFound(both("imp.zone.none", name=name, county=county), zone=name)
     if len(rows) > 1 and rows[0].level != "pilot":
         levels = ", ".join(r.level for r in rows)
-        raise InvalidInput(f"zone name {name!r} exists at several levels ({levels}): ambiguous", zone=name)
+        raise InvalidInput(both("imp.zone.ambiguous", name=name, levels=levels), zone=name)
     row = rows[0]
     geometry = shapely.from_wkb(bytes(row[3]))
     shapely.prepare(geometry)
@@ -392,22 +393,20 @@ def decide_crs(
         return crs, False, {"used": crs.name, "origin": "argument", "strength": "given"}
     if profile.crs:
         crs = parse_crs(profile.crs)
-        note = f"from profile {profile.name}"
+        note = both("imp.crs.profile", name=profile.name)
         return crs, False, {"used": crs.name, "origin": "profile", "strength": "given", "note": note}
     if info.declared_crs:
         try:
             crs = parse_crs(info.declared_crs)
         except InvalidInput as exc:
             raise InvalidInput(
-                f"{info.file}: its coordinate system is not one PROJ identifies "
-                f"({info.declared_crs[:80]}): pass --crs",
-                file=info.file,
+                both("imp.crs.unknown", file=info.file, declared=info.declared_crs[:80]), file=info.file
             ) from exc
         declared = {
             "used": crs.name,
             "origin": "declared",
             "strength": "declared",
-            "note": "declared by the file",
+            "note": both("imp.crs.declared"),
         }
         return crs, False, declared
     xs, ys = _sample_coordinates(draft)
@@ -421,7 +420,7 @@ def decide_crs(
             "strength": guess.strength,
             "evidence": guess.evidence,
             "swapped": guess.swapped,
-            "note": f"the file declares no coordinate system; {guess.reason}",
+            "note": both("imp.crs.detected", reason=guess.reason),
         },
     )
 
@@ -630,7 +629,10 @@ def _run(
         # load) run on the same connection, so they are part of it too.
         with transaction(engine, failure=_NOTHING_WRITTEN) as session:
             session.execute(text("SET LOCAL work_mem = '256MB'"))
-            reason = f"import of {report.file}" + (f" (batch {report.batch_id})" if report.batch_id else "")
+            if report.batch_id:
+                reason = both("imp.reason_batch", file=report.file, batch=report.batch_id)
+            else:
+                reason = both("imp.reason", file=report.file)
             set_change_context(session, actor, reason, action="import", batch_id=report.batch_id)
             # One import at a time per registry: two batches matching the same source ids at once
             # would both see them as new. Held to the end of the transaction, like the one below.
@@ -718,7 +720,7 @@ def _run(
                 writer.finish()
             digest.start()  # the file is read (a direct load starts hashing here)
             if ctx is None:
-                report.crs = {"used": None, "origin": "none", "note": "the file has no rows"}
+                report.crs = {"used": None, "origin": "none", "note": both("imp.no_rows")}
             elif no_owner and (actor.unit_id is None or actor.admin):
                 _warn_missing_owner(report, no_owner)
             if direct is not None:
@@ -747,10 +749,13 @@ def _run(
                 _refuse(report, problems)
             if options.dry_run:
                 report.created, report.updated = result.created, result.updated
-                _finish_problems(report, problems)
                 # A dry run writes nothing (units, serials and all): the commit at the end of the
                 # block then has nothing left to commit.
                 session.rollback()
+                if report.read and report.rejected >= report.read:
+                    # The outcome the real import would have: a script checking first sees the failure.
+                    _reject_all(report, problems)
+                _finish_problems(report, problems)
                 return
             if report.read and report.rejected >= report.read:
                 _reject_all(report, problems)
@@ -776,16 +781,15 @@ def _run(
             _commit(session, report, digest, problems, zone, info)
     # Rolled back already (transaction); here only told in the importer's words.
     except IntegrityError as exc:
-        raise Conflict(
-            f"{report.file}: the registry refused the batch, nothing was written: {exc.orig}"
-        ) from exc
+        raise Conflict(both("imp.integrity", file=report.file, why=exc.orig)) from exc
     except DBAPIError as exc:
-        raise DatabaseUnavailable(f"{_NOTHING_WRITTEN}: {exc.orig}") from exc
+        raise DatabaseUnavailable(both("imp.database", why=exc.orig)) from exc
     except psycopg.Error as exc:  # from the staging COPY, which talks to psycopg directly
-        raise DatabaseUnavailable(f"{_NOTHING_WRITTEN}: {exc}") from exc
+        raise DatabaseUnavailable(both("imp.database", why=exc)) from exc
 
 
-_NOTHING_WRITTEN = "database error during import, nothing was written"
+# The prefix registry.db.transaction puts before a lost connection's message.
+_NOTHING_WRITTEN = "导入时数据库出错，未写入任何数据 / database error during import, nothing was written"
 
 
 def _finish_direct(
@@ -805,10 +809,7 @@ def _finish_direct(
     report.units_created = list(units.created)
     report.units_held = dict(units.held)
     report.codes_allocated = direct.allocated()
-    report.notes.append(
-        "the registry was empty: rows were written as they were read and its indexes built at the end "
-        f"({direct.indexes.seconds:.1f} s)"
-    )
+    report.notes.append(both("imp.direct", seconds=direct.indexes.seconds))
     if options.strict and (report.rejected or report.warnings):
         _refuse(report, problems)
     if report.read and not direct.created:
@@ -845,29 +846,16 @@ def _warn_missing_owner(report: ImportReport, rows: int) -> None:
     """Say first that rows arrive without an owner: every class of component has one (权属单位)."""
     mapped = any(m["field"] == "owner" for m in report.columns.get("mapped", ()))
     if not mapped:
-        report.warnings.insert(
-            0,
-            f"没有权属单位：没有映射到权属单位的列，{rows} 行将没有权属单位 / "
-            "no column gives the owner: "
-            f"{rows} rows arrive without one (map the owner column, or give one with [defaults] owner)",
-        )
+        report.warnings.insert(0, both("imp.no_owner_column", rows=rows))
     else:
-        report.warnings.insert(
-            0,
-            f"{rows} 行没有权属单位 / {rows} rows have an empty owner (权属单位) "
-            "although the file has the column",
-        )
+        report.warnings.insert(0, both("imp.no_owner_rows", rows=rows))
 
 
 def _reject_all(report: ImportReport, problems: _Problems) -> NoReturn:
     """Every row rejected: nothing to write, and the batch is a failure a script can see."""
     _finish_problems(report, problems)
     report.status = "rejected"
-    raise ImportRejected(
-        f"{report.file}: all {report.read} rows were rejected, nothing was written "
-        "(全部行被拒绝，未写入任何数据)",
-        rejected=report.rejected,
-    )
+    raise ImportRejected(both("imp.rejected", file=report.file, read=report.read), rejected=report.rejected)
 
 
 def _unchanged(session: Session, report: ImportReport, problems: _Problems) -> None:
@@ -879,18 +867,19 @@ def _unchanged(session: Session, report: ImportReport, problems: _Problems) -> N
             session.execute(text("DELETE FROM import_batches WHERE id = :id"), {"id": report.batch_id})
     report.batch_id = None
     report.status = "unchanged"
-    report.notes.append("nothing changed: every row matches the registry, no batch was recorded (无变化)")
+    report.notes.append(both("imp.unchanged"))
 
 
 def _refuse(report: ImportReport, problems: _Problems) -> NoReturn:
     """--strict and rejected rows: the report says so, and ImportRefused rolls the batch back."""
     _finish_problems(report, problems)
     report.status = "refused"
-    raise ImportRefused(
-        f"{report.file}: {report.rejected} of {report.read} rows were rejected and --strict "
-        "refuses the whole batch: nothing was written",
-        rejected=report.rejected,
-    )
+    if not report.rejected and report.warnings:
+        first = report.warnings[0]
+        message = both("imp.refused_warnings", file=report.file, first=first)
+    else:
+        message = both("imp.refused", file=report.file, rejected=report.rejected, read=report.read)
+    raise ImportRefused(message, rejected=report.rejected)
 
 
 def _commit(

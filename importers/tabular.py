@@ -30,6 +30,7 @@ from gis.dms import parse_coordinate
 from importers._perf import gc_paused
 from importers.encoding import text_file_encoding
 from importers.source import Column, RowProblem, SourceChunk, SourceInfo
+from registry.messages import both
 
 # Header names (normalised: NFKC, lower case, no blanks, no "(unit)" suffix) of coordinate columns.
 X_NAMES = (
@@ -193,18 +194,18 @@ def parse_coordinate_column(
     out = np.full(len(values), np.nan)
     for i, value in enumerate(values):
         if _is_blank(value):
-            problems.append(RowProblem(int(rows[i]), field, "empty coordinate"))
+            problems.append(RowProblem(int(rows[i]), field, both("imp.coord.empty")))
             continue
         if isinstance(value, int | float) and not isinstance(value, bool):
             if math.isfinite(value):
                 out[i] = float(value)
             else:
-                problems.append(RowProblem(int(rows[i]), field, "not a finite number", str(value)))
+                problems.append(RowProblem(int(rows[i]), field, both("imp.coord.not_finite"), str(value)))
             continue
         if not isinstance(value, str):
             # An Excel date or time in a coordinate cell: auto-formatting ate the number.
             problems.append(
-                RowProblem(int(rows[i]), field, f"not a coordinate ({type(value).__name__})", str(value))
+                RowProblem(int(rows[i]), field, both("imp.coord.type", type=type(value).__name__), str(value))
             )
             continue
         text = value.strip()
@@ -219,7 +220,7 @@ def parse_coordinate_column(
         if math.isfinite(number):
             out[i] = number
         else:
-            problems.append(RowProblem(int(rows[i]), field, "not a finite number", text))
+            problems.append(RowProblem(int(rows[i]), field, both("imp.coord.not_finite"), text))
     return out
 
 
@@ -255,11 +256,11 @@ def _build_chunk(
         elif len(cells) < width:
             if text_cells and type(cells) is not _Flagged:
                 # A CSV row with cells missing: the ones it has may have moved to other columns.
-                problems.append(RowProblem(n, None, f"short row: {len(cells)} cells for {width} columns"))
+                problems.append(RowProblem(n, None, both("imp.row.short", cells=len(cells), width=width)))
             padded.append((*cells, *([None] * (width - len(cells)))))
         else:
             if any(not _is_blank(c) for c in cells[width:]):
-                problems.append(RowProblem(n, None, f"{len(cells)} cells but only {width} header columns"))
+                problems.append(RowProblem(n, None, both("imp.row.long", cells=len(cells), width=width)))
             padded.append(cells[:width])
     columns: dict[str, Column] = {}
     for name, values in zip(layout.names, zip(*padded, strict=True), strict=True):
@@ -290,8 +291,7 @@ def _check_long_numbers(
                     RowProblem(
                         int(rows[i]),
                         name,
-                        "number of 16 or more digits: Excel keeps only 15, so the last digits may be "
-                        "lost; format the column as text",
+                        both("imp.number.long"),
                         str(value),
                     )
                 )
@@ -303,7 +303,7 @@ def _wkt_column(
     texts = np.array([v.strip() if isinstance(v, str) and v.strip() else None for v in values], dtype=object)
     geometry = shapely.from_wkt(texts, on_invalid="ignore")
     for i in np.flatnonzero(shapely.is_missing(geometry)).tolist():
-        reason = "no geometry" if texts[i] is None else "not valid WKT"
+        reason = both("imp.geom.none") if texts[i] is None else both("imp.wkt.bad")
         problems.append(
             RowProblem(int(rows[i]), field, reason, None if texts[i] is None else str(texts[i])[:80])
         )
@@ -433,7 +433,7 @@ def _csv_records(lines: Iterable[str], dialect: Any) -> Iterator[tuple[int, Sequ
             return
         except csv.Error as exc:
             number += 1
-            yield number, _Flagged([*consumed[:1]], f"malformed CSV row ({exc})")
+            yield number, _Flagged([*consumed[:1]], both("imp.row.malformed", why=exc))
             reader = csv.reader(feed(), dialect)
             continue
         number += 1
@@ -448,15 +448,14 @@ def _csv_records(lines: Iterable[str], dialect: Any) -> Iterator[tuple[int, Sequ
                 number,
                 _Flagged(
                     cells or [first],
-                    'unbalanced quote (") in this row: read without quotes, check the row '
-                    "(引号不成对：请检查本行)",
+                    both("imp.row.quote"),
                 ),
             )
             continue
         if len(consumed) == 1:
             width = max(width, len(cells))
         if any(type(line) is _BadBytes for line in consumed):
-            yield number, _Flagged(cells, "bytes not valid in the file's encoding (编码错误), shown as �")
+            yield number, _Flagged(cells, both("imp.row.bytes"))
             continue
         yield number, cells
 
@@ -496,15 +495,21 @@ def open_csv(
                     file=path.name,
                 ) from exc
 
-    delimiter = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}.get(
-        dialect.delimiter, dialect.delimiter
-    )
+    delimiter = {
+        "\t": both("delim.tab"),
+        ",": both("delim.comma"),
+        ";": both("delim.semicolon"),
+        "|": both("delim.pipe"),
+    }.get(dialect.delimiter, dialect.delimiter)
     info_fields = {
         "layer": None,
         "layers": (),
         "encoding": choice.encoding,
         "encoding_origin": choice.origin,
-        "notes": (f"encoding {choice.encoding}: {choice.detail}", f"delimiter: {delimiter}"),
+        "notes": (
+            both("note.encoding", encoding=choice.encoding, detail=choice.detail),
+            both("note.delimiter", delimiter=delimiter),
+        ),
     }
     return _open_rows(path.name, "csv", rows(), x_field, y_field, chunk_size, info_fields, True, stream.close)
 

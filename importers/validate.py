@@ -34,6 +34,7 @@ from registry.access import Action, Actor, authorize
 from registry.classes import ALLOWED_GEOMETRIES, ClassNames
 from registry.codes import InvalidCode, check_digits, parse_code
 from registry.limits import MAX_ATTRIBUTES_BYTES, MAX_VERTICES
+from registry.messages import Bilingual, both
 from registry.names import fold
 from registry.units import match_unit_ids, near_misses
 
@@ -101,9 +102,9 @@ class ClassTable:
             mapped = self.names.code_for(name)
             if mapped is not None:
                 return mapped, None
-            return None, f"unknown class {name!r}: not a class name, alias or local variant in the profile"
+            return None, both("imp.class.unknown", name=name)
         if code is not None:
-            return None, f"unknown class code {code!r}"
+            return None, both("imp.class.unknown_code", code=code)
         return None, None
 
 
@@ -198,18 +199,12 @@ class UnitResolver:
     def unknown_reason(self, target: str, name: str) -> str:
         """Why a row naming an unregistered unit is rejected, with the closest registered names."""
         held = self.held.get(name)
+        field_label = both(f"field.{target}")
         if held is not None:
-            return (
-                f"{target} {name!r} is not a registered unit but close to {' / '.join(held)} "
-                f"(单位名称相近，未新建): add it as an alias (smartcode units alias add "
-                f"{held[0]!r} {name!r}) or, if it really is another unit, import with --create-units"
-            )
+            return both("imp.unit.held", target=field_label, name=name, close=_names(held), first=held[0])
         close = self.suggestions(name)
-        hint = f"; did you mean {' / '.join(close)}?" if close else ""
-        return (
-            f"{target} {name!r} is not a registered unit: only administrators register units "
-            f"(单位未登记){hint}"
-        )
+        hint = both("imp.unit.hint", close=_names(close)) if close else ""
+        return both("imp.unit.unknown", target=field_label, name=name, hint=hint)
 
     def ids_for(self, names: ObjectArray, *, create: bool = True) -> ObjectArray:
         """Unit ids (or None) for a column of names."""
@@ -296,6 +291,11 @@ STAGE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("installed_on", "date"),
     ("attributes", "jsonb"),
 )
+
+
+def _names(names: Sequence[str]) -> Bilingual:
+    """Registered names listed as each language lists them."""
+    return Bilingual("、".join(names), " / ".join(names))
 
 
 class _Rejections:
@@ -391,7 +391,7 @@ def _classes(draft: DraftChunk, ctx: ValidationContext, rej: _Rejections) -> Obj
                 own[6:10] if own is not None and len(own) >= 10 and own[6:10] in ctx.classes.by_code else None
             )
             if code is None:
-                reason = "no class: give the class name (or code), or a smart code that contains it"
+                reason = both("imp.class.none")
         if reason is not None:
             reasons[i] = reason
         out[i] = code
@@ -406,7 +406,7 @@ def _classes(draft: DraftChunk, ctx: ValidationContext, rej: _Rejections) -> Obj
         rej.add(
             retired,
             "class_name",
-            lambda i: f"class {out[i]} {ctx.classes.by_code[out[i]].name} is retired",
+            lambda i: both("imp.class.retired", code=out[i], name=ctx.classes.by_code[out[i]].name),
             lambda i: names[i] or codes[i],
         )
     return out
@@ -443,19 +443,16 @@ def _codes(
         for i, serial, check in zip(members, serial_values.tolist(), checks.tolist(), strict=True):
             code = codes[i]
             if len(code) == 17 and int(code[16]) != check:
-                reasons[i] = (
-                    f"check digit of {code} is wrong (expected {check}, got {code[16]}): "
-                    "the code was probably mistyped"
-                )
+                reasons[i] = both("imp.code.check", code=code, expected=check, got=code[16])
                 codes[i] = None
                 continue
             if prefix[:6] != ctx.county:
-                reasons[i] = f"code {code} belongs to county {prefix[:6]}, this registry is {ctx.county}"
+                reasons[i] = both("imp.code.county", code=code, county=prefix[:6], here=ctx.county)
                 codes[i] = None
                 continue
             cls = class_codes[i]
             if cls is not None and prefix[6:10] != cls:
-                reasons[i] = f"code {code} names class {prefix[6:10]}, but the row's class is {cls}"
+                reasons[i] = both("imp.code.class", code=code, named=prefix[6:10], cls=cls)
                 codes[i] = None
                 continue
             codes[i] = code[:16] + str(check)
@@ -489,10 +486,7 @@ def _refuse_adoption(
     )
     for i in given:
         if codes[i] not in registered:
-            reasons[i] = (
-                f"code {codes[i]} is not registered: only administrators register assets under an "
-                "existing code (未登记的编码只能由管理员导入); leave the code empty and one is allocated"
-            )
+            reasons[i] = both("imp.code.unregistered", code=codes[i])
             codes[i] = None
             serials[i] = None
 
@@ -521,7 +515,7 @@ def _geometry(
         missing = shapely.is_empty(geoms)
     else:
         missing[~missing] = shapely.is_empty(geoms[~missing])
-    rej.add(missing, "geometry", lambda i: "no geometry", lambda i: None)
+    rej.add(missing, "geometry", lambda i: both("imp.geom.none"), lambda i: None)
     ok = ~missing
     types = np.full(n, -1, dtype=np.int64)
     types[ok] = shapely.get_type_id(geoms[ok])
@@ -544,7 +538,7 @@ def _geometry(
         rej.add(
             live & ~valid,
             "geometry",
-            lambda i: f"invalid geometry: {shapely.is_valid_reason(out[i])}",
+            lambda i: both("imp.geom.invalid", why=shapely.is_valid_reason(out[i])),
             lambda i: None,
         )
     live = ok & ~rej.bad
@@ -592,7 +586,7 @@ def _check_vertices(geoms: ObjectArray, ok: BoolArray, rej: _Rejections) -> None
     rej.add(
         counts > MAX_VERTICES,
         "geometry",
-        lambda i: f"geometry has {counts[i]:,} vertices; at most {MAX_VERTICES:,} (几何顶点过多)",
+        lambda i: both("imp.geom.vertices", count=int(counts[i]), most=MAX_VERTICES),
         lambda i: None,
     )
 
@@ -608,10 +602,7 @@ def _check_attribute_sizes(attributes: ObjectArray, rej: _Rejections) -> None:
     rej.add(
         sizes > MAX_ATTRIBUTES_BYTES,
         "attributes",
-        lambda i: (
-            f"the row's attributes are {sizes[i]:,} bytes as JSON; at most "
-            f"{MAX_ATTRIBUTES_BYTES // 1024} KiB (属性过大): keep fewer fields (attributes.keep)"
-        ),
+        lambda i: both("imp.attributes.size", size=int(sizes[i]), most=MAX_ATTRIBUTES_BYTES // 1024),
         lambda i: None,
     )
 
@@ -641,7 +632,7 @@ def _points(
     if ctx.swapped:
         xs, ys = ys, xs
     missing = ~(np.isfinite(xs) & np.isfinite(ys))
-    rej.add(missing, "geometry", lambda i: "no geometry (coordinates missing or not numbers)", lambda i: None)
+    rej.add(missing, "geometry", lambda i: both("imp.geom.no_numbers"), lambda i: None)
     lon, lat = to_wgs84_arrays(xs, ys, ctx.crs)
     types = np.where(missing, -1, 0)
     _check_types(types, kinds, ctx, rej)
@@ -655,10 +646,7 @@ def _points(
         rej.add(
             outside & swapped,
             "geometry",
-            lambda i: (
-                f"latitude and longitude look swapped: (lon {lon[i]:.6f}, lat {lat[i]:.6f}) is outside "
-                "the service area but would be inside with x and y exchanged"
-            ),
+            lambda i: both("imp.geom.swapped_point", lon=lon[i], lat=lat[i]),
             lambda i: f"{xs[i]}, {ys[i]}",
         )
         rej.add(
@@ -691,9 +679,13 @@ def _check_types(
         rej.add(
             wrong,
             "geometry",
-            lambda i: (
-                f"class expects a {kinds[i]} geometry "
-                f"({' or '.join(ALLOWED_GEOMETRIES[kinds[i]])}), got {_TYPE_NAMES.get(int(types[i]), '?')}"
+            lambda i: both(
+                "imp.geom.kind",
+                kind=both(f"geometry.{kinds[i]}"),
+                allowed=Bilingual(
+                    "、".join(ALLOWED_GEOMETRIES[kinds[i]]), " or ".join(ALLOWED_GEOMETRIES[kinds[i]])
+                ),
+                got=_TYPE_NAMES.get(int(types[i]), "?"),
             ),
             lambda i: None,
         )
@@ -701,33 +693,22 @@ def _check_types(
 
 def _outside_point_reason(ctx: ValidationContext, lon: float, lat: float) -> str:
     if not (abs(lon) <= 180 and abs(lat) <= 90):
-        return (
-            f"coordinate ({lon:g}, {lat:g}) is not a longitude/latitude: "
-            f"the file is read as {ctx.crs.name}; declare the right coordinate system (--crs)"
-        )
+        return both("imp.geom.not_degrees", lon=lon, lat=lat, crs=ctx.crs.name)
     km = ctx.area.distance_outside_m(lon, lat) / 1000.0
-    return (
-        f"(lon {lon:.6f}, lat {lat:.6f}) is {km:.2f} km outside the service area "
-        f"(allowed margin {ctx.area.margin_m / 1000.0:g} km)"
-    )
+    return both("imp.geom.outside", lon=lon, lat=lat, km=km, margin=ctx.area.margin_m / 1000.0)
 
 
 def _outside_reason(ctx: ValidationContext, geom: shapely.Geometry) -> str:
     flipped = shapely.transform(geom, lambda c: c[:, ::-1])
     if shapely.covers(ctx.area.accepted_region, flipped):
-        return (
-            f"latitude and longitude look swapped: this {geom.geom_type} is outside the service area "
-            "but would be inside with x and y exchanged"
-        )
+        return both("imp.geom.swapped_shape", kind=geom.geom_type)
     point = shapely.get_coordinates(geom)[0]
-    return (
-        f"geometry leaves the service area (first vertex: {_outside_point_reason(ctx, *map(float, point))})"
-    )
+    return both("imp.geom.leaves", first=_outside_point_reason(ctx, *map(float, point)))
 
 
 def _zone_reason(ctx: ValidationContext) -> str:
     assert ctx.zone is not None
-    return f"outside the zone {ctx.zone.name} ({ctx.zone.level}) this import is restricted to"
+    return both("imp.geom.zone", zone=ctx.zone.name, level=both(f"level.{ctx.zone.level}"))
 
 
 def _units(
@@ -743,10 +724,7 @@ def _units(
         rej.add(
             foreign,
             "owner",
-            lambda i: (
-                f"owned by {draft.owner[i]}: a unit token may only import assets of its own unit "
-                f"({ctx.actor_unit_name})"
-            ),
+            lambda i: both("imp.owner.foreign", owner=draft.owner[i], unit=ctx.actor_unit_name),
             lambda i: draft.owner[i],
         )
     else:
@@ -809,11 +787,7 @@ def _refuse_foreign_maintainer(
     rej.add(
         mask,
         "maintainer",
-        lambda i: (
-            f"maintainer {draft.maintainer[i]} is another unit: a unit token may not make another unit "
-            "responsible without its consent (须对方单位同意); import the row without it and propose the "
-            "maintainer through the API (POST /assets/{code}/units), or ask an administrator"
-        ),
+        lambda i: both("imp.maintainer.foreign", unit=draft.maintainer[i]),
         lambda i: draft.maintainer[i],
     )
 

@@ -40,6 +40,7 @@ from importers.geojson_stream import (
     parse_records,
 )
 from importers.source import ChunkStream, Column, RowProblem, SourceChunk, SourceInfo
+from registry.messages import both
 
 Opened = tuple[SourceInfo, Iterator[SourceChunk]]
 _WHOLE_FILE_LIMIT = 64 << 20  # a GeoJSON that is not a FeatureCollection is read whole up to this size
@@ -169,9 +170,9 @@ def open_shapefile(path: Path, *, layer: str | None, encoding: str | None, chunk
     shp = _locate_shapefile(path, layer)
     choice = _shapefile_encoding(shp, encoding)
     info = _gdal_info(shp.gdal_path, shp.display, "shapefile", None, shp.layers, choice)
-    notes = [f"encoding {choice.encoding}: {choice.detail}"]
+    notes: list[str] = [both("note.encoding", encoding=choice.encoding, detail=choice.detail)]
     if ".prj" not in shp.members and info.declared_crs is None:
-        notes.append("no .prj file: the coordinate system is not declared")
+        notes.append(both("note.no_prj"))
     info = replace(info, layer=shp.layers[0] if layer is None else layer, notes=tuple(notes))
     chunks = _gdal_chunks(shp.gdal_path, shp.display, None, choice.encoding, chunk_size, info.declared_crs)
     return info, chunks
@@ -288,7 +289,7 @@ def _batch_to_chunk(
     if xy is not None:
         xs, ys = xy
         for i in np.flatnonzero(np.isnan(xs) | np.isnan(ys)).tolist():
-            problems.append(RowProblem(first_row + i, "geometry", "no geometry"))
+            problems.append(RowProblem(first_row + i, "geometry", both("imp.geom.none")))
         return SourceChunk(display, first_row, columns, None, xs, ys, declared_crs, problems)
     geometry = shapely.from_wkb(wkb.to_numpy(zero_copy_only=False), on_invalid="ignore")
     geometry, xs_opt, ys_opt = _finish_geometry(geometry, first_row, problems)
@@ -301,7 +302,7 @@ def _finish_geometry(
     """Replace empty geometries by None (as row problems); add xs/ys when every geometry is a point."""
     missing = shapely.is_missing(geometry) | shapely.is_empty(geometry)
     for i in np.flatnonzero(missing).tolist():
-        problems.append(RowProblem(first_row + i, "geometry", "no geometry"))
+        problems.append(RowProblem(first_row + i, "geometry", both("imp.geom.none")))
     if missing.any():
         geometry = geometry.astype(object)
         geometry[missing] = None

@@ -21,6 +21,7 @@ from gis.crs import WGS84, Crs, parse_crs, transform_geometry
 from gis.detect import guess_crs
 from importers.formats import open_source
 from registry.access import Action, Actor, require
+from registry.messages import Bilingual, both, in_lang
 from registry.zones import ZoneInput, check_level, prepare_polygon, save_zone
 
 
@@ -176,18 +177,19 @@ def import_zones(
     prepared: list[ZoneInput] = []
     for row, name, unit, code, geom in features:
         if not name:
-            problems.append(f"row {row}: empty {name_field}")
+            problems.append(both("zimp.empty", row=row, field=name_field))
             continue
         if name in seen:
-            problems.append(f"row {row}: zone {name!r} appears again (first at row {seen[name]})")
+            problems.append(both("zimp.repeat", row=row, name=name, first=seen[name]))
             continue
         seen[name] = row
-        what = f"row {row} ({name})"
+        what = both("zimp.what", row=row, name=name)
         try:
             polygon, note = prepare_polygon(geom, what)
             area.check_geometry(polygon)
         except InvalidInput as exc:
-            problems.append(exc.message if exc.message.startswith(what) else f"{what}: {exc.message}")
+            known = exc.message.startswith(what.zh)  # prepare_polygon names the row itself
+            problems.append(exc.message if known else both("zimp.row", what=what, message=exc.message))
             continue
         if note:
             report.repaired.append({"row": row, "name": name, "note": note})
@@ -204,10 +206,15 @@ def import_zones(
             )
         )
     if not features:
-        problems.append("the file has no features")
+        problems.append(both("zimp.none"))
     if problems:
-        shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
-        raise InvalidInput(f"{path.name}: nothing imported: {shown}", file=path.name, problems=problems)
+        more = both("err.rule.more", count=len(problems) - 20) if len(problems) > 20 else Bilingual("", "")
+        shown = Bilingual(
+            "；".join(in_lang(p, "zh") for p in problems[:20]) + more.zh,
+            "; ".join(in_lang(p, "en") for p in problems[:20]) + more.en,
+        )
+        message = both("zimp.nothing", file=path.name, shown=shown)
+        raise InvalidInput(message, file=path.name, problems=problems)
     for item in prepared:
         _, outcome = save_zone(
             session,

@@ -22,6 +22,7 @@ from registry.access import Action, authorize, public_asset, public_party, requi
 from registry.codes import SmartCode, near_misses, normalize, parse_code
 from registry.db import Actor, set_change_context
 from registry.geometry import check_asset_geometry, parse_geojson
+from registry.messages import both
 from registry.models import STORAGE_SRID, Asset, AssetHistory, AssetResponsibility, Proposal, Unit
 from registry.schemas import AssetCreate, AssetUpdate, Decommission, UnitsChange
 from registry.serials import allocate_serials, reserve_serial
@@ -123,14 +124,14 @@ def get_by_code(session: Session, text_code: str) -> Asset:
         raise
     asset = session.scalars(select(Asset).where(Asset.code == str(code))).first()
     if asset is None:
-        raise NotFound(f"code {code.formatted} is well-formed but not registered", code=code.formatted)
+        raise NotFound(both("err.code.unregistered", code=code.formatted), code=code.formatted)
     return asset
 
 
 def _check_units_exist(session: Session, **unit_ids: int | None) -> None:
     for field, unit_id in unit_ids.items():
         if unit_id is not None and session.get(Unit, unit_id) is None:
-            raise InvalidInput(f"{field} {unit_id} is not a registered unit", field=field)
+            raise InvalidInput(both("err.unit.not_registered", field=field, id=unit_id), field=field)
 
 
 _ROLES = ("owner_id", "maintainer_id", "supervisor_id")
@@ -175,8 +176,7 @@ def _propose(
     )
     if waiting is not None:
         raise Conflict(
-            f"the same change of asset {asset.code} is already proposed (proposal {waiting}), waiting for "
-            "the other unit's answer",
+            both("err.asset.proposed", code=asset.code, id=waiting),
             proposal_id=waiting,
         )
     proposal = Proposal(
@@ -221,7 +221,7 @@ def register_asset(
     """Register one asset: validate it, allocate or adopt its code, and record its first version."""
     cls = class_service.get_class(session, data.class_code)
     if not cls.active:
-        raise InvalidInput(f"class {cls.code} {cls.name} is retired", field="class_code")
+        raise InvalidInput(both("err.class.retired", code=cls.code, name=cls.name), field="class_code")
     geom = check_asset_geometry(parse_geojson(data.geometry), cls, area)
     _check_units_exist(
         session, owner_id=data.owner_id, maintainer_id=data.maintainer_id, supervisor_id=data.supervisor_id
@@ -240,12 +240,12 @@ def register_asset(
         code = parse_code(data.code)
         if code.county != county:
             raise InvalidInput(
-                f"code {code.formatted} belongs to county {code.county}, not this deployment's {county}",
+                both("err.code.county", code=code.formatted, county=code.county, here=county),
                 field="code",
             )
         if code.class_code != cls.code:
             raise InvalidInput(
-                f"code {code.formatted} names class {code.class_code}, but class_code is {cls.code}",
+                both("err.code.class", code=code.formatted, named=code.class_code, cls=cls.code),
                 field="code",
             )
         reserve_serial(session, code.county, code.class_code, code.serial)
@@ -279,7 +279,7 @@ def register_asset(
     except IntegrityError as exc:
         session.rollback()
         if "assets_code_key" in str(exc.orig):
-            raise Conflict(f"code {code.formatted} is already registered", code=code.formatted) from exc
+            raise Conflict(both("err.code.taken", code=code.formatted), code=code.formatted) from exc
         raise
     for unit_id, changes in held_back.items():
         _propose(session, actor, asset, "registration", changes, unit_id, reason=data.reason)
@@ -301,8 +301,7 @@ def _apply_versioned_update(
     if result.rowcount == 0:  # type: ignore[attr-defined]
         current = session.scalar(select(Asset.version).where(Asset.id == asset.id))
         raise StaleVersion(
-            f"asset {asset.code} is at version {current}, not {expected_version}: "
-            "someone changed it since you read it; reload and retry",
+            both("err.asset.version", code=asset.code, current=current, given=expected_version),
             code=asset.code,
             current_version=current,
         )
@@ -314,23 +313,22 @@ def _apply_versioned_update(
 def _require_in_use(asset: Asset, what: str) -> None:
     if not asset.in_use:
         raise Conflict(
-            f"asset {asset.code} was decommissioned on {_iso(asset.decommissioned_at)}: "
-            f"a decommissioned asset cannot {what}",
+            both("err.asset.decommissioned", code=asset.code, when=_iso(asset.decommissioned_at), what=what),
             code=asset.code,
         )
 
 
 def _require_tz_past(value: dt.datetime, now: dt.datetime, field: str) -> None:
     if value.tzinfo is None:
-        raise InvalidInput(f"{field} needs a time zone, e.g. 2025-03-02T00:00:00+08:00", field=field)
+        raise InvalidInput(both("err.time.zone", field=field), field=field)
     if value > now + _CLOCK_SKEW:
-        raise InvalidInput(f"{field} is in the future: record the change when it happens", field=field)
+        raise InvalidInput(both("err.time.future", field=field), field=field)
 
 
 def _check_version(asset: Asset, expected: int) -> None:
     if asset.version != expected:
         raise StaleVersion(
-            f"asset {asset.code} is at version {asset.version}, not {expected}: reload and retry",
+            both("err.asset.version_short", code=asset.code, current=asset.version, given=expected),
             code=asset.code,
             current_version=asset.version,
         )
@@ -340,12 +338,12 @@ def update_asset(session: Session, code: str, data: AssetUpdate, actor: Actor, a
     """Change an asset's description if the caller's version is current; otherwise ``StaleVersion``."""
     asset = get_by_code(session, code)
     require(actor, Action.EDIT_ASSET, asset, what=f"asset {asset.code} belongs to another unit")
-    _require_in_use(asset, "be edited")
+    _require_in_use(asset, both("err.asset.edited"))
     _check_version(asset, data.version)
     values = data.model_dump(exclude_unset=True, exclude={"version", "reason", "geometry"})
     for required in ("state", "attributes"):
         if required in values and values[required] is None:
-            raise InvalidInput(f"{required} cannot be null", field=required)
+            raise InvalidInput(both("err.null", field=required), field=required)
     if data.geometry is not None:
         cls = class_service.get_class(session, asset.class_code)
         geom = check_asset_geometry(parse_geojson(data.geometry), cls, area)
@@ -369,15 +367,15 @@ def hand_over(session: Session, code: str, data: UnitsChange, actor: Actor) -> t
     """
     asset = get_by_code(session, code)
     require(actor, Action.HAND_OVER, asset, what=f"asset {asset.code}")
-    _require_in_use(asset, "be handed over")
+    _require_in_use(asset, both("err.asset.handed_over"))
     _check_version(asset, data.version)
     fields = data.model_fields_set & set(_ROLES)
     if not fields:
-        raise InvalidInput("name at least one of owner_id, maintainer_id, supervisor_id", field="owner_id")
+        raise InvalidInput(both("err.asset.units_none"), field="owner_id")
     values = {field: getattr(data, field) for field in sorted(fields)}
     _check_units_exist(session, **values)
     if all(getattr(asset, field) == value for field, value in values.items()):
-        raise InvalidInput("these units are already responsible for the asset", field="owner_id")
+        raise InvalidInput(both("err.asset.units_same"), field="owner_id")
     consent = _needing_consent(actor, {f: v for f, v in values.items() if getattr(asset, f) != v})
     proposed = {role for changes in consent.values() for role in changes}
     direct = {f: v for f, v in values.items() if f not in proposed and getattr(asset, f) != v}
@@ -427,8 +425,7 @@ def apply_units_change(
     open_from = session.scalar(select(_current_period_start(asset)))
     if open_from is not None and effective <= open_from:
         raise InvalidInput(
-            f"effective_at {effective.isoformat()} is not after the start of the current "
-            f"responsibility period ({open_from.isoformat()})",
+            both("err.time.after_period", at=effective.isoformat(), start=open_from.isoformat()),
             field="effective_at",
         )
     set_change_context(session, actor, reason, action="change_units", effective_at=effective)
@@ -441,7 +438,9 @@ def decommission_asset(session: Session, code: str, data: Decommission, actor: A
     require(actor, Action.DECOMMISSION, asset, what=f"asset {asset.code}")
     _check_version(asset, data.version)
     if not asset.in_use:
-        raise Conflict(f"asset {asset.code} was already decommissioned on {_iso(asset.decommissioned_at)}")
+        raise Conflict(
+            both("err.asset.already_decommissioned", code=asset.code, when=_iso(asset.decommissioned_at))
+        )
     now = session.scalar(select(func.now()))
     assert now is not None
     at = data.at or now
@@ -478,7 +477,7 @@ def filtered(stmt: Select[Any], flt: AssetFilter) -> Select[Any]:
     if flt.bbox is not None:
         min_x, min_y, max_x, max_y = flt.bbox
         if min_x >= max_x or min_y >= max_y:
-            raise InvalidInput("bbox must be min_lon,min_lat,max_lon,max_lat with min < max", field="bbox")
+            raise InvalidInput(both("err.bbox"), field="bbox")
         envelope = func.ST_MakeEnvelope(min_x, min_y, max_x, max_y, STORAGE_SRID)
         # The every-class spatial index is on the metric twin (migration 0005): candidates come from there,
         # then the WGS84 boxes that meet the envelope are kept.
@@ -624,7 +623,7 @@ def _period_view(session: Session, period: _Period) -> dict[str, Any]:
 def as_of(session: Session, code: str, at: dt.datetime) -> dict[str, Any]:
     """Who was responsible for the asset at ``at``, and what the registry recorded about it then."""
     if at.tzinfo is None:
-        raise InvalidInput("the time needs a time zone, e.g. 2025-03-02T00:00:00+08:00", field="at")
+        raise InvalidInput(both("err.time.zone", field="at"), field="at")
     asset = get_by_code(session, code)
     period = next(
         (

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from common.errors import CheckDigitMismatch, InvalidCode
+from registry.messages import Bilingual, both
 
 SERIAL_MAX = 999_999
 IDENTIFIER_LENGTH = 16
@@ -117,25 +118,19 @@ def parse_code(text: str, *, allow_identifier: bool = True) -> SmartCode:
     """
     digits = normalize(text)
     if not digits:
-        raise InvalidCode("empty code")
+        raise InvalidCode(both("err.code.empty"))
     if not digits.isdigit():
         bad = next(c for c in digits if not c.isdigit())
-        raise InvalidCode(f"code {text!r} contains {bad!r}: a smart code has digits only", code=text)
+        raise InvalidCode(both("err.code.digits", code=text, bad=bad), code=text)
     if len(digits) == IDENTIFIER_LENGTH and allow_identifier:
         return SmartCode(digits[:6], digits[6:10], int(digits[10:16]))
     if len(digits) != CODE_LENGTH:
-        expected = "16 or 17" if allow_identifier else "17"
-        raise InvalidCode(
-            f"code {text!r} has {len(digits)} digits; expected {expected} "
-            "(county 6 + class 4 + serial 6 [+ check 1])",
-            code=text,
-        )
+        expected = Bilingual("16 或 17", "16 or 17") if allow_identifier else "17"
+        raise InvalidCode(both("err.code.length", code=text, count=len(digits), expected=expected), code=text)
     code = SmartCode(digits[:6], digits[6:10], int(digits[10:16]))
     if code.check_digit != digits[16]:
         raise CheckDigitMismatch(
-            f"code {text!r} fails its check digit (expected {code.check_digit}, got {digits[16]}): "
-            "it was probably mistyped or misread",
-            code=text,
+            both("err.code.check", code=text, expected=code.check_digit, got=digits[16]), code=text
         )
     return code
 

@@ -25,6 +25,7 @@ from registry import classes as class_service
 from registry import units as unit_service
 from registry import zones as zone_service
 from registry.access import Action, Actor, require
+from registry.messages import Bilingual, both, in_lang
 
 CSV_COLUMNS = ("zone", "level", "class", "category", "unit", "priority")
 OPTIONAL_COLUMNS = ("valid_from", "valid_to", "note")
@@ -78,7 +79,7 @@ def get_rule(session: Session, rule_id: int) -> dict[str, Any]:
     """One rule by id, or ``NotFound``."""
     row = session.execute(text(f"SELECT {_RULE_COLUMNS} {_FROM} WHERE r.id = :id"), {"id": rule_id}).first()
     if row is None:
-        raise NotFound(f"no responsibility rule with id {rule_id}", rule_id=rule_id)
+        raise NotFound(both("err.rule.none", id=rule_id), rule_id=rule_id)
     return rule_view(row)
 
 
@@ -127,27 +128,32 @@ def _resolve_input(session: Session, actor: Actor, data: RuleInput, county: str)
     if level is not None:
         level = zone_service.check_level(level)
     if zone is None and level is not None:
-        raise InvalidInput(f"level {level!r} is given without a zone name", field="zone")
+        raise InvalidInput(both("err.rule.level_alone", level=level), field="zone")
     if zone is not None:
         if level is None:
             levels = zone_service.zone_levels_named(session, zone, county)
             if len(levels) != 1:
-                found = f"exists at levels {', '.join(levels)}" if levels else "is not a known zone"
-                raise InvalidInput(f"zone {zone!r} {found}: give its level", field="level")
+                if levels:
+                    found = both("err.rule.zone_levels", zone=zone, levels=", ".join(levels))
+                else:
+                    found = both("err.rule.zone_unknown", zone=zone)
+                raise InvalidInput(found, field="level")
             level = levels[0]
         elif not zone_service.zone_exists(session, level, zone, county):
-            raise InvalidInput(f"no {level} zone named {zone!r}: import the zones first", field="zone")
+            raise InvalidInput(
+                both("err.rule.zone_missing", level=both(f"level.{level}"), zone=zone), field="zone"
+            )
     class_code = None
     if data.class_ and data.class_.strip():
         cls = class_service.find_class(session, data.class_)
         if cls is None:
-            raise InvalidInput(f"unknown component class {data.class_!r}", field="class")
+            raise InvalidInput(both("err.rule.class", name=data.class_), field="class")
         class_code = cls.code
     category = None
     if data.category and data.category.strip():
         found_category = category_service.find_category(session, data.category)
         if found_category is None:
-            raise InvalidInput(f"unknown complaint category {data.category!r}", field="category")
+            raise InvalidInput(both("err.rule.category", name=data.category), field="category")
         category = found_category["name"]
     unit_created = None
     if data.unit_id is not None:
@@ -158,7 +164,7 @@ def _resolve_input(session: Session, actor: Actor, data: RuleInput, county: str)
         unit_id = unit.id
         unit_created = unit.name if new else None
     else:
-        raise InvalidInput("a rule needs the responsible unit", field="unit")
+        raise InvalidInput(both("err.rule.unit"), field="unit")
     return _Resolved(level, zone, class_code, category, unit_id, unit_created)
 
 
@@ -170,7 +176,7 @@ def save_rule(
     ref = _resolve_input(session, actor, data, county)
     for bound in (data.valid_from, data.valid_to):
         if bound is not None and bound.tzinfo is None:
-            raise InvalidInput("rule validity times need a time zone, e.g. 2025-01-01T00:00:00+08:00")
+            raise InvalidInput(both("err.rule.time_zone"))
     key = {"c": county, "l": ref.level, "z": ref.zone, "cls": ref.class_code, "cat": ref.category}
     current = session.execute(
         text(
@@ -198,7 +204,7 @@ def save_rule(
             and valid_from <= current.valid_from
         ):
             raise InvalidInput(
-                f"the rule replacing rule {current.id} must start after {current.valid_from.isoformat()}",
+                both("err.rule.start", id=current.id, start=current.valid_from.isoformat()),
                 field="valid_from",
             )
         session.execute(
@@ -226,9 +232,7 @@ def save_rule(
                 },
             ).scalar_one()
     except IntegrityError as exc:
-        raise InvalidInput(
-            f"the rule overlaps in time with another rule for the same zone, class and category: {exc.orig}"
-        ) from exc
+        raise InvalidInput(both("err.rule.overlap", why=exc.orig)) from exc
     outcome = "replaced" if current is not None else "created"
     audit.record(
         session,
@@ -280,15 +284,15 @@ class RuleImportReport:
         }
 
 
-def _parse_time(value: str, row: int, column: str) -> dt.datetime | None:
+def _parse_time(value: str, column: str) -> dt.datetime | None:
     if not value.strip():
         return None
     try:
         parsed = dt.datetime.fromisoformat(value.strip())
     except ValueError as exc:
-        raise InvalidInput(f"row {row}: {column} {value!r} is not an ISO 8601 time") from exc
+        raise InvalidInput(both("err.rule.time", column=column, value=value)) from exc
     if parsed.tzinfo is None:
-        raise InvalidInput(f"row {row}: {column} {value!r} needs a time zone, e.g. +08:00")
+        raise InvalidInput(both("err.rule.time_no_zone", column=column, value=value))
     return parsed
 
 
@@ -308,13 +312,18 @@ def import_rules_csv(
         # newline="": the csv module reads the line ends itself (a lone CR, a newline in a quoted cell).
         rows = list(csv.reader(io.StringIO(content, newline="")))
     except csv.Error as exc:  # a NUL byte, a CR inside an unquoted cell...
-        raise InvalidInput(f"{file}: not a readable CSV: {exc}", file=file) from exc
+        raise InvalidInput(both("err.rule.csv", file=file, why=exc), file=file) from exc
     header = [h.strip().lower() for h in (rows[0] if rows else [])]
     missing = [c for c in CSV_COLUMNS if c not in header]
     if missing:
         raise InvalidInput(
-            f"{file}: missing column(s) {', '.join(missing)}; expected {','.join(CSV_COLUMNS)} "
-            f"(optional: {', '.join(OPTIONAL_COLUMNS)})",
+            both(
+                "err.rule.columns",
+                file=file,
+                missing=", ".join(missing),
+                expected=",".join(CSV_COLUMNS),
+                optional=", ".join(OPTIONAL_COLUMNS),
+            ),
             file=file,
         )
     report = RuleImportReport(file=file)
@@ -326,7 +335,7 @@ def import_rules_csv(
             continue
         key = tuple(values.get(c, "") for c in ("zone", "level", "class", "category"))
         if key in seen:
-            problems.append(f"row {number}: same zone, class and category as row {seen[key]}")
+            problems.append(both("err.rule.row", row=number, message=both("err.rule.same", first=seen[key])))
             continue
         seen[key] = number
         try:
@@ -334,7 +343,7 @@ def import_rules_csv(
             try:
                 priority = int(priority_text) if priority_text else 0
             except ValueError as exc:
-                raise InvalidInput(f"priority {priority_text!r} is not a whole number") from exc
+                raise InvalidInput(both("err.rule.priority", value=priority_text)) from exc
             data = RuleInput(
                 zone=values.get("zone"),
                 level=values.get("level"),
@@ -342,8 +351,8 @@ def import_rules_csv(
                 category=values.get("category"),
                 unit=values.get("unit"),
                 priority=priority,
-                valid_from=_parse_time(values.get("valid_from", ""), number, "valid_from"),
-                valid_to=_parse_time(values.get("valid_to", ""), number, "valid_to"),
+                valid_from=_parse_time(values.get("valid_from", ""), "valid_from"),
+                valid_to=_parse_time(values.get("valid_to", ""), "valid_to"),
                 note=values.get("note") or None,
             )
             with session.begin_nested():
@@ -351,15 +360,18 @@ def import_rules_csv(
                     session, actor, data, county=county, reason=reason or f"imported from {file}"
                 )
         except InvalidInput as exc:
-            message = exc.message if exc.message.startswith("row ") else f"row {number}: {exc.message}"
-            problems.append(message)
+            problems.append(both("err.rule.row", row=number, message=exc.message))
             continue
         getattr(report, outcome).append(rule["id"])
         if new_unit:
             report.units_created.append(new_unit)
     if not seen and not problems:
-        problems.append("the file has no rules")
+        problems.append(both("err.rule.empty"))
     if problems:
-        shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
-        raise InvalidInput(f"{file}: nothing imported: {shown}", file=file, problems=problems)
+        more = both("err.rule.more", count=len(problems) - 20) if len(problems) > 20 else Bilingual("", "")
+        shown = Bilingual(
+            "；".join(in_lang(p, "zh") for p in problems[:20]) + more.zh,
+            "; ".join(in_lang(p, "en") for p in problems[:20]) + more.en,
+        )
+        raise InvalidInput(both("err.rule.nothing", file=file, shown=shown), file=file, problems=problems)
     return report

@@ -16,6 +16,7 @@ from common.errors import Conflict, InvalidInput, NotFound, StaleVersion
 from registry import audit
 from registry.access import Action, Actor, require
 from registry.credit_code import normalize_credit_code
+from registry.messages import Bilingual, both
 from registry.models import Unit
 from registry.names import fold
 from registry.schemas import UnitCreate, UnitUpdate
@@ -88,7 +89,7 @@ def get_unit(session: Session, unit_id: int) -> Unit:
     """The unit with this id, or ``NotFound``."""
     unit = session.get(Unit, unit_id)
     if unit is None:
-        raise NotFound(f"no unit with id {unit_id}", unit_id=unit_id)
+        raise NotFound(both("err.unit.none_id", id=unit_id), unit_id=unit_id)
     return unit
 
 
@@ -147,7 +148,7 @@ def list_units(
 
 def _check_parent(session: Session, parent_id: int | None) -> None:
     if parent_id is not None and session.get(Unit, parent_id) is None:
-        raise InvalidInput(f"parent unit {parent_id} does not exist", field="parent_id")
+        raise InvalidInput(both("err.unit.parent", id=parent_id), field="parent_id")
 
 
 def create_unit(session: Session, data: UnitCreate, actor: Actor, county_code: str) -> Unit:
@@ -172,9 +173,7 @@ def create_unit(session: Session, data: UnitCreate, actor: Actor, county_code: s
         session.flush()
     except IntegrityError as exc:
         session.rollback()
-        raise Conflict(
-            f"a unit named {data.name!r} or with credit code {credit} already exists", name=data.name
-        ) from exc
+        raise Conflict(both("err.unit.exists", name=data.name, credit=credit), name=data.name) from exc
     audit.record(session, actor, "create", "unit", unit.id, details=data.model_dump(mode="json"))
     return unit
 
@@ -206,9 +205,12 @@ def ensure_unit(
         close = near_misses(name, closest_units(session, name))
         if close:
             raise InvalidInput(
-                f"unit {name.strip()!r} is not registered but close to {' / '.join(close)} "
-                f"(单位名称相近，未新建): fix the name, or add it as an alias "
-                f"(smartcode units alias add {close[0]!r} {name.strip()!r})",
+                both(
+                    "err.unit.near",
+                    name=name.strip(),
+                    close=Bilingual("、".join(close), " / ".join(close)),
+                    first=close[0],
+                ),
                 field="unit",
                 suggestions=close,
             )
@@ -224,7 +226,7 @@ def _check_aliases_free(session: Session, aliases: list[str], unit_id: int | Non
     for alias, owner_id in zip(aliases, match_unit_ids(session, aliases), strict=True):
         if owner_id is not None and owner_id != unit_id:
             raise Conflict(
-                f"alias {alias!r} already names unit {owner_id}", field="aliases", unit_id=owner_id
+                both("err.unit.alias_taken", alias=alias, id=owner_id), field="aliases", unit_id=owner_id
             )
 
 
@@ -241,13 +243,13 @@ def update_unit(session: Session, unit_id: int, data: UnitUpdate, actor: Actor) 
     unit = get_unit(session, unit_id)
     if unit.version != data.version:
         raise StaleVersion(
-            f"unit {unit_id} is at version {unit.version}, not {data.version}: reload and retry",
+            both("err.unit.version", id=unit_id, current=unit.version, given=data.version),
             current_version=unit.version,
         )
     changes = data.model_dump(exclude_unset=True, exclude={"version", "reason"})
     for required in ("name", "kind", "aliases", "verified"):
         if required in changes and changes[required] is None:
-            raise InvalidInput(f"{required} cannot be null", field=required)
+            raise InvalidInput(both("err.null", field=required), field=required)
     if changes.get("credit_code"):
         changes["credit_code"] = normalize_credit_code(changes["credit_code"])
     if "aliases" in changes:
@@ -255,7 +257,7 @@ def update_unit(session: Session, unit_id: int, data: UnitUpdate, actor: Actor) 
         _check_aliases_free(session, changes["aliases"], unit_id)
     if "parent_id" in changes:
         if changes["parent_id"] == unit_id:
-            raise InvalidInput("a unit cannot be its own parent", field="parent_id")
+            raise InvalidInput(both("err.unit.own_parent"), field="parent_id")
         _check_parent(session, changes["parent_id"])
     before = {key: getattr(unit, key) for key in changes}
     for key, value in changes.items():
@@ -266,7 +268,7 @@ def update_unit(session: Session, unit_id: int, data: UnitUpdate, actor: Actor) 
         session.flush()
     except IntegrityError as exc:
         session.rollback()
-        raise Conflict("another unit already has that name or credit code", unit_id=unit_id) from exc
+        raise Conflict(both("err.unit.taken"), unit_id=unit_id) from exc
     audit.record(
         session,
         actor,
@@ -292,10 +294,10 @@ def add_alias(session: Session, unit: str, alias: str, actor: Actor, reason: str
     """
     found = get_unit(session, int(unit)) if unit.strip().isdigit() else find_unit(session, unit)
     if found is None:
-        raise NotFound(f"no unit named {unit.strip()!r} (单位未登记)", unit=unit.strip())
+        raise NotFound(both("err.unit.none_name", name=unit.strip()), unit=unit.strip())
     key = fold(alias)
     if not key:
-        raise InvalidInput("an alias cannot be empty", field="alias")
+        raise InvalidInput(both("err.unit.alias_empty"), field="alias")
     aliases = list(found.aliases or [])
     if key in aliases or key == fold(found.name):
         return found

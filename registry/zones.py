@@ -26,6 +26,7 @@ from gis.area import ServiceArea
 from registry import audit, validity
 from registry import units as unit_service
 from registry.access import Action, Actor, require
+from registry.messages import both
 
 ZONE_LEVELS = ("street", "community", "grid", "contract", "pilot")
 LEVEL_NAMES = {
@@ -67,20 +68,18 @@ def check_level(level: str) -> str:
     """The level, lower-cased, or ``InvalidInput`` listing the accepted ones."""
     value = (level or "").strip().lower()
     if value not in ZONE_LEVELS:
-        raise InvalidInput(
-            f"unknown zone level {level!r}; use one of {', '.join(ZONE_LEVELS)}", field="level"
-        )
+        raise InvalidInput(both("err.zone.level", level=level, levels=", ".join(ZONE_LEVELS)), field="level")
     return value
 
 
 def prepare_polygon(geom: BaseGeometry | None, what: str) -> tuple[shapely.MultiPolygon, str | None]:
     """A valid 2D MultiPolygon from ``geom`` and a note on any repair, or ``InvalidInput`` with the reason."""
     if geom is None or geom.is_empty:
-        raise InvalidInput(f"{what}: no geometry")
+        raise InvalidInput(both("err.zone.no_geometry", what=what))
     if shapely.get_coordinate_dimension(geom) > 2:
         geom = shapely.force_2d(geom)
     if not isinstance(geom, shapely.Polygon | shapely.MultiPolygon):
-        raise InvalidInput(f"{what}: a zone must be a Polygon or MultiPolygon, got {geom.geom_type}")
+        raise InvalidInput(both("err.zone.type", what=what, kind=geom.geom_type))
     note = None
     if not geom.is_valid:
         reason = shapely.is_valid_reason(geom)
@@ -92,7 +91,7 @@ def prepare_polygon(geom: BaseGeometry | None, what: str) -> tuple[shapely.Multi
         ]
         polygons = [p for g in parts for p in shapely.get_parts(g)]
         if not polygons:
-            raise InvalidInput(f"{what}: invalid polygon ({reason}) has no area left after repair: refused")
+            raise InvalidInput(both("err.zone.no_area_left", what=what, why=reason))
         fixed = shapely.MultiPolygon(polygons)
         if not fixed.is_valid:
             fixed = shapely.make_valid(fixed)
@@ -107,7 +106,7 @@ def prepare_polygon(geom: BaseGeometry | None, what: str) -> tuple[shapely.Multi
     lat = geom.centroid.y if not geom.is_empty else 0.0
     area_m2 = geom.area * _M_PER_DEG**2 * math.cos(math.radians(lat))
     if not isinstance(geom, shapely.MultiPolygon) or area_m2 < _MIN_AREA_M2:
-        raise InvalidInput(f"{what}: the polygon has no area (about {area_m2:.2g} m²): refused")
+        raise InvalidInput(both("err.zone.no_area", what=what, area=area_m2))
     return geom, note
 
 
@@ -166,8 +165,8 @@ def save_zone(
     level = check_level(data.level)
     name = " ".join((data.name or "").split())
     if not name:
-        raise InvalidInput("a zone needs a name", field="name")
-    geom, note = prepare_polygon(data.geometry, f"zone {name!r}")
+        raise InvalidInput(both("err.zone.name"), field="name")
+    geom, note = prepare_polygon(data.geometry, both("err.zone.what", name=name))
     note = note or data.repair_note
     area.check_geometry(geom)
     created = units_created if units_created is not None else []
@@ -200,8 +199,7 @@ def save_zone(
             and valid_from <= current.valid_from
         ):
             raise InvalidInput(
-                f"zone {level} {name!r}: the new boundary must start after the current one "
-                f"({current.valid_from.isoformat()})",
+                both("err.zone.start", level=level, name=name, start=current.valid_from.isoformat()),
                 field="valid_from",
             )
         session.execute(
@@ -231,7 +229,7 @@ def save_zone(
             },
         ).scalar_one()
     except IntegrityError as exc:
-        raise InvalidInput(f"zone {level} {name!r} cannot be saved: {exc.orig}") from exc
+        raise InvalidInput(both("err.zone.save", level=level, name=name, why=exc.orig)) from exc
     outcome = "replaced" if current is not None else "created"
     audit.record(
         session,
@@ -262,7 +260,7 @@ def get_zone(session: Session, zone_id: int, *, with_geometry: bool = False) -> 
         {"id": zone_id},
     ).first()
     if row is None:
-        raise NotFound(f"no zone with id {zone_id}", zone_id=zone_id)
+        raise NotFound(both("err.zone.none", id=zone_id), zone_id=zone_id)
     return zone_view(row, geometry=shapely.from_wkb(bytes(row.wkb)) if with_geometry else None)
 
 

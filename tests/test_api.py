@@ -59,6 +59,12 @@ def test_stale_update_gets_409_and_is_not_merged(client: TestClient, auth: dict[
     assert stale.status_code == 409
     assert stale.json()["error"]["type"] == "StaleVersion"
     assert stale.json()["error"]["details"]["current_version"] == 2
+    # Chinese first for the clerk, then English; the machine fields stay as they were.
+    message = stale.json()["error"]["message"]
+    assert (
+        message.startswith(f"设施 {code} 当前版本为 2，不是 1")
+        and f" / asset {code} is at version 2" in message
+    )
     assert client.get(f"/api/v1/assets/{code}", headers=auth).json()["note"] is None
 
 

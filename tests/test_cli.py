@@ -49,8 +49,11 @@ def test_errors_are_one_line_on_stderr_with_nonzero_status() -> None:
     result = run("code", "4403100118")
     assert result.returncode == 1
     assert result.stdout == ""
-    assert result.stderr.strip().startswith("错误：code '4403100118' has 10 digits")
+    assert result.stderr.strip().startswith("错误：编码 '4403100118' 有 10 位数字")
     assert len(result.stderr.strip().splitlines()) == 1
+    english = run("--lang", "en", "code", "4403100118")
+    assert english.stderr.strip().startswith("error: code '4403100118' has 10 digits; expected 16 or 17")
+    assert len(english.stderr.strip().splitlines()) == 1
 
 
 def test_show_reads_the_configured_database(db: Engine, settings: Settings, migrated_url: str, admin) -> None:

@@ -69,7 +69,27 @@ def test_dry_run_and_strict_through_the_api(client: TestClient, auth: dict[str, 
     assert dry["status"] == "dry_run" and dry["report"]["counts"]["created"] == 3
     strict = wait(client, auth, upload(client, auth, path, strict="true").json()["id"])
     assert strict["status"] == "refused" and strict["report"]["counts"]["rejected"] == 1
-    assert strict["report"]["problems"][0]["reason"].startswith("unknown class '飞碟'")
+    problem = strict["report"]["problems"][0]
+    assert problem["field"] == "OBJNAME" and problem["value"] == "飞碟"
+    assert (
+        problem["reason"].startswith("未知的设施类型 '飞碟'") and "unknown class '飞碟'" in problem["reason"]
+    )
+
+
+def test_a_dry_run_through_the_api_answers_the_outcome_the_import_would_have(
+    client: TestClient, auth: dict[str, str], db: Engine, tmp_path: Path
+) -> None:
+    bad = write_geojson(tmp_path / "ufos.geojson", [lamp(114.35, 22.70, OBJNAME="飞碟")])
+    dry = wait(client, auth, upload(client, auth, bad, dry_run="true").json()["id"])
+    real = wait(client, auth, upload(client, auth, bad).json()["id"])
+    assert dry["status"] == real["status"] == "rejected"
+    assert dry["report"]["dry_run"] is True and dry["batch_id"] is None
+    mixed = write_geojson(tmp_path / "mixed.geojson", [*three_lamps(), lamp(114.35, 22.70, OBJNAME="飞碟")])
+    strict = wait(client, auth, upload(client, auth, mixed, dry_run="true", strict="true").json()["id"])
+    assert strict["status"] == "refused" and strict["report"]["counts"]["rejected"] == 1
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT status FROM import_batches")).scalars().all() == ["rejected"]
+        assert conn.execute(text("SELECT count(*) FROM assets")).scalar_one() == 0
 
 
 def test_imports_need_a_writing_token(
@@ -141,9 +161,13 @@ def test_the_import_command(db: Engine, settings: Settings, migrated_url: str, t
 
     bad = write_geojson(tmp_path / "bad.geojson", [lamp(114.35, 22.70, ORDATE="2019-02-30")])
     refused = run_cli("import", str(bad), "--strict", "--report", str(report_path), env=env)
-    assert refused.returncode == 1 and "--strict refuses the whole batch" in refused.stderr
+    assert refused.returncode == 1 and "--strict 拒绝整个批次" in refused.stderr
     problems = json.loads(report_path.read_text("utf-8"))["problems"]
     assert problems[0]["row"] == 1 and problems[0]["field"] == "installed"
+    assert "没有这一天" in problems[0]["reason"] and "no such date" in problems[0]["reason"]
+    english = run_cli("--lang", "en", "import", str(bad), "--strict", env=env)
+    assert english.returncode == 1 and "--strict refuses the whole batch" in english.stderr
+    assert "no such date" in english.stdout and "没有这一天" not in english.stdout
 
     rolled = run_cli("import", "rollback", "1", "--json", env=env)
     assert rolled.returncode == 0, rolled.stderr

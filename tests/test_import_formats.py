@@ -69,7 +69,7 @@ def test_gbk_shapefile_without_cpg(db: Engine, settings: Settings, tmp_path: Pat
         "used": "wgs84",
         "origin": "declared",
         "strength": "declared",
-        "note": "declared by the file",
+        "note": "由文件声明 / declared by the file",
     }
     assert stored(db) == EXPECTED
 

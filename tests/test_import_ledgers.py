@@ -236,8 +236,39 @@ def test_the_cli_exits_non_zero_when_every_row_is_rejected(
     env = {**os.environ, "SMARTCODE_DATABASE_URL": migrated_url, "SMARTCODE_API_TOKEN": ADMIN_TOKEN}
     result = cli("import", str(path), env=env)
     assert result.returncode == 1 and "bad.csv: 全部拒绝" in result.stdout, result.stderr
+    # The stored report, read back, speaks the reader's language too.
+    batch = json.loads(cli("import", "list", "--json", env=env).stdout)[0]["id"]
+    shown = cli("--lang", "en", "import", "show", str(batch), env=env).stdout
+    assert "row 2 class_name: no class: give the class name" in shown and "没有设施类型" not in shown
+    shown = cli("import", "show", str(batch), env=env).stdout
+    assert "第 2 行 class_name：没有设施类型" in shown and "no class" not in shown
     alias = cli("units", "alias", "add", POWER, "深圳供电局", "--json", env=env)
     assert alias.returncode == 0 and "深圳供电局" in json.loads(alias.stdout)["aliases"]
+
+
+def test_a_dry_run_exits_as_the_import_would_when_every_row_is_rejected_or_strict_refuses(
+    db: Engine, settings: Settings, tmp_path: Path, migrated_url: str
+) -> None:
+    register(db, settings, POWER, WATER, CITY)
+    bad = write_csv(tmp_path / "bad.csv", HEADER, [[r[0], "不是部件", *r[2:]] for r in lamps(2)], "gbk")
+    with pytest.raises(ImportRejected) as rejected:
+        run(db, settings, bad, dry_run=True)
+    report = rejected.value.report
+    assert report is not None and report["status"] == "rejected" and report["dry_run"] is True
+    assert report["counts"]["rejected"] == 2 and [p["row"] for p in report["problems"]] == [2, 3]
+    env = {**os.environ, "SMARTCODE_DATABASE_URL": migrated_url, "SMARTCODE_API_TOKEN": ADMIN_TOKEN}
+    dry = cli("import", str(bad), "--dry-run", env=env)
+    assert dry.returncode == 1 and "bad.csv: 全部拒绝" in dry.stdout, dry.stderr
+    assert "全部 2 行都被拒绝" in dry.stderr
+    rows = lamps(3)
+    rows[1][5] = ""  # row 3: no longitude
+    mixed = write_csv(tmp_path / "mixed.csv", HEADER, rows, "gbk")
+    assert cli("import", str(mixed), "--dry-run", env=env).returncode == 0
+    strict = cli("import", str(mixed), "--dry-run", "--strict", env=env)
+    assert strict.returncode == 1 and "mixed.csv: 已拒绝（未写入）" in strict.stdout, strict.stderr
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM import_batches")).scalar_one() == 0
+        assert conn.execute(text("SELECT count(*) FROM assets")).scalar_one() == 0
 
 
 def test_mapping_suggest_writes_a_profile_the_importer_reads(tmp_path: Path) -> None:
@@ -271,8 +302,8 @@ def test_a_short_row_and_bad_bytes_are_named_and_the_rows_after_them_read(
     report = run(db, settings, path, encoding="gbk").as_dict()
     assert report["counts"]["read"] == 6 and report["counts"]["created"] == 4
     reasons = {(p["row"], p["reason"]) for p in report["problems"]}
-    assert (3, "short row: 3 cells for 9 columns") in reasons
-    assert any(row == 5 and "encoding" in reason for row, reason in reasons)
+    assert (3, "行不完整：3 个单元格，表头有 9 列 / short row: 3 cells for 9 columns") in reasons
+    assert any(row == 5 and "编码错误" in reason and "encoding" in reason for row, reason in reasons)
 
 
 def test_a_mistyped_unit_in_a_rules_file_is_refused_not_made_up_and_dry_run_writes_nothing(
@@ -290,8 +321,14 @@ def test_a_mistyped_unit_in_a_rules_file_is_refused_not_made_up_and_dry_run_writ
     env = {**os.environ, "SMARTCODE_DATABASE_URL": migrated_url, "SMARTCODE_API_TOKEN": ADMIN_TOKEN}
     result = cli("rules", "import", str(rules_csv), env=env)
     assert result.returncode == 1
-    assert "row 2: unit '坪山区城市管理和综合执怯局' is not registered but close to" in result.stderr
-    assert "row 4:" in result.stderr  # every error, not the first
+    assert (
+        "第 2 行：单位 '坪山区城市管理和综合执怯局' 未登记，但与已登记的 坪山区城市管理和综合执法局 相近"
+        in result.stderr
+    )
+    assert "第 4 行：" in result.stderr  # every error, not the first
+    english = cli("--lang", "en", "rules", "import", str(rules_csv), env=env)
+    assert "row 2: unit '坪山区城市管理和综合执怯局' is not registered but close to" in english.stderr
+    assert "row 4:" in english.stderr and "第 4 行" not in english.stderr
     with db.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM units")).scalar_one() == 1
         assert conn.execute(text("SELECT count(*) FROM responsibility_rules")).scalar_one() == 0
@@ -315,6 +352,10 @@ def test_import_dry_run_shows_the_column_mapping_and_warnings_first(
     result = cli("import", str(path), "--dry-run", env=env)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("警告") and "资产归口单位" in lines[0]
-    assert "  column 权属单位 -> owner (known name)" in lines
-    assert "  columns 经度, 纬度 -> x, y" in lines
+    assert lines[0].startswith("警告") and "资产归口单位" in lines[0] and "像是单位名称" in lines[0]
+    assert "  列 权属单位 → 权属单位（owner，已知列名）" in lines
+    assert "  列 经度、纬度 → 经度、纬度（x、y）" in lines
+    english = cli("--lang", "en", "import", str(path), "--dry-run", env=env).stdout.splitlines()
+    assert english[0].startswith("WARNING") and "looks like a unit" in english[0]
+    assert "  column 权属单位 -> owner (known name)" in english
+    assert "  columns 经度, 纬度 -> x, y" in english

@@ -343,7 +343,10 @@ def test_rollback_decommissions_created_and_restores_updated(
     assert rows[2].decommission_reason == f"import batch {second.batch_id} rolled back"
     assert actions == {
         ("rollback", f"import batch {second.batch_id} rolled back"),  # the restored and the decommissioned
-        ("import", f"import of lamps.geojson (batch {first.batch_id})"),  # the one batch 2 left alone
+        (
+            "import",
+            f"导入 lamps.geojson（批次 {first.batch_id}） / import of lamps.geojson (batch {first.batch_id})",
+        ),  # the one batch 2 left alone
     }
     with pytest.raises(Conflict, match="is rolled_back"), transaction(db) as session:
         rollback_batch(session, second.batch_id, ADMIN)

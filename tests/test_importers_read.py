@@ -145,7 +145,9 @@ def test_shapefile_points_come_as_xy_arrays(tmp_path: Path) -> None:
     chunk = chunks[0]
     assert chunk.xs is not None and chunk.ys is not None
     assert chunk.xs[0] == pytest.approx(114.35) and math.isnan(chunk.xs[1])
-    assert [(p.row, p.field, p.reason) for p in chunk.problems] == [(2, "geometry", "no geometry")]
+    assert [(p.row, p.field, p.reason) for p in chunk.problems] == [
+        (2, "geometry", "没有几何（坐标） / no geometry")
+    ]
     shapes = chunk.shapes()
     assert shapes[1] is None and shapes[2].equals(shapely.Point(114.37, 22.72))
 
@@ -443,7 +445,7 @@ def test_csv_semicolons_explicit_fields_and_bad_cells(tmp_path: Path) -> None:
     chunk = chunks[0]
     assert chunk.xs is not None and chunk.xs[0] == 512345.6  # projected metres are not range-checked
     assert [(p.row, p.field) for p in chunk.problems] == [(3, "东"), (4, "东")]
-    assert chunk.problems[0].reason == "empty coordinate"
+    assert chunk.problems[0].reason == "坐标为空 / empty coordinate"
 
 
 def test_csv_without_coordinate_columns_lists_the_columns(tmp_path: Path) -> None:

@@ -261,7 +261,7 @@ def test_coordinates_from_attribute_fields_when_no_geometry() -> None:
 
 def test_bad_fixed_value_is_a_profile_error() -> None:
     profile = parse_profile('name = "bad"\n[fixed]\nstate = "很好"\n', "bad.toml")
-    with pytest.raises(InvalidInput, match=r"bad: fixed\.state: unknown state"):
+    with pytest.raises(InvalidInput, match=r"bad: fixed\.state: 未知的状态 '很好'.* / unknown state '很好'"):
         map_chunk(chunk({"A": [1]}), profile)
 
 

@@ -120,8 +120,11 @@ def test_zone_import_refuses_the_whole_file_with_row_numbers(
     with pytest.raises(InvalidInput) as refused:
         import_file(db, admin, path, level="community", name_field="NAME")
     message = refused.value.message
-    assert message.startswith("bad.geojson: nothing imported")
-    assert "row 2: empty NAME" in message
+    assert message.startswith("bad.geojson：未导入任何区域：第 2 行：NAME 为空")
+    # Each problem names its row, in Chinese first (the English half follows after " / ").
+    rows = [p.split("：")[0] for p in refused.value.details["problems"]]
+    assert rows == ["第 2 行", "第 3 行（零面积社区）", "第 4 行（远方社区）", "第 5 行（线社区）"]
+    assert " / bad.geojson: nothing imported: row 2: empty NAME; " in message
     assert "row 3 (零面积社区)" in message and "no area" in message
     assert "outside the service area" in message
     assert "row 5 (线社区): a zone must be a Polygon" in message
@@ -196,7 +199,8 @@ def test_rules_csv_import_all_or_nothing(db: Engine, admin: Actor, tmp_path: Pat
     with pytest.raises(InvalidInput) as refused:
         import_rules(db, admin, bad)
     problems = refused.value.details["problems"]
-    assert problems == [
+    assert problems[0].startswith("第 2 行：没有名为 '不存在街道' 的街道区域：请先导入区域 / ")
+    assert [p.split(" / ", 1)[1] for p in problems] == [
         "row 2: no street zone named '不存在街道': import the zones first",
         "row 3: unknown component class 'lamp'",
         "row 4: unknown complaint category '不存在类别'",
