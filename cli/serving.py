@@ -27,3 +27,28 @@ def serve_app(host: str | None, port: int | None) -> None:
     else:
         typer.echo("管理员令牌: 运行 `smartcode token` 查看 (administrator token: `smartcode token`)")
     uvicorn.run(create_app(s, url=url), host=bind_host, port=bind_port, log_level="info")
+
+
+def run_worker() -> None:
+    """Deliver webhooks until interrupted (SIGINT/SIGTERM), without serving the API."""
+    import asyncio
+    import logging
+    import signal
+
+    from registry.db import service_url
+    from registry.resolution import conninfo_from_url
+    from registry.webhook_worker import WebhookWorker
+
+    s = context.settings()
+    context.ready_url()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    worker = WebhookWorker(conninfo_from_url(service_url(s)), s.webhooks, name="smartcode-worker")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, worker.request_stop)
+        await worker.run()
+
+    typer.echo("smartcode worker: 投递 webhook (delivering webhooks); Ctrl-C 停止")
+    asyncio.run(main())

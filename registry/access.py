@@ -81,6 +81,7 @@ class Action(StrEnum):
     REVOKE_LABEL = "revoke_label"  # target: the asset (owner or maintainer)
     POST_COMPLAINT = "post_complaint"  # a case system (Open311, API) files a complaint
     EXPORT = "export"  # target: the unit id whose assets are exported (a unit token: its own)
+    MANAGE_WEBHOOKS = "manage_webhooks"  # subscriptions, their delivery log, redelivery
 
 
 class Owned(Protocol):
@@ -161,6 +162,11 @@ POLICY: Mapping[Action, Rule] = {
         "a unit token exports its own unit's assets only (those it owns, maintains or supervises)",
     ),
     Action.MANAGE_TOKENS: Rule(_ADMIN, "none", "only administrators list, issue or revoke tokens"),
+    Action.MANAGE_WEBHOOKS: Rule(
+        _ADMIN,
+        "none",
+        "only administrators manage webhook subscriptions (they send registry events to any address)",
+    ),
     Action.ANSWER_PROPOSAL: Rule(
         _ADMIN, "own", "only the receiving unit or an administrator may accept or decline a proposal"
     ),
