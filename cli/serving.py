@@ -42,6 +42,8 @@ def run_worker() -> None:
     s = context.settings()
     context.ready_url()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO: thousands of lines an hour that say nothing the delivery log does not.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     worker = WebhookWorker(conninfo_from_url(service_url(s)), s.webhooks, name="smartcode-worker")
 
     async def main() -> None:

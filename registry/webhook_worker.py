@@ -340,7 +340,8 @@ class WebhookWorker:
         }
         for wait in (0.2, 1.0, 5.0, None):
             try:
-                async with pool.connection() as conn, conn.transaction():
+                # One statement (autocommit): the outcome and its attempt are written together.
+                async with pool.connection() as conn:
                     cur = await conn.execute(_RECORD, params, prepare=True)
                     mine = (await cur.fetchone())[0]
                     if outcome.gone and mine:
