@@ -14,6 +14,7 @@ import binascii
 import datetime as dt
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -114,6 +115,24 @@ def check_url(url: str, settings: WebhookSettings) -> str:
     return url
 
 
+def internal_warnings(url: str, settings: WebhookSettings) -> list[str]:
+    """Warnings for a URL naming this machine or a private network while no allow-list fences URLs in."""
+    if settings.allow_hosts:
+        return []
+    host = (urlsplit(url).hostname or "").lower()
+    try:
+        address = ipaddress.ip_address(host)
+        internal = address.is_private or address.is_loopback or address.is_link_local or address.is_reserved
+    except ValueError:
+        internal = host == "localhost" or host.endswith((".localhost", ".local", ".internal"))
+    if not internal:
+        return []
+    return [
+        f"{host} is this machine or an internal network: the server will send requests there "
+        "(内部地址). Set SMARTCODE_WEBHOOKS_ALLOW_HOSTS to fence subscriptions in (docs/webhooks.md)"
+    ]
+
+
 def check_events(events: Sequence[str]) -> list[str]:
     """The event types, deduplicated and sorted; ``InvalidInput`` names an unknown one."""
     if not events:
@@ -200,7 +219,8 @@ def create_subscription(
     audit.record(
         session, actor, "create", "webhook_subscription", new_id, details={"url": url, "events": chosen}
     )
-    return {**_view(_get(session, new_id)), "secret": secret}
+    view = {**_view(_get(session, new_id)), "secret": secret}
+    return {**view, "warnings": internal_warnings(url, settings)}
 
 
 def list_subscriptions(session: Session, actor: Actor) -> list[dict[str, Any]]:
@@ -246,7 +266,8 @@ def update_subscription(
         {**values, "id": subscription_id},
     )
     audit.record(session, actor, "update", "webhook_subscription", subscription_id, details=values)
-    return _view(_get(session, subscription_id))
+    view = _view(_get(session, subscription_id))
+    return {**view, "warnings": internal_warnings(view["url"], settings)}
 
 
 def delete_subscription(session: Session, actor: Actor, subscription_id: int) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from registry.events import emit
 from registry.resolution import conninfo_from_url
 from registry.schemas import Decommission, UnitsChange
 from registry.webhook_worker import WebhookWorker, retry_delay
-from registry.webhooks import check_url, new_secret, secret_key, sign
+from registry.webhooks import check_url, internal_warnings, new_secret, secret_key, sign
 from tests.helpers import make_asset, make_unit
 from tests.test_import_pipeline import POWER, WATER, lamp, write_geojson
 
@@ -228,6 +228,10 @@ def test_secrets_and_urls_are_checked() -> None:
     assert check_url("https://cases.example.cn/x", fenced)
     with pytest.raises(InvalidInput, match="ALLOW_HOSTS"):
         check_url("http://169.254.169.254/latest/meta-data", fenced)
+    for internal in ("http://169.254.169.254/x", "http://10.0.0.5:8080/admin", "http://localhost/x"):
+        assert internal_warnings(internal, FAST), internal
+    assert internal_warnings("https://cases.example.cn/x", FAST) == []
+    assert internal_warnings("http://10.0.0.5/x", fenced) == []  # the allow-list decides
 
 
 def test_the_retry_schedule_is_a_setting_with_jitter_and_an_end() -> None:
@@ -428,6 +432,9 @@ def test_subscriptions_are_managed_through_the_api_and_the_secret_is_shown_once(
         json={"url": "http://127.0.0.1:9/h", "events": ["*"], "secret": "whsec_" + "A" * 32},
     )
     assert given.status_code == 201 and given.json()["secret"] == "whsec_" + "A" * 32
+    # An address of this machine is accepted, but not silently: no allow-list fences it in.
+    assert "SMARTCODE_WEBHOOKS_ALLOW_HOSTS" in given.json()["warnings"][0]
+    assert body["warnings"] == []
     for bad in (
         {"url": "ftp://x.cn/h", "events": ["*"]},
         {"url": "https://x.cn/h", "events": ["asset.renamed"]},
