@@ -31,6 +31,7 @@ from api.routes import (
     tiles,
     tokens,
     units,
+    webhooks,
     webmap,
     zones,
 )
@@ -40,6 +41,7 @@ from importers.jobs import ImportJobs
 from registry.db import make_engine, service_url
 from registry.log_partitions import PartitionKeeper
 from registry.resolution import Resolver, conninfo_from_url
+from registry.webhook_worker import WebhookWorker
 
 API_PREFIX = "/api/v1"
 # The map's page, script and the vendored MapLibre GL JS (api/static/maplibre-gl/README.md).
@@ -66,6 +68,11 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     import_jobs = ImportJobs(engine, settings, area)
     log_partitions = PartitionKeeper(engine, settings.resolve.log_months_ahead)
     scan_runtime = scan.ScanRuntime(settings, conninfo_from_url(db_url))
+    # Webhooks are delivered by this process unless SMARTCODE_WEBHOOKS_ENABLED=false (then by
+    # `smartcode worker`); several servers may all run one: they share the work through the tables.
+    webhook_worker = (
+        WebhookWorker(conninfo_from_url(db_url), settings.webhooks) if settings.webhooks.enabled else None
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -73,9 +80,13 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
         await scan_runtime.open()
         import_jobs.start()
         log_partitions.start()
+        if webhook_worker is not None:
+            webhook_worker.start()
         try:
             yield
         finally:
+            if webhook_worker is not None:
+                await run_in_threadpool(webhook_worker.stop)
             await run_in_threadpool(import_jobs.shutdown)
             await run_in_threadpool(log_partitions.stop)
             await scan_runtime.close()
@@ -95,6 +106,7 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     app.state.resolve = resolve_runtime
     app.state.import_jobs = import_jobs
     app.state.scan = scan_runtime
+    app.state.webhook_worker = webhook_worker
     errors.install(app)
     access_log.install()  # complaint coordinates never reach the access log
     docs.install(app)
@@ -130,6 +142,7 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     api.include_router(labels.router)
     api.include_router(complaints.router)
     api.include_router(disputes.router)
+    api.include_router(webhooks.router)
 
     @api.get("/health", tags=["meta"], summary="Database reachable, schema revision, counts")
     def health(request: Request) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from cli import imports as imports_cli
 from cli import labels as labels_cli
 from cli import resolve as resolve_cli
 from cli.output import emit, failures, value
-from cli.serving import serve_app
+from cli.serving import run_worker, serve_app
 
 if TYPE_CHECKING:  # the CLI imports the database layer only for the commands that use it
     from registry.embedded import EmbeddedCluster
@@ -194,6 +194,13 @@ def serve(
     """Start the database if needed, migrate, and serve the API (default 127.0.0.1:8000)."""
     with failures():
         serve_app(host, port)
+
+
+@app.command()
+def worker() -> None:
+    """Deliver webhooks (docs/webhooks.md) without serving the API; `serve` also delivers them."""
+    with failures():
+        run_worker()
 
 
 @app.command()

@@ -41,3 +41,30 @@ def _apply_log_retention(s: Settings) -> None:
         now = dt.datetime.now(dt.UTC)
         for part in drop_expired(session, context.cli_actor(), s.resolve.log_keep_months, now):
             typer.echo(f"解析日志 {part.name} 已过保留期，删除 {part.rows:,} 行 (resolution log retention)")
+
+
+def run_worker() -> None:
+    """Deliver webhooks until interrupted (SIGINT/SIGTERM), without serving the API."""
+    import asyncio
+    import logging
+    import signal
+
+    from registry.db import service_url
+    from registry.resolution import conninfo_from_url
+    from registry.webhook_worker import WebhookWorker
+
+    s = context.settings()
+    context.ready_url()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO: thousands of lines an hour that say nothing the delivery log does not.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    worker = WebhookWorker(conninfo_from_url(service_url(s)), s.webhooks, name="smartcode-worker")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, worker.request_stop)
+        await worker.run()
+
+    typer.echo("smartcode worker: 投递 webhook (delivering webhooks); Ctrl-C 停止")
+    asyncio.run(main())

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.errors import ConfigurationError
@@ -434,6 +434,62 @@ class DisputeSettings(BaseSettings):
         return frozenset(dt.date.fromisoformat(p.strip()) for p in self.holidays.split(",") if p.strip())
 
 
+class WebhookSettings(BaseSettings):
+    """Signed webhooks (docs/webhooks.md): the delivery worker, its timeouts and its retry schedule."""
+
+    model_config = _config("SMARTCODE_WEBHOOKS_")
+
+    enabled: bool = Field(
+        default=True,
+        description="Run the delivery worker inside `smartcode serve`; false: only `smartcode worker` "
+        "delivers (run one there, or events wait in the outbox).",
+    )
+    timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A receiver that has not answered within this time failed the attempt.",
+    )
+    schedule_s: list[float] = Field(
+        default=[5, 300, 1800, 7200, 18000, 36000, 36000],
+        min_length=1,
+        description="Seconds before each retry after a failed attempt (JSON list; about 27 hours in all); "
+        "after the last one fails the delivery is dead (redeliver it by hand).",
+    )
+    jitter: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Each retry waits its scheduled time times a random factor in [1 - jitter, 1 + jitter], "
+        "so that retries after an outage do not all arrive at once.",
+    )
+    lease_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A worker's claim on a delivery; a delivery whose worker died is sent again after this "
+        "(longer than timeout_s).",
+    )
+    poll_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the worker looks for work without being woken (LISTEN smartcode_events wakes "
+        "it at each commit).",
+    )
+    concurrency: int = Field(default=8, ge=1, le=256, description="Requests in flight at once per worker.")
+    allow_hosts: list[str] = Field(
+        default=[],
+        description="Host names (or *.suffix) subscription URLs may name (JSON list); empty: any host, "
+        'including internal ones: see docs/webhooks.md, "Security".',
+    )
+
+    @model_validator(mode="after")
+    def _lease_outlives_request(self) -> WebhookSettings:
+        if self.lease_s <= self.timeout_s:
+            raise ValueError(
+                "lease_s must be longer than timeout_s (a request in flight would be sent twice)"
+            )
+        return self
+
+
 class Settings(BaseModel):
     """Every setting of a deployment, one group per concern."""
 
@@ -450,6 +506,7 @@ class Settings(BaseModel):
     tiles: TileSettings = Field(default_factory=TileSettings)
     map: MapSettings = Field(default_factory=MapSettings)
     disputes: DisputeSettings = Field(default_factory=DisputeSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
 
 @lru_cache(maxsize=1)

@@ -61,6 +61,7 @@ from importers.validate import (
     Zone,
     validate_chunk,
 )
+from registry import events
 from registry.db import Actor, set_change_context, transaction
 from registry.messages import both
 from registry.models import ImportBatch, Unit
@@ -69,6 +70,8 @@ from registry.names import fold
 # Problems kept in a report; beyond this only their number (and counts per field) are kept, so a
 # file where every one of a million rows is wrong still has a report of sensible size.
 DEFAULT_PROBLEM_CAP = 10_000
+# Codes named in one asset.imported event at most (the event says when there were more).
+IMPORTED_CODES_CAP = 1000
 _REFERENCE_POINTS = 20000
 # Sidecar files that belong to a shapefile: they are part of "the file" for its fingerprint.
 _SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
@@ -909,6 +912,34 @@ def _commit(
             "id": report.batch_id,
         },
     )
+    _emit_imported(session, report)
+
+
+def _emit_imported(session: Session, report: ImportReport) -> None:
+    """One ``asset.imported`` event per committed batch, in its transaction: counts and (capped) codes."""
+    assert report.batch_id is not None
+    unit_id = session.execute(
+        text("SELECT unit_id FROM import_batches WHERE id = :id"), {"id": report.batch_id}
+    ).scalar()
+    codes = (
+        session.execute(
+            text("SELECT code FROM assets WHERE batch_id = :id ORDER BY code LIMIT :n"),
+            {"id": report.batch_id, "n": IMPORTED_CODES_CAP + 1},
+        )
+        .scalars()
+        .all()
+    )
+    data = {
+        "batch_id": report.batch_id,
+        "unit_id": unit_id,
+        "file": report.file,
+        "counts": report.counts(),
+        # A batch of a million assets would make a useless event: past the cap, ask the API.
+        "codes": list(codes[:IMPORTED_CODES_CAP]),
+        "codes_truncated": len(codes) > IMPORTED_CODES_CAP,
+        "codes_cap": IMPORTED_CODES_CAP,
+    }
+    events.emit(session, "asset.imported", data, subject=f"batch:{report.batch_id}")
 
 
 def _finish_problems(report: ImportReport, problems: _Problems) -> None:

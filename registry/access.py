@@ -86,6 +86,7 @@ class Action(StrEnum):
     OPEN_DISPUTE = "open_dispute"  # target: the units the subject names (asset, rule or complaint)
     REVIEW_DISPUTE = "review_dispute"  # take up, uphold or reject a dispute
     WITHDRAW_DISPUTE = "withdraw_dispute"  # target: the objecting unit id
+    MANAGE_WEBHOOKS = "manage_webhooks"  # subscriptions, their delivery log, redelivery
 
 
 class Owned(Protocol):
@@ -166,6 +167,11 @@ POLICY: Mapping[Action, Rule] = {
         "a unit token exports its own unit's assets only (those it owns, maintains or supervises)",
     ),
     Action.MANAGE_TOKENS: Rule(_ADMIN, "none", "only administrators list, issue or revoke tokens"),
+    Action.MANAGE_WEBHOOKS: Rule(
+        _ADMIN,
+        "none",
+        "only administrators manage webhook subscriptions (they send registry events to any address)",
+    ),
     Action.ANSWER_PROPOSAL: Rule(
         _ADMIN, "own", "only the receiving unit or an administrator may accept or decline a proposal"
     ),

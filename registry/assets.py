@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from common.errors import CheckDigitMismatch, Conflict, InvalidInput, NotFound, StaleVersion
 from gis.area import ServiceArea
-from registry import audit
+from registry import audit, events
 from registry import classes as class_service
 from registry import units as unit_service
 from registry.access import Action, authorize, public_asset, public_party, require
@@ -284,6 +284,7 @@ def register_asset(
     for unit_id, changes in held_back.items():
         _propose(session, actor, asset, "registration", changes, unit_id, reason=data.reason)
     session.refresh(asset)
+    _emit(session, "asset.created", asset, actor, reason=data.reason)
     return asset
 
 
@@ -429,7 +430,23 @@ def apply_units_change(
             field="effective_at",
         )
     set_change_context(session, actor, reason, action="change_units", effective_at=effective)
-    return _apply_versioned_update(session, asset, version, values)
+    before = {role: getattr(asset, role) for role in _ROLES}
+    asset = _apply_versioned_update(session, asset, version, values)
+    changed = {
+        role: {"from": before[role], "to": getattr(asset, role)}
+        for role in _ROLES
+        if before[role] != getattr(asset, role)
+    }
+    _emit(
+        session,
+        "asset.handed_over",
+        asset,
+        actor,
+        reason=reason,
+        changed=changed,
+        effective_at=effective.isoformat(),
+    )
+    return asset
 
 
 def decommission_asset(session: Session, code: str, data: Decommission, actor: Actor) -> Asset:
@@ -446,12 +463,39 @@ def decommission_asset(session: Session, code: str, data: Decommission, actor: A
     at = data.at or now
     _require_tz_past(at, now, "at")
     set_change_context(session, actor, data.reason, action="decommission")
-    return _apply_versioned_update(
+    asset = _apply_versioned_update(
         session,
         asset,
         data.version,
         {"in_use": False, "decommissioned_at": at, "decommission_reason": data.reason},
     )
+    _emit(session, "asset.decommissioned", asset, actor, reason=data.reason, at=at.isoformat())
+    return asset
+
+
+def _emit(session: Session, event_type: str, asset: Asset, actor: Actor, **extra: Any) -> None:
+    """Append an asset event (subject: the code) in the change's transaction, after its write.
+
+    After the write, the asset's row lock orders the events of one asset as their commits are.
+    """
+    ids = [i for i in (asset.owner_id, asset.maintainer_id, asset.supervisor_id) if i is not None]
+    names = dict(session.execute(select(Unit.id, Unit.name).where(Unit.id.in_(ids))).tuples().all())
+
+    def party(unit_id: int | None) -> dict[str, Any] | None:
+        return None if unit_id is None else {"id": unit_id, "name": names.get(unit_id)}
+
+    data = {
+        "code": asset.code,
+        "class_code": asset.class_code,
+        "version": asset.version,
+        "in_use": asset.in_use,
+        "owner": party(asset.owner_id),
+        "maintainer": party(asset.maintainer_id),
+        "supervisor": party(asset.supervisor_id),
+        "by": actor.name,
+        **extra,
+    }
+    events.emit(session, event_type, data, subject=asset.code)
 
 
 def list_assets(

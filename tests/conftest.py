@@ -13,7 +13,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
-from common.settings import ApiSettings, DatabaseSettings, EmbeddedSettings, LabelSettings, Settings
+from common.settings import (
+    ApiSettings,
+    DatabaseSettings,
+    EmbeddedSettings,
+    LabelSettings,
+    Settings,
+    WebhookSettings,
+)
 from registry.db import Actor, make_engine, migrate
 from registry.embedded import EmbeddedCluster
 
@@ -52,6 +59,8 @@ def settings(cluster: EmbeddedCluster, tmp_path_factory: pytest.TempPathFactory)
         api=ApiSettings(api_token=ADMIN_TOKEN),
         embedded=EmbeddedSettings(data_dir=var / "pgdata"),
         labels=LabelSettings(key_file=var / "label-keys"),
+        # The app of the tests delivers no webhooks: tests/test_webhooks.py runs its own workers.
+        webhooks=WebhookSettings(enabled=False),
     )
 
 

@@ -52,7 +52,11 @@ _FINGERPRINT = text(
       (SELECT count(*) FROM complaints),
       (SELECT string_agg(concat_ws(',', id, status, version), ';' ORDER BY id) FROM complaints),
       (SELECT string_agg(concat_ws(',', id, state, version), ';' ORDER BY id) FROM disputes),
-      (SELECT string_agg(concat_ws(',', class_code, next_serial), ';' ORDER BY class_code) FROM code_serials))
+      (SELECT string_agg(concat_ws(',', class_code, next_serial), ';' ORDER BY class_code) FROM code_serials),
+      (SELECT string_agg(concat_ws(',', id, url, array_to_string(events, ' '), enabled, deleted_at), ';'
+                         ORDER BY id) FROM webhook_subscriptions),
+      (SELECT string_agg(concat_ws(',', id, state, next_attempt_at), ';' ORDER BY id)
+         FROM webhook_deliveries))
     """
 )
 
@@ -420,6 +424,37 @@ CASES = [
         needs=("dispute",),
     ),
     Case(
+        "subscribe a webhook",
+        "POST /api/v1/webhooks",
+        lambda c, w, h: c.post(
+            "/api/v1/webhooks", headers=h, json={"url": "https://cases.example.cn/h", "events": ["*"]}
+        ),
+        _expect(201),
+    ),
+    Case(
+        "change a webhook",
+        "PATCH /api/v1/webhooks/{subscription_id}",
+        lambda c, w, h: c.patch(f"/api/v1/webhooks/{w.extra['webhook']}", headers=h, json={"enabled": False}),
+        _expect(200),
+        needs=("webhook",),
+    ),
+    Case(
+        "delete a webhook",
+        "DELETE /api/v1/webhooks/{subscription_id}",
+        lambda c, w, h: c.delete(f"/api/v1/webhooks/{w.extra['webhook']}", headers=h),
+        _expect(200),
+        needs=("webhook",),
+    ),
+    Case(
+        "redeliver a webhook",
+        "POST /api/v1/webhooks/{subscription_id}/redeliver",
+        lambda c, w, h: c.post(
+            f"/api/v1/webhooks/{w.extra['webhook']}/redeliver", headers=h, json={"event_id": w.extra["event"]}
+        ),
+        _expect(200),
+        needs=("webhook",),
+    ),
+    Case(
         "accept proposal",
         "POST /api/v1/proposals/{proposal_id}/accept",
         lambda c, w, h: c.post(f"/api/v1/proposals/{w.extra['proposal']}/accept", headers=h),
@@ -534,6 +569,14 @@ def _build(
             if "dispute_review" in needs:
                 disputes.start_review(session, admin, opened["id"], version=1, settings=settings)
             world.extra["dispute"] = opened["id"]
+    if "webhook" in needs:
+        hook = client.post(
+            "/api/v1/webhooks", headers=auth, json={"url": "https://cases.example.cn/h", "events": ["*"]}
+        )
+        assert hook.status_code == 201, hook.text
+        world.extra["webhook"] = hook.json()["id"]
+        with db.connect() as conn:  # the asset's registration
+            world.extra["event"] = conn.execute(text("SELECT max(id) FROM event_outbox")).scalar_one()
     if "proposal" in needs:
         with transaction(db) as session:
             owner_actor = Actor("token:owner", unit_id=owner)
