@@ -14,7 +14,8 @@ point itself or a point on the line or polygon), either as a feature or in one c
 
 Counts come from ``asset_tile_counts`` (cells of zoom 16, and the same summed to zooms 14 and 12, kept
 by triggers, migration 0014), so a tile of zoom 16 or lower never scans the assets under it; after a
-bulk write (an import) the first tile recounts them (``refresh_counts``). The ETag of a tile comes from
+bulk write (an import) the import recounts them when it has committed, or else the first tile
+(``refresh_counts``). The ETag of a tile comes from
 the rows of ``tile_changes`` whose box meets it (with its buffer): an edit changes exactly the tiles it
 touches.
 """
@@ -224,16 +225,20 @@ def tile_state(session: Session, z: int, x: int, y: int, settings: TileSettings)
     return TileState(etag=f'"{digest}"', anchored=int(row.anchored), exact=z <= COUNT_ZOOM)
 
 
-def refresh_counts(session: Session) -> None:
-    """Count every asset again if a bulk write (an import) left the counts stale; first of all in a tile.
+def refresh_counts(session: Session) -> bool:
+    """Count every asset again if a bulk write (an import) left the counts stale; True if it did.
 
-    It must come before the transaction reads ``asset_tile_counts``: the recount truncates the table,
-    which waits for every transaction that read it. Concurrent callers queue on an advisory lock and
-    find the counts fresh. 1-2 s for 1,200,000 assets, once after an import; tiles wait meanwhile.
+    An import calls it when it has committed (``importers.pipeline``), and a tile first of all, in case
+    the import's call failed or a write bypassed the importer. It must come before the transaction
+    reads ``asset_tile_counts``: the recount truncates the table, which waits for every transaction
+    that read it. Concurrent callers queue on an advisory lock and find the counts fresh. 1-2 s for
+    1,200,000 assets, once after an import; tiles wait meanwhile.
     """
     if session.execute(text("SELECT EXISTS (SELECT FROM asset_tile_counts_stale)")).scalar_one():
         session.execute(text("SELECT pg_advisory_xact_lock(hashtext('smartcode.asset_tile_counts'))"))
-        session.execute(text("SELECT smartcode_tile_counts_recount() FROM asset_tile_counts_stale"))
+        done = session.execute(text("SELECT smartcode_tile_counts_recount() FROM asset_tile_counts_stale"))
+        return len(done.all()) > 0
+    return False
 
 
 def cell_zoom(z: int, settings: TileSettings) -> int:

@@ -320,3 +320,51 @@ def test_an_import_shows_in_its_tiles_only(
     features = decode(get_tile(tiles_client, auth, quiet))["assets"].features
     inside = [f for f in features if 0 <= f.first[0] < 4096 and 0 <= f.first[1] < 4096]
     assert len(inside) == anchored_in(db, *quiet) == BUDGET
+
+
+@pytest.fixture
+def bulk_rows(owner_engine: Engine) -> Iterator[int]:
+    """A bulk-write threshold of 5 rows for new connections (the app's), so a dozen lamps is a big import."""
+    with owner_engine.connect() as conn:
+        name = conn.execute(text("SELECT current_database()")).scalar_one()
+    with owner_engine.begin() as conn:
+        conn.execute(text(f"ALTER DATABASE \"{name}\" SET smartcode.tile_bulk_rows = '5'"))
+    try:
+        yield 5
+    finally:
+        with owner_engine.begin() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" RESET smartcode.tile_bulk_rows'))
+
+
+def test_an_import_job_recounts_the_aggregates_before_any_tile_asks(
+    bulk_rows: int,
+    tiles_client: TestClient,
+    auth: dict[str, str],
+    db: Engine,
+    owners: dict[str, int],
+    tmp_path: Path,
+) -> None:
+    """A bulk import through the API's job leaves fresh counts: a low-zoom tile counts the new lamps."""
+    from tests.test_import_api import upload, wait
+    from tests.test_import_pipeline import lamp, write_geojson
+
+    low = tile_of(*QUIET, 10)
+    cells = decode(get_tile(tiles_client, auth, low))["asset_cells"].features
+    before = sum(c.properties["count"] for c in cells)
+    assert before == anchored_in(db, *low) == 33
+    lamps = [lamp(QUIET[0] + 0.0005 + i * 0.0001, QUIET[1] - 0.0004) for i in range(12)]
+    queued = upload(tiles_client, auth, write_geojson(tmp_path / "lamps.geojson", lamps))
+    assert queued.status_code == 202, queued.text
+    job = wait(tiles_client, auth, queued.json()["id"])
+    assert job["status"] == "committed" and job["report"]["counts"]["created"] == 12, job
+
+    # The import's one statement of 12 rows was a bulk write, and the job recounted after it: no tile
+    # has been asked since, yet the stored counts of every kept zoom hold the new lamps.
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM asset_tile_counts_stale")).scalar_one() == 0
+        kept = conn.execute(text("SELECT z, sum(n) FROM asset_tile_counts GROUP BY z")).all()
+    assert {z: n for z, n in kept} == {12: 45, 14: 45, 16: 45}
+    assert "map tile counts recounted after the bulk import" in job["report"]["notes"]
+
+    cells = decode(get_tile(tiles_client, auth, low))["asset_cells"].features
+    assert sum(c.properties["count"] for c in cells) == anchored_in(db, *low) == 45
