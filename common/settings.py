@@ -367,6 +367,17 @@ class TileSettings(BaseSettings):
         description="Cache-Control max-age of a tile; after it the client revalidates with its ETag (304).",
     )
     max_zoom: int = Field(default=22, ge=16, le=24, description="Deepest zoom served.")
+    compact_every_s: int = Field(
+        default=3600,
+        ge=0,
+        description="How often the server's background worker folds old rows of tile_changes (the log "
+        "tile ETags are taken from) into one per region, so it does not grow without bound; 0: never.",
+    )
+    compact_after_s: int = Field(
+        default=86_400,
+        ge=0,
+        description="Rows of tile_changes younger than this are kept as written; older ones are folded.",
+    )
 
 
 class MapSettings(BaseSettings):

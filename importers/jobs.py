@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from common.errors import SmartcodeError
 from common.settings import Settings
 from gis.area import ServiceArea
 from importers.pipeline import ImportOptions, ImportRefused, run_import
-from registry.db import Actor
+from registry import tiles
+from registry.db import Actor, transaction
 from registry.work_queue import TableWorker, WorkTable
 
 log = logging.getLogger("smartcode.imports")
@@ -105,11 +107,13 @@ class ImportJobs:
         self.engine = engine
         self.settings = settings
         self.area = area
+        self._compacted_at: float | None = None
         self.worker = TableWorker(
             engine,
             IMPORT_JOBS,
             self._run,
             on_interrupted=self._interrupted,
+            on_idle=self._housekeeping,
             poll_seconds=settings.imports.worker_poll_seconds,
             name="smartcode-import",
         )
@@ -272,6 +276,22 @@ class ImportJobs:
                     "id": job_id,
                 },
             )
+
+    def _housekeeping(self) -> None:
+        """Between jobs, every ``tiles.compact_every_s``: fold old rows of the tiles' change log."""
+        every = self.settings.tiles.compact_every_s
+        now = time.monotonic()
+        if every <= 0 or (self._compacted_at is not None and now - self._compacted_at < every):
+            return
+        self._compacted_at = now
+        try:
+            with transaction(self.engine) as session:
+                removed, written = tiles.compact_changes(session, self.settings.tiles.compact_after_s)
+        except SQLAlchemyError as exc:  # the database may be down: the next period tries again
+            log.warning("tile_changes not compacted: %s", exc)
+            return
+        if removed:
+            log.info("tile_changes: %s old rows folded into %s", removed, written)
 
     def _interrupted(self, conn: Connection, seq: int) -> None:
         """A job whose server died: its upload is removed and the job says what happened."""

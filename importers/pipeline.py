@@ -15,6 +15,7 @@ the file size.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -61,7 +62,7 @@ from importers.validate import (
     Zone,
     validate_chunk,
 )
-from registry import events
+from registry import events, tiles
 from registry.db import Actor, set_change_context, transaction
 from registry.messages import both
 from registry.models import ImportBatch, Unit
@@ -77,6 +78,8 @@ _REFERENCE_POINTS = 20000
 _SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
 
 Progress = Callable[[str, int, int | None], None]
+
+log = logging.getLogger("smartcode.imports")
 Fault = Callable[[str], None]
 
 
@@ -605,8 +608,32 @@ def run_import(
             close()
         digest.close()
     report.sha256 = digest.result()
+    if not options.dry_run:
+        _refresh_tile_counts(engine, report, progress)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _refresh_tile_counts(engine: Engine, report: ImportReport, progress: Progress | None) -> None:
+    """Recount the map's aggregate counts now if the import's bulk statements left them stale.
+
+    Otherwise the first tile requested after a big import would do it (1-2 s a million assets) while
+    every other tile waits. The import has committed: a failure here costs only that, never the batch.
+    """
+    if progress is not None:
+        progress("tiles", report.read, report.read)
+    try:
+        with transaction(engine) as session:
+            if tiles.refresh_counts(session):
+                report.notes.append(
+                    "地图瓦片计数已在批量导入后重算 / map tile counts recounted after the bulk import"
+                )
+    except (DBAPIError, DatabaseUnavailable) as exc:
+        log.warning("tile counts not recounted after import batch %s: %s", report.batch_id, exc)
+        report.notes.append(
+            "地图瓦片计数暂未重算，第一次请求瓦片时会重算 / map tile counts not recounted now: the first "
+            "tile requested will recount them"
+        )
 
 
 def _run(

@@ -14,7 +14,8 @@ point itself or a point on the line or polygon), either as a feature or in one c
 
 Counts come from ``asset_tile_counts`` (cells of zoom 16, and the same summed to zooms 14 and 12, kept
 by triggers, migration 0014), so a tile of zoom 16 or lower never scans the assets under it; after a
-bulk write (an import) the first tile recounts them (``refresh_counts``). The ETag of a tile comes from
+bulk write (an import) the import recounts them when it has committed, or else the first tile
+(``refresh_counts``). The ETag of a tile comes from
 the rows of ``tile_changes`` whose box meets it (with its buffer): an edit changes exactly the tiles it
 touches.
 """
@@ -224,16 +225,65 @@ def tile_state(session: Session, z: int, x: int, y: int, settings: TileSettings)
     return TileState(etag=f'"{digest}"', anchored=int(row.anchored), exact=z <= COUNT_ZOOM)
 
 
-def refresh_counts(session: Session) -> None:
-    """Count every asset again if a bulk write (an import) left the counts stale; first of all in a tile.
+def refresh_counts(session: Session) -> bool:
+    """Count every asset again if a bulk write (an import) left the counts stale; True if it did.
 
-    It must come before the transaction reads ``asset_tile_counts``: the recount truncates the table,
-    which waits for every transaction that read it. Concurrent callers queue on an advisory lock and
-    find the counts fresh. 1-2 s for 1,200,000 assets, once after an import; tiles wait meanwhile.
+    An import calls it when it has committed (``importers.pipeline``), and a tile first of all, in case
+    the import's call failed or a write bypassed the importer. It must come before the transaction
+    reads ``asset_tile_counts``: the recount truncates the table, which waits for every transaction
+    that read it. Concurrent callers queue on an advisory lock and find the counts fresh. 1-2 s for
+    1,200,000 assets, once after an import; tiles wait meanwhile.
     """
     if session.execute(text("SELECT EXISTS (SELECT FROM asset_tile_counts_stale)")).scalar_one():
         session.execute(text("SELECT pg_advisory_xact_lock(hashtext('smartcode.asset_tile_counts'))"))
-        session.execute(text("SELECT smartcode_tile_counts_recount() FROM asset_tile_counts_stale"))
+        done = session.execute(text("SELECT smartcode_tile_counts_recount() FROM asset_tile_counts_stale"))
+        return len(done.all()) > 0
+    return False
+
+
+# Folding old rows of tile_changes (``compact_changes``): the rows older than :after seconds, grouped by
+# the zoom-14 region of their box's centre (as the triggers group an edit's rows), and each region with
+# more than one such row replaced by one row: the extent of their boxes, at the latest of their times.
+# The extent covers every box it replaces, so every tile that met a removed row meets the new one,
+# whose id is larger than any drawn before: that tile's ETag moves to a value it never had (its largest
+# id is new), never back to an older one, whatever the count. A region with a single old row is left
+# alone, so a quiet registry's ETags stay put from one run to the next.
+CHANGE_ZOOM = 14
+COMPACT_SQL = f"""
+WITH old AS (
+  SELECT id, box, at,
+         smartcode_tile_x(ST_X(ST_Centroid(box)), {CHANGE_ZOOM}) AS rx,
+         smartcode_tile_y(ST_Y(ST_Centroid(box)), {CHANGE_ZOOM}) AS ry
+  FROM tile_changes WHERE at < now() - make_interval(secs => :after)
+), folded_regions AS (
+  SELECT rx, ry FROM old GROUP BY rx, ry HAVING count(*) > 1
+), gone AS (
+  DELETE FROM tile_changes c USING old o JOIN folded_regions f USING (rx, ry)
+  WHERE c.id = o.id
+  RETURNING o.rx, o.ry, o.box, o.at
+), written AS (
+  INSERT INTO tile_changes (box, at)
+  SELECT ST_SetSRID(ST_Extent(box)::geometry, 4326), max(at) FROM gone GROUP BY rx, ry
+  RETURNING id
+)
+SELECT (SELECT count(*) FROM gone) AS removed, (SELECT count(*) FROM written) AS written
+"""
+
+
+def compact_changes(session: Session, older_than_s: int) -> tuple[int, int]:
+    """Fold the ``tile_changes`` rows older than ``older_than_s`` into one per region; (removed, written).
+
+    Keeps the table at about one row per region ever edited plus the recent rows, and invalidation
+    exact: a tile whose rows were folded gets an ETag it never had (so a copy cached at any earlier
+    time is fetched again, once); a tile meeting no folded row keeps its ETag. Single-flight across
+    servers: a run finding another one under way does nothing.
+    """
+    if not session.execute(
+        text("SELECT pg_try_advisory_xact_lock(hashtext('smartcode.tile_changes'))")
+    ).scalar_one():
+        return 0, 0
+    row = session.execute(text(COMPACT_SQL), {"after": older_than_s}).one()
+    return int(row.removed), int(row.written)
 
 
 def cell_zoom(z: int, settings: TileSettings) -> int:

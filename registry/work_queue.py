@@ -38,6 +38,8 @@ class WorkTable:
 
 Handler = Callable[[int], None]
 OnInterrupted = Callable[[Connection, int], None]
+# Housekeeping run by the worker's thread whenever the queue is empty (it keeps its own schedule).
+OnIdle = Callable[[], None]
 
 
 class TableWorker:
@@ -50,6 +52,7 @@ class TableWorker:
         handle: Handler,
         *,
         on_interrupted: OnInterrupted | None = None,
+        on_idle: OnIdle | None = None,
         poll_seconds: float = 2.0,
         name: str = "smartcode-worker",
     ) -> None:
@@ -57,6 +60,7 @@ class TableWorker:
         self.table = table
         self.handle = handle
         self.on_interrupted = on_interrupted
+        self.on_idle = on_idle
         self.poll_seconds = poll_seconds
         self.name = name
         self._wake = threading.Event()
@@ -96,6 +100,8 @@ class TableWorker:
                 self.recover()
                 while not self._stop.is_set() and self.run_one():
                     pass
+                if self.on_idle is not None and not self._stop.is_set():
+                    self.on_idle()
                 failing = False
             except Exception as exc:  # the database may be down: try again at the next poll
                 if not failing:

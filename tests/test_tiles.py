@@ -7,6 +7,7 @@ import math
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -320,3 +321,151 @@ def test_an_import_shows_in_its_tiles_only(
     features = decode(get_tile(tiles_client, auth, quiet))["assets"].features
     inside = [f for f in features if 0 <= f.first[0] < 4096 and 0 <= f.first[1] < 4096]
     assert len(inside) == anchored_in(db, *quiet) == BUDGET
+
+
+@pytest.fixture
+def bulk_rows(owner_engine: Engine) -> Iterator[int]:
+    """A bulk-write threshold of 5 rows for new connections (the app's), so a dozen lamps is a big import."""
+    with owner_engine.connect() as conn:
+        name = conn.execute(text("SELECT current_database()")).scalar_one()
+    with owner_engine.begin() as conn:
+        conn.execute(text(f"ALTER DATABASE \"{name}\" SET smartcode.tile_bulk_rows = '5'"))
+    try:
+        yield 5
+    finally:
+        with owner_engine.begin() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" RESET smartcode.tile_bulk_rows'))
+
+
+def test_an_import_job_recounts_the_aggregates_before_any_tile_asks(
+    bulk_rows: int,
+    tiles_client: TestClient,
+    auth: dict[str, str],
+    db: Engine,
+    owners: dict[str, int],
+    tmp_path: Path,
+) -> None:
+    """A bulk import through the API's job leaves fresh counts: a low-zoom tile counts the new lamps."""
+    from tests.test_import_api import upload, wait
+    from tests.test_import_pipeline import lamp, write_geojson
+
+    low = tile_of(*QUIET, 10)
+    cells = decode(get_tile(tiles_client, auth, low))["asset_cells"].features
+    before = sum(c.properties["count"] for c in cells)
+    assert before == anchored_in(db, *low) == 33
+    lamps = [lamp(QUIET[0] + 0.0005 + i * 0.0001, QUIET[1] - 0.0004) for i in range(12)]
+    queued = upload(tiles_client, auth, write_geojson(tmp_path / "lamps.geojson", lamps))
+    assert queued.status_code == 202, queued.text
+    job = wait(tiles_client, auth, queued.json()["id"])
+    assert job["status"] == "committed" and job["report"]["counts"]["created"] == 12, job
+
+    # The import's one statement of 12 rows was a bulk write, and the job recounted after it: no tile
+    # has been asked since, yet the stored counts of every kept zoom hold the new lamps.
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM asset_tile_counts_stale")).scalar_one() == 0
+        kept = conn.execute(text("SELECT z, sum(n) FROM asset_tile_counts GROUP BY z")).all()
+    assert {z: n for z, n in kept} == {12: 45, 14: 45, 16: 45}
+    assert any("map tile counts recounted after the bulk import" in n for n in job["report"]["notes"])
+
+    cells = decode(get_tile(tiles_client, auth, low))["asset_cells"].features
+    assert sum(c.properties["count"] for c in cells) == anchored_in(db, *low) == 45
+
+
+def _etag(
+    client: TestClient, auth: dict[str, str], tile: tuple[int, int, int], tag: str | None = None
+) -> Any:
+    """The tile's response, revalidating ``tag`` when given."""
+    headers = auth if tag is None else {**auth, "If-None-Match": tag}
+    return client.get("/tiles/{}/{}/{}.mvt".format(*tile), headers=headers)
+
+
+def _changes(db: Engine) -> int:
+    with db.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM tile_changes")).scalar_one())
+
+
+def _age_changes(db: Engine) -> None:
+    """Make every row of tile_changes two days old."""
+    with db.begin() as conn:
+        conn.execute(text("UPDATE tile_changes SET at = at - interval '2 days'"))
+
+
+def _compact(db: Engine) -> tuple[int, int]:
+    from registry.db import transaction
+    from registry.tiles import compact_changes
+
+    with transaction(db) as session:
+        return compact_changes(session, 86_400)
+
+
+def test_compacting_the_change_log_keeps_every_etag_honest(
+    tiles_client: TestClient, auth: dict[str, str], db: Engine, admin: Actor
+) -> None:
+    """Old rows fold into one per region: a tile they touched never gets back an ETag it had before
+    (an empty tile cached before the edits is fetched again), a tile they did not touch keeps its own."""
+    far = (114.45, 22.65)
+    busy, lone = tile_of(*QUIET, 16), tile_of(*far, 16)
+    with db.begin() as conn:  # a fresh log, as in a new database (emptying the registry logged a change)
+        conn.execute(text("DELETE FROM tile_changes"))
+    empty = _etag(tiles_client, auth, busy)
+    assert empty.status_code == 200 and not decode(empty.content).get("assets")
+    for i in range(4):  # four statements: four rows in QUIET's region
+        make_asset(db, admin, "0118", geometry=point(QUIET[0] + i * 0.0001, QUIET[1]))
+    make_asset(db, admin, "0118", geometry=point(*far))  # one row in its own region
+    busy_before, lone_before = _etag(tiles_client, auth, busy), _etag(tiles_client, auth, lone)
+    assert _changes(db) == 5
+
+    _age_changes(db)
+    assert _compact(db) == (4, 1)
+    assert _changes(db) == 2  # QUIET's folded row and the lone one
+
+    # The busy tile: a new ETag, never one of its earlier ones. Merely deleting the old rows would give
+    # it the empty tile's ETag back, and a copy cached before the edits would be declared current.
+    now = _etag(tiles_client, auth, busy)
+    history = {empty.headers["etag"], busy_before.headers["etag"]}
+    assert now.headers["etag"] not in history
+    for old in history:
+        assert _etag(tiles_client, auth, busy, old).status_code == 200
+    assert len(decode(now.content)["assets"].features) == anchored_in(db, *busy) == 4
+    # The lone asset's tile met no folded row: its ETag stands, its cached copy is still good.
+    assert _etag(tiles_client, auth, lone, lone_before.headers["etag"]).status_code == 304
+
+    # Nothing left to fold: a second run changes nothing, not even an ETag.
+    assert _compact(db) == (0, 0)
+    assert _etag(tiles_client, auth, busy, now.headers["etag"]).status_code == 304
+    # An edit after the fold changes its tile's ETag; its row is recent and stays as written.
+    make_asset(db, admin, "0114", geometry=point(QUIET[0], QUIET[1] + 0.0001))
+    assert _etag(tiles_client, auth, busy, now.headers["etag"]).status_code == 200
+    assert _compact(db) == (0, 0) and _changes(db) == 3
+    assert _etag(tiles_client, auth, lone, lone_before.headers["etag"]).status_code == 304
+
+
+def test_the_server_worker_compacts_the_change_log_on_its_schedule(
+    db: Engine, settings: Settings, migrated_url: str, admin: Actor
+) -> None:
+    """With SMARTCODE_TILES_COMPACT_EVERY_S set, the import worker folds old rows between jobs."""
+    import time
+
+    from api.app import create_app
+
+    base = _changes(db)  # emptying the registry logged one change, over the whole world
+    for i in range(6):
+        make_asset(db, admin, "0118", geometry=point(QUIET[0] + i * 0.0001, QUIET[1]))
+    _age_changes(db)
+    assert _changes(db) == base + 6
+    tiles_settings = TileSettings(compact_every_s=3600, compact_after_s=86_400)
+    with TestClient(create_app(settings.model_copy(update={"tiles": tiles_settings}), url=migrated_url)):
+        deadline = time.monotonic() + 20
+        while _changes(db) != base + 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert _changes(db) == base + 1
+
+    # Switched off (0), nothing is folded.
+    for i in range(3):
+        make_asset(db, admin, "0118", geometry=point(QUIET[0] + i * 0.0001, QUIET[1] + 0.0002))
+    _age_changes(db)
+    off = TileSettings(compact_every_s=0)
+    app = create_app(settings.model_copy(update={"tiles": off}), url=migrated_url)
+    app.state.import_jobs.worker.on_idle()  # what the worker runs between jobs
+    app.state.services.engine.dispose()
+    assert _changes(db) == base + 4

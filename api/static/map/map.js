@@ -276,6 +276,19 @@ async function showAsset(code, lngLat) {
   box.append(party("权属单位", asset.owner), party("养护单位", asset.maintainer), party("主管部门", asset.supervisor));
   if (asset.address) box.append(el("div", `地址：${asset.address}`, "small"));
   const position = asset.position ? [asset.position.lon, asset.position.lat] : [lngLat.lng, lngLat.lat];
+  if (!asset.owner && asset.in_use !== false) {
+    // No registered owner (无主): what the dispatcher needs is who answers for it, so run the rule
+    // chain at the asset for its class, as a complaint about it would be resolved.
+    box.append(el("h4", "未登记权属，按规则判定：", "ownerless"));
+    try {
+      const answer = await getJSON(
+        `/api/v1/resolve?lon=${position[0]}&lat=${position[1]}&crs=wgs84&class=${encodeURIComponent(asset.class.code)}`,
+      );
+      box.append(resolutionBox(answer));
+    } catch (error) {
+      box.append(el("p", `判定失败：${error.message}`, "error"));
+    }
+  }
   openPopup(position, box);
   showResult(box.cloneNode(true));
   mark(...position);
@@ -316,14 +329,9 @@ function pickParams() {
   return "";
 }
 
-async function resolveAt(x, y, crs, at, zoneNames = []) {
-  let answer;
-  try {
-    answer = await getJSON(`/api/v1/resolve?lon=${x}&lat=${y}&crs=${crs}${pickParams()}`);
-  } catch (error) {
-    showError(`查询失败：${error.message}`);
-    return null;
-  }
+// The resolve API's answer as the side panel shows it: status, the rule that decided, the parties,
+// the zones and the resolver's explanation, step by step.
+function resolutionBox(answer, zoneNames = []) {
   const box = el("div", null, "resolution");
   box.dataset.status = answer.status;
   box.append(el("h3", `责任单位 · ${STATUS[answer.status] || answer.status}`));
@@ -337,7 +345,7 @@ async function resolveAt(x, y, crs, at, zoneNames = []) {
   const names = [...new Set([...zoneNames, ...zones])];
   if (names.length) box.append(el("div", `所在区域：${names.join("、")}`, "small"));
   if (answer.explanation && answer.explanation.length) {
-    box.append(el("div", "判定过程：", "label"));
+    box.append(el("div", "判定过程：", "label steps"));
     const steps = el("ol", null, "explanation");
     for (const line of answer.explanation) steps.append(el("li", line));
     box.append(steps);
@@ -345,6 +353,18 @@ async function resolveAt(x, y, crs, at, zoneNames = []) {
   if (answer.candidates && answer.candidates.length > 1) {
     box.append(el("div", `附近候选部件 ${answer.candidates.length} 个`, "small"));
   }
+  return box;
+}
+
+async function resolveAt(x, y, crs, at, zoneNames = []) {
+  let answer;
+  try {
+    answer = await getJSON(`/api/v1/resolve?lon=${x}&lat=${y}&crs=${crs}${pickParams()}`);
+  } catch (error) {
+    showError(`查询失败：${error.message}`);
+    return null;
+  }
+  const box = resolutionBox(answer, zoneNames);
   openPopup(at, box.cloneNode(true));
   showResult(box);
   mark(at[0], at[1]);
