@@ -21,6 +21,7 @@ from api.routes import (
     classes,
     complaints,
     features,
+    hotspots,
     imports,
     labels,
     open311,
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     api.include_router(tokens.router)
     api.include_router(labels.router)
     api.include_router(complaints.router)
+    api.include_router(hotspots.router)
 
     @api.get("/health", tags=["meta"], summary="Database reachable, schema revision, counts")
     def health(request: Request) -> dict[str, Any]:

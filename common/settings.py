@@ -338,6 +338,12 @@ class TileSettings(BaseSettings):
         description="Cache-Control max-age of a tile; after it the client revalidates with its ETag (304).",
     )
     max_zoom: int = Field(default=22, ge=16, le=24, description="Deepest zoom served.")
+    complaint_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="The complaints layer shows the complaints received in this many last days.",
+    )
 
 
 class MapSettings(BaseSettings):
@@ -366,6 +372,33 @@ class MapSettings(BaseSettings):
     )
 
 
+class HotspotSettings(BaseSettings):
+    """Hot-spot warnings (高频 / 热点预警): how many complaints, in how many days, within what distance."""
+
+    model_config = _config("SMARTCODE_HOTSPOTS_")
+
+    min_complaints: int = Field(
+        default=3,
+        ge=2,
+        le=1000,
+        description="N: a warning is raised when an asset (高频), or a place for one category (热点), "
+        "gathers this many complaints within the window.",
+    )
+    window_days: int = Field(
+        default=7,
+        ge=1,
+        le=365,
+        description="D: the window in days; a warning without a complaint for as long expires.",
+    )
+    radius_m: float = Field(
+        default=50.0,
+        gt=0,
+        le=1000,
+        description="R: complaints of the same category within this many metres of each other count "
+        "towards one 热点 (measured in the metric SRID).",
+    )
+
+
 class Settings(BaseModel):
     """Every setting of a deployment, one group per concern."""
 
@@ -381,6 +414,7 @@ class Settings(BaseModel):
     labels: LabelSettings = Field(default_factory=LabelSettings)
     tiles: TileSettings = Field(default_factory=TileSettings)
     map: MapSettings = Field(default_factory=MapSettings)
+    hotspots: HotspotSettings = Field(default_factory=HotspotSettings)
 
 
 @lru_cache(maxsize=1)

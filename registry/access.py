@@ -80,6 +80,7 @@ class Action(StrEnum):
     PRINT_LABELS = "print_labels"  # target: each asset (owner or maintainer)
     REVOKE_LABEL = "revoke_label"  # target: the asset (owner or maintainer)
     POST_COMPLAINT = "post_complaint"  # a case system (Open311, API) files a complaint
+    ACKNOWLEDGE_HOTSPOT = "acknowledge_hotspot"  # target: the warning's responsible unit id
     EXPORT = "export"  # target: the unit id whose assets are exported (a unit token: its own)
 
 
@@ -165,6 +166,11 @@ POLICY: Mapping[Action, Rule] = {
         _ADMIN, "own", "only the receiving unit or an administrator may accept or decline a proposal"
     ),
     Action.POST_COMPLAINT: Rule(_TOKEN, "any", "filing a case needs an API token (the case system's)"),
+    Action.ACKNOWLEDGE_HOTSPOT: Rule(
+        _ADMIN,
+        "own",
+        "only the responsible unit named by the warning, or an administrator, may acknowledge it",
+    ),
     Action.PRINT_LABELS: Rule(
         _ADMIN,
         "owner_or_maintainer",
