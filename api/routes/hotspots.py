@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from api.deps import require_actor, services
-from api.params import parse_bbox
+from api.params import BIGINT_MAX, RowId, parse_bbox
 from registry import hotspots
 from registry.access import Action
 
@@ -22,7 +22,7 @@ def list_hotspots(
     ] = None,
     state: Annotated[str | None, Query(description="active | acknowledged | expired")] = None,
     category: Annotated[str | None, Query(max_length=200, description="complaint category (热点)")] = None,
-    unit: Annotated[int | None, Query(description="responsible unit id")] = None,
+    unit: Annotated[int | None, Query(ge=1, le=BIGINT_MAX, description="responsible unit id")] = None,
     bbox: Annotated[str | None, Query(description="min_lon,min_lat,max_lon,max_lat (WGS84)")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -48,7 +48,7 @@ def list_hotspots(
     "/{warning_id}/acknowledge",
     summary="Acknowledge a warning (the responsible unit, or an administrator)",
 )
-def acknowledge(request: Request, warning_id: int) -> dict[str, Any]:
+def acknowledge(request: Request, warning_id: RowId) -> dict[str, Any]:
     """The unit has seen it; the warning keeps counting complaints until it expires."""
     with services(request).session() as session:
         actor = require_actor(request, session, Action.ACKNOWLEDGE_HOTSPOT)
