@@ -22,6 +22,7 @@ from api.routes import (
     complaints,
     disputes,
     features,
+    hotspots,
     imports,
     labels,
     open311,
@@ -143,6 +144,7 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     api.include_router(complaints.router)
     api.include_router(disputes.router)
     api.include_router(webhooks.router)
+    api.include_router(hotspots.router)
 
     @api.get("/health", tags=["meta"], summary="Database reachable, schema revision, counts")
     def health(request: Request) -> dict[str, Any]:

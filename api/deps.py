@@ -98,6 +98,8 @@ COOKIE_READ_PATHS = (
     "/api/v1/categories",
     "/api/v1/classes",
     "/api/v1/zones",
+    "/api/v1/complaints",  # a complaint clicked on the map
+    "/api/v1/hotspots",
     "/tiles/",
     "/ogc",
 )

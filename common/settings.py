@@ -378,6 +378,12 @@ class TileSettings(BaseSettings):
         ge=0,
         description="Rows of tile_changes younger than this are kept as written; older ones are folded.",
     )
+    complaint_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="The complaints layer shows the complaints received in this many last days.",
+    )
 
 
 class MapSettings(BaseSettings):
@@ -501,6 +507,33 @@ class WebhookSettings(BaseSettings):
         return self
 
 
+class HotspotSettings(BaseSettings):
+    """Hot-spot warnings (高频 / 热点预警): how many complaints, in how many days, within what distance."""
+
+    model_config = _config("SMARTCODE_HOTSPOTS_")
+
+    min_complaints: int = Field(
+        default=3,
+        ge=2,
+        le=1000,
+        description="N: a warning is raised when an asset (高频), or a place for one category (热点), "
+        "gathers this many complaints within the window.",
+    )
+    window_days: int = Field(
+        default=7,
+        ge=1,
+        le=365,
+        description="D: the window in days; a warning without a complaint for as long expires.",
+    )
+    radius_m: float = Field(
+        default=50.0,
+        gt=0,
+        le=1000,
+        description="R: complaints of the same category within this many metres of each other count "
+        "towards one 热点 (measured in the metric SRID).",
+    )
+
+
 class Settings(BaseModel):
     """Every setting of a deployment, one group per concern."""
 
@@ -518,6 +551,7 @@ class Settings(BaseModel):
     map: MapSettings = Field(default_factory=MapSettings)
     disputes: DisputeSettings = Field(default_factory=DisputeSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    hotspots: HotspotSettings = Field(default_factory=HotspotSettings)
 
 
 @lru_cache(maxsize=1)

@@ -82,6 +82,7 @@ class Action(StrEnum):
     POST_COMPLAINT = "post_complaint"  # a case system (Open311, API) files a complaint
     ROUTE_COMPLAINT = "route_complaint"  # accept (签收) or return (退件); target: the complaint's units
     CLOSE_COMPLAINT = "close_complaint"  # close (办结) a complaint: the case system's word
+    ACKNOWLEDGE_HOTSPOT = "acknowledge_hotspot"  # target: the warning's responsible unit id
     EXPORT = "export"  # target: the unit id whose assets are exported (a unit token: its own)
     OPEN_DISPUTE = "open_dispute"  # target: the units the subject names (asset, rule or complaint)
     REVIEW_DISPUTE = "review_dispute"  # take up, uphold or reject a dispute
@@ -199,6 +200,11 @@ POLICY: Mapping[Action, Rule] = {
     Action.REVIEW_DISPUTE: Rule(_ADMIN, "none", "only administrators review and decide disputes"),
     Action.WITHDRAW_DISPUTE: Rule(
         _ADMIN, "own", "only the unit that raised the dispute, or an administrator, may withdraw it"
+    ),
+    Action.ACKNOWLEDGE_HOTSPOT: Rule(
+        _ADMIN,
+        "own",
+        "only the responsible unit named by the warning, or an administrator, may acknowledge it",
     ),
     Action.PRINT_LABELS: Rule(
         _ADMIN,

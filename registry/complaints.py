@@ -24,7 +24,8 @@ from psycopg import AsyncConnection, errors
 from psycopg.types.json import Jsonb
 
 from common.errors import Conflict, InvalidInput, NotFound
-from common.settings import AreaSettings
+from common.settings import AreaSettings, HotspotSettings
+from registry import hotspots
 from registry.codes import parse_code
 from registry.events import emit_async
 from registry.resolution import LocationQuery, ResolutionLog, Resolver
@@ -207,15 +208,24 @@ async def resolve_complaint(
 
 
 async def record_complaint(
-    conn: AsyncConnection[Any], data: ComplaintIn, resolved: Resolved, *, actor: str, timezone: str
+    conn: AsyncConnection[Any],
+    data: ComplaintIn,
+    resolved: Resolved,
+    *,
+    actor: str,
+    timezone: str,
+    hotspot_rules: HotspotSettings | None = None,
 ) -> str:
     """Write a resolved complaint, its photos and its first history row in one transaction; its reference.
 
     ``conn`` must be a connection to the primary that may write. The case system's own id is unique
-    per source: posting the same case again raises ``Conflict`` naming the first reference.
+    per source: posting the same case again raises ``Conflict`` naming the first reference. The same
+    transaction raises or joins hot-spot warnings (:mod:`registry.hotspots`; the settings' defaults
+    when ``hotspot_rules`` is None).
     """
+    rules = hotspot_rules or HotspotSettings.model_construct()
     try:
-        return await _insert(conn, data, resolved, actor=actor, timezone=timezone)
+        return await _insert(conn, data, resolved, actor=actor, timezone=timezone, rules=rules)
     except errors.UniqueViolation as exc:
         if data.external_id is None:
             raise
@@ -232,7 +242,13 @@ async def record_complaint(
 
 
 async def _insert(
-    conn: AsyncConnection[Any], data: ComplaintIn, resolved: Resolved, *, actor: str, timezone: str
+    conn: AsyncConnection[Any],
+    data: ComplaintIn,
+    resolved: Resolved,
+    *,
+    actor: str,
+    timezone: str,
+    rules: HotspotSettings,
 ) -> str:
     answer = resolved.answer
 
@@ -325,6 +341,16 @@ async def _insert(
             **{role: _unit_ref(answer.get(role)) for role in ("owner", "maintainer", "supervisor")},
         }
         await emit_async(conn, "complaint.resolved", resolution, subject=subject)
+        new = hotspots.NewComplaint(
+            id=complaint_id,
+            reference=reference,
+            received_at=received_at,
+            asset_code=resolved.asset_code,
+            category=data.category,
+            located=resolved.lon is not None,
+            owner_id=unit_id("owner"),
+        )
+        await hotspots.check_complaint(conn, new, rules)
     return reference
 
 
@@ -354,12 +380,15 @@ async def create_complaint(
     *,
     actor: str,
     settings: AreaSettings,
+    hotspot_rules: HotspotSettings | None = None,
 ) -> dict[str, Any]:
     """Resolve (on ``read_conn``) and record (on ``write_conn``) one complaint; its view."""
     resolved = await resolve_complaint(
         read_conn, resolver, log, data, actor=actor, metric_srid=settings.metric_srid
     )
-    reference = await record_complaint(write_conn, data, resolved, actor=actor, timezone=settings.timezone)
+    reference = await record_complaint(
+        write_conn, data, resolved, actor=actor, timezone=settings.timezone, hotspot_rules=hotspot_rules
+    )
     return await get_complaint(write_conn, reference, contact=True)
 
 

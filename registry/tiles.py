@@ -7,7 +7,11 @@ A tile is Web Mercator (``ST_TileEnvelope``), extent 4096, buffer 64, with the l
   ``feature_budget`` assets;
 * ``asset_cells``: otherwise, one point per aggregate cell (a square of ``cell_px`` pixels) with the
   number of assets anchored in it, the number per class and the biggest owners;
-* ``zones``: the zones valid now (level, name, code, responsible unit).
+* ``zones``: the zones valid now (level, name, code, responsible unit);
+* ``complaints``: the complaints received in the last ``complaint_days`` days (from the start of
+  that day, UTC) with a location, one feature each when the tile holds at most ``feature_budget`` of
+  them, else ``complaint_cells`` (a count per cell and per category), as for assets;
+* ``hotspots``: the live hot-spot warnings (高频 / 热点预警, registry/hotspots.py), one point each.
 
 Nothing is dropped: every asset in use is in exactly one tile of each zoom (the tile of its anchor, the
 point itself or a point on the line or polygon), either as a feature or in one cell's count.
@@ -22,6 +26,7 @@ touches.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +45,7 @@ BUFFER = 64
 # Pixels of the tile a cell size is given in (MapLibre draws vector tiles 512 pixels wide).
 TILE_PX = 512
 # Part of the ETag: a change of the tile's layout or of the settings that shape it changes every ETag.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # A zone narrower than this many pixels (of a 512-pixel tile) in both directions is left out of the tile:
 # a speck, at a zoom where a thousand of its siblings would cost more than the rest of the tile.
 ZONE_MIN_PX = 8
@@ -59,6 +64,28 @@ CELL_FIELDS = {
     "owners": "number of distinct owners (无主 counts as one)",
     "top_owners": 'JSON array of [owner name, assets], biggest first, e.g. [["供电局", 9]]',
 }
+COMPLAINT_FIELDS = {
+    "reference": "诉求编号, e.g. SC-20261206-000123",
+    "category": "诉求类别 (absent if none)",
+    "status": "received / accepted / returned / closed",
+    "received_at": "when it arrived (ISO 8601, UTC)",
+    "asset_code": "the scanned 智慧码 (absent if none)",
+}
+COMPLAINT_CELL_FIELDS = {
+    "count": "complaints located in the cell",
+    "categories": 'JSON object, complaints per category, e.g. {"井盖缺失": 4} (无类别: none given)',
+}
+HOTSPOT_FIELDS = {
+    "id": "warning id (GET /api/v1/hotspots)",
+    "kind": "asset (高频: one asset) / place (热点: one category within radius_m)",
+    "kind_label": "高频 / 热点",
+    "asset_code": "the asset (高频)",
+    "category": "the category (热点)",
+    "count": "complaints gathered",
+    "state": "active / acknowledged",
+    "radius_m": "the radius of a 热点, metres",
+    "last_at": "the last complaint (ISO 8601, UTC)",
+}
 ZONE_FIELDS = {
     "id": "zone id",
     "level": "street / community / grid / contract / pilot",
@@ -76,17 +103,29 @@ env AS (
                ST_Transform(ST_TileEnvelope(:z, :x, :y, margin => {BUFFER / EXTENT}), 4326) AS m4326) e
 )"""
 
+# The complaints the map shows begin at the start of a UTC day: the layer (and the ETag) moves by the
+# clock once a day, not with every second.
+_SINCE = "date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - make_interval(days => :days)"
+
 # What the ETag depends on, and the number of assets anchored in the tile when it is a union of count
 # cells (zoom <= 16; deeper, the count of the enclosing cell, an upper bound). The zones' term moves
-# when a version begins or ends by the clock, without any write.
+# when a version begins or ends by the clock, without any write; the hot spots' when a warning's window
+# passes (it leaves the layer). Complaints are counted live: their tile is that of their point.
 STATE_SQL = f"""
-WITH {_ENV}
+WITH {_ENV}, since AS (SELECT {_SINCE} AS t)
 SELECT (SELECT count(*) FROM tile_changes c, env WHERE c.box && env.m4326) AS changes,
        (SELECT coalesce(max(c.id), 0) FROM tile_changes c, env WHERE c.box && env.m4326) AS last_change,
        (SELECT count(*) FILTER (WHERE z.valid_from <= now()) + count(*) FILTER (WHERE z.valid_to <= now())
           FROM zones z, env WHERE z.geom && env.m4326) AS zone_clock,
        (SELECT coalesce(sum(n), 0) FROM asset_tile_counts
-         WHERE z = :level AND cx >= :cx0 AND cx < :cx1 AND cy >= :cy0 AND cy < :cy1) AS anchored
+         WHERE z = :level AND cx >= :cx0 AND cx < :cx1 AND cy >= :cy0 AND cy < :cy1) AS anchored,
+       (SELECT count(*) FROM complaints c, env, since
+         WHERE c.geom && env.m4326 AND c.received_at >= since.t
+           AND smartcode_tile_x(ST_X(c.geom), :z) = :x AND smartcode_tile_y(ST_Y(c.geom), :z) = :y)
+         AS complaints,
+       (SELECT count(*) FILTER (WHERE h.last_at + make_interval(days => h.window_days) <= now())
+          FROM hotspot_warnings h, env WHERE h.centre && env.m4326) AS hotspot_clock,
+       (SELECT t FROM since) AS since
 """
 
 
@@ -174,6 +213,56 @@ SELECT ST_AsMVT(t, 'asset_cells', {EXTENT}, 'geom') FROM (
 """
 
 
+# Complaints of the window whose point may show in the tile (with its buffer), from the GiST on geom.
+_COMPLAINT_CANDIDATES = """
+SELECT c.* FROM complaints c, env WHERE c.geom && env.m4326 AND c.received_at >= :since
+"""
+
+_COMPLAINTS_LAYER = f"""
+SELECT ST_AsMVT(t, 'complaints', {EXTENT}, 'geom') FROM (
+  SELECT ST_AsMVTGeom(ST_Transform(c.geom, 3857), env.e3857, {EXTENT}, {BUFFER}, true) AS geom,
+         c.reference, c.category, c.status,
+         to_char(c.received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS received_at, c.asset_code
+  FROM ({_COMPLAINT_CANDIDATES}) c CROSS JOIN env
+  OFFSET 0
+) t WHERE t.geom IS NOT NULL
+"""
+
+# Over the budget: the complaints whose point is in the tile, counted per cell of zoom :c and category.
+_COMPLAINT_CELLS_LAYER = f"""
+SELECT ST_AsMVT(t, 'complaint_cells', {EXTENT}, 'geom') FROM (
+  SELECT ST_AsMVTGeom(ST_SetSRID(ST_MakePoint(-{HALF_WORLD} + (k.gx + 0.5) * :cell_m,
+                                              {HALF_WORLD} - (k.gy + 0.5) * :cell_m), 3857),
+                      env.e3857, {EXTENT}, {BUFFER}, true) AS geom,
+         k.count, k.categories
+  FROM (SELECT gx, gy, sum(n)::int AS count, jsonb_object_agg(category, n)::text AS categories
+        FROM (SELECT smartcode_tile_x(ST_X(c.geom), :c) AS gx, smartcode_tile_y(ST_Y(c.geom), :c) AS gy,
+                     coalesce(c.category, '无类别') AS category, count(*)::int AS n
+              FROM ({_COMPLAINT_CANDIDATES}) c
+              WHERE smartcode_tile_x(ST_X(c.geom), :z) = :x AND smartcode_tile_y(ST_Y(c.geom), :z) = :y
+              GROUP BY 1, 2, 3) g
+        GROUP BY 1, 2) k
+  CROSS JOIN env
+) t
+"""
+
+# Live warnings (not expired, last complaint within their window); few, so always one feature each.
+_HOTSPOTS_LAYER = f"""
+SELECT ST_AsMVT(t, 'hotspots', {EXTENT}, 'geom') FROM (
+  SELECT ST_AsMVTGeom(ST_Transform(h.centre, 3857), env.e3857, {EXTENT}, {BUFFER}, true) AS geom,
+         h.id, h.kind, CASE h.kind WHEN 'asset' THEN '高频' ELSE '热点' END AS kind_label, h.asset_code,
+         h.category, h.count, h.state, h.radius_m,
+         to_char(h.last_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS last_at
+  FROM hotspot_warnings h CROSS JOIN env
+  WHERE h.centre && env.m4326 AND h.state <> 'expired'
+    AND h.last_at + make_interval(days => h.window_days) > now()
+  OFFSET 0
+) t WHERE t.geom IS NOT NULL
+"""
+
+COMPLAINTS_SQL = f"WITH {_ENV} SELECT ({_COMPLAINTS_LAYER}) || ({_HOTSPOTS_LAYER})"
+COMPLAINT_CELLS_SQL = f"WITH {_ENV} SELECT ({_COMPLAINT_CELLS_LAYER}) || ({_HOTSPOTS_LAYER})"
+
 FEATURES_SQL = f"WITH {_ENV} SELECT ({_ASSETS_LAYER}) || ({_ZONES_LAYER})"
 CELLS_STORED_SQL = (
     f"WITH {_ENV}, g AS ({_CELL_COUNTS_STORED}), {_CELLS} SELECT ({_CELLS_LAYER}) || ({_ZONES_LAYER})"
@@ -190,6 +279,8 @@ class TileState:
     etag: str
     anchored: int
     exact: bool  # False when ``anchored`` is the enclosing count cell's (an upper bound, zoom > 16)
+    complaints: int = 0  # complaints of the window located in the tile
+    since: dt.datetime | None = None  # the complaints layer shows those received since then
 
 
 def check_tile(z: int, x: int, y: int, settings: TileSettings) -> None:
@@ -217,12 +308,20 @@ def _count_range(z: int, x: int, y: int, finest: int) -> dict[str, int]:
 def tile_state(session: Session, z: int, x: int, y: int, settings: TileSettings) -> TileState:
     """The tile's ETag (from the changes meeting it and the settings) and its asset count, in one query."""
     check_tile(z, x, y, settings)
-    row = session.execute(text(STATE_SQL), {"z": z, "x": x, "y": y, **_count_range(z, x, y, z)}).one()
+    params = {"z": z, "x": x, "y": y, "days": settings.complaint_days, **_count_range(z, x, y, z)}
+    row = session.execute(text(STATE_SQL), params).one()
     shape = f"{FORMAT_VERSION}:{settings.feature_budget}:{settings.cell_px}:{settings.top_owners}"
+    clocks = f"{row.zone_clock}:{row.hotspot_clock}:{row.since.isoformat()}"
     digest = hashlib.blake2b(
-        f"{shape}:{z}/{x}/{y}:{row.changes}:{row.last_change}:{row.zone_clock}".encode(), digest_size=12
+        f"{shape}:{z}/{x}/{y}:{row.changes}:{row.last_change}:{clocks}".encode(), digest_size=12
     ).hexdigest()
-    return TileState(etag=f'"{digest}"', anchored=int(row.anchored), exact=z <= COUNT_ZOOM)
+    return TileState(
+        etag=f'"{digest}"',
+        anchored=int(row.anchored),
+        exact=z <= COUNT_ZOOM,
+        complaints=int(row.complaints),
+        since=row.since,
+    )
 
 
 def refresh_counts(session: Session) -> bool:
@@ -298,7 +397,8 @@ def cell_zoom(z: int, settings: TileSettings) -> int:
 
 
 def render_tile(session: Session, z: int, x: int, y: int, state: TileState, settings: TileSettings) -> bytes:
-    """The tile's MVT bytes: individual assets within the budget, aggregate cells beyond it; zones always."""
+    """The tile's MVT bytes: individual assets within the budget, aggregate cells beyond it; zones always;
+    then the complaints (or their cells, by the same budget) and the hot spots."""
     # A degree of latitude spans more pixels than a degree of longitude: measured in the latter, the
     # threshold keeps every zone that is wide enough in either direction.
     zone_min_deg = ZONE_MIN_PX * 360.0 / ((1 << z) * TILE_PX)
@@ -317,6 +417,22 @@ def render_tile(session: Session, z: int, x: int, y: int, state: TileState, sett
         else:
             sql = CELLS_LIVE_SQL
     data = session.execute(text(sql), params).scalar_one()
+    return (bytes(data) if data is not None else b"") + _complaint_layers(session, z, x, y, state, settings)
+
+
+def _complaint_layers(
+    session: Session, z: int, x: int, y: int, state: TileState, settings: TileSettings
+) -> bytes:
+    """The complaints (features within the budget, cells beyond) and hot-spot layers (MVT layers concatenate)."""
+    params: dict[str, Any] = {"z": z, "x": x, "y": y, "since": state.since}
+    if state.complaints <= settings.feature_budget:
+        sql = COMPLAINTS_SQL
+    else:
+        # Counted live (no count table for complaints), so cells of cell_px at any zoom.
+        c = z + (TILE_PX // settings.cell_px).bit_length() - 1
+        params |= {"c": c, "cell_m": 2 * HALF_WORLD / (1 << c)}
+        sql = COMPLAINT_CELLS_SQL
+    data = session.execute(text(sql), params).scalar_one()
     return bytes(data) if data is not None else b""
 
 
@@ -330,8 +446,9 @@ def tilejson(
     return {
         "tilejson": "3.0.0",
         "name": "smartcode",
-        "description": "智慧码部件与区域 / registry assets and zones. A tile of more than "
-        f"{settings.feature_budget} assets carries asset_cells (counts) instead of assets.",
+        "description": "智慧码部件、区域、诉求与预警 / registry assets, zones, complaints and hot spots. "
+        "A tile of more than "
+        f"{settings.feature_budget} assets (or complaints) carries asset_cells (complaint_cells) instead.",
         "version": f"{FORMAT_VERSION}.0.0",
         "scheme": "xyz",
         "tiles": [tiles_url],
@@ -352,6 +469,29 @@ def tilejson(
                 "description": f"部件聚合 / aggregate cells of {settings.cell_px} px (tiles over the "
                 "budget): every asset of the tile is counted in exactly one cell",
                 "fields": CELL_FIELDS,
+                "minzoom": 0,
+                "maxzoom": settings.max_zoom,
+            },
+            {
+                "id": "complaints",
+                "description": f"诉求 / complaints of the last {settings.complaint_days} days with a location, "
+                "one feature each (tiles within the budget)",
+                "fields": COMPLAINT_FIELDS,
+                "minzoom": 0,
+                "maxzoom": settings.max_zoom,
+            },
+            {
+                "id": "complaint_cells",
+                "description": f"诉求聚合 / complaint counts per cell of {settings.cell_px} px (tiles over the "
+                "budget): every complaint of the tile is counted in exactly one cell",
+                "fields": COMPLAINT_CELL_FIELDS,
+                "minzoom": 0,
+                "maxzoom": settings.max_zoom,
+            },
+            {
+                "id": "hotspots",
+                "description": "高频 / 热点预警 / live hot-spot warnings (not expired), one point each",
+                "fields": HOTSPOT_FIELDS,
                 "minzoom": 0,
                 "maxzoom": settings.max_zoom,
             },

@@ -50,6 +50,7 @@ _FINGERPRINT = text(
       (SELECT string_agg(concat_ws(',', id, status), ';' ORDER BY id) FROM import_batches),
       (SELECT string_agg(concat_ws(',', id, revoked_at), ';' ORDER BY id) FROM label_issues),
       (SELECT count(*) FROM complaints),
+      (SELECT string_agg(concat_ws(',', id, state), ';' ORDER BY id) FROM hotspot_warnings),
       (SELECT string_agg(concat_ws(',', id, status, version), ';' ORDER BY id) FROM complaints),
       (SELECT string_agg(concat_ws(',', id, state, version), ';' ORDER BY id) FROM disputes),
       (SELECT string_agg(concat_ws(',', class_code, next_serial), ';' ORDER BY class_code) FROM code_serials),
@@ -468,6 +469,13 @@ CASES = [
         {**_expect(200, maintainer=200), "other": 404},
         needs=("proposal",),
     ),
+    Case(
+        "acknowledge a hot-spot warning",
+        "POST /api/v1/hotspots/{warning_id}/acknowledge",
+        lambda c, w, h: c.post(f"/api/v1/hotspots/{w.extra['hotspot']}/acknowledge", headers=h),
+        _expect(200, owner=200),  # the owner is the unit the complaints named responsible
+        needs=("hotspot",),
+    ),
 ]
 
 
@@ -577,6 +585,19 @@ def _build(
         world.extra["webhook"] = hook.json()["id"]
         with db.connect() as conn:  # the asset's registration
             world.extra["event"] = conn.execute(text("SELECT max(id) FROM event_outbox")).scalar_one()
+    if "hotspot" in needs:
+        for _ in range(3):  # three complaints about the asset in a week: a 高频 warning (defaults)
+            posted = client.post(
+                "/open311/v2/requests.json",
+                data={
+                    "api_key": ADMIN_TOKEN,
+                    "service_code": "路灯不亮",
+                    "attribute[asset_code]": asset.code,
+                },
+            )
+            assert posted.status_code == 200, posted.text
+        (warning,) = client.get("/api/v1/hotspots", headers=auth).json()["items"]
+        world.extra["hotspot"] = warning["id"]
     if "proposal" in needs:
         with transaction(db) as session:
             owner_actor = Actor("token:owner", unit_id=owner)

@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from PIL import Image, ImageDraw
 from sqlalchemy import Engine
@@ -177,6 +178,87 @@ def test_dispatcher_logs_in_clicks_assets_and_places_and_nothing_leaves_the_serv
         "document.querySelector('#result .rule')?.innerText.includes('最近部件')", timeout=10_000
     )
     assert "深圳供电局有限公司" in tab.locator("#result").inner_text()
+
+    assert log.foreign() == [], f"requests left the server: {log.foreign()}"
+    assert not log.errors, (log.errors, log.failed)
+
+
+def _post_complaint(base: str, lon: float, lat: float, category: str) -> str:
+    """A located complaint filed through Open311 on the running server; its reference."""
+    response = httpx.post(
+        f"{base}/open311/v2/requests.json",
+        data={"api_key": ADMIN_TOKEN, "service_code": category, "lat": f"{lat:.7f}", "long": f"{lon:.7f}"},
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()[0]["service_request_id"])
+
+
+def rendered(page: Any, layer: str, prop: str) -> list[Any]:
+    """A property of the features the map draws in ``layer`` (none while the layer is hidden)."""
+    return list(
+        page.evaluate(
+            "([layer, prop]) => window.smartcodeMap.queryRenderedFeatures({layers: [layer]})"
+            ".map((f) => f.properties[prop])",
+            [layer, prop],
+        )
+    )
+
+
+def hidden(page: Any, layer: str) -> None:
+    """Wait until the map draws nothing of ``layer`` (after its toggle is cleared)."""
+    page.wait_for_function(
+        "(layer) => window.smartcodeMap.queryRenderedFeatures({layers: [layer]}).length === 0",
+        arg=layer,
+        timeout=10_000,
+    )
+
+
+def test_posted_complaints_and_their_hot_spot_show_on_the_map(
+    page: tuple[Any, str, RequestLog], dataset: dict[str, Any]
+) -> None:
+    tab, base, log = page
+    lone = _post_complaint(base, *at_m(-300, -250), "占道经营")
+    for dx in (0, 10, 20):  # three of one category within 50 m: a 热点
+        _post_complaint(base, *at_m(300 + dx, -250), "井盖破损")
+    tab.goto(f"{base}/map/login")
+    tab.fill("#token", ADMIN_TOKEN)
+    tab.click("button[type=submit]")
+    tab.wait_for_url(f"{base}/map")
+    tab.wait_for_selector("body[data-map-ready]", state="attached", timeout=30_000)
+    assert "诉求" in tab.locator("#legend").inner_text() and "热点" in tab.locator("#legend").inner_text()
+
+    # The complaint is drawn, and a click shows its summary and then whom it was routed to.
+    jump(tab, *at_m(-300, -250), 18)
+    assert lone in rendered(tab, "complaints-point", "reference")
+    click_at(tab, *at_m(-300, -250))
+    popup = tab.locator(".maplibregl-popup-content")
+    popup.wait_for(timeout=10_000)
+    assert lone in popup.inner_text() and "占道经营" in popup.inner_text() and "已受理" in popup.inner_text()
+    result_shows(tab, "责任单位")
+
+    # Hidden with its toggle, shown again.
+    tab.uncheck("#show-complaints")
+    hidden(tab, "complaints-point")
+    tab.check("#show-complaints")
+    tab.wait_for_function(
+        "(ref) => window.smartcodeMap.queryRenderedFeatures({layers: ['complaints-point']})"
+        ".some((f) => f.properties.reference === ref)",
+        arg=lone,
+        timeout=10_000,
+    )
+
+    # The hot spot the three raised, centred on the third: a click shows the warning.
+    jump(tab, *at_m(320, -250), 17)
+    assert rendered(tab, "hotspots-halo", "kind") == ["place"]
+    click_at(tab, *at_m(320, -250))
+    result_shows(tab, "热点预警")
+    assert (
+        "井盖破损" in tab.locator("#result").inner_text()
+        and "诉求数：3" in tab.locator("#result").inner_text()
+    )
+    shot(tab, "map-hotspot.png")
+    tab.uncheck("#show-hotspots")
+    hidden(tab, "hotspots-halo")
 
     assert log.foreign() == [], f"requests left the server: {log.foreign()}"
     assert not log.errors, (log.errors, log.failed)

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, text
 
 from common.settings import Settings, TileSettings
 from registry.db import Actor
+from tests.conftest import ADMIN_TOKEN
 from tests.helpers import PINGSHAN, make_asset, make_unit, point
 from tests.mvt import decode
 
@@ -149,7 +150,9 @@ def test_tilejson_describes_the_layers(tiles_client: TestClient) -> None:
     assert doc["tilejson"] == "3.0.0"
     assert doc["tiles"] == ["http://testserver/tiles/{z}/{x}/{y}.mvt"]
     layers = {layer["id"]: layer for layer in doc["vector_layers"]}
-    assert set(layers) == {"assets", "asset_cells", "zones"}
+    assert set(layers) == {"assets", "asset_cells", "zones", "complaints", "complaint_cells", "hotspots"}
+    assert set(layers["complaints"]["fields"]) >= {"reference", "category", "status", "received_at"}
+    assert set(layers["hotspots"]["fields"]) >= {"kind", "count", "state"}
     assert set(layers["assets"]["fields"]) == {"code", "class", "state", "owner"}
     assert set(layers["asset_cells"]["fields"]) >= {"count", "classes", "top_owners"}
     west, south, east, north = doc["bounds"]
@@ -469,3 +472,58 @@ def test_the_server_worker_compacts_the_change_log_on_its_schedule(
     app.state.import_jobs.worker.on_idle()  # what the worker runs between jobs
     app.state.services.engine.dispose()
     assert _changes(db) == base + 4
+
+
+def _complain(client: TestClient, lon: float, lat: float, category: str = "井盖破损") -> str:
+    """A located complaint posted by Open311 with the administrator token; its reference."""
+    response = client.post(
+        "/open311/v2/requests.json",
+        data={"api_key": ADMIN_TOKEN, "service_code": category, "lat": str(lat), "long": str(lon)},
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()[0]["service_request_id"])
+
+
+def test_a_complaint_shows_in_its_tile_and_changes_only_its_etag(
+    tiles_client: TestClient, auth: dict[str, str], db: Engine, owners: dict[str, int]
+) -> None:
+    """The complaints layer carries a posted complaint at once; a far tile keeps its ETag (304)."""
+    a, b = tile_of(*QUIET, 16), tile_of(*CROWD, 16)
+    z, x, y = a
+    before = tiles_client.get(f"/tiles/{z}/{x}/{y}.mvt", headers=auth).headers["etag"]
+    far = tiles_client.get("/tiles/{}/{}/{}.mvt".format(*b), headers=auth).headers["etag"]
+    reference = _complain(tiles_client, QUIET[0] + 0.00005, QUIET[1])
+    response = tiles_client.get(f"/tiles/{z}/{x}/{y}.mvt", headers={**auth, "If-None-Match": before})
+    assert response.status_code == 200 and response.headers["etag"] != before
+    (feature,) = decode(response.content)["complaints"].features
+    props = feature.properties
+    assert props["reference"] == reference and props["category"] == "井盖破损"
+    assert props["status"] == "received" and props["received_at"].endswith("Z")
+    again = tiles_client.get("/tiles/{}/{}/{}.mvt".format(*b), headers={**auth, "If-None-Match": far})
+    assert again.status_code == 304
+
+
+def test_crowded_complaints_are_counted_in_cells_and_hot_spots_are_shown(
+    tiles_client: TestClient, auth: dict[str, str], db: Engine, owners: dict[str, int]
+) -> None:
+    """Over the budget, every complaint of the tile is in one cell's count; the 热点 they raise is a point."""
+    for i in range(BUDGET + 2):
+        _complain(tiles_client, QUIET[0] + i * 0.00002, QUIET[1] + 0.00003)
+    _complain(tiles_client, QUIET[0], QUIET[1] + 0.00003, category="路灯不亮")
+    layers = decode(get_tile(tiles_client, auth, tile_of(*QUIET, 14)))
+    assert "complaints" not in layers
+    cells = layers["complaint_cells"].features
+    assert sum(c.properties["count"] for c in cells) == BUDGET + 3
+    per_category: dict[str, int] = {}
+    for cell in cells:
+        for name, n in json.loads(cell.properties["categories"]).items():
+            per_category[name] = per_category.get(name, 0) + n
+    assert per_category == {"井盖破损": BUDGET + 2, "路灯不亮": 1}
+    (spot,) = layers["hotspots"].features
+    assert spot.properties["kind"] == "place" and spot.properties["kind_label"] == "热点"
+    assert spot.properties["category"] == "井盖破损" and spot.properties["count"] == BUDGET + 2
+    # Acknowledged, it stays on the map; once expired, it leaves it.
+    (item,) = tiles_client.get("/api/v1/hotspots", headers=auth).json()["items"]
+    assert tiles_client.post(f"/api/v1/hotspots/{item['id']}/acknowledge", headers=auth).status_code == 200
+    layers = decode(get_tile(tiles_client, auth, tile_of(*QUIET, 14)))
+    assert [f.properties["state"] for f in layers["hotspots"].features] == ["acknowledged"]

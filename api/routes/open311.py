@@ -248,7 +248,14 @@ async def post_request(request: Request, fmt: str) -> Response:
             )
             async with sc.write_pool.connection() as write:
                 view = await complaints.create_complaint(
-                    read, write, rt.resolver, rt.log, data, actor=actor.name, settings=settings
+                    read,
+                    write,
+                    rt.resolver,
+                    rt.log,
+                    data,
+                    actor=actor.name,
+                    settings=settings,
+                    hotspot_rules=sc.settings.hotspots,
                 )
         unit = open311.agency_of(view["resolution"])
         notice = (

@@ -499,7 +499,14 @@ async def report(request: Request, code: str) -> HTMLResponse:
             )
             async with sc.write_pool.connection() as write:
                 view = await complaints.create_complaint(
-                    read, write, rt.resolver, rt.log, data, actor=ACTOR, settings=sc.settings.area
+                    read,
+                    write,
+                    rt.resolver,
+                    rt.log,
+                    data,
+                    actor=ACTOR,
+                    settings=sc.settings.area,
+                    hotspot_rules=sc.settings.hotspots,
                 )
     except SmartcodeError as exc:
         return _error_page(sc, exc, back=back)

@@ -145,6 +145,7 @@ def map_page(request: Request) -> Response:
         },
         "user": actor.name,
         "maxZoom": svc.settings.tiles.max_zoom,
+        "complaintDays": svc.settings.tiles.complaint_days,
     }
     # "</" cannot end the script element from inside a JSON string once "/" is escaped.
     config_json = orjson.dumps(config).decode().replace("</", "<\\/")
@@ -174,6 +175,11 @@ def map_page(request: Request) -> Response:
 <option value="wgs84">WGS84</option><option value="gcj02">GCJ-02（高德/腾讯）</option>
 <option value="bd09">BD-09（百度）</option></select>
 <button id="coords-go" type="button">查询</button></div>
+</section>
+<section><h2>图层</h2>
+<label class="toggle"><input type="checkbox" id="show-complaints" checked>
+诉求（近 {svc.settings.tiles.complaint_days} 天）</label>
+<label class="toggle"><input type="checkbox" id="show-hotspots" checked>高频 / 热点预警</label>
 </section>
 <section id="result" aria-live="polite"></section>
 <section><h2>图例</h2><ul id="legend"></ul></section>

@@ -25,6 +25,10 @@ const RULES = {
   none: "无",
 };
 const ASSET_LAYERS = ["assets-point", "assets-line", "assets-fill"];
+const COMPLAINT_LAYERS = ["complaints-point", "complaint-cells"];
+const HOTSPOT_LAYERS = ["hotspots-halo", "hotspots-point"];
+const COMPLAINT_STATUS = { received: "已受理", accepted: "已签收", returned: "已退件", closed: "已办结" };
+const HOTSPOT_STATE = { active: "预警中", acknowledged: "已确认" };
 
 // --- small helpers -------------------------------------------------------------------------------
 
@@ -98,6 +102,9 @@ for (const group of groups) {
 for (const [label, className] of [
   ["街道/社区等区域（边界）", "swatch zone"],
   ["数量聚合（缩小时，点击看分类）", "swatch cell"],
+  [`诉求（近 ${config.complaintDays || 30} 天，点击看摘要）`, "swatch complaint"],
+  ["诉求数量聚合（缩小时）", "swatch complaint-cell"],
+  ["高频 / 热点预警（点击看详情）", "swatch hotspot"],
 ]) {
   const item = el("li");
   item.append(el("span", null, className), el("span", label));
@@ -233,19 +240,75 @@ function addOverlays() {
     },
   });
   map.addLayer({
+    id: "complaint-cells",
+    type: "circle",
+    source: "registry",
+    "source-layer": "complaint_cells",
+    paint: {
+      "circle-color": "#ea580c",
+      "circle-opacity": 0.45,
+      "circle-radius": ["interpolate", ["linear"], ["sqrt", ["get", "count"]], 1, 4, 30, 16, 300, 34],
+      "circle-stroke-color": "#ffffff",
+      "circle-stroke-width": 1,
+    },
+  });
+  map.addLayer({
+    id: "complaints-point",
+    type: "circle",
+    source: "registry",
+    "source-layer": "complaints",
+    paint: {
+      "circle-color": "#f97316",
+      "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 2.5, 16, 4.5, 20, 8],
+      "circle-stroke-color": "#7c2d12",
+      "circle-stroke-width": 1,
+    },
+  });
+  map.addLayer({
+    id: "hotspots-halo",
+    type: "circle",
+    source: "registry",
+    "source-layer": "hotspots",
+    paint: {
+      "circle-color": "rgba(220, 38, 38, 0.18)",
+      "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 8, 16, 16, 20, 28],
+      "circle-stroke-color": "#dc2626",
+      "circle-stroke-width": 2,
+    },
+  });
+  map.addLayer({
+    id: "hotspots-point",
+    type: "circle",
+    source: "registry",
+    "source-layer": "hotspots",
+    paint: { "circle-color": "#dc2626", "circle-radius": 3 },
+  });
+  map.addLayer({
     id: "mark",
     type: "circle",
     source: "mark",
     paint: { "circle-radius": 7, "circle-color": "rgba(0,0,0,0)", "circle-stroke-color": "#e11d48", "circle-stroke-width": 3 },
   });
-  for (const layer of [...ASSET_LAYERS, "cells"]) {
+  for (const layer of [...ASSET_LAYERS, "cells", ...COMPLAINT_LAYERS, ...HOTSPOT_LAYERS]) {
     map.on("mouseenter", layer, () => (map.getCanvas().style.cursor = "pointer"));
     map.on("mouseleave", layer, () => (map.getCanvas().style.cursor = ""));
   }
 }
 
+function toggle(checkbox, layers) {
+  const apply = () => {
+    for (const id of layers) {
+      if (map.getLayer(id)) map.setLayoutProperty(id, "visibility", checkbox.checked ? "visible" : "none");
+    }
+  };
+  checkbox.addEventListener("change", apply);
+  apply();
+}
+
 map.on("load", () => {
   addOverlays();
+  toggle(document.getElementById("show-complaints"), COMPLAINT_LAYERS);
+  toggle(document.getElementById("show-hotspots"), HOTSPOT_LAYERS);
   map.once("idle", () => document.body.setAttribute("data-map-ready", "1"));
 });
 
@@ -322,6 +385,67 @@ function showCell(feature, lngLat) {
   openPopup(lngLat, box);
 }
 
+function localTime(iso) {
+  const at = new Date(iso);
+  return Number.isNaN(at.getTime()) ? iso || "" : at.toLocaleString("zh-CN", { hour12: false });
+}
+
+async function showComplaint(feature, lngLat) {
+  const p = feature.properties;
+  const box = el("div", null, "complaint");
+  box.dataset.reference = p.reference;
+  box.append(el("h3", `诉求 ${p.reference}`));
+  box.append(el("div", `类别：${p.category || "（未分类）"}`));
+  box.append(el("div", `状态：${COMPLAINT_STATUS[p.status] || p.status}`));
+  box.append(el("div", `受理时间：${localTime(p.received_at)}`));
+  if (p.asset_code) box.append(el("div", `扫码部件：${p.asset_code}`, "code"));
+  openPopup(lngLat, box);
+  showResult(box.cloneNode(true));
+  // The record adds what the registry answered on arrival: who was named responsible.
+  try {
+    const view = await getJSON(`/api/v1/complaints/${encodeURIComponent(p.reference)}`);
+    const more = box.cloneNode(true);
+    const resolution = view.resolution || {};
+    more.append(party("责任单位", resolution.owner), party("养护单位", resolution.maintainer));
+    if (view.description) more.append(el("div", `描述：${view.description}`, "small"));
+    showResult(more);
+  } catch (error) {
+    result.append(el("p", `诉求详情：${error.message}`, "small"));
+  }
+}
+
+function showComplaintCell(feature, lngLat) {
+  const p = feature.properties;
+  const box = el("div", null, "cell");
+  box.append(el("h3", `此处共 ${p.count} 条诉求`));
+  let perCategory = {};
+  try {
+    perCategory = JSON.parse(p.categories || "{}");
+  } catch {
+    // The count above stands without the breakdown.
+  }
+  const list = el("ul");
+  for (const [name, n] of Object.entries(perCategory).sort((a, b) => b[1] - a[1])) {
+    list.append(el("li", `${name}：${n}`));
+  }
+  box.append(list, el("div", "放大地图可看到单条诉求。", "small"));
+  openPopup(lngLat, box);
+}
+
+function showHotspot(feature, lngLat) {
+  const p = feature.properties;
+  const box = el("div", null, "hotspot");
+  box.dataset.warning = String(p.id);
+  box.append(el("h3", `${p.kind_label}预警 · ${HOTSPOT_STATE[p.state] || p.state}`));
+  if (p.kind === "asset") box.append(el("div", `部件：${p.asset_code}`, "code"));
+  else box.append(el("div", `类别：${p.category}（半径 ${Math.round(p.radius_m)} 米内）`));
+  box.append(el("div", `诉求数：${p.count}`));
+  box.append(el("div", `最近一条：${localTime(p.last_at)}`));
+  box.append(el("div", `预警编号 ${p.id}（/api/v1/hotspots）`, "small"));
+  openPopup(lngLat, box);
+  showResult(box.cloneNode(true));
+}
+
 function pickParams() {
   const [kind, value] = (pick.value || "").split(/:(.*)/s);
   if (kind === "category") return `&category=${encodeURIComponent(value)}`;
@@ -377,6 +501,21 @@ map.on("click", async (event) => {
     [x - 6, y - 6],
     [x + 6, y + 6],
   ];
+  const visible = (ids) => ids.filter((id) => map.getLayer(id) && map.getLayoutProperty(id, "visibility") !== "none");
+  // A warning or a complaint drawn on top of an asset is what the click meant.
+  const spots = visible(HOTSPOT_LAYERS);
+  const spotHits = spots.length ? map.queryRenderedFeatures(near, { layers: spots }) : [];
+  if (spotHits.length) {
+    showHotspot(spotHits[0], event.lngLat);
+    return;
+  }
+  const complaintHits = visible(["complaints-point"]).length
+    ? map.queryRenderedFeatures(near, { layers: ["complaints-point"] })
+    : [];
+  if (complaintHits.length) {
+    await showComplaint(complaintHits[0], event.lngLat);
+    return;
+  }
   const layers = ASSET_LAYERS.filter((id) => map.getLayer(id));
   const hits = layers.length ? map.queryRenderedFeatures(near, { layers }) : [];
   // Points before lines before areas: the one drawn on top is the one meant.
@@ -388,6 +527,13 @@ map.on("click", async (event) => {
   const cells = map.getLayer("cells") ? map.queryRenderedFeatures(near, { layers: ["cells"] }) : [];
   if (cells.length) {
     showCell(cells[0], event.lngLat);
+    return;
+  }
+  const complaintCells = visible(["complaint-cells"]).length
+    ? map.queryRenderedFeatures(near, { layers: ["complaint-cells"] })
+    : [];
+  if (complaintCells.length) {
+    showComplaintCell(complaintCells[0], event.lngLat);
     return;
   }
   const zones = map.getLayer("zones-fill") ? map.queryRenderedFeatures(event.point, { layers: ["zones-fill"] }) : [];
