@@ -61,6 +61,26 @@ class DatabaseSettings(BaseSettings):
         default=2, ge=1, description="A database that does not answer within this time is reported down."
     )
 
+    max_replica_lag_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Lookups skip a replica that has not replayed the primary's last this-many seconds "
+        "of changes (they read the primary until it catches up).",
+    )
+    replica_check_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=1.0,
+        description="How often the API measures the replica (reachable? lag?); at most 1 s so reads "
+        "leave a lost replica and come back to a returned one within 2 s.",
+    )
+    read_your_writes_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="For this long after a write, the writer's reads go to a replica only once it has "
+        "replayed the write (the smartcode_lsn cookie / X-Smartcode-Lsn header); 0 turns it off.",
+    )
+
     @field_validator("url", "read_url")
     @classmethod
     def _driver(cls, value: str | None) -> str | None:

@@ -267,16 +267,20 @@ def _error_page(sc: ScanRuntime, exc: SmartcodeError, *, back: str | None = None
 
 async def render_page(rt: ResolveRuntime, sc: ScanRuntime, code: str, signature: str | None) -> HTMLResponse:
     """The scan page for ``code`` as a label (``signature``) or a typed code opens it; error pages too."""
+
+    async def look_up(conn: AsyncConnection[Any]) -> tuple[dict[str, Any], list[str], str]:
+        answer, _ = await rt.resolver.resolve_code(conn, code, log=rt.log, actor="anonymous", channel="scan")
+        asset = answer["asset"]
+        categories = await sc.categories(conn, asset["class"]["code"])
+        verdict = await label_verdict(
+            conn, sc.keys, sc.revoked, asset["code"], signature, bool(asset["in_use"])
+        )
+        return answer, categories, verdict
+
     try:
-        async with rt.pool.connection() as conn:
-            answer, _ = await rt.resolver.resolve_code(
-                conn, code, log=rt.log, actor="anonymous", channel="scan"
-            )
-            asset = answer["asset"]
-            categories = await sc.categories(conn, asset["class"]["code"])
-            verdict = await label_verdict(
-                conn, sc.keys, sc.revoked, asset["code"], signature, bool(asset["in_use"])
-            )
+        # A lookup: on the replica while it is fit (api/replicas.py); the report form writes on the primary.
+        answer, categories, verdict = await rt.read(look_up)
+        asset = answer["asset"]
     except SmartcodeError as exc:
         return _error_page(sc, exc)
     state = asset["state"] if asset["in_use"] else "已注销"
