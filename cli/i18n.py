@@ -108,6 +108,7 @@ _LABELS: dict[str, tuple[str, str]] = {
     "pid": ("进程号", "pid"),
     "server_user": ("服务用户", "server user"),
     "url": ("地址", "url"),
+    "replica_created": ("已创建", "created"),
     "replication_state": ("复制状态", "replication state"),
     "port": ("端口", "port"),
     "slot": ("复制槽", "replication slot"),

@@ -169,7 +169,7 @@ def replica_status(as_json: JsonOpt = False) -> None:
         st = _replica().replica_status()
         emit(
             {
-                "created": st.created,
+                "replica_created": st.created,
                 "running": st.running,
                 "replication_state": st.state,
                 "data_dir": str(st.data_dir),

@@ -6,9 +6,14 @@ app reads lookups there while it is fit and says who answered in ``X-Served-By``
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -248,3 +253,32 @@ def test_a_replica_lagging_beyond_the_bound_is_skipped_and_the_lag_is_in_health(
             what="reads back on the caught-up replica",
             timeout=3.0,
         )
+
+
+def test_the_cli_creates_stops_starts_and_reports_the_replica_in_chinese() -> None:
+    from tests.test_cli import run
+
+    base = Path(tempfile.mkdtemp(prefix="smartcode-test-"))
+    base.chmod(0o755)  # the unprivileged server account must reach it when tests run as root
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTCODE_")}
+    env |= {"SMARTCODE_DATA_DIR": str(base / "pgdata"), "SMARTCODE_DB_NAME": "smartcode_cli_replica"}
+    primary = EmbeddedCluster(base / "pgdata", db_name="smartcode_cli_replica")
+    try:
+        missing = run("db", "replica", "status", env=env)
+        assert missing.returncode == 3 and "已创建" in missing.stdout
+        created = run("db", "replica", "create", "--json", env=env)
+        assert created.returncode == 0, created.stderr
+        assert json.loads(created.stdout)["status"] == "running"
+        status = run("db", "replica", "status", env=env)
+        assert status.returncode == 0, status.stderr
+        lines = dict(line.split(maxsplit=1) for line in status.stdout.splitlines() if line.strip())
+        assert lines["复制状态"].strip() == "streaming" and lines["延迟（字节）"].strip() == "0"
+        assert run("db", "replica", "stop", env=env).returncode == 0
+        assert run("db", "replica", "status", env=env).returncode == 3
+        assert run("db", "replica", "start", env=env).returncode == 0
+        again = json.loads(run("db", "replica", "status", "--json", env=env).stdout)
+        assert again["running"] is True and again["slot"] == "smartcode_replica"
+    finally:
+        StandbyCluster(primary).destroy()
+        primary.destroy()
+        shutil.rmtree(base, ignore_errors=True)
