@@ -33,11 +33,27 @@ def _config(prefix: str) -> SettingsConfigDict:
 
 
 def sqlalchemy_url(url: str) -> str:
-    """``url`` with the driver SQLAlchemy must use (psycopg 3), whichever PostgreSQL scheme it names."""
+    """``url`` with the driver SQLAlchemy must use (psycopg 3), whichever PostgreSQL scheme it names.
+
+    libpq's several hosts (``postgresql://u@h1:5432,h2:5432/db``) become SQLAlchemy's spelling of
+    the same (``?host=h1:5432&host=h2:5432``), which it hands to libpq as ``host=h1,h2 port=...``.
+    """
     for scheme in _POSTGRES_SCHEMES:
         if url.startswith(scheme):
-            return "postgresql+psycopg://" + url[len(scheme) :]
+            return _hosts_as_query("postgresql+psycopg://" + url[len(scheme) :])
     return url
+
+
+def _hosts_as_query(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    netloc, _, tail = rest.partition("/")
+    userinfo, at, hostlist = netloc.rpartition("@")
+    if "," not in hostlist:
+        return url
+    path, _, query = tail.partition("?")
+    hosts = "&".join(f"host={host}" for host in hostlist.split(",") if host)
+    query = f"{hosts}&{query}" if query else hosts
+    return f"{scheme}://{userinfo}{at}/{path}?{query}"
 
 
 class DatabaseSettings(BaseSettings):
