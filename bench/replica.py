@@ -23,6 +23,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import sys
 import time
 import urllib.request
@@ -199,11 +200,12 @@ def summary(report: dict[str, Any]) -> None:
         p, r = runs.get(f"{kind}_primary"), runs.get(f"{kind}_replica")
         if not p or not r:
             continue
-        p_rps = sorted(x["requests_per_s"] for x in p)[len(p) // 2]
-        r_rps = sorted(x["requests_per_s"] for x in r)[len(r) // 2]
+        p_rps = statistics.median(x["requests_per_s"] for x in p)
+        r_rps = statistics.median(x["requests_per_s"] for x in r)
         print(
-            f"HTTP by {kind}: primary {p_rps} req/s (p50 {p[-1]['p50_ms']} ms), "
-            f"standby {r_rps} req/s (p50 {r[-1]['p50_ms']} ms), standby {r_rps / p_rps:.2f}x"
+            f"HTTP by {kind}, median of rounds: primary {p_rps:.0f} req/s, standby {r_rps:.0f} req/s "
+            f"(standby {r_rps / p_rps:.2f}x; rounds: {[x['requests_per_s'] for x in p]} / "
+            f"{[x['requests_per_s'] for x in r]})"
         )
 
 
