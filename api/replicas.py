@@ -48,7 +48,7 @@ from registry.replica import (
     measure_lag,
     parse_lsn,
 )
-from registry.resolution import resolution_connection_kwargs
+from registry.resolution import conninfo_from_url, resolution_connection_kwargs
 
 log = logging.getLogger("smartcode.api")
 
@@ -109,8 +109,6 @@ class ReadRouter:
 
     def __init__(self, settings: Settings, primary_conninfo: str, read_url: str | None) -> None:
         """``read_url`` (a SQLAlchemy URL) names the replica; without it every read goes to the primary."""
-        from registry.resolution import conninfo_from_url
-
         self.settings = settings.database
         self.primary_conninfo = primary_conninfo
         self.replica_conninfo = conninfo_from_url(read_url) if read_url else None
