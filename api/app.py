@@ -15,6 +15,7 @@ from sqlalchemy import text
 from api import access_log, docs, errors, openapi
 from api.deps import Services, services
 from api.limits import BodyLimit
+from api.replicas import ReadRouting
 from api.responses import OrjsonResponse
 from api.routes import (
     assets,
@@ -41,6 +42,7 @@ from gis.area import ServiceArea
 from importers.jobs import ImportJobs
 from registry.db import make_engine, service_url
 from registry.log_partitions import PartitionKeeper
+from registry.replica import embedded_read_url
 from registry.resolution import Resolver, conninfo_from_url
 from registry.webhook_worker import WebhookWorker
 
@@ -58,13 +60,11 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     )
     area = ServiceArea.from_settings(settings)
     # The resolve endpoints run on their own async pools (see api/routes/resolve.py): lookups read at
-    # the replica when one is configured, the resolution log is written to the primary.
-    read_url = settings.database.read_url
+    # the replica while it is fit (api/replicas.py), the resolution log is written to the primary.
+    # Without a read URL, the embedded cluster's standby when one was created (`smartcode db replica`).
+    read_url = settings.database.read_url or (embedded_read_url(settings) if url is None else None)
     resolve_runtime = resolve.ResolveRuntime(
-        settings,
-        conninfo_from_url(db_url),
-        Resolver(settings, area),
-        read_conninfo=conninfo_from_url(read_url) if read_url else None,
+        settings, conninfo_from_url(db_url), Resolver(settings, area), read_url=read_url
     )
     import_jobs = ImportJobs(engine, settings, area)
     log_partitions = PartitionKeeper(engine, settings.resolve.log_months_ahead)
@@ -103,7 +103,7 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
         docs_url=None,  # served by api/docs.py from local files
         redoc_url=None,
     )
-    app.state.services = Services(settings=settings, engine=engine, area=area)
+    app.state.services = Services(settings=settings, engine=engine, area=area, reads=resolve_runtime.reads)
     app.state.resolve = resolve_runtime
     app.state.import_jobs = import_jobs
     app.state.scan = scan_runtime
@@ -131,6 +131,14 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     # above (body cap, scan page) have nothing to do for it; each cost it some 2 % of a lookup.
     app.add_middleware(resolve.ResolveFastPath, path=f"{API_PREFIX}/resolve")
 
+    # Outermost: which server answered (X-Served-By) and the writer's WAL position for read-your-writes.
+    app.add_middleware(
+        ReadRouting,
+        router=resolve_runtime.reads,
+        primary=resolve_runtime.pool,
+        window_s=settings.database.read_your_writes_s,
+    )
+
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(assets.router)
     api.include_router(units.router)
@@ -153,7 +161,17 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
             row = session.execute(
                 text("SELECT (SELECT version_num FROM alembic_version), (SELECT count(*) FROM assets)")
             ).one()
-        return {"status": "ok", "revision": row[0], "assets": row[1], "county": settings.area.county_code}
+        answer: dict[str, Any] = {
+            "status": "ok",
+            "revision": row[0],
+            "assets": row[1],
+            "county": settings.area.county_code,
+        }
+        replica = resolve_runtime.reads.describe()
+        if replica is not None:
+            # The replica's state and lag (bytes and seconds), as the last check found them.
+            answer["replica"] = replica
+        return answer
 
     app.include_router(api)
     # Beside /api/v1: map clients take the tile URL template from the TileJSON (docs/tiles.md).

@@ -7,22 +7,26 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
+from typing import TypeVar
 
 from fastapi import Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from api.ratelimit import RateLimiter
+from api.replicas import ReadRouter
 from common.errors import Unauthorized
 from common.settings import Settings
 from gis.area import ServiceArea
 from registry import tokens
 from registry.access import ANONYMOUS, Action, Actor, require_role
 from registry.db import transaction
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -32,6 +36,8 @@ class Services:
     settings: Settings
     engine: Engine
     area: ServiceArea
+    # Where lookups read (a replica while it is fit); set by create_app, None: always the primary.
+    reads: ReadRouter | None = None
     # Anonymous lookups per client address (GET /assets/{code}, GET /resolve?code=...).
     anonymous_limit: RateLimiter = field(init=False)
 
@@ -43,6 +49,16 @@ class Services:
         """A transaction: committed when the route's block succeeds, rolled back otherwise."""
         with transaction(self.engine) as session:
             yield session
+
+    def read(self, lookup: Callable[[Session], T]) -> T:
+        """``lookup`` in a read transaction: on the replica while it is fit, else on the primary.
+
+        Only for reads (tiles, features, asset reads): a replica refuses writes.
+        """
+        if self.reads is None:
+            with self.session() as session:
+                return lookup(session)
+        return self.reads.run_sync(self.session, lookup)
 
 
 def services(request: Request) -> Services:

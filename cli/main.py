@@ -21,6 +21,7 @@ from cli.serving import run_worker, serve_app
 
 if TYPE_CHECKING:  # the CLI imports the database layer only for the commands that use it
     from registry.embedded import EmbeddedCluster
+    from registry.replica import StandbyCluster
 
 app = typer.Typer(
     help="smartcode: the 智慧码 city-asset registry. Every command takes --help.",
@@ -31,6 +32,11 @@ db_app = typer.Typer(
     help="The embedded PostgreSQL + PostGIS cluster (ignored when SMARTCODE_DATABASE_URL is set)."
 )
 app.add_typer(db_app, name="db")
+replica_app = typer.Typer(
+    help="A streaming standby of the embedded cluster that serves lookups (docs/replicas.md).",
+    no_args_is_help=True,
+)
+db_app.add_typer(replica_app, name="replica")
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines")]
 
 
@@ -158,6 +164,74 @@ def db_restore(
         from cli import backup
 
         backup.restore(to, backup_id, yes, as_json)
+
+
+def _replica() -> StandbyCluster:
+    from registry.replica import embedded_replica
+
+    return embedded_replica(context.settings())
+
+
+@replica_app.command("create")
+def replica_create(as_json: JsonOpt = False) -> None:
+    """Copy the embedded cluster into a streaming standby (pg_basebackup, a replication slot) and start it."""
+    with failures():
+        if _external():
+            raise typer.Exit(1)
+        replica = _replica()
+        existed = replica.created()
+        url = replica.create()
+        emit({"status": "running", "created": not existed, "url": url}, as_json)
+
+
+@replica_app.command("start")
+def replica_start(as_json: JsonOpt = False) -> None:
+    """Start the standby; it catches up on what the primary wrote meanwhile."""
+    with failures():
+        if _external():
+            raise typer.Exit(1)
+        url = _replica().start()
+        emit({"status": "running", "url": url}, as_json)
+
+
+@replica_app.command("stop")
+def replica_stop(as_json: JsonOpt = False) -> None:
+    """Stop the standby (the API reads from the primary meanwhile)."""
+    with failures():
+        if _external():
+            raise typer.Exit(1)
+        _replica().stop()
+        emit({"status": "stopped"}, as_json)
+
+
+@replica_app.command("status")
+def replica_status(as_json: JsonOpt = False) -> None:
+    """Whether the standby runs and streams, its LSNs and its lag in bytes and seconds."""
+    with failures():
+        if _external():
+            raise typer.Exit(1)
+        st = _replica().replica_status()
+        emit(
+            {
+                "replica_created": st.created,
+                "running": st.running,
+                "replication_state": st.state,
+                "data_dir": str(st.data_dir),
+                "socket_dir": str(st.socket_dir),
+                "port": st.port,
+                "pid": st.pid,
+                "slot": st.slot,
+                "slot_active": st.slot_active,
+                "primary_lsn": st.primary_lsn,
+                "sent_lsn": st.sent_lsn,
+                "replay_lsn": st.replay_lsn,
+                "lag_bytes": st.lag_bytes,
+                "lag_s": None if st.lag_s is None else round(st.lag_s, 3),
+            },
+            as_json,
+        )
+        if not st.running:
+            raise typer.Exit(3)
 
 
 @db_app.command("url")

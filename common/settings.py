@@ -34,11 +34,27 @@ def _config(prefix: str) -> SettingsConfigDict:
 
 
 def sqlalchemy_url(url: str) -> str:
-    """``url`` with the driver SQLAlchemy must use (psycopg 3), whichever PostgreSQL scheme it names."""
+    """``url`` with the driver SQLAlchemy must use (psycopg 3), whichever PostgreSQL scheme it names.
+
+    libpq's several hosts (``postgresql://u@h1:5432,h2:5432/db``) become SQLAlchemy's spelling of
+    the same (``?host=h1:5432&host=h2:5432``), which it hands to libpq as ``host=h1,h2 port=...``.
+    """
     for scheme in _POSTGRES_SCHEMES:
         if url.startswith(scheme):
-            return "postgresql+psycopg://" + url[len(scheme) :]
+            return _hosts_as_query("postgresql+psycopg://" + url[len(scheme) :])
     return url
+
+
+def _hosts_as_query(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    netloc, _, tail = rest.partition("/")
+    userinfo, at, hostlist = netloc.rpartition("@")
+    if "," not in hostlist:
+        return url
+    path, _, query = tail.partition("?")
+    hosts = "&".join(f"host={host}" for host in hostlist.split(",") if host)
+    query = f"{hosts}&{query}" if query else hosts
+    return f"{scheme}://{userinfo}{at}/{path}?{query}"
 
 
 class DatabaseSettings(BaseSettings):
@@ -60,6 +76,26 @@ class DatabaseSettings(BaseSettings):
     pool_size: int = Field(default=10, ge=1, description="Connections of the synchronous pool.")
     connect_timeout_s: int = Field(
         default=2, ge=1, description="A database that does not answer within this time is reported down."
+    )
+
+    max_replica_lag_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Lookups skip a replica that has not replayed the primary's last this-many seconds "
+        "of changes (they read the primary until it catches up).",
+    )
+    replica_check_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=1.0,
+        description="How often the API measures the replica (reachable? lag?); at most 1 s so reads "
+        "leave a lost replica and come back to a returned one within 2 s.",
+    )
+    read_your_writes_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="For this long after a write, the writer's reads go to a replica only once it has "
+        "replayed the write (the smartcode_lsn cookie / X-Smartcode-Lsn header); 0 turns it off.",
     )
 
     @field_validator("url", "read_url")

@@ -42,8 +42,13 @@ def service_url(settings: Settings) -> str:
     return ensure_service_url(settings)
 
 
-def make_engine(url: str, *, pool_size: int = 10, connect_timeout_s: int = 2) -> Engine:
-    """A SQLAlchemy engine for ``url`` with a connection pool sized for the API."""
+def make_engine(
+    url: str, *, pool_size: int = 10, connect_timeout_s: int = 2, options: str | None = None
+) -> Engine:
+    """A SQLAlchemy engine for ``url`` with a connection pool sized for the API (``options``: libpq's)."""
+    connect_args: dict[str, object] = {"connect_timeout": connect_timeout_s}
+    if options:
+        connect_args["options"] = options
     # pool_pre_ping replaces connections that died with the server, so the engine serves again by
     # itself once the database is back; connect_timeout keeps an unreachable host from holding a
     # request (or a pool slot) for libpq's default of forever.
@@ -52,7 +57,7 @@ def make_engine(url: str, *, pool_size: int = 10, connect_timeout_s: int = 2) ->
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
-        connect_args={"connect_timeout": connect_timeout_s},
+        connect_args=connect_args,
     )
 
 

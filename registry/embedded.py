@@ -50,6 +50,10 @@ PG_CTL_WAIT = 300
 # The login role the service uses (the owner runs migrations): see alembic/versions/0011_app_role.py.
 APP_ROLE = "smartcode_app"
 
+# pg_hba.conf: the socket only, for sessions and for a standby's WAL stream (replication connections
+# match no database name, so they need their own line).
+HBA_LINES = "local all all trust\nlocal replication all trust\n"
+
 _INSTALL_POSTGRES = "apt-get install postgresql postgresql-postgis"
 _warned_fallback: set[Path] = set()
 
@@ -92,6 +96,7 @@ class EmbeddedCluster:
         wal_archive: bool = False,
         archive_timeout_s: int = 300,
         backup_dir: Path | None = None,
+        port: int = PORT,
     ) -> None:
         """Describe the cluster; nothing is created or started until :meth:`start`.
 
@@ -107,11 +112,13 @@ class EmbeddedCluster:
         self.wal_archive = wal_archive
         self.archive_timeout_s = archive_timeout_s
         self._backup_dir = Path(backup_dir).expanduser().resolve() if backup_dir else None
+        # Only names the socket file: a standby beside the primary (registry/replica.py) takes another.
+        self.port = port
         self._root = os.geteuid() == 0
         self._fallback_base = FALLBACK_ROOT / _short_hash(self.configured_data_dir, 12)
         # Decided once, from the file system alone, so every process (start, status, url) agrees.
         self.data_dir = self._choose_data_dir()
-        self.socket_dir = _socket_dir_for(self.data_dir)
+        self.socket_dir = _socket_dir_for(self.data_dir, port)
         self._binaries_cache: ServerBinaries | None = None
 
     @classmethod
@@ -147,8 +154,13 @@ class EmbeddedCluster:
                 self._write_conf(uid, gid, wal_compression=_wal_compression(bins))
                 self._rotate_log()
                 self._pg_ctl_start(bins)
-            self._ensure_database()
+            if not self.is_standby():
+                self._ensure_database()
         return self.url()
+
+    def is_standby(self) -> bool:
+        """Whether the data directory is a streaming standby's (it holds ``standby.signal``)."""
+        return (self.data_dir / "standby.signal").exists()
 
     def stop(self) -> None:
         """Shut the server down (fast mode: roll back open transactions); a no-op when it is not running."""
@@ -156,6 +168,22 @@ class EmbeddedCluster:
             return  # nothing was ever created: do not create directories just to take the lock
         with self._locked():
             self._stop_unlocked()
+
+    def ensure_replication_access(self) -> None:
+        """Let a standby stream WAL over the socket (clusters made before replicas lacked the hba line)."""
+        with self._locked():
+            hba = self.data_dir / "pg_hba.conf"
+            lines = hba.read_text()
+            if "local replication all trust" in lines.split("\n"):
+                return
+            uid, gid = self._server_ids(create=False)
+            _write_file(hba, lines.rstrip("\n") + "\nlocal replication all trust\n", uid, gid, self._root)
+            if self._is_running():
+                bins = self._binaries(require_postgis=False)
+                _run(
+                    self._as_server([bins.tool("pg_ctl"), "reload", "-D", str(self.data_dir), "-s"]),
+                    check=True,
+                )
 
     def status(self) -> ClusterStatus:
         """Report whether the server runs (``pg_ctl status``), its pid, directories and version."""
@@ -181,12 +209,16 @@ class EmbeddedCluster:
         user = quote(role, safe="")
         db = quote(self.db_name, safe="")
         host = quote(str(self.socket_dir), safe="/")
-        return f"postgresql+psycopg://{user}@/{db}?host={host}"
+        port = "" if self.port == PORT else f"&port={self.port}"
+        return f"postgresql+psycopg://{user}@/{db}?host={host}{port}"
 
     def conninfo(self, dbname: str | None = None) -> str:
         """libpq connection string for psycopg or the PostgreSQL client tools (default: our database)."""
         return psycopg.conninfo.make_conninfo(
-            host=str(self.socket_dir), port=str(PORT), user=self.server_user, dbname=dbname or self.db_name
+            host=str(self.socket_dir),
+            port=str(self.port),
+            user=self.server_user,
+            dbname=dbname or self.db_name,
         )
 
     @property
@@ -478,7 +510,7 @@ class EmbeddedCluster:
             self.data_dir / "pg_hba.conf",
             "# Written by smartcode. The server listens only on a Unix socket in a private directory\n"
             "# (mode 0700, owned by the server account), so only that account and root can connect.\n"
-            "local all all trust\nlocal replication all trust\n",
+            f"{HBA_LINES}",
             uid,
             gid,
             self._root,
@@ -499,7 +531,7 @@ class EmbeddedCluster:
 # Written by smartcode on every start (registry/embedded.py); edits here are overwritten.
 # Only a Unix socket in a private directory: no TCP port at all.
 listen_addresses = ''
-port = {PORT}
+port = {self.port}
 unix_socket_directories = '{socket_dir}'
 unix_socket_permissions = 0700
 
@@ -522,6 +554,15 @@ wal_buffers = 64MB
 max_wal_size = 4GB
 # JIT compilation costs more than it saves on this workload's short queries.
 jit = off
+
+# Streaming replication (`smartcode db replica`, registry/replica.py): the primary sends WAL to a
+# standby through a replication slot; the standby answers read-only queries while it replays, and
+# tells the primary which rows its queries still need so long lookups are not cancelled there.
+wal_level = replica
+max_wal_senders = 10
+max_replication_slots = 10
+hot_standby = on
+hot_standby_feedback = on
 
 # Crash safety; only a throwaway test cluster (fast_unsafe) turns these off.
 fsync = {safety}
@@ -728,10 +769,10 @@ def check_postgis(bins: ServerBinaries) -> None:
     )
 
 
-def _socket_dir_for(data_dir: Path) -> Path:
+def _socket_dir_for(data_dir: Path, port: int = PORT) -> Path:
     """``<data_dir>/run`` (private by virtue of the 0700 data dir), or /tmp/smartcode-<hash> if too long."""
     preferred = data_dir / "run"
-    socket_path = os.fsencode(preferred / f".s.PGSQL.{PORT}")
+    socket_path = os.fsencode(preferred / f".s.PGSQL.{port}")
     # A comma or double quote would split/garble the unix_socket_directories list.
     if len(socket_path) <= MAX_SOCKET_PATH and not {",", '"'} & set(str(preferred)):
         return preferred

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
+import psycopg
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import RowMaker, namedtuple_row
 from sqlalchemy.engine import make_url
@@ -124,6 +125,19 @@ Row = Any  # a psycopg namedtuple_row row: columns as attributes
 def conninfo_from_url(url: str) -> str:
     """A libpq connection string from a SQLAlchemy URL (``postgresql+psycopg://...``)."""
     parsed = make_url(url)
+    hosts = parsed.query.get("host")
+    if isinstance(hosts, tuple):
+        # Several hosts (a read URL naming replicas): libpq wants them as one list, ports as another.
+        names, ports = zip(*(h.rpartition(":")[::2] if ":" in h else (h, "") for h in hosts), strict=True)
+        params = {k: v for k, v in parsed.query.items() if k != "host" and isinstance(v, str)}
+        return psycopg.conninfo.make_conninfo(
+            host=",".join(names),
+            port=",".join(p or "5432" for p in ports),
+            dbname=parsed.database,
+            user=parsed.username,
+            password=parsed.password,
+            **params,
+        )
     return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
 
 

@@ -324,6 +324,11 @@ def tile_state(session: Session, z: int, x: int, y: int, settings: TileSettings)
     )
 
 
+def counts_stale(session: Session) -> bool:
+    """Whether a bulk write left the tile counts to be recounted (a replica cannot: the primary must)."""
+    return bool(session.execute(text("SELECT EXISTS (SELECT FROM asset_tile_counts_stale)")).scalar_one())
+
+
 def refresh_counts(session: Session) -> bool:
     """Count every asset again if a bulk write (an import) left the counts stale; True if it did.
 
@@ -333,7 +338,7 @@ def refresh_counts(session: Session) -> bool:
     that read it. Concurrent callers queue on an advisory lock and find the counts fresh. 1-2 s for
     1,200,000 assets, once after an import; tiles wait meanwhile.
     """
-    if session.execute(text("SELECT EXISTS (SELECT FROM asset_tile_counts_stale)")).scalar_one():
+    if counts_stale(session):
         session.execute(text("SELECT pg_advisory_xact_lock(hashtext('smartcode.asset_tile_counts'))"))
         done = session.execute(text("SELECT smartcode_tile_counts_recount() FROM asset_tile_counts_stale"))
         return len(done.all()) > 0

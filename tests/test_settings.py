@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -66,3 +67,15 @@ def test_a_bad_variable_is_named_in_one_readable_error(monkeypatch: pytest.Monke
     # Settings are read group by group: the first unusable group is reported with the variable's name.
     assert "SMARTCODE_" in caught.value.message
     assert "Traceback" not in caught.value.message
+
+
+def test_a_read_url_may_name_several_hosts_as_libpq_allows(monkeypatch: pytest.MonkeyPatch) -> None:
+    from registry.resolution import conninfo_from_url
+
+    hosts = "postgresql://app:pw@replica1:5432,replica2:5433/registry?target_session_attrs=prefer-standby"
+    monkeypatch.setenv("SMARTCODE_READ_DATABASE_URL", hosts)
+    read_url = Settings().database.read_url
+    assert read_url is not None
+    conninfo = psycopg.conninfo.conninfo_to_dict(conninfo_from_url(read_url))
+    assert conninfo["host"] == "replica1,replica2" and conninfo["port"] == "5432,5433"
+    assert conninfo["target_session_attrs"] == "prefer-standby" and conninfo["dbname"] == "registry"

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
 
 from api.deps import client_address, current_actor, require_actor, services
 from api.params import UnitFilter, parse_bbox
@@ -35,11 +36,15 @@ def list_assets(
     flt = asset_service.AssetFilter(
         class_codes=tuple(class_ or ()), unit_id=unit, bbox=parse_bbox(bbox), in_use=in_use, state=state
     )
-    with services(request).session() as session:
+
+    def read(session: Session) -> dict[str, Any]:
         require_actor(request, session)
         rows, total = asset_service.list_assets(session, flt, limit=limit, offset=offset)
         items = [asset_service.asset_view(session, row) for row in rows]
-    return {"total": total, "limit": limit, "offset": offset, "items": items}
+        return {"total": total, "limit": limit, "offset": offset, "items": items}
+
+    # Reads go to the replica while it is fit (api/replicas.py).
+    return services(request).read(read)
 
 
 @router.get(
@@ -95,12 +100,15 @@ def export_assets(
 def get_asset(request: Request, code: str) -> dict[str, Any]:
     """The asset; anonymous callers get the passer-by view (what it is, its state, whom to call)."""
     svc = services(request)
-    with svc.session() as session:
+
+    def read(session: Session) -> dict[str, Any]:
         actor = require(current_actor(request, session), Action.READ_PUBLIC)
         if actor.anonymous:
             svc.anonymous_limit.check(client_address(request))
         asset = asset_service.get_by_code(session, code)
         return asset_service.asset_view(session, asset, public=actor.anonymous)
+
+    return svc.read(read)
 
 
 @router.post("", status_code=201, summary="Register an asset (code allocated when not given)")
@@ -169,7 +177,8 @@ def history(
     at: Annotated[dt.datetime | None, Query(description="ISO 8601 time with zone: the state then")] = None,
 ) -> dict[str, Any]:
     """The asset's history; with ``at``, who was responsible and what was recorded at that time."""
-    with services(request).session() as session:
+
+    def read(session: Session) -> dict[str, Any]:
         require_actor(request, session)
         if at is not None:
             return asset_service.as_of(session, code, at)
@@ -178,3 +187,5 @@ def history(
             "versions": asset_service.history(session, code),
             "responsibility": asset_service.responsibility_periods(session, code),
         }
+
+    return services(request).read(read)

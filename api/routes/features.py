@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
+from sqlalchemy.orm import Session
 
 from api.deps import require_actor, services
 from common.errors import InvalidInput
@@ -128,9 +129,13 @@ def collections(request: Request) -> Response:
     """Every collection with its extent and CRS list (needs a token)."""
     _check_format(request)
     base = _base(request)
-    with services(request).session() as session:
+
+    def read(session: Session) -> list[dict[str, Any]]:
         require_actor(request, session)
-        described = [_collection(base, c, features.extent(session, c)) for c in features.COLLECTIONS]
+        return [_collection(base, c, features.extent(session, c)) for c in features.COLLECTIONS]
+
+    # Reads go to the replica while it is fit (api/replicas.py).
+    described = services(request).read(read)
     return _json(
         {
             "links": [{"href": f"{base}/collections", "rel": "self", "type": JSON, "title": "collections"}],
@@ -144,9 +149,12 @@ def collection(request: Request, collection_id: str) -> Response:
     """One collection's description (needs a token)."""
     _check_format(request)
     features.check_collection(collection_id)
-    with services(request).session() as session:
+
+    def read(session: Session) -> features.Extent:
         require_actor(request, session)
-        return _json(_collection(_base(request), collection_id, features.extent(session, collection_id)))
+        return features.extent(session, collection_id)
+
+    return _json(_collection(_base(request), collection_id, services(request).read(read)))
 
 
 _BIGINT_MAX = 2**63 - 1
@@ -211,9 +219,12 @@ def items(request: Request, collection_id: str) -> Response:
     """A page of features with ``numberMatched``, ``numberReturned`` and next/prev links (needs a token)."""
     features.check_collection(collection_id)
     query = _item_query(request, collection_id)
-    with services(request).session() as session:
+
+    def read(session: Session) -> features.Page:
         require_actor(request, session)
-        page = features.items(session, collection_id, query)
+        return features.items(session, collection_id, query)
+
+    page = services(request).read(read)
     url = request.url
     links = [
         {"href": str(url), "rel": "self", "type": GEOJSON, "title": "this page"},
@@ -247,9 +258,12 @@ def item(request: Request, collection_id: str, feature_id: str) -> Response:
         raise InvalidInput(f"unknown query parameter {unknown[0]!r} for a single feature", field=unknown[0])
     _check_format(request)
     crs = features.parse_crs(request.query_params.get("crs"), "crs")
-    with services(request).session() as session:
+
+    def read(session: Session) -> str:
         require_actor(request, session)
-        found = features.item(session, collection_id, feature_id, crs)
+        return features.item(session, collection_id, feature_id, crs)
+
+    found = services(request).read(read)
     base = _base(request)
     links = orjson.dumps(
         {

@@ -4,8 +4,9 @@ The resolve endpoint is the hot path of the service (the case system and QR scan
 the ORM: an async psycopg pool with prepared statements, orjson bodies built once, and the
 resolution log written in batches (see ``registry.resolution_log.BatchLog``).
 
-Lookups read on a pool of read-only connections (to the replica at ``SMARTCODE_DATABASE_READ_URL``
-when one is set); the resolution log is written, and read back, on the primary only.
+Lookups read on read-only connections, on the replica at ``SMARTCODE_DATABASE_READ_URL`` (or the
+embedded standby) while it is fit, else on the primary (api/replicas.py); the resolution log is
+written, and read back, on the primary only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import datetime as dt
 import gc
 import hashlib
 import time
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
@@ -28,6 +30,7 @@ from api.deps import Services, client_address, cookie_header_actor, parse_bearer
 from api.errors import error_response
 from api.params import RowId
 from api.pool import ResilientPool
+from api.replicas import ReadRouter
 from common.errors import InvalidInput, SmartcodeError
 from common.settings import Settings
 from registry import categories as category_service
@@ -38,6 +41,7 @@ from registry.resolution import LocationQuery, Resolver, parse_time, resolution_
 from registry.resolution_log import BatchLog, DirectLog, ResolutionLog, get_resolution, list_resolutions
 
 router = APIRouter(tags=["resolution"])
+T = TypeVar("T")
 
 RESOLVE_DESCRIPTION = """
 From a scanned code or a complaint location to the responsible owner, maintainer and supervisor,
@@ -111,19 +115,21 @@ class ResolveRuntime:
     """The read pool, the resolver, the log writer (on the primary) and the token cache of one app."""
 
     def __init__(
-        self, settings: Settings, conninfo: str, resolver: Resolver, *, read_conninfo: str | None = None
+        self, settings: Settings, conninfo: str, resolver: Resolver, *, read_url: str | None = None
     ) -> None:
-        """``conninfo`` is the primary's; lookups read at ``read_conninfo`` (a replica) when given."""
+        """``conninfo`` is the primary's; lookups read at ``read_url`` (a replica) while it is fit."""
         self.settings = settings
         self.conninfo = conninfo
-        self.read_conninfo = read_conninfo or conninfo
+        self.reads = ReadRouter(settings, conninfo, read_url)
+        self.read_conninfo = self.reads.replica_conninfo or conninfo
         self.resolver = resolver
         self.tokens = TokenCache(settings.api.token_cache_seconds)
-        # Lookups: read-only connections, so a lookup cannot write, here or on a replica. Both pools
-        # answer DatabaseUnavailable within connect_timeout_s while the database is away, and renew
-        # themselves when it is back (api/pool.py).
+        # Lookups on the primary (no replica, or it is down or behind): read-only connections, so a
+        # lookup cannot write, here or on a replica. The pools answer DatabaseUnavailable within
+        # connect_timeout_s while the database is away, and renew themselves when it is back
+        # (api/pool.py).
         self.pool = ResilientPool(
-            self.read_conninfo,
+            conninfo,
             min_size=min(2, settings.resolve.pool_size),
             max_size=settings.resolve.pool_size,
             timeout_s=settings.database.connect_timeout_s,
@@ -161,6 +167,7 @@ class ResolveRuntime:
         await self.log_pool.open(wait=True)
         async with self.pool.connection() as conn:
             await self.resolver.prepare(conn)
+        await self.reads.open()
         if self._batch is not None:
             self._batch.start()
         # Everything allocated at start-up (routes, pyproj, shapely, the ORM) lives for the whole process:
@@ -175,8 +182,13 @@ class ResolveRuntime:
             if self._batch is not None:
                 await self._batch.close()
         finally:
+            await self.reads.close()
             await self.pool.close()
             await self.log_pool.close()
+
+    async def read(self, lookup: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """``lookup`` on the replica while it is fit, else on the primary's read-only pool."""
+        return await self.reads.run(self.pool, lookup)
 
     async def flush_log(self) -> None:
         """Make every answer given so far readable from the table."""
@@ -267,10 +279,11 @@ async def answer(
         actor = require(await _caller(rt, svc, authorization, cookie), Action.READ_PUBLIC)
         if actor.anonymous:
             svc.anonymous_limit.check(client)
-        async with rt.pool.connection() as conn:
-            # Anonymous: the passer-by view (no position, no reasons, no internal fields;
-            # registry.access.public_resolution), encoded once per asset state by the resolver.
-            _, body = await rt.resolver.resolve_code(
+        # Anonymous: the passer-by view (no position, no reasons, no internal fields;
+        # registry.access.public_resolution), encoded once per asset state by the resolver. A lookup:
+        # on the replica while it is fit (api/replicas.py).
+        _, body = await rt.read(
+            lambda conn: rt.resolver.resolve_code(
                 conn,
                 code,
                 at=params.get("at"),
@@ -279,6 +292,7 @@ async def answer(
                 channel="api",
                 public=actor.anonymous,
             )
+        )
         return body
     if not any(k in params for k in ("lon", "lat", "x", "y")):
         raise InvalidInput("give code=... (a scanned code) or lon=...&lat=... (a location)")
@@ -291,8 +305,9 @@ async def answer(
         category=params.get("category"),
         at=params.get("at"),
     )
-    async with rt.pool.connection() as conn:
-        _, body = await rt.resolver.resolve_location(conn, query, log=rt.log, actor=actor.name, channel="api")
+    _, body = await rt.read(
+        lambda conn: rt.resolver.resolve_location(conn, query, log=rt.log, actor=actor.name, channel="api")
+    )
     return body
 
 

@@ -324,16 +324,20 @@ async def render_page(
 
     For ``staff`` (signed in on the map) the page adds the asset's recent complaints with their status.
     """
+
+    async def look_up(conn: AsyncConnection[Any]) -> tuple[dict[str, Any], list[str], str]:
+        answer, _ = await rt.resolver.resolve_code(conn, code, log=rt.log, actor="anonymous", channel="scan")
+        asset = answer["asset"]
+        categories = await sc.categories(conn, asset["class"]["code"])
+        verdict = await label_verdict(
+            conn, sc.keys, sc.revoked, asset["code"], signature, bool(asset["in_use"])
+        )
+        return answer, categories, verdict
+
     try:
-        async with rt.pool.connection() as conn:
-            answer, _ = await rt.resolver.resolve_code(
-                conn, code, log=rt.log, actor="anonymous", channel="scan"
-            )
-            asset = answer["asset"]
-            categories = await sc.categories(conn, asset["class"]["code"])
-            verdict = await label_verdict(
-                conn, sc.keys, sc.revoked, asset["code"], signature, bool(asset["in_use"])
-            )
+        # A lookup: on the replica while it is fit (api/replicas.py); the report form writes on the primary.
+        answer, categories, verdict = await rt.read(look_up)
+        asset = answer["asset"]
         recent = await _staff_complaints(sc, asset["code"]) if staff is not None else None
     except SmartcodeError as exc:
         return _error_page(sc, exc)

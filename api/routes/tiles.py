@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from sqlalchemy.orm import Session
 
 from api.deps import require_actor, services
+from api.replicas import PrimaryNeeded, on_replica
 from registry import tiles
 
 router = APIRouter(prefix="/tiles", tags=["tiles"])
@@ -37,10 +39,16 @@ def tile(request: Request, z: int, x: int, y: int) -> Response:
     """The tile, or 304 when the client's ETag is still the tile's."""
     svc = services(request)
     settings = svc.settings.tiles
-    with svc.session() as session:
+
+    def read(session: Session) -> Response:
         require_actor(request, session)
         tiles.check_tile(z, x, y, settings)
-        tiles.refresh_counts(session)
+        if on_replica():
+            # Stale counts are recounted, which a replica cannot do: the primary draws this tile.
+            if tiles.counts_stale(session):
+                raise PrimaryNeeded
+        else:
+            tiles.refresh_counts(session)
         state = tiles.tile_state(session, z, x, y, settings)
         headers = {
             "ETag": state.etag,
@@ -52,7 +60,10 @@ def tile(request: Request, z: int, x: int, y: int) -> Response:
         if state.etag in known or "*" in known:
             return Response(status_code=304, headers=headers)
         body = tiles.render_tile(session, z, x, y, state, settings)
-    return Response(content=body, media_type=MVT_MEDIA_TYPE, headers=headers)
+        return Response(content=body, media_type=MVT_MEDIA_TYPE, headers=headers)
+
+    # Tiles read on the replica while it is fit (api/replicas.py).
+    return svc.read(read)
 
 
 def _etags(header: str | None) -> set[str]:
