@@ -12,6 +12,7 @@ from pyproj import Geod
 from shapely.errors import ShapelyError
 from shapely.geometry.base import BaseGeometry
 
+from common.bilingual import Bilingual
 from common.errors import InvalidInput, OutsideServiceArea
 from common.settings import Settings, get_settings
 from gis.metric import MetricProjector, metric_projector
@@ -178,8 +179,12 @@ class ServiceArea:
         _check_range(lon, lat)
         distance = self.distance_outside_m(lon, lat)
         raise OutsideServiceArea(
-            f"location (lon {_fmt(lon)}, lat {_fmt(lat)}) is {_km(distance)} outside the service area "
-            f"(allowed margin {_km(self._margin_m)})",
+            Bilingual(
+                f"位置（经度 {_fmt(lon)}，纬度 {_fmt(lat)}）在服务区域外 {_km(distance)}"
+                f"（允许误差 {_km(self._margin_m)}）",
+                f"location (lon {_fmt(lon)}, lat {_fmt(lat)}) is {_km(distance)} outside the service area "
+                f"(allowed margin {_km(self._margin_m)})",
+            ),
             lon=lon,
             lat=lat,
             distance_km=round(distance / 1000.0, 3),
@@ -200,15 +205,22 @@ class ServiceArea:
             # Vertices inside but an edge leaving a concave area (or crossing a hole).
             if not shapely.covers(self._accepted, geom):
                 raise OutsideServiceArea(
-                    f"{geom.geom_type} runs outside the service area between its vertices "
-                    f"(allowed margin {_km(self._margin_m)})"
+                    Bilingual(
+                        f"{geom.geom_type} 的顶点之间有一段超出服务区域（允许误差 {_km(self._margin_m)}）",
+                        f"{geom.geom_type} runs outside the service area between its vertices "
+                        f"(allowed margin {_km(self._margin_m)})",
+                    )
                 )
             return
         if self.inside_mask(lat, lon).all():
             raise InvalidInput(
-                f"latitude and longitude look swapped in this {geom.geom_type}: its first vertex "
-                f"(lon {_fmt(lon[0])}, lat {_fmt(lat[0])}) would be inside the service area as "
-                f"(lon {_fmt(lat[0])}, lat {_fmt(lon[0])}); swap x and y",
+                Bilingual(
+                    f"此 {geom.geom_type} 的经纬度似乎写反了：第一个顶点交换后（经度 {_fmt(lat[0])}，"
+                    f"纬度 {_fmt(lon[0])}）才在服务区域内；请交换 x 和 y",
+                    f"latitude and longitude look swapped in this {geom.geom_type}: its first vertex "
+                    f"(lon {_fmt(lon[0])}, lat {_fmt(lat[0])}) would be inside the service area as "
+                    f"(lon {_fmt(lat[0])}, lat {_fmt(lon[0])}); swap x and y",
+                ),
             )
         bad = np.flatnonzero(~inside)
         for i in bad:
@@ -217,9 +229,14 @@ class ServiceArea:
         distances = [self.distance_outside_m(float(lon[i]), float(lat[i])) for i in bad[:1000]]
         worst = int(bad[int(np.argmax(distances))])
         raise OutsideServiceArea(
-            f"{len(bad)} of {len(lon)} vertices of this {geom.geom_type} are outside the service area; "
-            f"the farthest, (lon {_fmt(lon[worst])}, lat {_fmt(lat[worst])}), is {_km(max(distances))} "
-            f"outside (allowed margin {_km(self._margin_m)})",
+            Bilingual(
+                f"此 {geom.geom_type} 的 {len(lon)} 个顶点中有 {len(bad)} 个在服务区域外；最远的"
+                f"（经度 {_fmt(lon[worst])}，纬度 {_fmt(lat[worst])}）在区域外 {_km(max(distances))}"
+                f"（允许误差 {_km(self._margin_m)}）",
+                f"{len(bad)} of {len(lon)} vertices of this {geom.geom_type} are outside the service area; "
+                f"the farthest, (lon {_fmt(lon[worst])}, lat {_fmt(lat[worst])}), is {_km(max(distances))} "
+                f"outside (allowed margin {_km(self._margin_m)})",
+            ),
             lon=float(lon[worst]),
             lat=float(lat[worst]),
             distance_km=round(max(distances) / 1000.0, 3),

@@ -716,6 +716,10 @@ def _run(
                     if ctx is None:
                         crs, swapped, crs_report = decide_crs(session, info, draft, options, profile, area)
                         report.crs = crs_report
+                        if crs_report.get("strength") == "assumed" and crs.name == "wgs84":
+                            # A guess moves every point if it is wrong (GCJ-02 read as WGS84: ~500 m):
+                            # said first, and --strict refuses it until --crs names the system.
+                            report.warnings.append(both("imp.crs.assumed", crs=crs.name))
                         ctx = ValidationContext(
                             county=county,
                             area=area,

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from common.errors import Conflict, Forbidden, InvalidInput, NotFound, StaleVersion
 from common.settings import Settings, get_settings
 from registry import assets as asset_service
-from registry import audit, events
+from registry import audit, complaints, events
 from registry import rules as rule_service
 from registry import units as unit_service
 from registry.access import Action, Actor, require, require_role
@@ -55,8 +55,6 @@ ROLE_LABELS = {"owner": "权属单位", "maintainer": "养护单位", "unit": "�
 REASON_MAX = 2000
 MIB = 1024 * 1024
 
-_JPEG = b"\xff\xd8\xff"
-_PNG = b"\x89PNG\r\n\x1a\n"
 _PDF = b"%PDF-"
 
 
@@ -65,19 +63,16 @@ _PDF = b"%PDF-"
 
 def evidence_type(data: bytes) -> str:
     """The MIME type of a JPEG, PNG or WebP photo or a PDF document, judged by its bytes."""
-    if data.startswith(_JPEG):
-        return "image/jpeg"
-    if data.startswith(_PNG):
-        return "image/png"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
     if data.startswith(_PDF):
         return "application/pdf"
-    raise InvalidInput(
-        "证据须为 JPEG、PNG、WebP 图片或 PDF 文档 / evidence must be a JPEG, PNG or WebP photo or a PDF "
-        "document (judged by the file's content, not its name)",
-        field="evidence",
-    )
+    try:
+        return complaints.sniff_image(data)
+    except InvalidInput:
+        raise InvalidInput(
+            "证据须为 JPEG、PNG、WebP 图片或 PDF 文档 / evidence must be a JPEG, PNG or WebP photo or a PDF "
+            "document (judged by the file's content, not its name)",
+            field="evidence",
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -391,6 +391,12 @@ _CATALOGUE: dict[str, tuple[str, str]] = {
         "文件未声明坐标系；{reason}",
         "the file declares no coordinate system; {reason}",
     ),
+    "imp.crs.assumed": (
+        "坐标系是推定的 {crs}（经纬度），证据不足；如文件来自高德/腾讯或百度，"
+        "请用 --crs gcj02 或 bd09 重新导入",
+        "the coordinate system is an assumed {crs}, without enough evidence; if the file comes from "
+        "AMap/Tencent or Baidu, import it again with --crs gcj02 or bd09",
+    ),
     "imp.crs.declared": ("由文件声明", "declared by the file"),
     "imp.crs.profile": ("来自映射方案 {name}", "from profile {name}"),
     "imp.crs.unknown": (

@@ -66,9 +66,13 @@ def _decide(
 
 
 def _events(db: Engine) -> list[tuple[str, str, dict[str, Any]]]:
+    """The dispute events in the outbox (other changes emit their own, e.g. asset.created)."""
     with db.connect() as conn:
         return [
-            tuple(r) for r in conn.execute(text("SELECT type, subject, data FROM event_outbox ORDER BY id"))
+            tuple(r)
+            for r in conn.execute(
+                text("SELECT type, subject, data FROM event_outbox WHERE type LIKE 'dispute.%' ORDER BY id")
+            )
         ]  # type: ignore[misc]
 
 

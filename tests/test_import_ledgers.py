@@ -120,7 +120,8 @@ def test_a_csv_ledger_with_its_own_headers_sets_owner_maintainer_and_supervisor(
         "备注": "note",
     }
     assert report["columns"]["coordinates"] == {"x": "经度(°)", "y": "纬度（°）"}
-    assert report["warnings"] == []
+    # Nothing about owners or columns; only that WGS84 was assumed (no registered assets to compare).
+    assert [w.split("，")[0] for w in report["warnings"]] == ["坐标系是推定的 wgs84（经纬度）"]
     assert responsibility(db)[0] == ("szcg:LD-000", POWER, WATER, CITY)
 
 

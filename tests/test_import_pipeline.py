@@ -390,3 +390,18 @@ def test_lines_and_polygons_load_and_reimport_unchanged(
 def test_an_empty_file_is_an_empty_batch(db: Engine, settings: Settings, tmp_path: Path) -> None:
     report = run(db, settings, write_geojson(tmp_path / "empty.geojson", []))
     assert report.status == "committed" and report.counts()["read"] == 0
+
+
+def test_an_assumed_coordinate_system_is_warned_first_and_strict_refuses_it_until_crs_names_it(
+    db: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    path = write_geojson(tmp_path / "new-lamps.geojson", three_lamps())
+    before = counts(db)
+    with pytest.raises(ImportRefused) as caught:
+        run(db, settings, path, strict=True)
+    assert caught.value.report is not None
+    assert "--crs gcj02 或 bd09" in caught.value.report["warnings"][0]
+    assert counts(db) == before
+    named = run(db, settings, path, strict=True, crs="wgs84")
+    assert named.status == "committed" and named.warnings == []
+    assert named.crs["strength"] == "given"

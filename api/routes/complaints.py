@@ -8,7 +8,9 @@ The reporter's contact is shown to administrators and to the units responsible f
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+import zoneinfo
 from typing import Annotated, Any
 
 import orjson
@@ -16,11 +18,13 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from api.deps import require_actor, services
+from api.params import BIGINT_MAX
 from api.routes.scan import scan_runtime
 from common.errors import InvalidInput, NotFound
 from registry import complaint_status, complaints
 from registry.access import Action
 from registry.db import Actor
+from registry.dispatch_accuracy import dispatch_accuracy
 from registry.schemas import ComplaintStatusChange
 
 router = APIRouter(tags=["complaints"])
@@ -135,3 +139,36 @@ def change_status(request: Request, reference: str, body: ComplaintStatusChange)
             if_match=from_header,
         )
     return Response(orjson.dumps(view), media_type="application/json", headers=_etag(view))
+
+
+# The registry's records start in this century; dates far outside are typing errors, not queries.
+EARLIEST, LATEST = dt.date(2000, 1, 1), dt.date(2100, 12, 31)
+
+
+@router.get(
+    "/dispatch-accuracy",
+    summary="Dispatch accuracy per unit (分拨准确性): routed, returned, disputed, upheld (token)",
+)
+def get_dispatch_accuracy(
+    request: Request,
+    since: Annotated[
+        dt.date | None, Query(alias="from", description="first day (local); 30 days back")
+    ] = None,
+    until: Annotated[dt.date | None, Query(alias="to", description="last day (local), default today")] = None,
+    unit: Annotated[int | None, Query(ge=1, le=BIGINT_MAX, description="one unit only")] = None,
+) -> dict[str, Any]:
+    """Per unit over the complaints received in a period: how often the registry sent the case right."""
+    svc = services(request)
+    zone = zoneinfo.ZoneInfo(svc.settings.area.timezone)
+    with svc.session() as session:
+        require_actor(request, session)
+        for name, day in (("from", since), ("to", until)):
+            if day is not None and not EARLIEST <= day <= LATEST:
+                raise InvalidInput(f"{name} {day} is outside {EARLIEST} … {LATEST}", field=name)
+        last = until or dt.datetime.now(zone).date()
+        first = since or last - dt.timedelta(days=29)
+        if first > last:
+            raise InvalidInput(f"from {first} is after to {last}", field="from")
+        start = dt.datetime.combine(first, dt.time(), zone)
+        end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), zone)
+        return dispatch_accuracy(session, since=start, until=end, unit_id=unit)
