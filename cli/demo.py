@@ -25,7 +25,7 @@ def demo(
     port: Annotated[int | None, typer.Option(help="port to listen on with --serve")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
-    """Load the synthetic 坪山 pilot (坪山中心区, 坪环社区) through the real importers, once.
+    """载入坪山试点演示数据（一次） / load the synthetic 坪山 pilot through the real importers, once.
 
     Writes zones, rules and inventories (shapefile, GeoJSON, CSV, Excel) to the demo folder and
     imports them; a second run finds the demo loaded and loads nothing. Everything it creates is

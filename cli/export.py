@@ -43,7 +43,7 @@ def export_command(
         bool | None, typer.Option("--in-use/--decommissioned", help="only in-use / decommissioned assets")
     ] = None,
 ) -> None:
-    """Export assets with their smart codes and the utility's own identifiers (Chinese column headers)."""
+    """导出设施及其智慧码与原编号 / export assets with their smart codes and the utility's identifiers."""
     with failures():
         from common.errors import InvalidInput
         from registry import export

@@ -60,7 +60,7 @@ def import_command(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON for machines")] = False,
 ) -> None:
-    """Import an inventory file as one batch (all or nothing), or list / show / roll back batches."""
+    """导入台账（整批写入或不写），列出/查看/回滚批次 / import a file as one batch; list, show, roll back."""
     with failures():
         if target in _ACTIONS and not Path(target).is_file():
             _batch_action(target, batch, as_json)
@@ -262,8 +262,10 @@ def _batch_action(action: str, batch: str | None, as_json: bool) -> None:
     emit(data, as_json)
 
 
-mapping_app = typer.Typer(help="mapping profiles: which column feeds which field", no_args_is_help=True)
-units_app = typer.Typer(help="units (单位)", no_args_is_help=True)
+mapping_app = typer.Typer(
+    help="列映射方案 / mapping profiles: which column feeds which field", no_args_is_help=True
+)
+units_app = typer.Typer(help="单位 / units", no_args_is_help=True)
 alias_app = typer.Typer(
     help="unit aliases: other spellings of a registered unit's name", no_args_is_help=True
 )

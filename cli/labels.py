@@ -13,7 +13,7 @@ from cli.output import emit, failures
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines")]
 
 labels_app = typer.Typer(
-    help="QR labels: print them for a selection of assets, revoke one, rotate the signing key.",
+    help="二维码标签：打印、作废、轮换签名密钥 / QR labels: print, revoke, rotate the signing key.",
     no_args_is_help=True,
 )
 

@@ -24,12 +24,12 @@ if TYPE_CHECKING:  # the CLI imports the database layer only for the commands th
     from registry.replica import StandbyCluster
 
 app = typer.Typer(
-    help="smartcode: the 智慧码 city-asset registry. Every command takes --help.",
+    help="smartcode 智慧码城市部件登记库，每个命令都有 --help / the 智慧码 city-asset registry.",
     no_args_is_help=True,
     add_completion=False,
 )
 db_app = typer.Typer(
-    help="The embedded PostgreSQL + PostGIS cluster (ignored when SMARTCODE_DATABASE_URL is set)."
+    help="内置数据库集群（设置 SMARTCODE_DATABASE_URL 时不用） / the embedded PostgreSQL + PostGIS cluster."
 )
 app.add_typer(db_app, name="db")
 replica_app = typer.Typer(
@@ -49,7 +49,7 @@ def _global_options(
         ),
     ] = None,
 ) -> None:
-    """smartcode: the 智慧码 city-asset registry. Every command takes --help."""
+    """smartcode 智慧码城市部件登记库，每个命令都有 --help / the 智慧码 city-asset registry."""
     if lang is None:
         return
     try:
@@ -248,7 +248,7 @@ def migrate(
     revision: Annotated[str, typer.Option(help="target revision")] = "head",
     downgrade: Annotated[bool, typer.Option(help="downgrade to --revision instead")] = False,
 ) -> None:
-    """Upgrade the schema to the newest revision (or down to --revision with --downgrade)."""
+    """升级数据库结构 / upgrade the schema to the newest revision (or --downgrade to --revision)."""
     with failures():
         from registry import db
 
@@ -265,14 +265,14 @@ def serve(
     host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
     port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
 ) -> None:
-    """Start the database if needed, migrate, and serve the API (default 127.0.0.1:8000)."""
+    """启动服务（默认 127.0.0.1:8000） / start the database if needed, migrate and serve the API."""
     with failures():
         serve_app(host, port)
 
 
 @app.command()
 def worker() -> None:
-    """Deliver webhooks (docs/webhooks.md) without serving the API; `serve` also delivers them."""
+    """只投递 webhook（serve 也会投递） / deliver webhooks without serving the API."""
     with failures():
         run_worker()
 
@@ -282,7 +282,7 @@ def code(
     text: Annotated[str, typer.Argument(help="a smart code or 16-digit identifier, any separators")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Check a code offline: its parts, check digit and printed form."""
+    """离线校验智慧码 / check a code offline: its parts, check digit and printed form."""
     with failures():
         from registry.codes import parse_code
 
@@ -309,7 +309,7 @@ def show(
     history: Annotated[bool, typer.Option(help="list every recorded version")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a registered asset, its history, or who was responsible at a time."""
+    """查看设施、历史或某时的责任单位 / show an asset, its history, or who was responsible at a time."""
     with failures():
         from registry import assets
 
@@ -430,8 +430,8 @@ def render_as_of(data: dict[str, Any]) -> str:
 
 
 token_app = typer.Typer(
-    help="Bearer tokens: with no subcommand, print the administrator token or (--name) create one; "
-    "`list` and `revoke NAME` manage the named tokens."
+    help="访问令牌：无子命令时显示管理员令牌或（--name）新建；list、revoke NAME 管理 / bearer tokens: "
+    "print the administrator token or (--name) create one; `list` and `revoke NAME` manage them."
 )
 app.add_typer(token_app, name="token")
 

@@ -13,10 +13,12 @@ from cli.output import emit, failures, readable_file, value
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines")]
 
-zones_app = typer.Typer(help="Zones (street, community, grid, contract, pilot) with versioned boundaries.")
-rules_app = typer.Typer(help="Responsibility rules (职责清单): zone + class/category -> unit.")
-categories_app = typer.Typer(help="Complaint categories (案件类别) and the classes they concern.")
-resolutions_app = typer.Typer(help="The resolution log: every answer given, with its query.")
+zones_app = typer.Typer(help="区域（街道、社区、网格、合同、试点） / zones with versioned boundaries.")
+rules_app = typer.Typer(help="职责清单规则：区域 + 类型/类别 → 单位 / responsibility rules.")
+categories_app = typer.Typer(help="案件类别及其设施类型 / complaint categories and the classes they concern.")
+resolutions_app = typer.Typer(
+    help="解析日志：每次答复及其查询 / the resolution log: every answer given, with its query."
+)
 
 
 def _conninfo() -> str:
@@ -85,7 +87,7 @@ def resolve(
     time: Annotated[str | None, typer.Option("--time", help="complaint time, ISO 8601 (default now)")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Who is responsible: for a scanned code, or for a complaint at a location."""
+    """谁负责：按智慧码或按位置 / who is responsible: for a scanned code, or at a location."""
     with failures():
         from common.errors import InvalidInput
         from registry.resolution import LocationQuery, Resolver, run_lookup
