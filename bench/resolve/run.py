@@ -13,9 +13,10 @@ What it does, in one run on one machine:
    between the two databases (median of the round medians), plus EXPLAIN (ANALYZE, BUFFERS) plans;
    ``--compare-indexes`` also times step 1 under other index designs;
 3. HTTP with ``wrk`` (10 connections, one server process): resolve by code (log batched, then log
-   synchronous), resolve by location with a class, then with GCJ-02 coordinates and a category, the bare
-   FastAPI + psycopg baseline, and tipg's feature-by-id on the same table (tipg from a separate venv,
-   ``--tipg-venv``).
+   synchronous), Open311 ``POST requests.json`` (a complaint by code or lat/long: resolution, insert,
+   hot-spot check, outbox rows; again with the in-process webhook worker off), resolve by location with
+   a class, then with GCJ-02 coordinates and a category, the bare FastAPI + psycopg baseline, and tipg's
+   feature-by-id on the same table (tipg from a separate venv, ``--tipg-venv``).
 
 Figures and ratios are printed and written to ``bench/out/resolve-<timestamp>.json``, with the machine's
 load average at each phase (other work on the machine skews them). Never run from the tests.
@@ -40,7 +41,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import psycopg
 
@@ -423,16 +424,28 @@ def _ms(text: str) -> float:
 
 
 def wrk(
-    base: str, paths: list[str], label: str, *, seconds: int, connections: int, headers: list[str]
+    base: str,
+    paths: list[str],
+    label: str,
+    *,
+    seconds: int,
+    connections: int,
+    headers: list[str],
+    post_to: str | None = None,
 ) -> dict[str, Any]:
-    """Run wrk over random paths; requests/s and latency percentiles (ms)."""
+    """Run wrk over random paths; requests/s and latency percentiles (ms).
+
+    With ``post_to``, ``paths`` are form-encoded bodies instead, each request POSTs a random one there.
+    """
     paths_file = OUT / f"paths-{re.sub(r'[^a-z0-9]+', '-', label.lower())}.txt"
     paths_file.write_text("\n".join(paths) + "\n")
     header_args = [arg for h in headers for arg in ("-H", h)]
-    common = ["wrk", "-t1", f"-c{connections}", "--latency", "-s", str(HERE / "paths.lua"), *header_args]
-    subprocess.run([*common, "-d3s", base, "--", str(paths_file)], capture_output=True, check=True)  # warm-up
+    script = HERE / ("bodies.lua" if post_to else "paths.lua")
+    script_args = [str(paths_file), *([post_to] if post_to else [])]
+    common = ["wrk", "-t1", f"-c{connections}", "--latency", "-s", str(script), *header_args]
+    subprocess.run([*common, "-d3s", base, "--", *script_args], capture_output=True, check=True)  # warm-up
     done = subprocess.run(
-        [*common, f"-d{seconds}s", base, "--", str(paths_file)], capture_output=True, text=True, check=True
+        [*common, f"-d{seconds}s", base, "--", *script_args], capture_output=True, text=True, check=True
     )
     text = done.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
@@ -457,12 +470,70 @@ def wrk(
     return result
 
 
+OPEN311_PATH = "/open311/v2/requests.json"
+
+
+def open311_bodies(conn: psycopg.Connection, n: int, rng: random.Random) -> list[str]:
+    """Form-encoded Open311 service requests: half by scanned code, half by WGS84 lat/long.
+
+    A code's request names a category that concerns its class (else 井盖破损), as a scan would; a located
+    one names a random category. Codes are drawn from the registry, so repeats are few and the hot-spot
+    check mostly counts without raising a warning.
+    """
+    by_class: dict[str, str] = {}
+    names: list[str] = []
+    for name, classes in conn.execute(
+        "SELECT name, class_codes FROM complaint_categories WHERE active ORDER BY name"
+    ).fetchall():
+        names.append(name)
+        for cls in classes:
+            by_class.setdefault(cls, name)
+    top = conn.execute("SELECT max(id) FROM assets").fetchone()[0]  # type: ignore[index]
+    rows = conn.execute(
+        "SELECT code, class_code FROM assets WHERE id = ANY(%s)",
+        ([rng.randint(1, top) for _ in range(n // 2)],),
+    ).fetchall()
+    bodies = []
+    for code, cls in rows:
+        fields = {
+            "api_key": TOKEN,
+            "service_code": by_class.get(cls, "井盖破损"),
+            "attribute[asset_code]": code,
+            "description": "bench",
+        }
+        bodies.append(urlencode(fields))
+    for lon, lat in sample_points(n - len(rows), rng):
+        fields = {
+            "api_key": TOKEN,
+            "service_code": rng.choice(names),
+            "lat": f"{lat:.6f}",
+            "long": f"{lon:.6f}",
+            "description": "bench",
+        }
+        bodies.append(urlencode(fields))
+    rng.shuffle(bodies)
+    return bodies
+
+
+def _written(conninfo: str) -> dict[str, int]:
+    """Rows in the tables an Open311 POST writes (complaints, their history, outbox, warnings)."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        return dict(
+            conn.execute(
+                "SELECT 'complaints', count(*) FROM complaints "
+                "UNION ALL SELECT 'event_outbox', count(*) FROM event_outbox "
+                "UNION ALL SELECT 'hotspot_warnings', count(*) FROM hotspot_warnings"
+            ).fetchall()
+        )
+
+
 def http_suite(cluster: EmbeddedCluster, url: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Resolve by code (batched and synchronous log), by location, the bare baseline, and tipg."""
+    """Resolve by code (batched and synchronous log), Open311 POST, by location, the bare baseline, tipg."""
     rng = random.Random(args.seed + 1)
     conninfo = resolution.conninfo_from_url(url)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         codes = sample_codes(conn, 5000, rng)
+        bodies = open311_bodies(conn, 5000, rng)
         id_rows = conn.execute(
             "SELECT id FROM assets WHERE id = ANY(%s)", ([rng.randint(1, 1_000_000) for _ in range(5000)],)
         ).fetchall()
@@ -482,8 +553,8 @@ def http_suite(cluster: EmbeddedCluster, url: str, args: argparse.Namespace) -> 
     common = dict(seconds=args.seconds, connections=args.connections)
     auth = [f"Authorization: Bearer {TOKEN}"]
 
-    def ours(mode: str) -> Server:
-        env = {**base_env, "SMARTCODE_RESOLVE_LOG_MODE": mode}
+    def ours(mode: str, **extra_env: str) -> Server:
+        env = {**base_env, "SMARTCODE_RESOLVE_LOG_MODE": mode, **extra_env}
         cmd = [
             uvicorn,
             "--factory",
@@ -508,6 +579,22 @@ def http_suite(cluster: EmbeddedCluster, url: str, args: argparse.Namespace) -> 
             headers=[],
             **common,
         )
+        # Open311 on the same server process, right after resolve by code (its baseline): each POST
+        # authenticates the api_key, resolves, inserts the complaint, checks hot spots and writes its
+        # outbox rows in one transaction.
+        before = _written(conninfo)
+        results["open311_post"] = wrk(
+            base,
+            bodies,
+            "Open311 POST requests.json (code or lat/long)",
+            headers=[],
+            post_to=OPEN311_PATH,
+            **common,
+        )
+        after = _written(conninfo)
+        written = {k: after[k] - before[k] for k in after}
+        results["open311_post"]["rows_written_with_warmup"] = written
+        say(f"  written by the Open311 runs (warm-up included): {written}")
         classes = list(generate.POINT_CLASSES)
         location_paths = [
             f"/api/v1/resolve?lon={lon:.6f}&lat={lat:.6f}&class={rng.choice(classes)}"
@@ -526,6 +613,20 @@ def http_suite(cluster: EmbeddedCluster, url: str, args: argparse.Namespace) -> 
             )
         results["location_gcj_category"] = wrk(
             base, gcj_paths, "resolve by location, gcj02 + category 井盖破损", headers=auth, **common
+        )
+    finally:
+        server.stop()
+    # The same POSTs with the in-process webhook worker off (a deployment running `smartcode worker`
+    # elsewhere): the worker wakes on every outbox commit and shares the process's interpreter.
+    server = ours("batch", SMARTCODE_WEBHOOKS_ENABLED="false")
+    try:
+        results["open311_post_no_worker"] = wrk(
+            base,
+            bodies,
+            "Open311 POST, webhook worker off",
+            headers=[],
+            post_to=OPEN311_PATH,
+            **common,
         )
     finally:
         server.stop()
@@ -828,6 +929,25 @@ def summary(report: dict[str, Any]) -> None:
             print(
                 f"  with the log written synchronously: {sync['requests_per_s']} req/s, "
                 f"p99 {sync['p99_ms']} ms"
+            )
+    if "open311_post" in http:
+        post = http["open311_post"]
+        print(
+            f"HTTP Open311 POST: {post['requests_per_s']} req/s (goal >= 500), p50 {post['p50_ms']} ms, "
+            f"p99 {post['p99_ms']} ms (goal < 30), non-2xx {post['non_2xx']}"
+            + (f", {post['socket_errors']}" if post["socket_errors"] else "")
+        )
+        for base_key in ("code", "bare"):
+            if base_key in http:
+                ratio = post["requests_per_s"] / http[base_key]["requests_per_s"]
+                other = http[base_key]
+                print(f"  vs {other['label']} ({other['requests_per_s']} req/s): {ratio:.2f}x")
+        print(f"  rows written (warm-up included): {post['rows_written_with_warmup']}")
+        if "open311_post_no_worker" in http:
+            off = http["open311_post_no_worker"]
+            print(
+                f"  {off['label']}: {off['requests_per_s']} req/s, p50 {off['p50_ms']} ms, "
+                f"p99 {off['p99_ms']} ms, non-2xx {off['non_2xx']}"
             )
     if "location" in http:
         loc = http["location"]
