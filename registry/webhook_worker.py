@@ -135,6 +135,10 @@ class Outcome:
     gone: bool = False
 
 
+# How long a wake-up waits for further commits before stepping (latency budget: 1 s).
+_COALESCE_S = 0.02
+
+
 def retry_delay(
     settings: WebhookSettings, round_attempts: int, rng: random.Random | None = None
 ) -> float | None:
@@ -251,6 +255,10 @@ class WebhookWorker:
                 if delay > 0:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), delay)
+                    if self._wake.is_set():
+                        # Woken by a commit: let the commits of the next few milliseconds arrive too, so a
+                        # busy write path (two or three events per complaint) costs one step, not one each.
+                        await asyncio.sleep(_COALESCE_S)
                 self._wake.clear()
         finally:
             stopping.cancel()
