@@ -145,15 +145,7 @@ class EmbeddedCluster:
             self._ensure_data_dir(uid, gid)
             if not (self.data_dir / "PG_VERSION").exists():
                 self._initdb(bins, uid, gid)
-            self._ensure_include()
-            self._ensure_replication_hba(uid, gid)
-            if self.wal_archive:
-                self._ensure_server_dir(self.wal_archive_dir, uid, gid)
-            self._prepare_socket_dir(uid, gid)
-            if not self._pg_ctl_running(bins):
-                self._write_conf(uid, gid, wal_compression=_wal_compression(bins))
-                self._rotate_log()
-                self._pg_ctl_start(bins)
+            self._start_server(bins, uid, gid)
             if not self.is_standby():
                 self._ensure_database()
         return self.url()
@@ -172,13 +164,8 @@ class EmbeddedCluster:
     def ensure_replication_access(self) -> None:
         """Let a standby stream WAL over the socket (clusters made before replicas lacked the hba line)."""
         with self._locked():
-            hba = self.data_dir / "pg_hba.conf"
-            lines = hba.read_text()
-            if "local replication all trust" in lines.split("\n"):
-                return
             uid, gid = self._server_ids(create=False)
-            _write_file(hba, lines.rstrip("\n") + "\nlocal replication all trust\n", uid, gid, self._root)
-            if self._is_running():
+            if self._ensure_replication_hba(uid, gid) and self._is_running():
                 bins = self._binaries(require_postgis=False)
                 _run(
                     self._as_server([bins.tool("pg_ctl"), "reload", "-D", str(self.data_dir), "-s"]),
@@ -266,15 +253,20 @@ class EmbeddedCluster:
 
     def start_locked(self) -> None:
         """Start the server as it is (no initdb, no database creation) for a caller holding :meth:`locked`."""
-        bins = self._binaries(require_postgis=False)
         uid, gid = self._server_ids(create=False)
+        self._start_server(self._binaries(require_postgis=False), uid, gid)
+
+    def _start_server(self, bins: ServerBinaries, uid: int, gid: int) -> None:
+        """Bring an existing data directory's configuration up to date and start it unless it runs."""
         self._ensure_include()
-        self._prepare_socket_dir(uid, gid)
+        self._ensure_replication_hba(uid, gid)
         if self.wal_archive:
             self._ensure_server_dir(self.wal_archive_dir, uid, gid)
-        self._write_conf(uid, gid, wal_compression=_wal_compression(bins))
-        self._rotate_log()
-        self._pg_ctl_start(bins)
+        self._prepare_socket_dir(uid, gid)
+        if not self._pg_ctl_running(bins):
+            self._write_conf(uid, gid, wal_compression=_wal_compression(bins))
+            self._rotate_log()
+            self._pg_ctl_start(bins)
 
     def destroy(self) -> None:
         """Stop the server and delete the data directory and everything else this cluster created."""
@@ -460,13 +452,15 @@ class EmbeddedCluster:
             if self._root:
                 os.chown(part, uid, gid)
 
-    def _ensure_replication_hba(self, uid: int, gid: int) -> None:
-        """Let the server account make base backups (and standbys) over the private socket."""
+    def _ensure_replication_hba(self, uid: int, gid: int) -> bool:
+        """Let the server account make base backups and standbys over the private socket; True if added."""
         hba = self.data_dir / "pg_hba.conf"
         line = "local replication all trust"
         text = hba.read_text()
-        if line not in text:
-            _write_file(hba, text.rstrip("\n") + "\n" + line + "\n", uid, gid, self._root)
+        if line in text.split("\n"):
+            return False
+        _write_file(hba, text.rstrip("\n") + "\n" + line + "\n", uid, gid, self._root)
+        return True
 
     def _check_server_can_write(self) -> None:
         """Ask the kernel (ACLs, LSMs included) whether the server account can really use the data dir."""
