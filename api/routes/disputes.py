@@ -14,7 +14,7 @@ import tempfile
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -209,15 +209,16 @@ OverdueQ = Annotated[bool | None, Query(description="true: only overdue; false: 
 
 
 def _filter(
-    state: str | None,
-    unit: int | None,
-    class_: str | None,
-    zone: str | None,
-    subject_kind: str | None,
-    opened_from: dt.datetime | None,
-    opened_to: dt.datetime | None,
-    overdue: bool | None,
+    state: StateQ = None,
+    unit: UnitQ = None,
+    class_: ClassQ = None,
+    zone: ZoneQ = None,
+    subject_kind: KindQ = None,
+    opened_from: FromQ = None,
+    opened_to: ToQ = None,
+    overdue: OverdueQ = None,
 ) -> dispute_service.DisputeFilter:
+    """The ledger's filters from the query string (shared by the list, the export and the analysis)."""
     return dispute_service.DisputeFilter(
         state=state,
         unit_id=unit,
@@ -230,23 +231,18 @@ def _filter(
     )
 
 
+FilterQ = Annotated[dispute_service.DisputeFilter, Depends(_filter)]
+
+
 @router.get("", summary="The dispute ledger (异议台账), newest first (token)")
 def list_disputes(
     request: Request,
-    state: StateQ = None,
-    unit: UnitQ = None,
-    class_: ClassQ = None,
-    zone: ZoneQ = None,
-    subject_kind: KindQ = None,
-    opened_from: FromQ = None,
-    opened_to: ToQ = None,
-    overdue: OverdueQ = None,
+    flt: FilterQ,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     """Disputes matching every filter given, one page of them, with the total."""
     svc = services(request)
-    flt = _filter(state, unit, class_, zone, subject_kind, opened_from, opened_to, overdue)
     with svc.session() as session:
         require_actor(request, session)
         items, total = dispute_service.list_disputes(
@@ -263,19 +259,11 @@ def list_disputes(
 )
 def export_disputes(
     request: Request,
+    flt: FilterQ,
     format: Annotated[Literal["csv", "xlsx"], Query(description="csv or xlsx")] = "csv",
-    state: StateQ = None,
-    unit: UnitQ = None,
-    class_: ClassQ = None,
-    zone: ZoneQ = None,
-    subject_kind: KindQ = None,
-    opened_from: FromQ = None,
-    opened_to: ToQ = None,
-    overdue: OverdueQ = None,
 ) -> Response:
     """The matching disputes, oldest first, one row each."""
     svc = services(request)
-    flt = _filter(state, unit, class_, zone, subject_kind, opened_from, opened_to, overdue)
     with svc.session() as session:
         require_actor(request, session)
         body = dispute_service.export_ledger(session, flt, format, settings=svc.settings)
@@ -289,18 +277,10 @@ def export_disputes(
 @router.get("/stats", summary="Disputes by class, unit, zone and outcome: counts, upheld rate, median days")
 def dispute_stats(
     request: Request,
-    state: StateQ = None,
-    unit: UnitQ = None,
-    class_: ClassQ = None,
-    zone: ZoneQ = None,
-    subject_kind: KindQ = None,
-    opened_from: FromQ = None,
-    opened_to: ToQ = None,
-    overdue: OverdueQ = None,
+    flt: FilterQ,
 ) -> dict[str, Any]:
     """The analysis of similar cases over the matching disputes."""
     svc = services(request)
-    flt = _filter(state, unit, class_, zone, subject_kind, opened_from, opened_to, overdue)
     with svc.session() as session:
         require_actor(request, session)
         return dispute_service.stats(session, flt, settings=svc.settings)
