@@ -12,12 +12,6 @@ from cli.output import emit
 from common.errors import InvalidInput
 
 
-def _cluster() -> Any:
-    from registry.embedded import EmbeddedCluster
-
-    return EmbeddedCluster.from_settings(context.settings())
-
-
 def _when(value: dt.datetime) -> str:
     return value.astimezone(i18n.zone()).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -38,7 +32,7 @@ def backup(list_only: bool, as_json: bool) -> None:
     """Take a base backup (or list them)."""
     from registry.backup import list_backups, take_backup
 
-    cluster = _cluster()
+    cluster = context.embedded_cluster()
     if not list_only:
         made = take_backup(cluster, context.settings().embedded.backups_keep)
         if not as_json:
@@ -64,7 +58,7 @@ def restore(to: str | None, backup_id: str | None, yes: bool, as_json: bool) -> 
     if not yes:
         what = _when(target) if target else i18n.t("bk.latest")
         typer.confirm(i18n.t("bk.confirm", to=what), abort=True, err=True)
-    done = run_restore(_cluster(), to=target, backup_id=backup_id)
+    done = run_restore(context.embedded_cluster(), to=target, backup_id=backup_id)
     data = {
         "backup": done.backup.as_dict(),
         "to": target.isoformat() if target else None,

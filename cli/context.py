@@ -6,12 +6,16 @@ import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from common.settings import Settings, get_settings
 from registry.db import Actor, current_revision, database_url, make_engine, migrate, transaction
+
+if TYPE_CHECKING:  # the cluster module is imported only by the commands that use it
+    from registry.embedded import EmbeddedCluster
 
 
 def settings() -> Settings:
@@ -48,3 +52,10 @@ def cli_actor() -> Actor:
 def revision() -> str | None:
     """The schema revision of the configured database, without migrating it."""
     return current_revision(database_url(settings()))
+
+
+def embedded_cluster() -> EmbeddedCluster:
+    """The embedded cluster as the settings describe it (nothing starts here)."""
+    from registry.embedded import EmbeddedCluster
+
+    return EmbeddedCluster.from_settings(settings())

@@ -20,7 +20,6 @@ from cli.output import emit, failures, value
 from cli.serving import run_worker, serve_app
 
 if TYPE_CHECKING:  # the CLI imports the database layer only for the commands that use it
-    from registry.embedded import EmbeddedCluster
     from registry.replica import StandbyCluster
 
 app = typer.Typer(
@@ -65,12 +64,6 @@ def _global_options(
     get_settings.cache_clear()
 
 
-def _cluster() -> EmbeddedCluster:
-    from registry.embedded import EmbeddedCluster
-
-    return EmbeddedCluster.from_settings(context.settings())
-
-
 def _external() -> bool:
     if context.settings().database.url:
         typer.echo(i18n.t("db.external"), err=True)
@@ -84,7 +77,7 @@ def db_start(as_json: JsonOpt = False) -> None:
     with failures():
         if _external():
             raise typer.Exit(1)
-        url = _cluster().start()
+        url = context.embedded_cluster().start()
         emit({"status": "running", "url": url}, as_json)
 
 
@@ -94,7 +87,7 @@ def db_stop(as_json: JsonOpt = False) -> None:
     with failures():
         if _external():
             raise typer.Exit(1)
-        _cluster().stop()
+        context.embedded_cluster().stop()
         emit({"status": "stopped"}, as_json)
 
 
@@ -104,7 +97,7 @@ def db_status(as_json: JsonOpt = False) -> None:
     with failures():
         if _external():
             raise typer.Exit(1)
-        st = _cluster().status()
+        st = context.embedded_cluster().status()
         emit(
             {
                 "running": st.running,

@@ -278,10 +278,8 @@ class StandbyCluster(EmbeddedCluster):
 
 def embedded_replica(settings: Settings) -> StandbyCluster:
     """The standby of the configured embedded cluster (described only: nothing starts here)."""
-    primary = EmbeddedCluster(
-        settings.embedded.data_dir, settings.embedded.db_name, settings.embedded.server_user
-    )
-    return StandbyCluster(primary)
+    # As the deployment runs it (WAL archive included): creating a standby may start the primary.
+    return StandbyCluster(EmbeddedCluster.from_settings(settings))
 
 
 def embedded_read_url(settings: Settings) -> str | None:
