@@ -173,6 +173,10 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
             answer["replica"] = replica
         return answer
 
+    # Open311 GeoReport v2 sits beside /api/v1: its clients expect the specification's paths and errors.
+    # Its routes come first: the router tries routes in order, and a case system posting hundreds of
+    # complaints a second should not pay for matching every /api/v1 route first (no path overlaps).
+    app.include_router(open311.router)
     app.include_router(api)
     # Beside /api/v1: map clients take the tile URL template from the TileJSON (docs/tiles.md).
     app.include_router(tiles.router)
@@ -180,8 +184,6 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     # The page a QR label opens lives at the site's root: /c/{code} is what labels print.
     app.include_router(scan.router)
-    # Open311 GeoReport v2 sits beside /api/v1: its clients expect the specification's paths and errors.
-    app.include_router(open311.router)
     # OGC API - Features sits beside /api/v1: GIS clients start from its own landing page.
     app.include_router(features.router)
     openapi.install(app)

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg import AsyncConnection, errors
-from psycopg.types.json import Jsonb
 
 from common.errors import Conflict, InvalidInput, NotFound
 from common.settings import AreaSettings, HotspotSettings
 from registry import hotspots
 from registry.codes import parse_code
-from registry.events import emit_async
+from registry.events import emit_many_async
+from registry.jsonb import jsonb
 from registry.resolution import LocationQuery, ResolutionLog, Resolver
 
 SOURCES = ("scan", "case_system", "open311", "api")
@@ -293,10 +293,10 @@ async def _insert(
                 "description": data.description,
                 "lon": resolved.lon,
                 "lat": resolved.lat,
-                "given": Jsonb(resolved.location_given) if resolved.location_given is not None else None,
+                "given": jsonb(resolved.location_given) if resolved.location_given is not None else None,
                 "accuracy": data.accuracy_m,
                 "distance": resolved.distance_m,
-                "reporter": Jsonb(data.reporter),
+                "reporter": jsonb(data.reporter),
                 "ip": data.client_ip,
                 "rid": answer.get("id"),
                 "rstatus": answer.get("status"),
@@ -304,7 +304,7 @@ async def _insert(
                 "owner": unit_id("owner"),
                 "maintainer": unit_id("maintainer"),
                 "supervisor": unit_id("supervisor"),
-                "answer": Jsonb(answer),
+                "answer": jsonb(answer),
                 "actor": actor,
             },
             prepare=True,
@@ -328,7 +328,6 @@ async def _insert(
             "status": STATUS_RECEIVED,
             "location": {"lon": resolved.lon, "lat": resolved.lat} if resolved.lon is not None else None,
         }
-        await emit_async(conn, "complaint.created", created, subject=subject)
         resolution = {
             "reference": reference,
             "external_id": data.external_id,
@@ -340,7 +339,9 @@ async def _insert(
             "matched_rule": answer.get("matched_rule"),
             **{role: _unit_ref(answer.get(role)) for role in ("owner", "maintainer", "supervisor")},
         }
-        await emit_async(conn, "complaint.resolved", resolution, subject=subject)
+        await emit_many_async(
+            conn, [("complaint.created", created), ("complaint.resolved", resolution)], subject=subject
+        )
         new = hotspots.NewComplaint(
             id=complaint_id,
             reference=reference,

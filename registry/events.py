@@ -11,11 +11,11 @@ import json
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.types.json import Jsonb
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from common.errors import InvalidInput
+from registry.jsonb import jsonb
 
 CHANNEL = "smartcode_events"
 
@@ -65,13 +65,34 @@ async def emit_async(
     conn: AsyncConnection[Any], event_type: str, data: dict[str, Any], *, subject: str
 ) -> int:
     """Append one event on ``conn`` (inside the caller's transaction); its outbox id."""
-    _check(event_type, subject)
+    return (await emit_many_async(conn, [(event_type, data)], subject=subject))[-1]
+
+
+# Several events of one subject in one statement, in the order given (ids follow it): a complaint's
+# arrival emits two, and each statement is a round trip on the posting hot path. One notification per
+# statement is enough to wake the worker, which reads the outbox, not the payload.
+_INSERT_MANY = """
+WITH e AS (
+    INSERT INTO event_outbox (type, subject, data)
+    SELECT t.type, %s, t.data FROM unnest(%s::text[], %s::jsonb[]) WITH ORDINALITY AS t(type, data, n)
+    ORDER BY t.n
+    RETURNING id
+)
+SELECT array_agg(id ORDER BY id), pg_notify('smartcode_events', max(id)::text) FROM e
+"""
+
+
+async def emit_many_async(
+    conn: AsyncConnection[Any], events: list[tuple[str, dict[str, Any]]], *, subject: str
+) -> list[int]:
+    """Append events of one subject on ``conn`` (inside the caller's transaction), in order; their ids."""
+    for event_type, _ in events:
+        _check(event_type, subject)
     cur = await conn.execute(
-        "WITH e AS (INSERT INTO event_outbox (type, subject, data) VALUES (%s, %s, %s) RETURNING id) "
-        "SELECT id, pg_notify('smartcode_events', id::text) FROM e",
-        (event_type, subject, Jsonb(data)),
+        _INSERT_MANY,
+        (subject, [t for t, _ in events], [jsonb(d) for _, d in events]),
         prepare=True,
     )
     row = await cur.fetchone()
-    assert row is not None
-    return int(row[0])
+    assert row is not None and row[0] is not None
+    return [int(i) for i in row[0]]

@@ -52,6 +52,7 @@ from registry import complaints
 from registry.access import Action, Actor, authorize
 from registry.codes import parse_code
 from registry.labels import LabelStatus
+from registry.resolution import resolution_connection_kwargs
 
 router = APIRouter(tags=["scan page"])
 log = logging.getLogger("smartcode.scan")
@@ -96,9 +97,15 @@ class ScanRuntime:
         self._keys: LabelKeys | None = None
         self._form_key = self.config.form_key.encode() if self.config.form_key else None
         self.limiter = SlidingWindowLimiter(self.config.report_limit, self.config.report_window_s)
-        # Complaints are written on the primary: the resolve pool may be read-only or a replica.
+        # Complaints are written on the primary: the resolve pool may be read-only or a replica. An
+        # Open311 post resolves on this pool too, so it is sized and set up like the resolve pool
+        # (generic plans for the lookups), only writable.
         self.write_pool = AsyncConnectionPool(
-            conninfo, min_size=1, max_size=2, open=False, kwargs={"autocommit": True, "prepare_threshold": 0}
+            conninfo,
+            min_size=1,
+            max_size=max(2, settings.resolve.pool_size),
+            open=False,
+            kwargs=resolution_connection_kwargs(read_only=False),
         )
         self.templates = Environment(
             loader=FileSystemLoader(PAGES), autoescape=select_autoescape(["html"]), auto_reload=False
