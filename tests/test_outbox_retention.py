@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from typing import Any
 
@@ -173,3 +175,37 @@ def test_the_worker_prunes_as_the_service_role_when_it_starts(db: Engine, migrat
     [(actor, _, details)] = _audit(db)
     assert actor == worker.worker_id and details["events"] == 1
 
+
+def test_the_cli_prunes_and_reports_the_counts_in_chinese_and_as_json(db: Engine, owner_url: str) -> None:
+    from tests.test_cli import run
+
+    with db.begin() as conn:
+        live = _subscription(conn)
+        for _ in range(2):
+            _delivery(conn, live, _event(conn, 40), "delivered", 40, attempts=2)
+        _delivery(conn, live, _event(conn, 40), "pending", 40)
+        _event(conn, 1)
+    env = {**os.environ, "SMARTCODE_DATABASE_URL": owner_url, "SMARTCODE_WEBHOOKS_KEEP_DAYS": "30"}
+
+    listed = run("db", "events", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "保留最近 30 天" in listed.stdout and "待投递 1 条" in listed.stdout
+    assert "--prune" in listed.stderr
+    assert len(_ids(db, "event_outbox")) == 4, "without --prune nothing is deleted"
+
+    human = run("db", "events", "--prune", env=env)
+    assert human.returncode == 0, human.stderr
+    assert "事件 2 条、投递记录 2 条、投递尝试 4 条" in human.stdout
+    assert "1 条事件已过保留期但仍保留" in human.stdout
+
+    again = run("db", "events", "--prune", "--json", env=env)
+    assert again.returncode == 0, again.stderr
+    data = json.loads(again.stdout)
+    assert data["keep_days"] == 30 and data["pending_deliveries"] == 1
+    assert {k: data["pruned"][k] for k in ("events", "deliveries", "attempts", "kept")} == {
+        "events": 0,
+        "deliveries": 0,
+        "attempts": 0,
+        "kept": 1,
+    }
+    assert set(data["rows_estimated"]) == {"event_outbox", "webhook_deliveries", "webhook_attempts"}
