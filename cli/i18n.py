@@ -246,6 +246,28 @@ _LABELS: dict[str, tuple[str, str]] = {
         "提示：加 --drop-expired 删除超过保留期的月份",
         "hint: --drop-expired drops the months past retention",
     ),
+    "ev.pruned": (
+        "已删除 {cutoff} 之前的事件 {events:,} 条、投递记录 {deliveries:,} 条、投递尝试 {attempts:,} 条",
+        "pruned {events:,} events, {deliveries:,} deliveries and {attempts:,} attempts from before {cutoff}",
+    ),
+    "ev.kept": (
+        "{kept:,} 条事件已过保留期但仍保留（尚有待投递，或投递记录在保留期内）",
+        "{kept:,} events past retention kept (a delivery still waits, or its log is recent)",
+    ),
+    "ev.table": ("表", "table"),
+    "ev.waiting": (
+        "待投递 {pending:,} 条，未分发事件 {unfanned:,} 条，最早事件 {oldest}",
+        "{pending:,} deliveries pending, {unfanned:,} events not fanned out, oldest event {oldest}",
+    ),
+    "ev.keep": ("事件与投递记录保留最近 {keep} 天", "keeping events and their log for {keep} days"),
+    "ev.keep_all": (
+        "全部保留（SMARTCODE_WEBHOOKS_KEEP_DAYS=0）",
+        "keeping everything (SMARTCODE_WEBHOOKS_KEEP_DAYS=0)",
+    ),
+    "ev.hint": (
+        "提示：加 --prune 删除超过保留期且已投递完的事件及其投递记录（投递 worker 每小时也会执行）",
+        "hint: --prune deletes delivered events past retention and their log (the worker does so hourly)",
+    ),
     "bk.done": (
         "已完成基础备份 {id}（{mib:.1f} MiB，{at}）",
         "base backup {id} taken ({mib:.1f} MiB, {at})",

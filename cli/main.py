@@ -127,6 +127,25 @@ def db_log(
         log_partitions.show(drop_expired, as_json)
 
 
+@db_app.command("events")
+def db_events(
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="删除超过 SMARTCODE_WEBHOOKS_KEEP_DAYS 且无待投递的事件及其投递记录 / delete events past "
+            "SMARTCODE_WEBHOOKS_KEEP_DAYS that nothing waits for, with their delivery log",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """事件发件箱与 webhook 投递记录（行数、待投递）；--prune 按保留期清理 / the outbox and delivery log."""
+    with failures():
+        from cli import outbox
+
+        outbox.show(prune, as_json)
+
+
 @db_app.command("backup")
 def db_backup(
     list_only: Annotated[bool, typer.Option("--list", help="only list the base backups")] = False,

@@ -533,6 +533,12 @@ class WebhookSettings(BaseSettings):
         description="Host names (or *.suffix) subscription URLs may name (JSON list); empty: any host, "
         'including internal ones: see docs/webhooks.md, "Security".',
     )
+    keep_days: int = Field(
+        default=30,
+        ge=0,
+        description="Outbox events and their delivery log are deleted after this many days, unless a "
+        'delivery of the event still waits (docs/webhooks.md, "Retention"); 0 keeps everything.',
+    )
 
     @model_validator(mode="after")
     def _lease_outlives_request(self) -> WebhookSettings:

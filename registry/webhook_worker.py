@@ -38,7 +38,9 @@ from psycopg.rows import namedtuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from common.settings import WebhookSettings
+from registry.access import Actor
 from registry.events import CHANNEL
+from registry.outbox_retention import keep_pruning
 from registry.webhooks import _host_allowed, message_id, secret_key, sign
 
 log = logging.getLogger("smartcode.webhooks")
@@ -216,8 +218,11 @@ class WebhookWorker:
         )
         listener = asyncio.create_task(self._listen(), name=f"{self.name}-listen")
         limits = httpx.Limits(max_connections=s.concurrency, max_keepalive_connections=s.concurrency)
+        pruner: asyncio.Task[None] | None = None
         try:
             await pool.open(wait=False)
+            # Retention runs beside delivery, never inside a step (registry/outbox_retention.py).
+            pruner = asyncio.create_task(keep_pruning(pool, Actor(self.worker_id), s.keep_days))
             async with httpx.AsyncClient(
                 timeout=httpx.Timeout(s.timeout_s), limits=limits, follow_redirects=False
             ) as http:
@@ -227,6 +232,10 @@ class WebhookWorker:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await listener
+            if pruner is not None:
+                pruner.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pruner
             await pool.close()
 
     async def _loop_until_stopped(self, pool: AsyncConnectionPool[Any], http: httpx.AsyncClient) -> None:
