@@ -1049,3 +1049,44 @@ def test_the_database_keeps_evidence_to_pending_disputes_and_every_version_in_th
         )
     with pytest.raises(Conflict, match="withdrawn"), transaction(db) as session:
         disputes.add_evidence(session, world["as_power"], view["id"], [Evidence("a.png", PNG)], version=2)
+
+
+def test_the_cli_adds_evidence_as_the_administrator(
+    db: Engine, settings: Settings, migrated_url: str, tmp_path: Any, world: dict[str, Any]
+) -> None:
+    import os
+
+    from tests.conftest import ADMIN_TOKEN
+    from tests.test_cli import run
+
+    env = {k: v for k, v in os.environ.items() if k not in ("SMARTCODE_LANG", "SMARTCODE_TIMEZONE")}
+    env.update(SMARTCODE_DATABASE_URL=migrated_url, SMARTCODE_API_TOKEN=ADMIN_TOKEN)
+    view = _open(
+        db, world["as_power"], settings, subject_kind="asset", subject_id=world["code"], reason="非我单位"
+    )
+    contract, fake = tmp_path / "移交合同.pdf", tmp_path / "photo.png"
+    contract.write_bytes(PDF)
+    fake.write_bytes(GIF)
+    refused = run("disputes", "evidence", str(view["id"]), str(fake), "--version", "1", env=env)
+    assert refused.returncode == 1 and "PDF" in refused.stderr
+    added = run(
+        "disputes",
+        "evidence",
+        str(view["id"]),
+        str(contract),
+        "--version",
+        "1",
+        "--note",
+        "移交合同",
+        env=env,
+    )
+    assert added.returncode == 0, added.stderr
+    assert "已为异议" in added.stdout and "版本 2" in added.stdout
+    with transaction(db) as session:
+        shown = disputes.get_dispute(session, view["id"], settings=settings)
+    assert [(e["file_name"], e["added_by"].startswith("cli:")) for e in shown["evidence"]] == [
+        ("移交合同.pdf", True)
+    ]
+    assert shown["history"][-1]["event"] == "evidence" and shown["history"][-1]["reason"] == "移交合同"
+    stale = run("disputes", "evidence", str(view["id"]), str(contract), "--version", "1", env=env)
+    assert stale.returncode == 1 and "version 2, not 1" in stale.stderr
