@@ -3,6 +3,7 @@
 smartcode disputes list [--state S] [--unit ID] [--class CODE] [--zone NAME] [--kind asset|rule|complaint]
 smartcode disputes overdue
 smartcode disputes export --output FILE.csv|FILE.xlsx [the same filters]
+smartcode disputes evidence ID FILE... --version N [--note TEXT]
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import typer
 from cli import context, i18n
 from cli.output import emit, failures
 
-disputes_app = typer.Typer(help="异议台账：列表、逾期、导出 / the dispute ledger: list, overdue, export")
+disputes_app = typer.Typer(
+    help="异议台账：列表、逾期、导出、补充证据 / the dispute ledger: list, overdue, export, add evidence"
+)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines")]
 StateOpt = Annotated[
@@ -113,6 +116,51 @@ def export_command(
         partial.write_bytes(body)
         partial.replace(output)  # a failed export leaves no half-written file under the name
         typer.echo(i18n.t("disputes.exported", count=total, path=str(output)), err=True)
+
+
+@disputes_app.command("evidence")
+def evidence_command(
+    dispute_id: Annotated[int, typer.Argument(help="the dispute's id")],
+    files: Annotated[list[Path], typer.Argument(help="photos (JPEG, PNG, WebP) or PDF documents")],
+    version: Annotated[int, typer.Option("--version", help="the dispute's version you read (list --json)")],
+    note: Annotated[
+        str | None, typer.Option("--note", help="what the files are (kept in the history)")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add evidence files to a dispute still open or under review (补充证据), as the administrator."""
+    with failures():
+        from registry import disputes
+
+        config = context.settings().disputes
+        evidence = []
+        for path in files:
+            with path.open("rb") as handle:
+                # One byte past the cap is enough for the service to refuse the file by its size.
+                data = handle.read(config.evidence_max_mib * disputes.MIB + 1)
+            evidence.append(disputes.Evidence(path.name, data))
+        with context.session() as session:
+            view = disputes.add_evidence(
+                session,
+                context.cli_actor(),
+                dispute_id,
+                evidence,
+                version=version,
+                note=note,
+                settings=context.settings(),
+            )
+        if as_json:
+            emit(view, True)
+            return
+        typer.echo(
+            i18n.t(
+                "disputes.evidence_added",
+                count=len(evidence),
+                id=dispute_id,
+                total=view["evidence_count"],
+                version=view["version"],
+            )
+        )
 
 
 def register(app: typer.Typer) -> None:

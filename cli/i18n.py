@@ -209,6 +209,10 @@ _LABELS: dict[str, tuple[str, str]] = {
     "disputes.due": ("办理期限", "due"),
     "disputes.overdue": ("逾期", "overdue"),
     "disputes.exported": ("已导出 {count} 条异议到 {path}", "exported {count} disputes to {path}"),
+    "disputes.evidence_added": (
+        "已为异议 {id} 补充 {count} 个证据文件（共 {total} 个，版本 {version}）",
+        "added {count} evidence files to dispute {id} ({total} in all, now version {version})",
+    ),
     "disputes.st.open": ("已提出", "open"),
     "disputes.st.under_review": ("审核中", "under review"),
     "disputes.st.upheld": ("异议成立", "upheld"),

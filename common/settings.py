@@ -468,7 +468,9 @@ class DisputeSettings(BaseSettings):
     evidence_max_mib: int = Field(
         default=10, ge=1, le=100, description="Largest evidence file (photo or PDF), in MiB."
     )
-    evidence_max_files: int = Field(default=5, ge=1, le=20, description="Evidence files per dispute.")
+    evidence_max_files: int = Field(
+        default=5, ge=1, le=20, description="Evidence files per dispute, those added later included."
+    )
 
     @field_validator("holidays")
     @classmethod

@@ -87,6 +87,7 @@ class Action(StrEnum):
     OPEN_DISPUTE = "open_dispute"  # target: the units the subject names (asset, rule or complaint)
     REVIEW_DISPUTE = "review_dispute"  # take up, uphold or reject a dispute
     WITHDRAW_DISPUTE = "withdraw_dispute"  # target: the objecting unit id
+    ADD_DISPUTE_EVIDENCE = "add_dispute_evidence"  # target: the objecting unit id
     MANAGE_WEBHOOKS = "manage_webhooks"  # subscriptions, their delivery log, redelivery
 
 
@@ -200,6 +201,15 @@ POLICY: Mapping[Action, Rule] = {
     Action.REVIEW_DISPUTE: Rule(_ADMIN, "none", "only administrators review and decide disputes"),
     Action.WITHDRAW_DISPUTE: Rule(
         _ADMIN, "own", "only the unit that raised the dispute, or an administrator, may withdraw it"
+    ),
+    # The dispute names one party, the objecting unit: it (or an administrator, who also reviews) adds
+    # what it finds later or what the reviewer asks for. The other units the subject names are not
+    # parties to it; they open their own dispute.
+    Action.ADD_DISPUTE_EVIDENCE: Rule(
+        _ADMIN,
+        "own",
+        "只有提出异议的单位或管理员可以补充证据 / only the unit that raised the dispute, or an "
+        "administrator, may add evidence to it",
     ),
     Action.ACKNOWLEDGE_HOTSPOT: Rule(
         _ADMIN,

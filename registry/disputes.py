@@ -8,6 +8,9 @@ to). States::
       │                   │          └──────> rejected (reason required; nothing changes)
       └────withdraw───────┴──> withdrawn (by the objecting unit, before a decision)
 
+While open or under review, the objecting unit (or an administrator) may add evidence: the version
+moves, the state does not, and the history records who added which files when.
+
 Every change carries the version the caller read (a stale one is refused), is a row of the
 append-only ``dispute_history`` (a trigger, migration 0018), an audit entry and an outbox event, all
 in the caller's transaction: nothing here commits. An upheld dispute corrects the registry through
@@ -104,6 +107,63 @@ def check_evidence(evidence: Evidence, *, max_bytes: int) -> str:
         return evidence_type(evidence.data)
     except InvalidInput as exc:
         raise InvalidInput(f"{name}: {exc.message}", field="evidence") from None
+
+
+def _check_files(evidence: Sequence[Evidence], attached: int, settings: Settings) -> list[str]:
+    """The content types of ``evidence`` after each file's checks and the per-dispute file cap,
+    counting the ``attached`` files the dispute already has."""
+    config = settings.disputes
+    cap = config.evidence_max_files
+    if attached + len(evidence) > cap:
+        already = f"，已有 {attached} 个" if attached else ""
+        has = f"; it has {attached} already" if attached else ""
+        raise InvalidInput(
+            f"每个异议证据最多 {cap} 个文件{already} / at most {cap} evidence files per dispute{has}",
+            field="evidence",
+            attached=attached,
+            max_files=cap,
+        )
+    return [check_evidence(e, max_bytes=config.evidence_max_mib * MIB) for e in evidence]
+
+
+def _store_evidence(
+    session: Session,
+    actor: Actor,
+    dispute_id: int,
+    evidence: Sequence[Evidence],
+    types: Sequence[str],
+    first_seq: int,
+) -> list[dict[str, Any]]:
+    """Insert the files numbered from ``first_seq``; what was stored (no bytes), for history and audit."""
+    stored = []
+    for seq, (item, content_type) in enumerate(zip(evidence, types, strict=True), start=first_seq):
+        name = (item.file_name or "").strip()[:255] or f"evidence-{seq}"
+        session.execute(
+            text(
+                "INSERT INTO dispute_evidence (dispute_id, seq, file_name, content_type, size_bytes, sha256, "
+                "data, added_by) VALUES (:d, :seq, :name, :type, :size, :sha, :data, :actor)"
+            ),
+            {
+                "d": dispute_id,
+                "seq": seq,
+                "name": name,
+                "type": content_type,
+                "size": len(item.data),
+                "sha": item.sha256,
+                "data": item.data,
+                "actor": actor.name,
+            },
+        )
+        stored.append(
+            {
+                "seq": seq,
+                "file_name": name,
+                "content_type": content_type,
+                "size": len(item.data),
+                "sha256": item.sha256,
+            }
+        )
+    return stored
 
 
 # --- deadlines -----------------------------------------------------------------------------------------
@@ -292,13 +352,7 @@ def open_dispute(
     require(actor, Action.OPEN_DISPUTE, subject, what=what)
     reason = _check_reason(reason, "异议", "the dispute")
     config = settings.disputes
-    if len(evidence) > config.evidence_max_files:
-        raise InvalidInput(
-            f"证据最多 {config.evidence_max_files} 个文件 / at most {config.evidence_max_files} "
-            "evidence files",
-            field="evidence",
-        )
-    types = [check_evidence(e, max_bytes=config.evidence_max_mib * MIB) for e in evidence]
+    types = _check_files(evidence, 0, settings)
     if actor.role == "unit":
         if unit_id is not None and unit_id != actor.unit_id:
             raise Forbidden(f"a unit token objects for its own unit only, not for unit {unit_id}")
@@ -360,23 +414,7 @@ def open_dispute(
             "due": due,
         },
     ).scalar_one()
-    for seq, (item, content_type) in enumerate(zip(evidence, types, strict=True), start=1):
-        session.execute(
-            text(
-                "INSERT INTO dispute_evidence (dispute_id, seq, file_name, content_type, size_bytes, sha256, "
-                "data, added_by) VALUES (:d, :seq, :name, :type, :size, :sha, :data, :actor)"
-            ),
-            {
-                "d": dispute_id,
-                "seq": seq,
-                "name": (item.file_name or "").strip()[:255] or f"evidence-{seq}",
-                "type": content_type,
-                "size": len(item.data),
-                "sha": item.sha256,
-                "data": item.data,
-                "actor": actor.name,
-            },
-        )
+    _store_evidence(session, actor, dispute_id, evidence, types, 1)
     audit.record(
         session,
         actor,
@@ -412,8 +450,7 @@ def _locked(session: Session, dispute_id: int) -> Any:
     return row
 
 
-def _check_move(row: Any, version: int, allowed_from: tuple[str, ...], what: str) -> None:
-    # The version first: a caller who read an older state cannot know whether the move still applies.
+def _check_version(row: Any, version: int) -> None:
     if row.version != version:
         raise StaleVersion(
             f"dispute {row.id} is at version {row.version}, not {version}: someone changed it since you "
@@ -421,6 +458,11 @@ def _check_move(row: Any, version: int, allowed_from: tuple[str, ...], what: str
             dispute_id=row.id,
             current_version=row.version,
         )
+
+
+def _check_move(row: Any, version: int, allowed_from: tuple[str, ...], what: str) -> None:
+    # The version first: a caller who read an older state cannot know whether the move still applies.
+    _check_version(row, version)
     if row.state not in allowed_from:
         raise Conflict(
             f"dispute {row.id} is {row.state} ({STATE_LABELS[row.state]}): it cannot be {what} "
@@ -507,6 +549,74 @@ def withdraw(
     audit.record(session, actor, "withdraw", "dispute", dispute_id, reason=reason)
     view = get_dispute(session, dispute_id, settings=settings)
     _emit(session, "dispute.withdrawn", view)
+    return view
+
+
+def add_evidence(
+    session: Session,
+    actor: Actor,
+    dispute_id: int,
+    evidence: Sequence[Evidence],
+    *,
+    version: int,
+    note: str | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Add evidence files to a dispute still open or under review (补充证据); its view.
+
+    The objecting unit or an administrator adds them; the checks are those of the opening, and the
+    per-dispute cap counts the files already attached. The version moves by one (a reviewer decides
+    on the evidence they saw) and the state stays; the history gains an ``evidence`` entry (who,
+    when, ``note``, the files), the audit log an entry and the outbox a ``dispute.evidence_added``.
+    """
+    settings = settings or get_settings()
+    require_role(actor, Action.ADD_DISPUTE_EVIDENCE)
+    if not evidence:
+        raise InvalidInput(
+            "请至少附一个证据文件 / send at least one evidence file (evidence_1 … evidence_N)",
+            field="evidence",
+        )
+    row = _locked(session, dispute_id)
+    require(actor, Action.ADD_DISPUTE_EVIDENCE, row.unit_id, what=f"dispute {dispute_id}")
+    _check_version(row, version)
+    if row.state not in PENDING:
+        raise Conflict(
+            f"异议 {row.id} 已{STATE_LABELS[row.state]}，不能再补充证据 / dispute {row.id} is {row.state}: "
+            "evidence can be added only while it is open or under review",
+            dispute_id=row.id,
+            state=row.state,
+        )
+    note = (note or "").strip()[:REASON_MAX] or None
+    attached, last_seq = session.execute(
+        text("SELECT count(*), coalesce(max(seq), 0) FROM dispute_evidence WHERE dispute_id = :id"),
+        {"id": dispute_id},
+    ).one()
+    types = _check_files(evidence, attached, settings)
+    added = _store_evidence(session, actor, dispute_id, evidence, types, last_seq + 1)
+    result = session.execute(
+        text("UPDATE disputes SET version = version + 1 WHERE id = :id AND version = :version"),
+        {"id": row.id, "version": row.version},
+    )
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        raise StaleVersion(f"dispute {row.id} changed meanwhile; reload and retry", dispute_id=row.id)
+    # Not a state move, so the history trigger leaves this entry to us (migration 0022).
+    session.execute(
+        text(
+            "INSERT INTO dispute_history (dispute_id, version, at, actor, state, reason, event, evidence) "
+            "VALUES (:id, :version, now(), :actor, :state, :note, 'evidence', CAST(:files AS jsonb))"
+        ),
+        {
+            "id": row.id,
+            "version": row.version + 1,
+            "actor": actor.name,
+            "state": row.state,
+            "note": note,
+            "files": json.dumps(added, ensure_ascii=False),
+        },
+    )
+    audit.record(session, actor, "add_evidence", "dispute", dispute_id, reason=note, details={"files": added})
+    view = get_dispute(session, dispute_id, settings=settings)
+    _emit(session, "dispute.evidence_added", view, evidence=added)
     return view
 
 
@@ -644,8 +754,10 @@ def _correct_rule(
     }
 
 
-def _emit(session: Session, event_type: str, view: dict[str, Any]) -> None:
-    data = {
+def _emit(
+    session: Session, event_type: str, view: dict[str, Any], *, evidence: list[dict[str, Any]] | None = None
+) -> None:
+    data: dict[str, Any] = {
         "id": view["id"],
         "subject": view["subject"],
         "unit": view["unit"],
@@ -660,6 +772,8 @@ def _emit(session: Session, event_type: str, view: dict[str, Any]) -> None:
         "decision": view["decision"],
         "version": view["version"],
     }
+    if evidence is not None:
+        data["evidence"] = evidence
     events.emit(session, event_type, data, subject=view["subject"]["asset_code"] or f"dispute:{view['id']}")
 
 
@@ -786,7 +900,7 @@ def get_dispute(
     view = _view(row, tz)
     history = session.execute(
         text(
-            "SELECT version, at, actor, state, reason, decision FROM dispute_history "
+            "SELECT version, at, actor, state, reason, decision, event, evidence FROM dispute_history "
             "WHERE dispute_id = :id ORDER BY id"
         ),
         {"id": dispute_id},
@@ -800,13 +914,15 @@ def get_dispute(
             "state_label": STATE_LABELS[h.state],
             "reason": h.reason,
             "decision": h.decision,
+            "event": h.event,
+            "evidence": h.evidence,
         }
         for h in history
     ]
     evidence = session.execute(
         text(
-            "SELECT seq, file_name, content_type, size_bytes, sha256, created_at FROM dispute_evidence "
-            "WHERE dispute_id = :id ORDER BY seq"
+            "SELECT seq, file_name, content_type, size_bytes, sha256, added_by, created_at "
+            "FROM dispute_evidence WHERE dispute_id = :id ORDER BY seq"
         ),
         {"id": dispute_id},
     ).all()
@@ -817,6 +933,7 @@ def get_dispute(
             "content_type": e.content_type,
             "size": e.size_bytes,
             "sha256": e.sha256,
+            "added_by": e.added_by,
             "added_at": e.created_at.isoformat(),
         }
         for e in evidence

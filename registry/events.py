@@ -29,6 +29,7 @@ EVENT_TYPES = (
     "dispute.upheld",
     "dispute.rejected",
     "dispute.withdrawn",
+    "dispute.evidence_added",
     "asset.created",
     "asset.imported",
     "asset.handed_over",

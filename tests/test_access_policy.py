@@ -53,6 +53,7 @@ _FINGERPRINT = text(
       (SELECT string_agg(concat_ws(',', id, state), ';' ORDER BY id) FROM hotspot_warnings),
       (SELECT string_agg(concat_ws(',', id, status, version), ';' ORDER BY id) FROM complaints),
       (SELECT string_agg(concat_ws(',', id, state, version), ';' ORDER BY id) FROM disputes),
+      (SELECT count(*) FROM dispute_evidence),
       (SELECT string_agg(concat_ws(',', class_code, next_serial), ';' ORDER BY class_code) FROM code_serials),
       (SELECT string_agg(concat_ws(',', id, url, array_to_string(events, ' '), enabled, deleted_at), ';'
                          ORDER BY id) FROM webhook_subscriptions),
@@ -421,6 +422,19 @@ CASES = [
         lambda c, w, h: c.post(
             f"/api/v1/disputes/{w.extra['dispute']}/withdraw", headers=h, json={"version": 1}
         ),
+        _expect(200, owner=200),
+        needs=("dispute",),
+    ),
+    Case(
+        "add evidence to a dispute",
+        "POST /api/v1/disputes/{dispute_id}/evidence",
+        lambda c, w, h: c.post(
+            f"/api/v1/disputes/{w.extra['dispute']}/evidence",
+            headers=h,
+            data={"version": "1", "note": "补充移交合同"},
+            files={"evidence_1": ("合同.pdf", b"%PDF-1.7\n%%EOF\n", "application/pdf")},
+        ),
+        # The dispute is the owner's: the maintainer, named by the asset too, is not a party to it.
         _expect(200, owner=200),
         needs=("dispute",),
     ),

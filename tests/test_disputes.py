@@ -833,3 +833,260 @@ def test_a_unit_holding_both_roles_disputes_both_or_names_one(
         role="maintainer",
     )
     assert only["roles"] == ["maintainer"]
+
+
+# --- evidence added while the dispute waits (补充证据) ----------------------------------------------------
+
+
+def _stored(db: Engine) -> tuple[Any, ...]:
+    """What an addition writes: the files, the disputes' versions, the history, the audit, the events."""
+    with db.connect() as conn:
+        return tuple(
+            conn.execute(
+                text(
+                    "SELECT (SELECT count(*) FROM dispute_evidence), "
+                    "(SELECT string_agg(concat_ws(',', id, state, version), ';' ORDER BY id) FROM disputes), "
+                    "(SELECT count(*) FROM dispute_history), "
+                    "(SELECT count(*) FROM audit_log WHERE entity = 'dispute'), "
+                    "(SELECT count(*) FROM event_outbox WHERE type LIKE 'dispute.%')"
+                )
+            ).one()
+        )
+
+
+def _add(client: Any, headers: dict[str, str], dispute: int, version: Any, *files: Any, **fields: Any) -> Any:
+    return client.post(
+        f"/api/v1/disputes/{dispute}/evidence",
+        headers=headers,
+        data={"version": str(version), **fields},
+        files={f"evidence_{n}": f for n, f in enumerate(files, start=1)},
+    )
+
+
+def test_evidence_added_after_opening_is_listed_served_and_in_the_history_until_the_decision(
+    client: Any, db: Engine, admin: Actor, settings: Settings, auth: dict[str, str], world: dict[str, Any]
+) -> None:
+    power = _unit_token(db, admin, "power", world["power"])
+    view = _open(
+        db,
+        world["as_power"],
+        settings,
+        subject_kind="asset",
+        subject_id=world["code"],
+        reason="已移交燃气",
+        evidence=[Evidence("现场.png", PNG)],
+    )
+    url = f"/api/v1/disputes/{view['id']}"
+    # A day later the objecting unit finds the hand-over contract.
+    added = _add(client, power, view["id"], 1, ("移交合同.pdf", PDF, "application/pdf"), note="补充移交合同")
+    assert added.status_code == 200, added.text
+    view = added.json()
+    assert view["state"] == "open" and view["version"] == 2 and view["evidence_count"] == 2
+    assert [(e["seq"], e["file_name"], e["added_by"], e["url"]) for e in view["evidence"]] == [
+        (1, "现场.png", "token:power", f"{url}/evidence/1"),
+        (2, "移交合同.pdf", "token:power", f"{url}/evidence/2"),
+    ]
+    file = client.get(view["evidence"][1]["url"], headers=auth)
+    assert (
+        file.status_code == 200 and file.content == PDF and file.headers["content-type"] == "application/pdf"
+    )
+    entry = view["history"][-1]
+    assert (
+        entry["event"] == "evidence" and entry["actor"] == "token:power" and entry["reason"] == "补充移交合同"
+    )
+    assert entry["state"] == "open" and entry["version"] == 2 and entry["at"]
+    assert [(f["seq"], f["file_name"], f["content_type"]) for f in entry["evidence"]] == [
+        (2, "移交合同.pdf", "application/pdf")
+    ]
+    assert view["history"][0]["event"] == "state" and view["history"][0]["evidence"] is None
+    # The reviewer read version 1: the new evidence moved it, so a decision on what they saw is refused.
+    assert client.post(f"{url}/review", headers=auth, json={"version": 1}).status_code == 409
+    reviewed = client.post(f"{url}/review", headers=auth, json={"version": 2}).json()
+    # Under review, the reviewer (an administrator) adds the site photo they asked for.
+    webp = b"RIFF\x10\x00\x00\x00WEBPVP8 " + b"\x00" * 8
+    photo = _add(client, auth, view["id"], reviewed["version"], ("复核照片.webp", webp, "image/webp"))
+    assert photo.status_code == 200, photo.text
+    assert [e["seq"] for e in photo.json()["evidence"]] == [1, 2, 3]
+    assert client.get(f"{url}/evidence/3", headers=power).content == webp
+    with db.connect() as conn:
+        audited = conn.execute(
+            text(
+                "SELECT actor, reason, details FROM audit_log WHERE entity = 'dispute' "
+                "AND action = 'add_evidence' ORDER BY id"
+            )
+        ).all()
+    assert [(a.actor, a.reason, [f["seq"] for f in a.details["files"]]) for a in audited] == [
+        ("token:power", "补充移交合同", [2]),
+        ("admin", None, [3]),
+    ]
+    added_events = [(s, d) for t, s, d in _events(db) if t == "dispute.evidence_added"]
+    assert [(s, d["version"], [f["seq"] for f in d["evidence"]]) for s, d in added_events] == [
+        (world["code"], 2, [2]),
+        (world["code"], 4, [3]),
+    ]
+    decided = client.post(
+        f"{url}/decision", headers=auth, json={"version": 4, "outcome": "rejected", "reason": "合同未生效"}
+    )
+    assert decided.status_code == 200, decided.text
+    # Decided: no more evidence, said in both languages, and nothing is stored.
+    before = _stored(db)
+    late = _add(client, power, view["id"], 5, ("迟到.png", PNG, "image/png"))
+    assert late.status_code == 409
+    message = late.json()["error"]["message"]
+    assert "不能再补充证据" in message and "only while it is open or under review" in message
+    assert _stored(db) == before
+    history = client.get(url, headers=power).json()["history"]
+    assert [(h["version"], h["event"], h["state"]) for h in history] == [
+        (1, "state", "open"),
+        (2, "evidence", "open"),
+        (3, "state", "under_review"),
+        (4, "evidence", "under_review"),
+        (5, "state", "rejected"),
+    ]
+
+
+def test_only_the_objecting_unit_or_an_administrator_adds_evidence(
+    client: Any, db: Engine, admin: Actor, settings: Settings, world: dict[str, Any]
+) -> None:
+    view = _open(
+        db, world["as_power"], settings, subject_kind="asset", subject_id=world["code"], reason="非我单位"
+    )
+    before = _stored(db)
+    png = ("现场.png", PNG, "image/png")
+    # The maintainer is named by the asset but is not a party to power's dispute.
+    for name, unit in (("water", world["water"]), ("gas", world["gas"])):
+        refused = _add(client, _unit_token(db, admin, name, unit), view["id"], 1, png)
+        assert refused.status_code == 403 and "only the unit that raised the dispute" in refused.text
+    reader = _reader_token(db, admin)
+    assert _add(client, reader, view["id"], 1, png).status_code == 403
+    assert _add(client, {}, view["id"], 1, png).status_code == 401
+    assert _stored(db) == before
+    with pytest.raises(Forbidden), transaction(db) as session:
+        disputes.add_evidence(session, world["as_water"], view["id"], [Evidence("a.png", PNG)], version=1)
+
+
+def _reader_token(db: Engine, admin: Actor) -> dict[str, str]:
+    from registry import tokens
+
+    with transaction(db) as session:
+        return {"Authorization": f"Bearer {tokens.create_token(session, 'reader', 'reader', admin)}"}
+
+
+def test_added_evidence_is_checked_like_the_opening_and_capped_with_what_is_attached(
+    client: Any, db: Engine, admin: Actor, settings: Settings, world: dict[str, Any]
+) -> None:
+    small = settings.model_copy(
+        update={"disputes": DisputeSettings(evidence_max_mib=1, evidence_max_files=2)}
+    )
+    view = _open(
+        db,
+        world["as_power"],
+        small,
+        subject_kind="asset",
+        subject_id=world["code"],
+        reason="x",
+        evidence=[Evidence("a.png", PNG)],
+    )
+    before = _stored(db)
+
+    def attempt(*files: Evidence, version: int = 1) -> None:
+        with transaction(db) as session:
+            disputes.add_evidence(
+                session, world["as_power"], view["id"], files, version=version, settings=small
+            )
+
+    # One file is attached: two more would be three.
+    with pytest.raises(InvalidInput, match="at most 2 evidence files per dispute; it has 1 already"):
+        attempt(Evidence("b.png", PNG), Evidence("c.pdf", PDF))
+    with pytest.raises(InvalidInput, match="JPEG, PNG or WebP photo or a PDF"):
+        attempt(Evidence("fake.pdf", GIF))
+    with pytest.raises(InvalidInput, match="larger than 1 MiB"):
+        attempt(Evidence("big.pdf", PDF + b"\x00" * (1024 * 1024)))
+    with pytest.raises(InvalidInput, match="at least one"):
+        attempt()
+    with pytest.raises(StaleVersion, match="version 1, not 7"):
+        attempt(Evidence("b.png", PNG), version=7)
+    assert _stored(db) == before
+    # Over the API with the deployment's defaults: a GIF named .pdf is refused, nothing stored.
+    power = _unit_token(db, admin, "power", world["power"])
+    bad = _add(client, power, view["id"], 1, ("合同.pdf", GIF, "application/pdf"))
+    assert bad.status_code == 400 and "PDF" in bad.json()["error"]["message"]
+    assert _add(client, power, view["id"], "一", ("b.png", PNG, "image/png")).status_code == 400
+    as_form = client.post(f"/api/v1/disputes/{view['id']}/evidence", headers=power, data={"version": "1"})
+    assert as_form.status_code == 400 and "multipart/form-data" in as_form.json()["error"]["message"]
+    no_file = client.post(
+        f"/api/v1/disputes/{view['id']}/evidence",
+        headers=power,
+        files={"version": (None, "1"), "note": (None, "x")},
+    )
+    assert no_file.status_code == 400 and "at least one evidence file" in no_file.json()["error"]["message"]
+    assert _stored(db) == before
+    attempt(Evidence("b.pdf", PDF))
+    with pytest.raises(InvalidInput, match="it has 2 already"):
+        attempt(Evidence("c.png", PNG), version=2)
+
+
+def test_the_database_keeps_evidence_to_pending_disputes_and_every_version_in_the_history(
+    db: Engine, owner_engine: Engine, admin: Actor, settings: Settings, world: dict[str, Any]
+) -> None:
+    view = _open(db, world["as_power"], settings, subject_kind="asset", subject_id=world["code"], reason="x")
+    # A version moved without saying who changed what is refused at commit.
+    with pytest.raises(Exception, match="has no history entry"), db.begin() as conn:
+        conn.execute(text("UPDATE disputes SET version = version + 1"))
+    with transaction(db) as session:
+        disputes.withdraw(session, world["as_power"], view["id"], version=1)
+    # A withdrawn dispute takes no evidence, even from the owner role writing directly.
+    with (
+        pytest.raises(Exception, match="evidence is added only before its decision"),
+        owner_engine.begin() as conn,
+    ):
+        conn.execute(
+            text(
+                "INSERT INTO dispute_evidence (dispute_id, seq, file_name, content_type, size_bytes, sha256, "
+                "data, added_by) VALUES (:d, 1, 'a.png', 'image/png', 1, 'x', '\\x00', 'owner')"
+            ),
+            {"d": view["id"]},
+        )
+    with pytest.raises(Conflict, match="withdrawn"), transaction(db) as session:
+        disputes.add_evidence(session, world["as_power"], view["id"], [Evidence("a.png", PNG)], version=2)
+
+
+def test_the_cli_adds_evidence_as_the_administrator(
+    db: Engine, settings: Settings, migrated_url: str, tmp_path: Any, world: dict[str, Any]
+) -> None:
+    import os
+
+    from tests.conftest import ADMIN_TOKEN
+    from tests.test_cli import run
+
+    env = {k: v for k, v in os.environ.items() if k not in ("SMARTCODE_LANG", "SMARTCODE_TIMEZONE")}
+    env.update(SMARTCODE_DATABASE_URL=migrated_url, SMARTCODE_API_TOKEN=ADMIN_TOKEN)
+    view = _open(
+        db, world["as_power"], settings, subject_kind="asset", subject_id=world["code"], reason="非我单位"
+    )
+    contract, fake = tmp_path / "移交合同.pdf", tmp_path / "photo.png"
+    contract.write_bytes(PDF)
+    fake.write_bytes(GIF)
+    refused = run("disputes", "evidence", str(view["id"]), str(fake), "--version", "1", env=env)
+    assert refused.returncode == 1 and "PDF" in refused.stderr
+    added = run(
+        "disputes",
+        "evidence",
+        str(view["id"]),
+        str(contract),
+        "--version",
+        "1",
+        "--note",
+        "移交合同",
+        env=env,
+    )
+    assert added.returncode == 0, added.stderr
+    assert "已为异议" in added.stdout and "版本 2" in added.stdout
+    with transaction(db) as session:
+        shown = disputes.get_dispute(session, view["id"], settings=settings)
+    assert [(e["file_name"], e["added_by"].startswith("cli:")) for e in shown["evidence"]] == [
+        ("移交合同.pdf", True)
+    ]
+    assert shown["history"][-1]["event"] == "evidence" and shown["history"][-1]["reason"] == "移交合同"
+    stale = run("disputes", "evidence", str(view["id"]), str(contract), "--version", "1", env=env)
+    assert stale.returncode == 1 and "version 2, not 1" in stale.stderr

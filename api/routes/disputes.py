@@ -2,7 +2,8 @@
 
 Opening takes either a JSON body (no evidence) or ``multipart/form-data`` with the same fields as
 text parts and the evidence files in the parts ``evidence_1`` … ``evidence_N``
-(``SMARTCODE_DISPUTES_EVIDENCE_MAX_FILES``). The token is checked, and a declared size over the cap
+(``SMARTCODE_DISPUTES_EVIDENCE_MAX_FILES``). ``POST /{id}/evidence`` adds files the same way while
+the dispute waits for its decision. The token is checked, and a declared size over the cap
 refused, before any of the body is read. The service is :mod:`registry.disputes`; docs/disputes.md.
 """
 
@@ -24,6 +25,7 @@ from api.params import BIGINT_MAX, RowId
 from api.responses import OrjsonResponse
 from api.uploads import MIB, check_declared_size, missing, receive_form, too_large
 from common.errors import InvalidInput
+from common.settings import DisputeSettings
 from registry import disputes as dispute_service
 from registry.access import Action, Actor
 
@@ -95,9 +97,26 @@ def _evidence_fields(count: int) -> dict[str, str | None]:
     return {f"evidence_{n}": f"evidence-{n}" for n in range(1, count + 1)}
 
 
-def _authenticate(request: Request) -> Actor:
+def _authenticate(request: Request, action: Action = Action.OPEN_DISPUTE) -> Actor:
     with services(request).session() as session:
-        return require_actor(request, session, Action.OPEN_DISPUTE)
+        return require_actor(request, session, action)
+
+
+async def _receive_evidence(
+    request: Request, config: DisputeSettings
+) -> tuple[list[dispute_service.Evidence], dict[str, str | None]]:
+    """The evidence files of a multipart form, in part order, and its text fields (empty: None)."""
+    limit = config.evidence_max_files * config.evidence_max_mib * MIB + MIB
+    check_declared_size(request, limit)
+    evidence: list[dispute_service.Evidence] = []
+    with tempfile.TemporaryDirectory(prefix="smartcode-dispute-") as folder:
+        form = await receive_form(
+            request, pathlib.Path(folder), limit=limit, files=_evidence_fields(_EVIDENCE_PARTS)
+        )
+        for name in sorted(form.files, key=lambda n: int(n.rsplit("_", 1)[1])):
+            received = form.files[name]
+            evidence.append(dispute_service.Evidence(received.filename, received.path.read_bytes()))
+    return evidence, {name: form.text(name) for name in form.fields}
 
 
 async def _json_body(request: Request, limit: int) -> Any:
@@ -143,28 +162,20 @@ async def open_dispute(request: Request) -> OrjsonResponse:
     evidence: list[dispute_service.Evidence] = []
     kind, _, _ = request.headers.get("content-type", "").partition(";")
     if kind.strip().lower() == "multipart/form-data":
-        limit = config.evidence_max_files * config.evidence_max_mib * MIB + MIB
-        check_declared_size(request, limit)
-        with tempfile.TemporaryDirectory(prefix="smartcode-dispute-") as folder:
-            form = await receive_form(
-                request, pathlib.Path(folder), limit=limit, files=_evidence_fields(_EVIDENCE_PARTS)
-            )
-            for name in sorted(form.files, key=lambda n: int(n.rsplit("_", 1)[1])):
-                received = form.files[name]
-                evidence.append(dispute_service.Evidence(received.filename, received.path.read_bytes()))
+        evidence, fields = await _receive_evidence(request, config)
         for required in ("subject_kind", "subject_id", "reason"):
-            if form.text(required) is None:
+            if fields.get(required) is None:
                 raise missing(required)
-        unit_text = form.text("unit_id")
+        unit_text = fields.get("unit_id")
         if unit_text is not None and not (unit_text.strip().isascii() and unit_text.strip().isdigit()):
             raise InvalidInput(f"unit_id {unit_text!r:.40} is not a unit id", field="unit_id")
         data = _parse_open(
             {
-                "subject_kind": form.text("subject_kind"),
-                "subject_id": form.text("subject_id"),
-                "reason": form.text("reason"),
+                "subject_kind": fields.get("subject_kind"),
+                "subject_id": fields.get("subject_id"),
+                "reason": fields.get("reason"),
                 "unit_id": int(unit_text.strip()[:20]) if unit_text else None,
-                "role": form.text("role"),
+                "role": fields.get("role"),
             }
         )
     else:
@@ -317,6 +328,74 @@ def get_evidence(request: Request, dispute_id: RowId, seq: Seq) -> Response:
             "X-Content-Type-Options": "nosniff",
         },
     )
+
+
+_ADD_FORM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["version", "evidence_1"],
+    "properties": {
+        "version": {"type": "integer", "minimum": 1, "description": "the dispute's version you read"},
+        "note": {"type": "string", "description": "what the files are (recorded in the history)"},
+        **{f"evidence_{n}": {"type": "string", "format": "binary"} for n in range(1, 6)},
+    },
+}
+_VERSION_MAX = 2**31 - 1
+
+
+def _form_version(value: str | None) -> int:
+    """The ``version`` text part as a number, or the error naming it."""
+    if value is None:
+        raise missing("version")
+    digits = value.strip()
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 10 and 1 <= int(digits) <= _VERSION_MAX):
+        raise InvalidInput(
+            f"version 须为读到的异议版本号（正整数） / version must be the dispute's version you read (a "
+            f"positive whole number), not {value[:40]!r}",
+            field="version",
+        )
+    return int(digits)
+
+
+@router.post(
+    "/{dispute_id}/evidence",
+    summary="Add evidence files to a dispute still open or under review (the objecting unit, admin)",
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _ADD_FORM_SCHEMA}}}
+    },
+    responses={413: {"description": "the body (evidence) is larger than allowed"}},
+)
+async def add_evidence(request: Request, dispute_id: RowId) -> OrjsonResponse:
+    """补充证据: the files in ``evidence_1`` … ``evidence_N``, the ``version`` read, an optional ``note``.
+
+    Checked as at opening (type by the bytes, size, the per-dispute cap counting the files already
+    attached); the dispute's version moves by one and its history records who added what, when.
+    """
+    actor = await run_in_threadpool(_authenticate, request, Action.ADD_DISPUTE_EVIDENCE)
+    svc = services(request)
+    kind, _, _ = request.headers.get("content-type", "").partition(";")
+    if kind.strip().lower() != "multipart/form-data":
+        raise InvalidInput(
+            "补充证据须以 multipart/form-data 上传 / send the evidence as multipart/form-data: the files in "
+            "evidence_1 … evidence_N, the version you read in version"
+        )
+    evidence, fields = await _receive_evidence(request, svc.settings.disputes)
+    version = _form_version(fields.get("version"))
+    note = fields.get("note")
+    if note is not None and len(note) > dispute_service.REASON_MAX:
+        raise InvalidInput(
+            f"说明最多 {dispute_service.REASON_MAX} 字 / the note exceeds {dispute_service.REASON_MAX} "
+            "characters",
+            field="note",
+        )
+
+    def write() -> dict[str, Any]:
+        with svc.session() as session:
+            return dispute_service.add_evidence(
+                session, actor, dispute_id, evidence, version=version, note=note, settings=svc.settings
+            )
+
+    view = await run_in_threadpool(write)
+    return OrjsonResponse(_with_urls(view, request.url.path.rsplit("/", 1)[0]))
 
 
 @router.post("/{dispute_id}/review", summary="Take a dispute up for review (administrators)")
