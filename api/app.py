@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from gis.area import ServiceArea
 from importers.jobs import ImportJobs
 from registry.db import make_engine, service_url
 from registry.log_partitions import PartitionKeeper
-from registry.replica import embedded_read_url
+from registry.replica import embedded_standby, standby_read_url
 from registry.resolution import Resolver, conninfo_from_url
 from registry.webhook_worker import WebhookWorker
 
@@ -61,10 +62,18 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     area = ServiceArea.from_settings(settings)
     # The resolve endpoints run on their own async pools (see api/routes/resolve.py): lookups read at
     # the replica while it is fit (api/replicas.py), the resolution log is written to the primary.
-    # Without a read URL, the embedded cluster's standby when one was created (`smartcode db replica`).
-    read_url = settings.database.read_url or (embedded_read_url(settings) if url is None else None)
+    # Without a read URL, the embedded cluster's standby (`smartcode db replica`), looked for at every
+    # replica check: one created or removed while the app runs is taken up or let go without a restart.
+    # Decided by the settings, not by ``url``: `smartcode serve` passes the embedded cluster's own.
+    read_url = settings.database.read_url
+    standby = embedded_standby(settings)
+    locate = None if standby is None else partial(standby_read_url, standby)
     resolve_runtime = resolve.ResolveRuntime(
-        settings, conninfo_from_url(db_url), Resolver(settings, area), read_url=read_url
+        settings,
+        conninfo_from_url(db_url),
+        Resolver(settings, area),
+        read_url=read_url,
+        locate_replica=locate,
     )
     import_jobs = ImportJobs(engine, settings, area)
     log_partitions = PartitionKeeper(engine, settings.resolve.log_months_ahead)

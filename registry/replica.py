@@ -282,13 +282,21 @@ def embedded_replica(settings: Settings) -> StandbyCluster:
     return StandbyCluster(EmbeddedCluster.from_settings(settings))
 
 
-def embedded_read_url(settings: Settings) -> str | None:
-    """The service role's URL on the embedded standby when one was created; None otherwise.
+def embedded_standby(settings: Settings) -> StandbyCluster | None:
+    """The standby the API looks for: the embedded cluster's, unless the settings name a database.
 
-    Only for the embedded cluster (no ``SMARTCODE_DATABASE_URL``) and no read URL of its own: a
-    standby that is created but stopped is still named, the API's health loop finds it when it runs.
+    With ``SMARTCODE_DATABASE_URL`` (an external primary) or a read URL of its own there is no embedded
+    standby to look for: None.
     """
     if settings.database.url or settings.database.read_url:
         return None
-    replica = embedded_replica(settings)
-    return replica.app_url() if replica.created() else None
+    return embedded_replica(settings)
+
+
+def standby_read_url(standby: StandbyCluster) -> str | None:
+    """The service role's URL on ``standby`` while it exists; None before it is created or once removed.
+
+    A standby that is created but stopped is still named: the API's health check finds it down, and
+    back when it runs again. Cheap (one file looked up): the API asks at every check.
+    """
+    return standby.app_url() if standby.created() else None

@@ -21,7 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from common.settings import Settings
+from common.settings import EmbeddedSettings, Settings
 from registry.db import Actor
 from registry.embedded import EmbeddedCluster
 from registry.replica import StandbyCluster, measure_lag, parse_lsn
@@ -92,6 +92,65 @@ def tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
     x = int((lon + 180.0) / 360.0 * n)
     y = int((1.0 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2.0 * n)
     return x, y
+
+
+def test_a_replica_created_while_the_api_runs_takes_reads_and_a_removed_one_is_let_go(
+    cluster: EmbeddedCluster, db: Engine, admin: Actor, settings: Settings, migrated_url: str
+) -> None:
+    from api.app import create_app
+
+    # The session cluster's one standby place: the module's standby (when made already) gives way.
+    standby = StandbyCluster(cluster)
+    existed = standby.created()
+    standby.destroy()
+    lamp = make_asset(db, admin, geometry=point())
+    # As `smartcode serve` runs it: the settings name the embedded cluster, the URL is its service role's.
+    embedded = EmbeddedSettings(
+        data_dir=cluster.configured_data_dir, db_name=cluster.db_name, server_user=cluster.server_user
+    )
+    on_embedded = settings.model_copy(
+        update={"database": settings.database.model_copy(update={"url": None}), "embedded": embedded}
+    )
+    app = create_app(on_embedded, url=migrated_url)
+    try:
+        with TestClient(app) as client:
+
+            def served_by() -> str | None:
+                response = client.get("/api/v1/resolve", params={"code": lamp.code})
+                assert response.status_code == 200, response.text
+                asset = client.get(f"/api/v1/assets/{lamp.code}", headers=AUTH)
+                assert asset.status_code == 200, asset.text
+                assert asset.headers.get("x-served-by") == response.headers.get("x-served-by")
+                return response.headers.get("x-served-by")
+
+            assert served_by() is None and "replica" not in client.get("/api/v1/health").json()
+            new = {"class_code": "0118", "geometry": point()}
+            assert "x-smartcode-lsn" not in client.post("/api/v1/assets", json=new, headers=AUTH).headers
+            standby.create()  # as `smartcode db replica create` does, with the API up
+            took = wait_until(lambda: served_by() == "replica", what="reads on the new replica", timeout=3.0)
+            assert took < 3.0  # a few checks of 0.5 s, no restart
+            health = client.get("/api/v1/health").json()["replica"]
+            assert health["state"] == "serving" and health["serving_reads"] is True
+            # Writes now carry their position, so their writers read them back (from here on).
+            written = client.post("/api/v1/assets", json=new, headers=AUTH)
+            assert written.status_code == 201 and "x-smartcode-lsn" in written.headers
+            mine = client.get(f"/api/v1/assets/{written.json()['code']}", headers=AUTH)
+            assert mine.status_code == 200
+            standby.stop()
+            assert served_by() == "primary"  # the first lookup after the loss is answered
+            standby.destroy()
+            # Removed: no longer tried or shown, and lookups keep being answered by the primary.
+            wait_until(
+                lambda: "replica" not in client.get("/api/v1/health").json(),
+                what="/health to let the removed replica go",
+                timeout=2.0,
+            )
+            for _ in range(3):
+                assert served_by() is None
+    finally:
+        standby.destroy()
+        if existed:
+            standby.create()
 
 
 def test_create_makes_a_streaming_standby_and_status_shows_its_lsns_and_lag(

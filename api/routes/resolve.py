@@ -115,13 +115,19 @@ class ResolveRuntime:
     """The read pool, the resolver, the log writer (on the primary) and the token cache of one app."""
 
     def __init__(
-        self, settings: Settings, conninfo: str, resolver: Resolver, *, read_url: str | None = None
+        self,
+        settings: Settings,
+        conninfo: str,
+        resolver: Resolver,
+        *,
+        read_url: str | None = None,
+        locate_replica: Callable[[], str | None] | None = None,
     ) -> None:
-        """``conninfo`` is the primary's; lookups read at ``read_url`` (a replica) while it is fit."""
+        """``conninfo`` is the primary's; lookups read at ``read_url`` (a replica) while it is fit, or
+        at the replica ``locate_replica`` names at each check (the embedded standby)."""
         self.settings = settings
         self.conninfo = conninfo
-        self.reads = ReadRouter(settings, conninfo, read_url)
-        self.read_conninfo = self.reads.replica_conninfo or conninfo
+        self.reads = ReadRouter(settings, conninfo, read_url, locate=locate_replica)
         self.resolver = resolver
         self.tokens = TokenCache(settings.api.token_cache_seconds)
         # Lookups on the primary (no replica, or it is down or behind): read-only connections, so a
@@ -155,6 +161,11 @@ class ResolveRuntime:
             self.log = self._batch
         else:
             self.log = DirectLog(self.log_pool.connection)
+
+    @property
+    def read_conninfo(self) -> str:
+        """Where lookups read when the replica is fit: its connection string, else the primary's."""
+        return self.reads.replica_conninfo or self.conninfo
 
     async def _log_connection(self) -> AsyncConnection[Any]:
         return await AsyncConnection.connect(
