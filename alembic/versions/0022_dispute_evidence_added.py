@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from alembic import op
 
 revision: str = "0022_dispute_evidence_added"
-down_revision: str | None = "0020_hotspots"
+down_revision: str | None = "0021_outbox_retention"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
