@@ -7,6 +7,7 @@ then manages its own list here (API ``/api/v1/categories``, CLI ``smartcode cate
 from __future__ import annotations
 
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,18 @@ def _class_codes(session: Session, classes: tuple[str, ...] | list[str]) -> list
     return codes
 
 
+def _check_printable(value: str, field_name: str) -> None:
+    # A category is a service code of Open311 and a word on the scan page: control characters,
+    # surrogates and non-characters cannot be shown there (nor written in XML at all).
+    for position, char in enumerate(value, start=1):
+        if unicodedata.category(char) in ("Cc", "Cs", "Cn"):
+            raise InvalidInput(
+                f"{field_name} 第 {position} 个字符不可显示 (U+{ord(char):04X}) / {field_name} has an "
+                f"unprintable character U+{ord(char):04X} at position {position}",
+                field=field_name,
+            )
+
+
 def set_category(
     session: Session, actor: Actor, data: CategoryDef, *, reason: str | None = None
 ) -> tuple[dict[str, Any], str]:
@@ -128,6 +141,8 @@ def set_category(
     name = fold(data.name)
     if not name:
         raise InvalidInput("a category needs a name", field="name")
+    for field_name, value in (("name", name), *(("aliases", a) for a in data.aliases)):
+        _check_printable(value, field_name)
     codes = _class_codes(session, data.classes)
     aliases = sorted({fold(a) for a in data.aliases if fold(a) and fold(a) != name})
     # An alias that also names another category would make a complaint's category ambiguous.

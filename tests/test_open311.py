@@ -10,6 +10,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jsonschema
 import pytest
@@ -198,3 +199,32 @@ def test_listing_requests_filters_by_id_code_date_and_status(
     assert missing.status_code == 404
     conforms(missing.json(), "errors")
     assert client.get(f"{BASE}/requests.csv").status_code == 404
+
+
+def test_xml_answers_stay_well_formed_when_a_stored_text_has_a_control_character(
+    client: TestClient, lamp: Any, api_key: str
+) -> None:
+    # A description arrives from the public with whatever bytes the client sent; XML 1.0 cannot carry
+    # most control characters, so they are written as U+FFFD rather than breaking the whole answer.
+    posted = _post(
+        client,
+        api_key=api_key,
+        service_code="路灯不亮",
+        description="灯不亮\x01\x1b 已两天",
+        **{"attribute[asset_code]": lamp.code},
+    )
+    assert posted.status_code == 200, posted.text
+    reference = posted.json()[0]["service_request_id"]
+    answer = client.get(f"{BASE}/requests/{reference}.xml")
+    root = ET.fromstring(answer.content)
+    assert root.findtext("request/description") == "灯不亮\ufffd\ufffd 已两天"
+
+
+def test_a_category_name_with_a_control_character_is_refused(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    path = "/api/v1/categories/" + quote("坏\x07类别")
+    answer = client.put(path, json={"classes": ["0118"]}, headers=auth)
+    assert answer.status_code == 400
+    assert "U+0007" in answer.json()["error"]["message"]
+    assert all(s["service_code"] != "坏\x07类别" for s in client.get(f"{BASE}/services.json").json())

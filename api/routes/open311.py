@@ -10,6 +10,7 @@ post which is the access policy's (``registry.complaint_status``).
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -69,6 +70,15 @@ def _status(exc: SmartcodeError) -> int:
     return 500
 
 
+# Characters XML 1.0 cannot carry at all (most C0 controls, surrogates, U+FFFE/U+FFFF): written as
+# U+FFFD so that one odd description never makes the whole answer unreadable to an XML client.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_text(value: Any) -> str:
+    return _NOT_XML.sub("\ufffd", str(value))
+
+
 def _xml_value(parent: ET.Element, tag: str, value: Any) -> None:
     element = ET.SubElement(parent, tag)
     if isinstance(value, list):
@@ -81,7 +91,7 @@ def _xml_value(parent: ET.Element, tag: str, value: Any) -> None:
     elif isinstance(value, bool):
         element.text = "true" if value else "false"
     elif value is not None:
-        element.text = str(value)
+        element.text = _xml_text(value)
 
 
 def render(fmt: str, root: str, body: Any, status: int = 200) -> Response:
@@ -108,7 +118,7 @@ def _error(fmt: str, exc: SmartcodeError) -> Response:
         errors = ET.Element("errors")
         error = ET.SubElement(errors, "error")
         ET.SubElement(error, "code").text = str(status)
-        ET.SubElement(error, "description").text = message
+        ET.SubElement(error, "description").text = _xml_text(message)
         xml = b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(errors, encoding="unicode").encode()
         return Response(xml, status_code=status, media_type="text/xml; charset=utf-8")
     return Response(
