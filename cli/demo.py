@@ -16,20 +16,37 @@ BANNER = "SYNTHETIC DEMO DATA (合成演示数据): an invented 深圳市坪山�
 
 
 def demo(
-    seed: Annotated[int, typer.Option(help="random seed of the synthetic pilot")] = 440310,
+    seed: Annotated[
+        int, typer.Option(help="合成试点数据的随机种子 / random seed of the synthetic pilot")
+    ] = 440310,
     folder: Annotated[
-        Path | None, typer.Option(help="where to write the demo files (default <var>/demo)")
+        Path | None,
+        typer.Option(
+            help="演示文件写入目录（默认 <var>/demo） / where to write the demo files (default <var>/demo)"
+        ),
     ] = None,
-    serve: Annotated[bool, typer.Option("--serve", help="then serve the API, as `smartcode serve`")] = False,
-    host: Annotated[str | None, typer.Option(help="address to listen on with --serve")] = None,
-    port: Annotated[int | None, typer.Option(help="port to listen on with --serve")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve", help="随后启动服务，同 smartcode serve / then serve the API, as `smartcode serve`"
+        ),
+    ] = False,
+    host: Annotated[
+        str | None, typer.Option(help="--serve 的监听地址 / address to listen on with --serve")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="--serve 的监听端口 / port to listen on with --serve")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="以 JSON 输出摘要 / print the summary as JSON")
+    ] = False,
 ) -> None:
     """载入坪山试点演示数据（一次） / load the synthetic 坪山 pilot through the real importers, once.
 
-    Writes zones, rules and inventories (shapefile, GeoJSON, CSV, Excel) to the demo folder and
-    imports them; a second run finds the demo loaded and loads nothing. Everything it creates is
-    labelled 合成演示数据 (synthetic).
+    把区域、职责规则和台账（shapefile、GeoJSON、CSV、Excel）写入演示目录并导入；再次运行时发现
+    已载入就不再载入；所建数据都标注为 合成演示数据 / writes zones, rules and inventories (shapefile,
+    GeoJSON, CSV, Excel) to the demo folder and imports them; a second run finds the demo loaded and
+    loads nothing. Everything it creates is labelled 合成演示数据 (synthetic).
     """
     with failures():
         from importers.demo.load import load_demo

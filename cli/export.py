@@ -22,25 +22,55 @@ if TYPE_CHECKING:
 def export_command(
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="file to write (default: standard output; XLSX needs a file)"),
+        typer.Option(
+            "--output",
+            "-o",
+            help="输出文件（默认标准输出；XLSX 必须写文件） / "
+            "file to write (default: standard output; XLSX needs a file)",
+        ),
     ] = None,
     fmt: Annotated[
         str | None,
-        typer.Option("--format", help="csv, xlsx or geojson (default: from the file name, else csv)"),
+        typer.Option(
+            "--format",
+            help="csv、xlsx 或 geojson（默认按文件名，否则 csv） / "
+            "csv, xlsx or geojson (default: from the file name, else csv)",
+        ),
     ] = None,
     class_: Annotated[
-        list[str] | None, typer.Option("--class", help="class code, e.g. 0118 (repeatable)")
+        list[str] | None,
+        typer.Option(
+            "--class", help="设施类型代码，例如 0118（可重复） / class code, e.g. 0118 (repeatable)"
+        ),
     ] = None,
     unit: Annotated[
-        str | None, typer.Option(help="unit id or exact name: its assets as owner, maintainer or supervisor")
+        str | None,
+        typer.Option(
+            help="单位编号或全称：其作为权属、养护或主管单位的设施 / "
+            "unit id or exact name: its assets as owner, maintainer or supervisor"
+        ),
     ] = None,
-    zone: Annotated[str | None, typer.Option(help="name of a zone valid now: the assets in it")] = None,
+    zone: Annotated[
+        str | None,
+        typer.Option(help="现行区域名称：区域内的设施 / name of a zone valid now: the assets in it"),
+    ] = None,
     bbox: Annotated[
-        str | None, typer.Option(help="min_lon,min_lat,max_lon,max_lat (WGS84)", metavar="BBOX")
+        str | None,
+        typer.Option(
+            help="范围 最小经度,最小纬度,最大经度,最大纬度（WGS84） / "
+            "min_lon,min_lat,max_lon,max_lat (WGS84)",
+            metavar="BBOX",
+        ),
     ] = None,
-    batch: Annotated[int | None, typer.Option(help="the assets last written by this import batch")] = None,
+    batch: Annotated[
+        int | None,
+        typer.Option(help="最近由该导入批次写入的设施 / the assets last written by this import batch"),
+    ] = None,
     in_use: Annotated[
-        bool | None, typer.Option("--in-use/--decommissioned", help="only in-use / decommissioned assets")
+        bool | None,
+        typer.Option(
+            "--in-use/--decommissioned", help="只要在用或已注销的设施 / only in-use / decommissioned assets"
+        ),
     ] = None,
 ) -> None:
     """导出设施及其智慧码与原编号 / export assets with their smart codes and the utility's identifiers."""

@@ -4,15 +4,21 @@ The language is ``smartcode --lang`` if given, else the setting ``SMARTCODE_LANG
 Times are shown as local wall-clock time in the deployment's zone (``SMARTCODE_TIMEZONE``, default
 Asia/Shanghai), the zone and its offset said once per output. ``--json`` never goes through here.
 The resolver's explanation lines are domain data and come from :mod:`registry.messages`.
+The ``--help`` texts are written ``中文 / English`` beside the options; :func:`localise_help` shows
+them whole (Chinese first) or, for an English reader, their English half.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import unicodedata
+import weakref
 import zoneinfo
 from collections.abc import Sequence
 from typing import Any
+
+import typer
+from typer.core import TyperGroup
 
 from common.errors import ConfigurationError
 from common.settings import get_settings
@@ -315,6 +321,81 @@ def has(key: str) -> bool:
 def status(value: str | None) -> str:
     """An import batch's status as people read it."""
     return t(f"st.{value}") if value and has(f"st.{value}") else str(value)
+
+
+# --- help texts ---------------------------------------------------------------------------------------
+
+# The help option click adds to every command says this instead of its English-only default.
+HELP_OPTION = "显示本帮助并退出 / show this message and exit."
+
+# Each command's and option's help as written in the source (``中文 / English``), so that a second
+# localisation (``--lang`` after the settings' language) starts from both halves again.
+_WRITTEN: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
+
+
+def help_text(text: str | None, language: str) -> str | None:
+    """A ``中文 / English`` help text for ``language``: whole (Chinese first) unless English is chosen.
+
+    Each paragraph is a pair of its own, so a longer description comes out in one language too. A
+    docstring's line breaks are the source's, not the reader's: the terminal wraps the paragraph.
+    """
+    if text is None:
+        return None
+    paragraphs = [_unwrap(paragraph) for paragraph in text.split("\n\n")]
+    if language == "en":
+        paragraphs = [_english_half(paragraph) for paragraph in paragraphs]
+    return "\n\n".join(paragraphs)
+
+
+def _wide(ch: str) -> bool:
+    return unicodedata.east_asian_width(ch) in ("W", "F")
+
+
+def _unwrap(paragraph: str) -> str:
+    lines = [line.strip() for line in paragraph.strip().split("\n")]
+    out = lines[0]
+    for line in lines[1:]:
+        # Chinese runs on without a space where the source broke the line.
+        out += line if out and line and _wide(out[-1]) and _wide(line[0]) else " " + line
+    return out
+
+
+def _english_half(paragraph: str) -> str:
+    zh, sep, en = paragraph.partition(" / ")
+    return en if sep and any("\u4e00" <= ch <= "\u9fff" for ch in zh) else paragraph
+
+
+def _localise(item: Any, language: str) -> None:
+    if item not in _WRITTEN:
+        _WRITTEN[item] = item.help
+    item.help = help_text(_WRITTEN[item], language)
+
+
+def localise_help(command: Any, language: str | None = None) -> None:
+    """Set the help of ``command``, its options and subcommands for ``language`` (default :func:`lang`)."""
+    language = language or lang()
+    ctx = typer.Context(command)
+    help_option = command.get_help_option(ctx)
+    if help_option is not None:
+        if help_option not in _WRITTEN:
+            _WRITTEN[help_option] = HELP_OPTION
+        _localise(help_option, language)
+    _localise(command, language)
+    for param in command.params:
+        if hasattr(param, "help"):
+            _localise(param, language)
+    if isinstance(command, TyperGroup):
+        for sub in command.commands.values():
+            localise_help(sub, language)
+
+
+class LocalisedGroup(TyperGroup):
+    """The root command: its own ``--help`` (read before ``--lang`` is) shows help in the chosen language."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        """Localise the help texts, then format as Typer does."""
+        localise_help(self)
+        super().format_help(ctx, formatter)
 
 
 # --- times --------------------------------------------------------------------------------------------
