@@ -21,6 +21,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from common.errors import InvalidInput
+from registry.messages import both
 
 Target = Literal[
     "code",
@@ -180,7 +181,7 @@ def parse_profile(text: str, source: str = "<profile>", *, _seen: tuple[str, ...
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise InvalidInput(f"mapping profile {source}: not valid TOML ({exc})", file=source) from exc
+        raise InvalidInput(both("profile.toml", source=source, why=exc), file=source) from exc
     base_name = data.get("extends")
     if base_name is not None:
         # Only a built-in profile may be extended: a path here would let an uploaded profile make
@@ -188,15 +189,12 @@ def parse_profile(text: str, source: str = "<profile>", *, _seen: tuple[str, ...
         known = builtin_profiles()
         if not isinstance(base_name, str) or base_name not in known:
             raise InvalidInput(
-                f"mapping profile {source}: extends must name a built-in profile "
-                f"({', '.join(known)}); other files cannot be extended / extends 只能是内置配置",
+                both("profile.extends", source=source, known=", ".join(known)),
                 file=source,
                 field="extends",
             )
         if base_name in _seen:
-            raise InvalidInput(
-                f"mapping profile {source}: extends: circular ({' -> '.join(_seen)})", file=source
-            )
+            raise InvalidInput(both("profile.circular", source=source, chain=" -> ".join(_seen)), file=source)
         base = _load_raw(base_name, (*_seen, source))
         data = _merge(base, data)
     try:
@@ -236,13 +234,13 @@ def _load(name_or_path: str | Path, seen: tuple[str, ...]) -> Profile:
     if not path.is_file():
         known = ", ".join(builtin_profiles())
         raise InvalidInput(
-            f"mapping profile {name_or_path}: no such file or built-in profile (built-in: {known})",
+            both("profile.missing", source=name_or_path, known=known),
             file=str(name_or_path),
         )
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InvalidInput(f"mapping profile {path.name}: not UTF-8 text ({exc})", file=path.name) from exc
+        raise InvalidInput(both("profile.utf8", source=path.name, why=exc), file=path.name) from exc
     return parse_profile(text, path.name, _seen=seen)
 
 

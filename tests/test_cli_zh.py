@@ -23,6 +23,7 @@ from registry.schemas import UnitsChange
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import make_asset, make_unit
 from tests.test_cli import run
+from tests.test_importers_read import write_shapefile
 from tests.test_resolve import add_zone, box
 
 HANDED_OVER = dt.datetime(2026, 12, 6, 1, 0, tzinfo=dt.UTC)  # 2026-12-06 09:00 in Shanghai
@@ -245,3 +246,19 @@ def test_help_is_bilingual_and_english_for_an_english_reader() -> None:
     assert "print JSON for machines" not in from_setting  # a group: its subcommands, not their options
     assert "start the standby" in from_setting and "启动备库" not in from_setting
     assert "启动备库，补上主库期间写入的内容 / start the standby" in _help("db", "replica")
+
+
+def test_the_import_report_of_a_dbf_with_a_guessed_encoding_says_how_in_chinese(
+    db: Engine, env: dict[str, str], tmp_path: Path
+) -> None:
+    shp = write_shapefile(tmp_path / "路灯.shp", encoding="GBK", names=["路灯"] * 3)
+    (tmp_path / "路灯.cpg").write_text("ANSI 1234")  # a code page no one knows: the bytes decide
+    out = run("import", str(shp), "--dry-run", env=env).stdout
+    assert "  说明：编码 GBK：.cpg 文件中的编码 'ANSI 1234' 无法识别；文本不是 UTF-8，但可按 GBK 解码" in out
+    assert "unknown" not in out
+    english = run("--lang", "en", "import", str(shp), "--dry-run", env=env).stdout
+    assert (
+        "  note: encoding GBK: .cpg value 'ANSI 1234' is unknown; text is not UTF-8 but decodes as GBK"
+        in english
+    )
+    assert "无法识别" not in english
