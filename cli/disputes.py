@@ -121,7 +121,7 @@ def export_command(
 
         fmt = disputes.check_format(output.suffix or "csv")
         if output.parent and not output.parent.is_dir():
-            raise InvalidInput(f"cannot write {output}: folder {output.parent} does not exist")
+            raise InvalidInput(i18n.t("file.no_folder", path=output, folder=output.parent))
         with context.session() as session:
             flt = _filter(state, unit, class_, zone, kind)
             body = disputes.export_ledger(session, flt, fmt, settings=context.settings())

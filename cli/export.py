@@ -82,9 +82,9 @@ def export_command(
         chosen = fmt or (output.suffix if output is not None and output.suffix else "csv")
         kind = export.check_format(chosen)
         if kind == "xlsx" and output is None:
-            raise InvalidInput("XLSX needs a file: give --output FILE.xlsx")
+            raise InvalidInput(i18n.t("export.xlsx_file"))
         if output is not None and output.parent and not output.parent.is_dir():
-            raise InvalidInput(f"cannot write {output}: folder {output.parent} does not exist")
+            raise InvalidInput(i18n.t("file.no_folder", path=output, folder=output.parent))
         with context.session() as session:
             flt = AssetFilter(
                 class_codes=tuple(class_ or ()),
@@ -114,9 +114,9 @@ def _bbox(text: str) -> tuple[float, float, float, float]:
     try:
         parts = tuple(float(p) for p in text.split(","))
     except ValueError as exc:
-        raise InvalidInput(f"--bbox {text!r} is not four numbers") from exc
+        raise InvalidInput(i18n.t("arg.bbox_numbers", text=text)) from exc
     if len(parts) != 4:
-        raise InvalidInput(f"--bbox {text!r}: write min_lon,min_lat,max_lon,max_lat")
+        raise InvalidInput(i18n.t("arg.bbox_form", text=text))
     return parts[0], parts[1], parts[2], parts[3]
 
 

@@ -270,6 +270,87 @@ _LABELS: dict[str, tuple[str, str]] = {
         "restored from backup {id} to {to}; the previous data directory is kept at {previous}",
     ),
     "export.done": ("已导出 {count:,} 个设施到 {path}", "exported {count:,} assets to {path}"),
+    # smartcode demo
+    "demo.already": (
+        "演示数据（种子 {seed}）已于 {since} 载入：本次未载入新数据",
+        "The demo (seed {seed}) is already loaded (since {since}): nothing new loaded.",
+    ),
+    "demo.loaded": (
+        "已通过导入程序载入演示数据（种子 {seed}）",
+        "Loaded the demo (seed {seed}) through the importers.",
+    ),
+    "demo.note": ("说明：{note}", "note: {note}"),
+    "demo.files": (
+        "文件：{folder}（manifest.json 列出每个文件和导入步骤）",
+        "files: {folder} (manifest.json lists every file and import step)",
+    ),
+    "demo.counts": (
+        "设施：{assets}   区域：{zones}   规则：{rules}",
+        "assets: {assets}   zones: {zones}   rules: {rules}",
+    ),
+    "demo.units": ("   登记单位：{count}", "   units registered: {count}"),
+    "demo.per_class": ("各类设施数量：", "assets per class:"),
+    "demo.imports": ("导入：", "imports:"),
+    "demo.examples": ("示例：", "examples:"),
+    "demo.example": (
+        "  {code}  {cls}  权属单位 {owner}  位置 {lon},{lat}（{why}）",
+        "  {code}  {cls}  owner {owner}  at {lon},{lat}  ({why})",
+    ),
+    "demo.try": ("试试：", "try:"),
+    "demo.kind.zones": ("区域", "zones"),
+    "demo.kind.rules": ("职责规则", "rules"),
+    "demo.batch_other": (
+        "{kind}：新建 {created}，替换 {replaced}，未变 {unchanged}",
+        "{kind}: {created} created, {replaced} replaced, {unchanged} unchanged",
+    ),
+    "demo.batch": (
+        "批次 {id} {status}：读取 {read}，新建 {created}，更新 {updated}，未变 {unchanged}，拒绝 {rejected}；"
+        "分配智慧码 {codes} 个；{encoding}，{crs}（{origin}）",
+        "batch {id} {status}: {read} read, {created} created, {updated} updated, {unchanged} unchanged, "
+        "{rejected} rejected; {codes} codes allocated; {encoding}, {crs} ({origin})",
+    ),
+    # argument and file errors of the commands
+    "file.no_folder": (
+        "无法写入 {path}：目录 {folder} 不存在",
+        "cannot write {path}: folder {folder} does not exist",
+    ),
+    "export.xlsx_file": (
+        "XLSX 必须写入文件：请给出 --output FILE.xlsx",
+        "XLSX needs a file: give --output FILE.xlsx",
+    ),
+    "arg.bbox_numbers": ("--bbox {text!r} 不是四个数字", "--bbox {text!r} is not four numbers"),
+    "arg.bbox_form": (
+        "--bbox {text!r}：应写为 最小经度,最小纬度,最大经度,最大纬度",
+        "--bbox {text!r}: write min_lon,min_lat,max_lon,max_lat",
+    ),
+    "arg.code_or_at": (
+        "请给出 --code 智慧码 或 --at 经度,纬度 之一",
+        "give either --code CODE or --at LON,LAT",
+    ),
+    "arg.at_form": (
+        "--at {at!r}：位置应写为 经度,纬度，例如 --at 114.3466,22.6953",
+        "--at {at!r}: write the location as LON,LAT, e.g. --at 114.3466,22.6953",
+    ),
+    "arg.at_numbers": ("--at {at!r}：经度和纬度必须是数字", "--at {at!r}: LON and LAT must be numbers"),
+    "rules.csv_unreadable": (
+        "{file}：无法按 UTF-8 CSV 读取：{why}",
+        "{file}: cannot read as UTF-8 CSV: {why}",
+    ),
+    "labels.size": (
+        "标签尺寸应为 宽x高（毫米），例如 50x30，实为 {text!r}",
+        "label size must be WIDTHxHEIGHT in mm, e.g. 50x30, got {text!r}",
+    ),
+    "labels.format": (
+        "格式应为 {formats} 之一（或 -o 文件以其结尾），实为 {kind!r}",
+        "format must be one of {formats} (or -o ending so), got {kind!r}",
+    ),
+    "labels.codes_file": ("无法读取智慧码文件 {name}：{why}", "cannot read the codes file {name}: {why}"),
+    "labels.qr_version": (
+        "警告：这些标签需要 QR 版本 {version}（超过 {most}）：请把 SMARTCODE_LABELS_PUBLIC_BASE_URL "
+        "缩短到 30 个字符以内，小标签才容易扫",
+        "warning: the labels need QR version {version} (more than {most}): shorten "
+        "SMARTCODE_LABELS_PUBLIC_BASE_URL to 30 characters or fewer so small labels scan well",
+    ),
 }
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli import context
+from cli import context, i18n
 from cli.output import emit, failures
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="输出 JSON，供程序读取 / print JSON for machines")]
@@ -24,7 +24,7 @@ def _size(text: str) -> tuple[float, float]:
     try:
         width, height = (float(part) for part in text.lower().replace("×", "x").split("x"))
     except ValueError:
-        raise InvalidInput(f"label size must be WIDTHxHEIGHT in mm, e.g. 50x30, got {text!r}") from None
+        raise InvalidInput(i18n.t("labels.size", text=text)) from None
     return width, height
 
 
@@ -104,7 +104,7 @@ def print_labels(
 
         kind = (fmt or output.suffix.lstrip(".")).lower()
         if kind not in FORMATS:
-            raise InvalidInput(f"format must be one of {', '.join(FORMATS)} (or -o ending so), got {kind!r}")
+            raise InvalidInput(i18n.t("labels.format", formats=", ".join(FORMATS), kind=kind))
         size = _size(label_size) if label_size else None
         layout = Layout.single(*(size or (50.0, 30.0))) if single else Layout.sheet(columns, rows, size)
         codes = list(code or ())
@@ -112,7 +112,7 @@ def print_labels(
             try:
                 codes += read_code_list(codes_file.read_text(encoding="utf-8-sig"))
             except (OSError, UnicodeDecodeError) as exc:
-                raise InvalidInput(f"cannot read the codes file {codes_file.name}: {exc}") from None
+                raise InvalidInput(i18n.t("labels.codes_file", name=codes_file.name, why=exc)) from None
         selection = LabelSelection(
             zone=zone,
             zone_level=zone_level,
@@ -142,11 +142,7 @@ def print_labels(
                 files.append(str(path))
         version = max((qr_version(label.url) for label in issued[:50]), default=0)
         if version > MAX_VERSION:
-            typer.echo(
-                f"warning: the labels need QR version {version} (more than {MAX_VERSION}): shorten "
-                "SMARTCODE_LABELS_PUBLIC_BASE_URL to 30 characters or fewer so small labels scan well",
-                err=True,
-            )
+            typer.echo(i18n.t("labels.qr_version", version=version, most=MAX_VERSION), err=True)
         summary: dict[str, Any] = {
             "labels": len(issued),
             "new": sum(1 for label in issued if label.new),

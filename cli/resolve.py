@@ -118,7 +118,7 @@ def resolve(
         from registry.resolution import LocationQuery, Resolver, run_lookup
 
         if (code is None) == (at is None):
-            raise InvalidInput("give either --code CODE or --at LON,LAT")
+            raise InvalidInput(i18n.t("arg.code_or_at"))
         resolver = Resolver(context.settings())
         actor = context.cli_actor().name
         if code is not None:
@@ -133,11 +133,11 @@ def resolve(
             assert at is not None
             parts = [p.strip() for p in at.replace(" ", ",").split(",") if p.strip()]
             if len(parts) != 2:
-                raise InvalidInput(f"--at {at!r}: write the location as LON,LAT, e.g. --at 114.3466,22.6953")
+                raise InvalidInput(i18n.t("arg.at_form", at=at))
             try:
                 x, y = float(parts[0]), float(parts[1])
             except ValueError as exc:
-                raise InvalidInput(f"--at {at!r}: LON and LAT must be numbers") from exc
+                raise InvalidInput(i18n.t("arg.at_numbers", at=at)) from exc
             query = LocationQuery(x=x, y=y, crs=crs, classes=class_ or [], category=category, at=time)
             answer, _ = run_lookup(
                 _conninfo(),
@@ -332,7 +332,7 @@ def rules_import(
         try:
             content = file.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"{file.name}: cannot read as UTF-8 CSV: {exc}") from exc
+            raise InvalidInput(i18n.t("rules.csv_unreadable", file=file.name, why=exc)) from exc
         with context.session() as session:
             report = rules.import_rules_csv(
                 session,
