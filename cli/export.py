@@ -130,7 +130,7 @@ def _unit_id(session: Session, text: str) -> int:
         return int(text)
     found = session.scalars(select(Unit.id).where(Unit.name == text)).first()
     if found is None:
-        raise NotFound(f"no unit named {text!r}: give its exact name or its id")
+        raise NotFound(i18n.t("export.no_unit", name=text))
     return found
 
 

@@ -309,6 +309,11 @@ _LABELS: dict[str, tuple[str, str]] = {
         "batch {id} {status}: {read} read, {created} created, {updated} updated, {unchanged} unchanged, "
         "{rejected} rejected; {codes} codes allocated; {encoding}, {crs} ({origin})",
     ),
+    "labels.key_old": (
+        "SMARTCODE_LABELS_CURRENT_KEY_ID={id} 仍选用旧密钥：请取消或修改该设置",
+        "SMARTCODE_LABELS_CURRENT_KEY_ID={id} still selects the old key: unset or change it",
+    ),
+    "labels.key_new": ("新标签将用它签名", "new labels are signed with it"),
     # argument and file errors of the commands
     "file.no_folder": (
         "无法写入 {path}：目录 {folder} 不存在",
@@ -322,6 +327,10 @@ _LABELS: dict[str, tuple[str, str]] = {
     "arg.bbox_form": (
         "--bbox {text!r}：应写为 最小经度,最小纬度,最大经度,最大纬度",
         "--bbox {text!r}: write min_lon,min_lat,max_lon,max_lat",
+    ),
+    "export.no_unit": (
+        "没有名为 {name!r} 的单位：请给出全称或编号",
+        "no unit named {name!r}: give its exact name or its id",
     ),
     "arg.code_or_at": (
         "请给出 --code 智慧码 或 --at 经度,纬度 之一",
@@ -376,6 +385,12 @@ def t(key: str, **params: Any) -> str:
     if pair is None:
         return key
     return (pair[1] if lang() == "en" else pair[0]).format(**params)
+
+
+def both_halves(key: str, **params: Any) -> Bilingual:
+    """The label ``key`` in both languages (for ``--json``, which is not localised), ``params`` filled in."""
+    zh, en = _LABELS[key]
+    return Bilingual(zh.format(**params), en.format(**params))
 
 
 def pick(message: Any) -> str:

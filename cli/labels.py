@@ -241,13 +241,11 @@ def rotate_key(as_json: JsonOpt = False) -> None:
 
         labels = context.settings().labels
         new_id = add_key(labels.key_file)
-        note = (
-            f"SMARTCODE_LABELS_CURRENT_KEY_ID={labels.current_key_id} still selects the old key: "
-            "unset or change it"
-            if labels.current_key_id
-            else "new labels are signed with it"
-        )
-        emit({"key_id": new_id, "note": note}, as_json)
+        if labels.current_key_id:
+            note = i18n.both_halves("labels.key_old", id=labels.current_key_id)
+        else:
+            note = i18n.both_halves("labels.key_new")
+        emit({"key_id": new_id, "note": note if as_json else i18n.pick(note)}, as_json)
 
 
 def register(app: typer.Typer) -> None:

@@ -404,6 +404,7 @@ _CATALOGUE: dict[str, tuple[str, str]] = {
         "{file}: its coordinate system is not one PROJ identifies ({declared}): pass --crs",
     ),
     "imp.no_rows": ("文件没有数据行", "the file has no rows"),
+    "imp.unit_created": ("台账中出现的未登记单位", "unknown unit named in an inventory"),
     "imp.reason": ("导入 {file}", "import of {file}"),
     "imp.reason_batch": ("导入 {file}（批次 {batch}）", "import of {file} (batch {batch})"),
     # notes on how a file was read
@@ -585,6 +586,43 @@ _CATALOGUE: dict[str, tuple[str, str]] = {
     "profile.circular": (
         "映射方案 {source}：extends 循环（{chain}）",
         "mapping profile {source}: extends: circular ({chain})",
+    ),
+    "profile.invalid": ("映射方案 {source}：{problems}", "mapping profile {source}: {problems}"),
+    "profile.unknown_key": ("未知的键", "unknown key"),
+    "profile.top_level": ("（顶层）", "(top level)"),
+    "profile.state": (
+        "{name!r} 对应 {state!r}；状态只能是 {states} 之一",
+        "{name!r} maps to {state!r}; a state must be one of {states}",
+    ),
+    "profile.class_code": (
+        '{name!r} 对应 {code!r}；设施类型代码是 4 位数字，例如 "0117"',
+        '{name!r} maps to {code!r}; a class code is 4 digits such as "0117"',
+    ),
+    "profile.value_target": (
+        "{name!r} 不能给定值（坐标来自文件）",
+        "{name!r} cannot be given a value (coordinates come from the file)",
+    ),
+    # the profile `smartcode mapping suggest` writes (importers.headers), as TOML comments
+    "suggest.head": (
+        "为 {name} 建议的映射方案：请逐行核对，再用 --mapping 传入",
+        "mapping profile suggested for {name}: check each line, then pass it with --mapping",
+    ),
+    "suggest.docs": ("说明见 docs/mapping.md", "documented in docs/mapping.md"),
+    "suggest.crs": (
+        "文件未声明坐标系且无法识别时取消注释",
+        "uncomment when the file says nothing and detection cannot tell",
+    ),
+    "suggest.ignored": (
+        "没有字段使用的列（保存在每个设施的其他属性中）：",
+        "columns no field takes (kept in each asset's attributes):",
+    ),
+    "suggest.classes": (
+        "本地类型名称 -> 国标类型代码，例如",
+        "local class names -> national class codes, e.g.",
+    ),
+    "suggest.units": (
+        "本文件中的单位名称写法 -> 已登记名称，例如",
+        "spellings of unit names in this file -> registered names, e.g.",
     ),
     # import batches (importers.batches, jobs)
     "batch.none": ("没有编号为 {id} 的导入批次", "no import batch {id}"),
