@@ -142,7 +142,7 @@ def _import(path: Path, *, report_path: Path | None, as_json: bool, mapping: Pat
     if mapping is not None:
         readable_file(mapping)
     options = ImportOptions(mapping=str(mapping) if mapping else None, **kw)
-    progress = TerminalProgress()
+    progress = TerminalProgress(lang=i18n.lang())
     try:
         result = run_import(
             context.engine(), path, context.cli_actor(), context.settings(), options, progress=progress

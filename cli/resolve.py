@@ -256,7 +256,7 @@ def _render_report(data: dict[str, Any]) -> str:
             if key in ("repaired", "units_created"):
                 details.extend(f"  {i18n.t(key)}: {value(entry)}" for entry in item)
         else:
-            pairs.append((key, value(item)))
+            pairs.append((key, value(i18n.pick(item) if isinstance(item, str) else item)))
     return "\n".join([i18n.key_values(pairs), *details])
 
 

@@ -125,7 +125,7 @@ def read_polygon_file(
         if guess.swapped:
             raise InvalidInput(both("file.swapped", file=path.name, reason=guess.reason), file=path.name)
         source_crs = guess.crs
-        crs_label = f"{guess.crs.name} (guessed: {guess.reason})"
+        crs_label: str = both("zimp.crs_guessed", crs=guess.crs.name, reason=guess.reason)
     else:
         crs_label = source_crs.name
     if source_crs != WGS84:

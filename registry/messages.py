@@ -624,6 +624,15 @@ _CATALOGUE: dict[str, tuple[str, str]] = {
         "本文件中的单位名称写法 -> 已登记名称，例如",
         "spellings of unit names in this file -> registered names, e.g.",
     ),
+    # the progress line of a CLI import (importers.progress); the phases are the pipeline's words
+    "progress.reading": ("读取", "reading"),
+    "progress.indexing": ("建索引", "indexing"),
+    "progress.merging": ("合并", "merging"),
+    "progress.writing": ("写入", "writing"),
+    "progress.tiles": ("瓦片计数", "tiles"),
+    "progress.rows_of": ("{done:,}/{total:,} 行", "{done:,}/{total:,} rows"),
+    "progress.rows": ("{done:,} 行", "{done:,} rows"),
+    "progress.rate": ("{rate:,.0f} 行/秒  {elapsed:.0f} 秒", "{rate:,.0f} rows/s  {elapsed:.0f} s"),
     # import batches (importers.batches, jobs)
     "batch.none": ("没有编号为 {id} 的导入批次", "no import batch {id}"),
     "batch.not_committed": (
@@ -875,6 +884,7 @@ _CATALOGUE: dict[str, tuple[str, str]] = {
     ),
     "zimp.what": ("第 {row} 行（{name}）", "row {row} ({name})"),
     "zimp.row": ("{what}：{message}", "{what}: {message}"),
+    "zimp.crs_guessed": ("{crs}（推测：{reason}）", "{crs} (guessed: {reason})"),
     "zimp.none": ("文件中没有要素", "the file has no features"),
     "zimp.nothing": ("{file}：未导入任何区域：{shown}", "{file}: nothing imported: {shown}"),
     "err.rule.more": ("；另有 {count} 个", "; and {count} more"),
