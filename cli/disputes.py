@@ -20,14 +20,26 @@ disputes_app = typer.Typer(
     help="异议台账：列表、逾期、导出、补充证据 / the dispute ledger: list, overdue, export, add evidence"
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="输出 JSON，供程序读取 / print JSON for machines")]
 StateOpt = Annotated[
-    str | None, typer.Option("--state", help="open, under_review, upheld, rejected, withdrawn")
+    str | None,
+    typer.Option(
+        "--state",
+        help="状态：open 已提出、under_review 审核中、upheld 成立、rejected 驳回、withdrawn 撤回 / "
+        "open, under_review, upheld, rejected, withdrawn",
+    ),
 ]
-UnitOpt = Annotated[int | None, typer.Option("--unit", help="the objecting unit's id")]
-ClassOpt = Annotated[str | None, typer.Option("--class", help="component class code, e.g. 0118")]
-ZoneOpt = Annotated[str | None, typer.Option("--zone", help="zone name")]
-KindOpt = Annotated[str | None, typer.Option("--kind", help="asset, rule or complaint")]
+UnitOpt = Annotated[int | None, typer.Option("--unit", help="提出异议的单位编号 / the objecting unit's id")]
+ClassOpt = Annotated[
+    str | None, typer.Option("--class", help="设施类型代码，例如 0118 / component class code, e.g. 0118")
+]
+ZoneOpt = Annotated[str | None, typer.Option("--zone", help="区域名称 / zone name")]
+KindOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--kind", help="对象：asset 设施、rule 职责规则或 complaint 诉求 / asset, rule or complaint"
+    ),
+]
 
 
 def _filter(
@@ -66,10 +78,12 @@ def list_command(
     class_: ClassOpt = None,
     zone: ZoneOpt = None,
     kind: KindOpt = None,
-    limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 100,
+    limit: Annotated[
+        int, typer.Option(help="最多显示条数，最新的在前 / at most this many, newest first")
+    ] = 100,
     as_json: JsonOpt = False,
 ) -> None:
-    """The disputes matching the filters, newest first."""
+    """符合条件的异议，最新的在前 / the disputes matching the filters, newest first."""
     with failures():
         from registry import disputes
 
@@ -82,7 +96,7 @@ def list_command(
 
 @disputes_app.command("overdue")
 def overdue_command(as_json: JsonOpt = False) -> None:
-    """The disputes still waiting for a decision after their last review day."""
+    """超过办理期限仍未决定的异议 / the disputes still waiting for a decision after their last review day."""
     with failures():
         from registry import disputes
 
@@ -93,21 +107,24 @@ def overdue_command(as_json: JsonOpt = False) -> None:
 
 @disputes_app.command("export")
 def export_command(
-    output: Annotated[Path, typer.Option("--output", "-o", help="FILE.csv or FILE.xlsx")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="输出文件 FILE.csv 或 FILE.xlsx / FILE.csv or FILE.xlsx")
+    ],
     state: StateOpt = None,
     unit: UnitOpt = None,
     class_: ClassOpt = None,
     zone: ZoneOpt = None,
     kind: KindOpt = None,
 ) -> None:
-    """Write the ledger (Chinese headers, local times) as CSV or XLSX, by the file's extension."""
+    """导出异议台账（中文表头、本地时间），按扩展名写 CSV 或 XLSX / write the ledger (Chinese headers,
+    local times) as CSV or XLSX, by the file's extension."""
     with failures():
         from common.errors import InvalidInput
         from registry import disputes
 
         fmt = disputes.check_format(output.suffix or "csv")
         if output.parent and not output.parent.is_dir():
-            raise InvalidInput(f"cannot write {output}: folder {output.parent} does not exist")
+            raise InvalidInput(i18n.t("file.no_folder", path=output, folder=output.parent))
         with context.session() as session:
             flt = _filter(state, unit, class_, zone, kind)
             body = disputes.export_ledger(session, flt, fmt, settings=context.settings())

@@ -22,25 +22,55 @@ if TYPE_CHECKING:
 def export_command(
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="file to write (default: standard output; XLSX needs a file)"),
+        typer.Option(
+            "--output",
+            "-o",
+            help="输出文件（默认标准输出；XLSX 必须写文件） / "
+            "file to write (default: standard output; XLSX needs a file)",
+        ),
     ] = None,
     fmt: Annotated[
         str | None,
-        typer.Option("--format", help="csv, xlsx or geojson (default: from the file name, else csv)"),
+        typer.Option(
+            "--format",
+            help="csv、xlsx 或 geojson（默认按文件名，否则 csv） / "
+            "csv, xlsx or geojson (default: from the file name, else csv)",
+        ),
     ] = None,
     class_: Annotated[
-        list[str] | None, typer.Option("--class", help="class code, e.g. 0118 (repeatable)")
+        list[str] | None,
+        typer.Option(
+            "--class", help="设施类型代码，例如 0118（可重复） / class code, e.g. 0118 (repeatable)"
+        ),
     ] = None,
     unit: Annotated[
-        str | None, typer.Option(help="unit id or exact name: its assets as owner, maintainer or supervisor")
+        str | None,
+        typer.Option(
+            help="单位编号或全称：其作为权属、养护或主管单位的设施 / "
+            "unit id or exact name: its assets as owner, maintainer or supervisor"
+        ),
     ] = None,
-    zone: Annotated[str | None, typer.Option(help="name of a zone valid now: the assets in it")] = None,
+    zone: Annotated[
+        str | None,
+        typer.Option(help="现行区域名称：区域内的设施 / name of a zone valid now: the assets in it"),
+    ] = None,
     bbox: Annotated[
-        str | None, typer.Option(help="min_lon,min_lat,max_lon,max_lat (WGS84)", metavar="BBOX")
+        str | None,
+        typer.Option(
+            help="范围 最小经度,最小纬度,最大经度,最大纬度（WGS84） / "
+            "min_lon,min_lat,max_lon,max_lat (WGS84)",
+            metavar="BBOX",
+        ),
     ] = None,
-    batch: Annotated[int | None, typer.Option(help="the assets last written by this import batch")] = None,
+    batch: Annotated[
+        int | None,
+        typer.Option(help="最近由该导入批次写入的设施 / the assets last written by this import batch"),
+    ] = None,
     in_use: Annotated[
-        bool | None, typer.Option("--in-use/--decommissioned", help="only in-use / decommissioned assets")
+        bool | None,
+        typer.Option(
+            "--in-use/--decommissioned", help="只要在用或已注销的设施 / only in-use / decommissioned assets"
+        ),
     ] = None,
 ) -> None:
     """导出设施及其智慧码与原编号 / export assets with their smart codes and the utility's identifiers."""
@@ -52,9 +82,9 @@ def export_command(
         chosen = fmt or (output.suffix if output is not None and output.suffix else "csv")
         kind = export.check_format(chosen)
         if kind == "xlsx" and output is None:
-            raise InvalidInput("XLSX needs a file: give --output FILE.xlsx")
+            raise InvalidInput(i18n.t("export.xlsx_file"))
         if output is not None and output.parent and not output.parent.is_dir():
-            raise InvalidInput(f"cannot write {output}: folder {output.parent} does not exist")
+            raise InvalidInput(i18n.t("file.no_folder", path=output, folder=output.parent))
         with context.session() as session:
             flt = AssetFilter(
                 class_codes=tuple(class_ or ()),
@@ -84,9 +114,9 @@ def _bbox(text: str) -> tuple[float, float, float, float]:
     try:
         parts = tuple(float(p) for p in text.split(","))
     except ValueError as exc:
-        raise InvalidInput(f"--bbox {text!r} is not four numbers") from exc
+        raise InvalidInput(i18n.t("arg.bbox_numbers", text=text)) from exc
     if len(parts) != 4:
-        raise InvalidInput(f"--bbox {text!r}: write min_lon,min_lat,max_lon,max_lat")
+        raise InvalidInput(i18n.t("arg.bbox_form", text=text))
     return parts[0], parts[1], parts[2], parts[3]
 
 
@@ -100,7 +130,7 @@ def _unit_id(session: Session, text: str) -> int:
         return int(text)
     found = session.scalars(select(Unit.id).where(Unit.name == text)).first()
     if found is None:
-        raise NotFound(f"no unit named {text!r}: give its exact name or its id")
+        raise NotFound(i18n.t("export.no_unit", name=text))
     return found
 
 

@@ -4,15 +4,21 @@ The language is ``smartcode --lang`` if given, else the setting ``SMARTCODE_LANG
 Times are shown as local wall-clock time in the deployment's zone (``SMARTCODE_TIMEZONE``, default
 Asia/Shanghai), the zone and its offset said once per output. ``--json`` never goes through here.
 The resolver's explanation lines are domain data and come from :mod:`registry.messages`.
+The ``--help`` texts are written ``中文 / English`` beside the options; :func:`localise_help` shows
+them whole (Chinese first) or, for an English reader, their English half.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import unicodedata
+import weakref
 import zoneinfo
 from collections.abc import Sequence
 from typing import Any
+
+import typer
+from typer.core import TyperGroup
 
 from common.errors import ConfigurationError
 from common.settings import get_settings
@@ -290,6 +296,96 @@ _LABELS: dict[str, tuple[str, str]] = {
         "restored from backup {id} to {to}; the previous data directory is kept at {previous}",
     ),
     "export.done": ("已导出 {count:,} 个设施到 {path}", "exported {count:,} assets to {path}"),
+    # smartcode demo
+    "demo.already": (
+        "演示数据（种子 {seed}）已于 {since} 载入：本次未载入新数据",
+        "The demo (seed {seed}) is already loaded (since {since}): nothing new loaded.",
+    ),
+    "demo.loaded": (
+        "已通过导入程序载入演示数据（种子 {seed}）",
+        "Loaded the demo (seed {seed}) through the importers.",
+    ),
+    "demo.note": ("说明：{note}", "note: {note}"),
+    "demo.files": (
+        "文件：{folder}（manifest.json 列出每个文件和导入步骤）",
+        "files: {folder} (manifest.json lists every file and import step)",
+    ),
+    "demo.counts": (
+        "设施：{assets}   区域：{zones}   规则：{rules}",
+        "assets: {assets}   zones: {zones}   rules: {rules}",
+    ),
+    "demo.units": ("   登记单位：{count}", "   units registered: {count}"),
+    "demo.per_class": ("各类设施数量：", "assets per class:"),
+    "demo.imports": ("导入：", "imports:"),
+    "demo.examples": ("示例：", "examples:"),
+    "demo.example": (
+        "  {code}  {cls}  权属单位 {owner}  位置 {lon},{lat}（{why}）",
+        "  {code}  {cls}  owner {owner}  at {lon},{lat}  ({why})",
+    ),
+    "demo.try": ("试试：", "try:"),
+    "demo.kind.zones": ("区域", "zones"),
+    "demo.kind.rules": ("职责规则", "rules"),
+    "demo.batch_other": (
+        "{kind}：新建 {created}，替换 {replaced}，未变 {unchanged}",
+        "{kind}: {created} created, {replaced} replaced, {unchanged} unchanged",
+    ),
+    "demo.batch": (
+        "批次 {id} {status}：读取 {read}，新建 {created}，更新 {updated}，未变 {unchanged}，拒绝 {rejected}；"
+        "分配智慧码 {codes} 个；{encoding}，{crs}（{origin}）",
+        "batch {id} {status}: {read} read, {created} created, {updated} updated, {unchanged} unchanged, "
+        "{rejected} rejected; {codes} codes allocated; {encoding}, {crs} ({origin})",
+    ),
+    "labels.key_old": (
+        "SMARTCODE_LABELS_CURRENT_KEY_ID={id} 仍选用旧密钥：请取消或修改该设置",
+        "SMARTCODE_LABELS_CURRENT_KEY_ID={id} still selects the old key: unset or change it",
+    ),
+    "labels.key_new": ("新标签将用它签名", "new labels are signed with it"),
+    # argument and file errors of the commands
+    "file.no_folder": (
+        "无法写入 {path}：目录 {folder} 不存在",
+        "cannot write {path}: folder {folder} does not exist",
+    ),
+    "export.xlsx_file": (
+        "XLSX 必须写入文件：请给出 --output FILE.xlsx",
+        "XLSX needs a file: give --output FILE.xlsx",
+    ),
+    "arg.bbox_numbers": ("--bbox {text!r} 不是四个数字", "--bbox {text!r} is not four numbers"),
+    "arg.bbox_form": (
+        "--bbox {text!r}：应写为 最小经度,最小纬度,最大经度,最大纬度",
+        "--bbox {text!r}: write min_lon,min_lat,max_lon,max_lat",
+    ),
+    "export.no_unit": (
+        "没有名为 {name!r} 的单位：请给出全称或编号",
+        "no unit named {name!r}: give its exact name or its id",
+    ),
+    "arg.code_or_at": (
+        "请给出 --code 智慧码 或 --at 经度,纬度 之一",
+        "give either --code CODE or --at LON,LAT",
+    ),
+    "arg.at_form": (
+        "--at {at!r}：位置应写为 经度,纬度，例如 --at 114.3466,22.6953",
+        "--at {at!r}: write the location as LON,LAT, e.g. --at 114.3466,22.6953",
+    ),
+    "arg.at_numbers": ("--at {at!r}：经度和纬度必须是数字", "--at {at!r}: LON and LAT must be numbers"),
+    "rules.csv_unreadable": (
+        "{file}：无法按 UTF-8 CSV 读取：{why}",
+        "{file}: cannot read as UTF-8 CSV: {why}",
+    ),
+    "labels.size": (
+        "标签尺寸应为 宽x高（毫米），例如 50x30，实为 {text!r}",
+        "label size must be WIDTHxHEIGHT in mm, e.g. 50x30, got {text!r}",
+    ),
+    "labels.format": (
+        "格式应为 {formats} 之一（或 -o 文件以其结尾），实为 {kind!r}",
+        "format must be one of {formats} (or -o ending so), got {kind!r}",
+    ),
+    "labels.codes_file": ("无法读取智慧码文件 {name}：{why}", "cannot read the codes file {name}: {why}"),
+    "labels.qr_version": (
+        "警告：这些标签需要 QR 版本 {version}（超过 {most}）：请把 SMARTCODE_LABELS_PUBLIC_BASE_URL "
+        "缩短到 30 个字符以内，小标签才容易扫",
+        "warning: the labels need QR version {version} (more than {most}): shorten "
+        "SMARTCODE_LABELS_PUBLIC_BASE_URL to 30 characters or fewer so small labels scan well",
+    ),
 }
 
 
@@ -317,6 +413,12 @@ def t(key: str, **params: Any) -> str:
     return (pair[1] if lang() == "en" else pair[0]).format(**params)
 
 
+def both_halves(key: str, **params: Any) -> Bilingual:
+    """The label ``key`` in both languages (for ``--json``, which is not localised), ``params`` filled in."""
+    zh, en = _LABELS[key]
+    return Bilingual(zh.format(**params), en.format(**params))
+
+
 def pick(message: Any) -> str:
     """A domain message in the current language (a bilingual one gives its half; other text as is).
 
@@ -341,6 +443,81 @@ def has(key: str) -> bool:
 def status(value: str | None) -> str:
     """An import batch's status as people read it."""
     return t(f"st.{value}") if value and has(f"st.{value}") else str(value)
+
+
+# --- help texts ---------------------------------------------------------------------------------------
+
+# The help option click adds to every command says this instead of its English-only default.
+HELP_OPTION = "显示本帮助并退出 / show this message and exit."
+
+# Each command's and option's help as written in the source (``中文 / English``), so that a second
+# localisation (``--lang`` after the settings' language) starts from both halves again.
+_WRITTEN: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
+
+
+def help_text(text: str | None, language: str) -> str | None:
+    """A ``中文 / English`` help text for ``language``: whole (Chinese first) unless English is chosen.
+
+    Each paragraph is a pair of its own, so a longer description comes out in one language too. A
+    docstring's line breaks are the source's, not the reader's: the terminal wraps the paragraph.
+    """
+    if text is None:
+        return None
+    paragraphs = [_unwrap(paragraph) for paragraph in text.split("\n\n")]
+    if language == "en":
+        paragraphs = [_english_half(paragraph) for paragraph in paragraphs]
+    return "\n\n".join(paragraphs)
+
+
+def _wide(ch: str) -> bool:
+    return unicodedata.east_asian_width(ch) in ("W", "F")
+
+
+def _unwrap(paragraph: str) -> str:
+    lines = [line.strip() for line in paragraph.strip().split("\n")]
+    out = lines[0]
+    for line in lines[1:]:
+        # Chinese runs on without a space where the source broke the line.
+        out += line if out and line and _wide(out[-1]) and _wide(line[0]) else " " + line
+    return out
+
+
+def _english_half(paragraph: str) -> str:
+    zh, sep, en = paragraph.partition(" / ")
+    return en if sep and any("\u4e00" <= ch <= "\u9fff" for ch in zh) else paragraph
+
+
+def _localise(item: Any, language: str) -> None:
+    if item not in _WRITTEN:
+        _WRITTEN[item] = item.help
+    item.help = help_text(_WRITTEN[item], language)
+
+
+def localise_help(command: Any, language: str | None = None) -> None:
+    """Set the help of ``command``, its options and subcommands for ``language`` (default :func:`lang`)."""
+    language = language or lang()
+    ctx = typer.Context(command)
+    help_option = command.get_help_option(ctx)
+    if help_option is not None:
+        if help_option not in _WRITTEN:
+            _WRITTEN[help_option] = HELP_OPTION
+        _localise(help_option, language)
+    _localise(command, language)
+    for param in command.params:
+        if hasattr(param, "help"):
+            _localise(param, language)
+    if isinstance(command, TyperGroup):
+        for sub in command.commands.values():
+            localise_help(sub, language)
+
+
+class LocalisedGroup(TyperGroup):
+    """The root command: its own ``--help`` (read before ``--lang`` is) shows help in the chosen language."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        """Localise the help texts, then format as Typer does."""
+        localise_help(self)
+        super().format_help(ctx, formatter)
 
 
 # --- times --------------------------------------------------------------------------------------------

@@ -24,41 +24,88 @@ _ACTIONS = ("rollback", "show", "list")
 
 
 def import_command(
-    target: Annotated[str, typer.Argument(help="the inventory file, or: list | show ID | rollback ID")],
-    batch: Annotated[str | None, typer.Argument(help="batch number for show / rollback")] = None,
-    profile: Annotated[
-        str | None, typer.Option(help="built-in mapping profile (default szcg: 数字城管)")
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="台账文件，或 list | show 批次号 | rollback 批次号 / "
+            "the inventory file, or: list | show ID | rollback ID"
+        ),
+    ],
+    batch: Annotated[
+        str | None, typer.Argument(help="show、rollback 的批次号 / batch number for show / rollback")
     ] = None,
-    mapping: Annotated[Path | None, typer.Option(help="mapping profile file (TOML)")] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            help="内置映射方案（默认 szcg：数字城管） / built-in mapping profile (default szcg: 数字城管)"
+        ),
+    ] = None,
+    mapping: Annotated[
+        Path | None, typer.Option(help="映射方案文件（TOML） / mapping profile file (TOML)")
+    ] = None,
     zone: Annotated[
-        str | None, typer.Option(help="restrict to this zone: rows outside it are rejected")
+        str | None,
+        typer.Option(
+            help="限定在此区域：区域外的行被拒绝 / restrict to this zone: rows outside it are rejected"
+        ),
     ] = None,
     crs: Annotated[
-        str | None, typer.Option(help="coordinate system of the file (EPSG:4547, gcj02 ...)")
+        str | None,
+        typer.Option(
+            help="文件的坐标系（EPSG:4547、gcj02 等） / coordinate system of the file (EPSG:4547, gcj02 ...)"
+        ),
     ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="check everything, write nothing")] = False,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="refuse the whole batch if any row is rejected")
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="试运行：全部检查，不写入 / check everything, write nothing")
     ] = False,
-    report: Annotated[Path | None, typer.Option(help="write the JSON report to this file")] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict", help="有任一行被拒绝就拒绝整批 / refuse the whole batch if any row is rejected"
+        ),
+    ] = False,
+    report: Annotated[
+        Path | None, typer.Option(help="把 JSON 报告写入此文件 / write the JSON report to this file")
+    ] = None,
     layer: Annotated[
-        str | None, typer.Option(help="GeoPackage layer, shapefile in a zip, Excel sheet")
+        str | None,
+        typer.Option(
+            help="GeoPackage 图层、zip 中的 shapefile 或 Excel 工作表 / "
+            "GeoPackage layer, shapefile in a zip, Excel sheet"
+        ),
     ] = None,
     encoding: Annotated[
-        str | None, typer.Option(help="text encoding of a DBF or CSV (GBK, UTF-8 ...)")
+        str | None,
+        typer.Option(
+            help="DBF 或 CSV 的文字编码（GBK、UTF-8 等） / text encoding of a DBF or CSV (GBK, UTF-8 ...)"
+        ),
     ] = None,
     source_system: Annotated[
-        str | None, typer.Option(help="scope of the file's source ids (default: the profile name)")
+        str | None,
+        typer.Option(
+            help="文件原编号的来源系统（默认映射方案名） / "
+            "scope of the file's source ids (default: the profile name)"
+        ),
     ] = None,
     class_: Annotated[
         str | None,
-        typer.Option("--class", help="the class of every row, code or name (a file of one class)"),
+        typer.Option(
+            "--class",
+            help="每一行的设施类型，代码或名称（单一类型的文件） / "
+            "the class of every row, code or name (a file of one class)",
+        ),
     ] = None,
     create_units: Annotated[
         bool,
-        typer.Option("--create-units", help="also create units close to registered ones (administrators)"),
+        typer.Option(
+            "--create-units",
+            help="与已登记单位相近的也新建（管理员） / "
+            "also create units close to registered ones (administrators)",
+        ),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON for machines")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="输出 JSON，供程序读取 / print JSON for machines")
+    ] = False,
 ) -> None:
     """导入台账（整批写入或不写），列出/查看/回滚批次 / import a file as one batch; list, show, roll back."""
     with failures():
@@ -95,7 +142,7 @@ def _import(path: Path, *, report_path: Path | None, as_json: bool, mapping: Pat
     if mapping is not None:
         readable_file(mapping)
     options = ImportOptions(mapping=str(mapping) if mapping else None, **kw)
-    progress = TerminalProgress()
+    progress = TerminalProgress(lang=i18n.lang())
     try:
         result = run_import(
             context.engine(), path, context.cli_actor(), context.settings(), options, progress=progress
@@ -267,19 +314,28 @@ mapping_app = typer.Typer(
 )
 units_app = typer.Typer(help="单位 / units", no_args_is_help=True)
 alias_app = typer.Typer(
-    help="unit aliases: other spellings of a registered unit's name", no_args_is_help=True
+    help="单位别名：已登记单位名称的其他写法 / unit aliases: other spellings of a registered unit's name",
+    no_args_is_help=True,
 )
 units_app.add_typer(alias_app, name="alias")
 
 
 @mapping_app.command("suggest")
 def mapping_suggest(
-    file: Annotated[Path, typer.Argument(help="the inventory file")],
-    output: Annotated[Path | None, typer.Option(help="write the profile here (default: print it)")] = None,
-    layer: Annotated[str | None, typer.Option(help="GeoPackage layer or Excel sheet")] = None,
-    encoding: Annotated[str | None, typer.Option(help="text encoding of a DBF or CSV")] = None,
+    file: Annotated[Path, typer.Argument(help="台账文件 / the inventory file")],
+    output: Annotated[
+        Path | None,
+        typer.Option(help="映射方案写到此处（默认显示） / write the profile here (default: print it)"),
+    ] = None,
+    layer: Annotated[
+        str | None, typer.Option(help="GeoPackage 图层或 Excel 工作表 / GeoPackage layer or Excel sheet")
+    ] = None,
+    encoding: Annotated[
+        str | None, typer.Option(help="DBF 或 CSV 的文字编码 / text encoding of a DBF or CSV")
+    ] = None,
 ) -> None:
-    """Write a starter mapping profile (TOML) for a file from its column names."""
+    """按列名为文件生成映射方案草稿（TOML） / write a starter mapping profile (TOML) for a file from its
+    column names."""
     from importers.headers import suggest_for_file
 
     with failures():
@@ -293,11 +349,21 @@ def mapping_suggest(
 
 @alias_app.command("add")
 def alias_add(
-    unit: Annotated[str, typer.Argument(help="the registered unit: its name, an alias or its id")],
-    alias: Annotated[str, typer.Argument(help="the other spelling, as ledgers write it")],
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON for machines")] = False,
+    unit: Annotated[
+        str,
+        typer.Argument(
+            help="已登记的单位：名称、别名或编号 / the registered unit: its name, an alias or its id"
+        ),
+    ],
+    alias: Annotated[
+        str, typer.Argument(help="台账中的另一种写法 / the other spelling, as ledgers write it")
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="输出 JSON，供程序读取 / print JSON for machines")
+    ] = False,
 ) -> None:
-    """Add an alias to a unit: imports naming the alias then match that unit."""
+    """为单位添加别名：导入中写作该别名的即匹配此单位 / add an alias to a unit: imports naming the alias then
+    match that unit."""
     from registry.units import add_alias, unit_view
 
     with failures(), context.session() as session:

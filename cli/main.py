@@ -26,17 +26,37 @@ app = typer.Typer(
     help="smartcode 智慧码城市部件登记库，每个命令都有 --help / the 智慧码 city-asset registry.",
     no_args_is_help=True,
     add_completion=False,
+    cls=i18n.LocalisedGroup,
 )
 db_app = typer.Typer(
     help="内置数据库集群（设置 SMARTCODE_DATABASE_URL 时不用） / the embedded PostgreSQL + PostGIS cluster."
 )
 app.add_typer(db_app, name="db")
 replica_app = typer.Typer(
-    help="A streaming standby of the embedded cluster that serves lookups (docs/replicas.md).",
+    help="内置集群的流复制备库，分担查询（docs/replicas.md） / "
+    "a streaming standby of the embedded cluster that serves lookups (docs/replicas.md).",
     no_args_is_help=True,
 )
 db_app.add_typer(replica_app, name="replica")
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="输出 JSON，供程序读取 / print JSON for machines")]
+
+
+def _choose_lang(ctx: typer.Context, lang: str | None) -> str | None:
+    # Eager, so that `smartcode --lang en --help` and every subcommand's --help already speak it.
+    if lang is not None:
+        try:
+            chosen = i18n.set_lang(lang)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--lang") from None
+        # The resolver's explanation lines follow the deployment setting: this command overrides it.
+        import os
+
+        from common.settings import get_settings
+
+        os.environ["SMARTCODE_LANG"] = chosen
+        get_settings.cache_clear()
+    i18n.localise_help(ctx.find_root().command)
+    return lang
 
 
 @app.callback()
@@ -44,24 +64,16 @@ def _global_options(
     lang: Annotated[
         str | None,
         typer.Option(
-            "--lang", help="zh (中文, the default) or en; default from SMARTCODE_LANG", metavar="zh|en"
+            "--lang",
+            help="界面语言：zh 中文（默认）或 en 英文，默认取 SMARTCODE_LANG / "
+            "zh (中文, the default) or en; default from SMARTCODE_LANG",
+            metavar="zh|en",
+            is_eager=True,
+            callback=_choose_lang,
         ),
     ] = None,
 ) -> None:
     """smartcode 智慧码城市部件登记库，每个命令都有 --help / the 智慧码 city-asset registry."""
-    if lang is None:
-        return
-    try:
-        chosen = i18n.set_lang(lang)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--lang") from None
-    # The resolver's explanation lines follow the deployment setting: this command overrides it.
-    import os
-
-    from common.settings import get_settings
-
-    os.environ["SMARTCODE_LANG"] = chosen
-    get_settings.cache_clear()
 
 
 def _external() -> bool:
@@ -73,7 +85,7 @@ def _external() -> bool:
 
 @db_app.command("start")
 def db_start(as_json: JsonOpt = False) -> None:
-    """Start the embedded cluster (initialising it on first use)."""
+    """启动内置集群（首次使用时初始化） / start the embedded cluster (initialising it on first use)."""
     with failures():
         if _external():
             raise typer.Exit(1)
@@ -83,7 +95,7 @@ def db_start(as_json: JsonOpt = False) -> None:
 
 @db_app.command("stop")
 def db_stop(as_json: JsonOpt = False) -> None:
-    """Stop the embedded cluster."""
+    """停止内置集群 / stop the embedded cluster."""
     with failures():
         if _external():
             raise typer.Exit(1)
@@ -93,7 +105,7 @@ def db_stop(as_json: JsonOpt = False) -> None:
 
 @db_app.command("status")
 def db_status(as_json: JsonOpt = False) -> None:
-    """Say whether the embedded cluster runs, where, and as whom."""
+    """内置集群是否在运行、位置与运行用户 / whether the embedded cluster runs, where, and as whom."""
     with failures():
         if _external():
             raise typer.Exit(1)
@@ -116,11 +128,17 @@ def db_status(as_json: JsonOpt = False) -> None:
 @db_app.command("log")
 def db_log(
     drop_expired: Annotated[
-        bool, typer.Option("--drop-expired", help="drop months older than SMARTCODE_RESOLVE_LOG_KEEP_MONTHS")
+        bool,
+        typer.Option(
+            "--drop-expired",
+            help="删除超过 SMARTCODE_RESOLVE_LOG_KEEP_MONTHS 的月份 / "
+            "drop months older than SMARTCODE_RESOLVE_LOG_KEEP_MONTHS",
+        ),
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """The resolution log's monthly partitions (rows, size); with --drop-expired, apply retention."""
+    """解析日志的月分区（行数、大小）；加 --drop-expired 执行保留期 / the resolution log's monthly
+    partitions (rows, size); with --drop-expired, apply retention."""
     with failures():
         from cli import log_partitions
 
@@ -148,10 +166,13 @@ def db_events(
 
 @db_app.command("backup")
 def db_backup(
-    list_only: Annotated[bool, typer.Option("--list", help="only list the base backups")] = False,
+    list_only: Annotated[
+        bool, typer.Option("--list", help="只列出基础备份 / only list the base backups")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Take a base backup of the embedded cluster (the WAL archive does the rest); list the backups."""
+    """为内置集群做基础备份（其余由 WAL 归档完成）；列出备份 / take a base backup of the embedded cluster
+    (the WAL archive does the rest); list the backups."""
     with failures():
         if _external():
             raise typer.Exit(1)
@@ -163,13 +184,21 @@ def db_backup(
 @db_app.command("restore")
 def db_restore(
     to: Annotated[
-        str | None, typer.Option("--to", help="restore to this time (local unless an offset is given)")
+        str | None,
+        typer.Option(
+            "--to",
+            help="还原到此时刻（未给时区偏移时按本地时间） / "
+            "restore to this time (local unless an offset is given)",
+        ),
     ] = None,
-    backup_id: Annotated[str | None, typer.Option("--backup", help="use this base backup")] = None,
-    yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
+    backup_id: Annotated[
+        str | None, typer.Option("--backup", help="使用这个基础备份 / use this base backup")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="不再询问确认 / do not ask for confirmation")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Restore the embedded cluster from a base backup and the WAL archive, to a time or to the latest."""
+    """用基础备份和 WAL 归档还原内置集群，到某一时刻或最新 / restore the embedded cluster from a base
+    backup and the WAL archive, to a time or to the latest."""
     with failures():
         if _external():
             raise typer.Exit(1)
@@ -186,7 +215,8 @@ def _replica() -> StandbyCluster:
 
 @replica_app.command("create")
 def replica_create(as_json: JsonOpt = False) -> None:
-    """Copy the embedded cluster into a streaming standby (pg_basebackup, a replication slot) and start it."""
+    """把内置集群复制为流复制备库（pg_basebackup、复制槽）并启动 / copy the embedded cluster into a
+    streaming standby (pg_basebackup, a replication slot) and start it."""
     with failures():
         if _external():
             raise typer.Exit(1)
@@ -198,7 +228,8 @@ def replica_create(as_json: JsonOpt = False) -> None:
 
 @replica_app.command("start")
 def replica_start(as_json: JsonOpt = False) -> None:
-    """Start the standby; it catches up on what the primary wrote meanwhile."""
+    """启动备库，补上主库期间写入的内容 / start the standby; it catches up on what the primary wrote
+    meanwhile."""
     with failures():
         if _external():
             raise typer.Exit(1)
@@ -208,7 +239,7 @@ def replica_start(as_json: JsonOpt = False) -> None:
 
 @replica_app.command("stop")
 def replica_stop(as_json: JsonOpt = False) -> None:
-    """Stop the standby (the API reads from the primary meanwhile)."""
+    """停止备库（期间 API 从主库读取） / stop the standby (the API reads from the primary meanwhile)."""
     with failures():
         if _external():
             raise typer.Exit(1)
@@ -218,7 +249,8 @@ def replica_stop(as_json: JsonOpt = False) -> None:
 
 @replica_app.command("status")
 def replica_status(as_json: JsonOpt = False) -> None:
-    """Whether the standby runs and streams, its LSNs and its lag in bytes and seconds."""
+    """备库是否运行与复制、WAL 位置、延迟（字节和秒） / whether the standby runs and streams, its LSNs and
+    its lag in bytes and seconds."""
     with failures():
         if _external():
             raise typer.Exit(1)
@@ -248,7 +280,8 @@ def replica_status(as_json: JsonOpt = False) -> None:
 
 @db_app.command("url")
 def db_url() -> None:
-    """Print the database URL (starting the embedded cluster if needed)."""
+    """显示数据库地址（需要时启动内置集群） / print the database URL (starting the embedded cluster if
+    needed)."""
     with failures():
         from registry.db import database_url
 
@@ -257,8 +290,10 @@ def db_url() -> None:
 
 @app.command()
 def migrate(
-    revision: Annotated[str, typer.Option(help="target revision")] = "head",
-    downgrade: Annotated[bool, typer.Option(help="downgrade to --revision instead")] = False,
+    revision: Annotated[str, typer.Option(help="目标结构版本 / target revision")] = "head",
+    downgrade: Annotated[
+        bool, typer.Option(help="改为降级到 --revision / downgrade to --revision instead")
+    ] = False,
 ) -> None:
     """升级数据库结构 / upgrade the schema to the newest revision (or --downgrade to --revision)."""
     with failures():
@@ -274,8 +309,8 @@ def migrate(
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
-    port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
+    host: Annotated[str | None, typer.Option(help="监听地址 / address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="监听端口 / port to listen on")] = None,
 ) -> None:
     """启动服务（默认 127.0.0.1:8000） / start the database if needed, migrate and serve the API."""
     with failures():
@@ -291,7 +326,12 @@ def worker() -> None:
 
 @app.command()
 def code(
-    text: Annotated[str, typer.Argument(help="a smart code or 16-digit identifier, any separators")],
+    text: Annotated[
+        str,
+        typer.Argument(
+            help="智慧码或 16 位标识码，分隔符不限 / a smart code or 16-digit identifier, any separators"
+        ),
+    ],
     as_json: JsonOpt = False,
 ) -> None:
     """离线校验智慧码 / check a code offline: its parts, check digit and printed form."""
@@ -314,11 +354,12 @@ def code(
 
 @app.command()
 def show(
-    text: Annotated[str, typer.Argument(help="the asset's smart code")],
+    text: Annotated[str, typer.Argument(help="设施的智慧码 / the asset's smart code")],
     at: Annotated[
-        dt.datetime | None, typer.Option(help="ISO time with zone: who was responsible then")
+        dt.datetime | None,
+        typer.Option(help="带时区的 ISO 时间：当时由谁负责 / ISO time with zone: who was responsible then"),
     ] = None,
-    history: Annotated[bool, typer.Option(help="list every recorded version")] = False,
+    history: Annotated[bool, typer.Option(help="列出每个记录的版本 / list every recorded version")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """查看设施、历史或某时的责任单位 / show an asset, its history, or who was responsible at a time."""
@@ -451,11 +492,16 @@ app.add_typer(token_app, name="token")
 @token_app.callback(invoke_without_command=True)
 def token(
     ctx: typer.Context,
-    name: Annotated[str | None, typer.Option(help="create a named token")] = None,
-    role: Annotated[str, typer.Option(help="admin, unit or reader")] = "reader",
-    unit: Annotated[int | None, typer.Option(help="unit id for a 'unit' token")] = None,
+    name: Annotated[str | None, typer.Option(help="新建一个具名令牌 / create a named token")] = None,
+    role: Annotated[
+        str, typer.Option(help="admin（管理员）、unit（单位）或 reader（只读） / admin, unit or reader")
+    ] = "reader",
+    unit: Annotated[
+        int | None, typer.Option(help="unit 令牌所属单位编号 / unit id for a 'unit' token")
+    ] = None,
 ) -> None:
-    """Print the administrator token, or create a named token for a unit or a reader."""
+    """显示管理员令牌，或为单位、只读用户新建具名令牌 / print the administrator token, or create a named
+    token for a unit or a reader."""
     if ctx.invoked_subcommand is not None:
         return
     with failures():
@@ -470,10 +516,13 @@ def token(
 
 @token_app.command("list")
 def token_list(
-    include_revoked: Annotated[bool, typer.Option("--all", help="also the revoked tokens")] = False,
+    include_revoked: Annotated[
+        bool, typer.Option("--all", help="也列出已吊销的令牌 / also the revoked tokens")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """The named tokens (name, role, unit, created, revoked); never the secrets."""
+    """具名令牌（名称、角色、单位、创建、吊销），从不显示密钥 / the named tokens (name, role, unit,
+    created, revoked); never the secrets."""
     with failures():
         from registry import tokens
 
@@ -484,11 +533,14 @@ def token_list(
 
 @token_app.command("revoke")
 def token_revoke(
-    name: Annotated[str, typer.Argument(help="the token's name")],
-    reason: Annotated[str | None, typer.Option(help="why it is revoked (audited)")] = None,
+    name: Annotated[str, typer.Argument(help="令牌名称 / the token's name")],
+    reason: Annotated[
+        str | None, typer.Option(help="吊销原因（记入审计） / why it is revoked (audited)")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Revoke a named token: it stops working at once (a running server's /resolve within its token cache)."""
+    """吊销具名令牌：立即失效（运行中服务的 /resolve 在令牌缓存过期后） / revoke a named token: it stops
+    working at once (a running server's /resolve within its token cache)."""
     with failures():
         from registry import tokens
 

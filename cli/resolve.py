@@ -11,7 +11,7 @@ import typer
 from cli import context, i18n
 from cli.output import emit, failures, readable_file, value
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="输出 JSON，供程序读取 / print JSON for machines")]
 
 zones_app = typer.Typer(help="区域（街道、社区、网格、合同、试点） / zones with versioned boundaries.")
 rules_app = typer.Typer(help="职责清单规则：区域 + 类型/类别 → 单位 / responsibility rules.")
@@ -74,17 +74,42 @@ def render_answer(answer: dict[str, Any]) -> str:
 
 def resolve(
     code: Annotated[
-        str | None, typer.Option("--code", help="a scanned code, any separators, or a QR URL")
+        str | None,
+        typer.Option(
+            "--code",
+            help="扫描的智慧码（分隔符不限）或二维码网址 / a scanned code, any separators, or a QR URL",
+        ),
     ] = None,
     at: Annotated[
-        str | None, typer.Option("--at", help="the location as LON,LAT (or X,Y in --crs)", metavar="LON,LAT")
+        str | None,
+        typer.Option(
+            "--at",
+            help="位置 经度,纬度（或 --crs 坐标系中的 X,Y） / the location as LON,LAT (or X,Y in --crs)",
+            metavar="LON,LAT",
+        ),
     ] = None,
-    crs: Annotated[str | None, typer.Option(help="wgs84 (default), gcj02, bd09, cgcs2000 or EPSG:n")] = None,
+    crs: Annotated[
+        str | None,
+        typer.Option(
+            help="坐标系：wgs84（默认）、gcj02、bd09、cgcs2000 或 EPSG:n / "
+            "wgs84 (default), gcj02, bd09, cgcs2000 or EPSG:n"
+        ),
+    ] = None,
     class_: Annotated[
-        list[str] | None, typer.Option("--class", help="component class code or name (repeatable)")
+        list[str] | None,
+        typer.Option(
+            "--class", help="设施类型代码或名称（可重复） / component class code or name (repeatable)"
+        ),
     ] = None,
-    category: Annotated[str | None, typer.Option(help="complaint category, e.g. 井盖破损")] = None,
-    time: Annotated[str | None, typer.Option("--time", help="complaint time, ISO 8601 (default now)")] = None,
+    category: Annotated[
+        str | None, typer.Option(help="案件类别，例如 井盖破损 / complaint category, e.g. 井盖破损")
+    ] = None,
+    time: Annotated[
+        str | None,
+        typer.Option(
+            "--time", help="案件时间，ISO 8601（默认现在） / complaint time, ISO 8601 (default now)"
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """谁负责：按智慧码或按位置 / who is responsible: for a scanned code, or at a location."""
@@ -93,7 +118,7 @@ def resolve(
         from registry.resolution import LocationQuery, Resolver, run_lookup
 
         if (code is None) == (at is None):
-            raise InvalidInput("give either --code CODE or --at LON,LAT")
+            raise InvalidInput(i18n.t("arg.code_or_at"))
         resolver = Resolver(context.settings())
         actor = context.cli_actor().name
         if code is not None:
@@ -108,11 +133,11 @@ def resolve(
             assert at is not None
             parts = [p.strip() for p in at.replace(" ", ",").split(",") if p.strip()]
             if len(parts) != 2:
-                raise InvalidInput(f"--at {at!r}: write the location as LON,LAT, e.g. --at 114.3466,22.6953")
+                raise InvalidInput(i18n.t("arg.at_form", at=at))
             try:
                 x, y = float(parts[0]), float(parts[1])
             except ValueError as exc:
-                raise InvalidInput(f"--at {at!r}: LON and LAT must be numbers") from exc
+                raise InvalidInput(i18n.t("arg.at_numbers", at=at)) from exc
             query = LocationQuery(x=x, y=y, crs=crs, classes=class_ or [], category=category, at=time)
             answer, _ = run_lookup(
                 _conninfo(),
@@ -124,9 +149,10 @@ def resolve(
 
 @resolutions_app.command("show")
 def resolution_show(
-    log_id: Annotated[int, typer.Argument(help="the answer's log id")], as_json: JsonOpt = False
+    log_id: Annotated[int, typer.Argument(help="答复的日志记录号 / the answer's log id")],
+    as_json: JsonOpt = False,
 ) -> None:
-    """Show a logged answer with who asked and when."""
+    """查看记录的答复及查询人和时间 / show a logged answer with who asked and when."""
     with failures():
         from registry.resolution import run_sync
         from registry.resolution_log import get_resolution
@@ -149,21 +175,50 @@ def resolution_show(
 
 @zones_app.command("import")
 def zones_import(
-    file: Annotated[Path, typer.Argument(help="GeoJSON, shapefile (.shp or .zip) or GeoPackage")],
-    level: Annotated[str, typer.Option(help="street, community, grid, contract or pilot")],
-    name_field: Annotated[str, typer.Option(help="field holding the zone's name")],
-    unit_field: Annotated[str | None, typer.Option(help="field naming the responsible unit")] = None,
-    code_field: Annotated[str | None, typer.Option(help="field holding the zone's code")] = None,
-    crs: Annotated[
-        str | None, typer.Option(help="the file's CRS when it declares none or a wrong one")
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="GeoJSON、shapefile（.shp 或 .zip）或 GeoPackage / "
+            "GeoJSON, shapefile (.shp or .zip) or GeoPackage"
+        ),
+    ],
+    level: Annotated[
+        str,
+        typer.Option(
+            help="级别：street 街道、community 社区、grid 网格、contract 合同片区或 pilot 试点 / "
+            "street, community, grid, contract or pilot"
+        ),
+    ],
+    name_field: Annotated[str, typer.Option(help="区域名称所在字段 / field holding the zone's name")],
+    unit_field: Annotated[
+        str | None, typer.Option(help="责任单位所在字段 / field naming the responsible unit")
     ] = None,
-    layer: Annotated[str | None, typer.Option(help="GeoPackage layer or shapefile in a .zip")] = None,
-    valid_from: Annotated[str | None, typer.Option(help="when these boundaries start (ISO 8601)")] = None,
-    reason: Annotated[str | None, typer.Option(help="why (kept in the audit log)")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="check everything, write nothing")] = False,
+    code_field: Annotated[
+        str | None, typer.Option(help="区域代码所在字段 / field holding the zone's code")
+    ] = None,
+    crs: Annotated[
+        str | None,
+        typer.Option(
+            help="文件未声明或声明错误时的坐标系 / the file's CRS when it declares none or a wrong one"
+        ),
+    ] = None,
+    layer: Annotated[
+        str | None,
+        typer.Option(help="GeoPackage 图层或 .zip 中的 shapefile / GeoPackage layer or shapefile in a .zip"),
+    ] = None,
+    valid_from: Annotated[
+        str | None, typer.Option(help="新边界生效时间（ISO 8601） / when these boundaries start (ISO 8601)")
+    ] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="原因（记入审计日志） / why (kept in the audit log)")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="试运行：全部检查，不写入 / check everything, write nothing")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Import polygons as zones: all or nothing; invalid polygons are repaired and reported."""
+    """导入多边形为区域：全部导入或不导入，无效多边形修复并报告 / import polygons as zones: all or nothing;
+    invalid polygons are repaired and reported."""
     with failures():
         from gis.area import ServiceArea
         from importers import zone_files
@@ -201,18 +256,20 @@ def _render_report(data: dict[str, Any]) -> str:
             if key in ("repaired", "units_created"):
                 details.extend(f"  {i18n.t(key)}: {value(entry)}" for entry in item)
         else:
-            pairs.append((key, value(item)))
+            pairs.append((key, value(i18n.pick(item) if isinstance(item, str) else item)))
     return "\n".join([i18n.key_values(pairs), *details])
 
 
 @zones_app.command("list")
 def zones_list(
-    level: Annotated[str | None, typer.Option(help="only this level")] = None,
-    time: Annotated[str | None, typer.Option("--time", help="valid at this time (default now)")] = None,
-    all_versions: Annotated[bool, typer.Option(help="every boundary version")] = False,
+    level: Annotated[str | None, typer.Option(help="只看此级别 / only this level")] = None,
+    time: Annotated[
+        str | None, typer.Option("--time", help="在此时间有效（默认现在） / valid at this time (default now)")
+    ] = None,
+    all_versions: Annotated[bool, typer.Option(help="所有边界版本 / every boundary version")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """List zones valid now (or at --time)."""
+    """列出现行（或 --time 时）的区域 / list zones valid now (or at --time)."""
     with failures():
         from registry import zones
         from registry.validity import Versions
@@ -252,13 +309,21 @@ def render_zones(rows: list[dict[str, Any]]) -> str:
 @rules_app.command("import")
 def rules_import(
     file: Annotated[
-        Path, typer.Argument(help="UTF-8 CSV with columns zone,level,class,category,unit,priority")
+        Path,
+        typer.Argument(
+            help="UTF-8 CSV，列为 zone,level,class,category,unit,priority / "
+            "UTF-8 CSV with columns zone,level,class,category,unit,priority"
+        ),
     ],
-    reason: Annotated[str | None, typer.Option(help="why (kept in the audit log)")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="check every row, write nothing")] = False,
+    reason: Annotated[
+        str | None, typer.Option(help="原因（记入审计日志） / why (kept in the audit log)")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="试运行：检查每一行，不写入 / check every row, write nothing")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Import responsibility rules from CSV: all rows or none."""
+    """从 CSV 导入职责清单规则：全部导入或不导入 / import responsibility rules from CSV: all rows or none."""
     with failures():
         from common.errors import InvalidInput
         from registry import rules
@@ -267,7 +332,7 @@ def rules_import(
         try:
             content = file.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"{file.name}: cannot read as UTF-8 CSV: {exc}") from exc
+            raise InvalidInput(i18n.t("rules.csv_unreadable", file=file.name, why=exc)) from exc
         with context.session() as session:
             report = rules.import_rules_csv(
                 session,
@@ -284,10 +349,10 @@ def rules_import(
 
 @rules_app.command("list")
 def rules_list(
-    zone: Annotated[str | None, typer.Option(help="only rules of this zone")] = None,
+    zone: Annotated[str | None, typer.Option(help="只看此区域的规则 / only rules of this zone")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List the rules valid now."""
+    """列出现行规则 / list the rules valid now."""
     with failures():
         from registry import rules
         from registry.validity import Versions
@@ -329,7 +394,7 @@ def render_rules(rows: list[dict[str, Any]]) -> str:
 
 @categories_app.command("list")
 def categories_list(as_json: JsonOpt = False) -> None:
-    """List the complaint categories and their classes."""
+    """列出案件类别及其设施类型 / list the complaint categories and their classes."""
     with failures():
         from registry import categories
 
@@ -350,16 +415,23 @@ def categories_list(as_json: JsonOpt = False) -> None:
 
 @categories_app.command("set")
 def categories_set(
-    name: Annotated[str, typer.Argument(help="the category as the case system sends it")],
+    name: Annotated[
+        str, typer.Argument(help="案件系统发送的类别名称 / the category as the case system sends it")
+    ],
     class_: Annotated[
-        list[str] | None, typer.Option("--class", help="class code or name (repeatable)")
+        list[str] | None,
+        typer.Option("--class", help="设施类型代码或名称（可重复） / class code or name (repeatable)"),
     ] = None,
-    alias: Annotated[list[str] | None, typer.Option(help="another spelling (repeatable)")] = None,
-    description: Annotated[str | None, typer.Option(help="what it means")] = None,
-    reason: Annotated[str | None, typer.Option(help="why (kept in the audit log)")] = None,
+    alias: Annotated[
+        list[str] | None, typer.Option(help="其他写法（可重复） / another spelling (repeatable)")
+    ] = None,
+    description: Annotated[str | None, typer.Option(help="含义说明 / what it means")] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="原因（记入审计日志） / why (kept in the audit log)")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create or replace a category."""
+    """新建或替换案件类别 / create or replace a category."""
     with failures():
         from registry import categories
 
@@ -380,10 +452,12 @@ def categories_set(
 
 @categories_app.command("remove")
 def categories_remove(
-    name: Annotated[str, typer.Argument(help="the category")],
-    reason: Annotated[str | None, typer.Option(help="why (kept in the audit log)")] = None,
+    name: Annotated[str, typer.Argument(help="案件类别 / the category")],
+    reason: Annotated[
+        str | None, typer.Option(help="原因（记入审计日志） / why (kept in the audit log)")
+    ] = None,
 ) -> None:
-    """Deactivate a category (kept for old rules and log entries)."""
+    """停用案件类别（为旧规则和日志保留） / deactivate a category (kept for old rules and log entries)."""
     with failures():
         from registry import categories
 
@@ -395,12 +469,18 @@ def categories_remove(
 @categories_app.command("load")
 def categories_load(
     file: Annotated[
-        Path | None, typer.Argument(help="TOML file (default: the shipped categories.toml)")
+        Path | None,
+        typer.Argument(
+            help="TOML 文件（默认随附的 categories.toml） / TOML file (default: the shipped categories.toml)"
+        ),
     ] = None,
-    replace: Annotated[bool, typer.Option(help="overwrite categories that already exist")] = False,
+    replace: Annotated[
+        bool, typer.Option(help="覆盖已有的类别 / overwrite categories that already exist")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Load categories from a TOML file: the missing ones, or all with --replace."""
+    """从 TOML 文件载入案件类别：只载入缺少的，或加 --replace 全部 / load categories from a TOML file: the
+    missing ones, or all with --replace."""
     with failures():
         from registry import categories
 

@@ -19,6 +19,7 @@ from common.errors import Conflict, NotFound
 from importers.pipeline import batch_is_alive
 from registry.access import Action, Actor, require
 from registry.db import set_change_context
+from registry.messages import both
 from registry.models import ImportBatch
 from registry.serials import restore_serials
 
@@ -74,7 +75,7 @@ def get_batch(session: Session, batch_id: int) -> ImportBatch:
     """The batch with this id, or ``NotFound``."""
     batch = session.get(ImportBatch, batch_id)
     if batch is None:
-        raise NotFound(f"no import batch {batch_id}", batch_id=batch_id)
+        raise NotFound(both("batch.none", id=batch_id), batch_id=batch_id)
     return batch
 
 
@@ -88,12 +89,10 @@ def rollback_batch(session: Session, batch_id: int, actor: Actor) -> dict[str, A
     """Undo a committed batch: decommission what it created, restore what it updated."""
     batch = session.scalars(select(ImportBatch).where(ImportBatch.id == batch_id).with_for_update()).first()
     if batch is None:
-        raise NotFound(f"no import batch {batch_id}", batch_id=batch_id)
+        raise NotFound(both("batch.none", id=batch_id), batch_id=batch_id)
     require(actor, Action.ROLLBACK_IMPORT, batch.unit_id, what=f"import batch {batch_id}")
     if batch.status != "committed":
-        raise Conflict(
-            f"import batch {batch_id} is {batch.status}: only a committed batch can be rolled back"
-        )
+        raise Conflict(both("batch.not_committed", id=batch_id, status=batch.status))
     session.execute(
         text(
             """
@@ -120,9 +119,7 @@ def rollback_batch(session: Session, batch_id: int, actor: Actor) -> dict[str, A
     if touched:
         shown = ", ".join(touched[:10]) + (" ..." if len(touched) > 10 else "")
         raise Conflict(
-            f"import batch {batch_id} cannot be rolled back: {len(touched)} of its assets changed after it "
-            f"({shown}); rolling back would also undo those later changes. Change them back first, or "
-            "correct the assets one by one.",
+            both("batch.changed_since", id=batch_id, count=len(touched), shown=shown),
             batch_id=batch_id,
             changed=len(touched),
         )

@@ -122,13 +122,7 @@ def needs_owner(session: Session) -> bool:
 
 
 # Told in the report of such an import (the API's answer to an upload, the CLI's summary).
-NEEDS_OWNER_NOTE = (
-    "登记库为空，但本次导入所用的数据库角色不是资产表的所有者，因此没有直接装载（约快一倍）："
-    "首次大批量导入请以所有者身份运行 smartcode import / the registry is empty, but this import's "
-    "database role does not own the asset tables, so it took the usual path instead of the direct "
-    "load (about twice as fast): run a first large import with `smartcode import` as the owner "
-    "(docs/database-roles.md)"
-)
+NEEDS_OWNER_NOTE = both("imp.needs_owner")
 
 
 def start_empty(session: Session) -> None:
@@ -268,7 +262,7 @@ class DirectLoad:
                 RowProblem(int(rows[i]), reject_field(reason, self.fields), reason, source[i] or code[i])
             )
         if len(self.suspects) > _MAX_SUSPECTS:
-            raise RestartWholeFile(f"more than {_MAX_SUSPECTS} repeated source ids")
+            raise RestartWholeFile(both("imp.restart.repeats", most=_MAX_SUSPECTS))
 
         keep = ~rejected
         if not keep.any():
@@ -340,7 +334,7 @@ class DirectLoad:
         for cls, number in zip(classes.tolist(), serials.tolist(), strict=True):
             block = self.serials.get(cls)
             if block is not None and any(int(number) in handed for handed in block.handed):
-                raise RestartWholeFile(f"explicit serial {number} of class {cls} was already allocated")
+                raise RestartWholeFile(both("imp.restart.serial", number=number, cls=cls))
             top[cls] = max(top.get(cls, -1), int(number))
         for cls, number in sorted(top.items()):
             block = self.serials.get(cls)
@@ -441,7 +435,7 @@ class DirectLoad:
             {"k": sorted(self.suspects)},
         ).scalar_one()
         if found != len(self.suspects):
-            raise RestartWholeFile("a repeated source id was a hash collision")
+            raise RestartWholeFile(both("imp.restart.collision"))
 
 
 def _arrow(values: npt.NDArray[Any], kind: pa.DataType) -> pa.Array:

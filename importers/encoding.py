@@ -174,26 +174,24 @@ def dbf_encoding(dbf: IO[bytes], cpg_text: str | None = None, override: str | No
     if override:
         name = codepage_to_encoding(override)
         if name is None:
-            raise InvalidInput(f"unknown encoding {override!r}", given=override)
+            raise InvalidInput(both("enc.unknown", name=override), given=override)
         return EncodingChoice(name, "argument", both("enc.given", encoding=override))
     if cpg_text is not None and cpg_text.strip():
         name = codepage_to_encoding(cpg_text.strip())
         if name is not None:
-            return EncodingChoice(name, "declared", f".cpg file says {cpg_text.strip()!r}")
+            return EncodingChoice(name, "declared", both("enc.cpg", value=cpg_text.strip()))
         # An unusable .cpg is not fatal: fall through to detection, but say so.
         encoding, why = detect_bytes_encoding(_dbf_blocks(dbf))
-        return EncodingChoice(encoding, "detected", f".cpg value {cpg_text.strip()!r} is unknown; {why}")
+        return EncodingChoice(encoding, "detected", both("enc.cpg_unknown", value=cpg_text.strip(), why=why))
     ldid = dbf_ldid(dbf)
     ldid_encoding = _LDIDS.get(ldid)
     if ldid_encoding is not None:
         # Language driver bytes are often stale (copied by tools that re-encode the data), so trust
         # one only when the data actually decodes that way.
         if _decodes_as(_dbf_blocks(dbf), ldid_encoding):
-            return EncodingChoice(ldid_encoding, "declared", f"DBF language driver byte 0x{ldid:02X}")
+            return EncodingChoice(ldid_encoding, "declared", both("enc.ldid", ldid=ldid))
         encoding, why = detect_bytes_encoding(_dbf_blocks(dbf))
-        return EncodingChoice(
-            encoding, "detected", f"DBF language driver 0x{ldid:02X} does not fit the data; {why}"
-        )
+        return EncodingChoice(encoding, "detected", both("enc.ldid_mismatch", ldid=ldid, why=why))
     encoding, why = detect_bytes_encoding(_dbf_blocks(dbf))
     return EncodingChoice(encoding, "detected", both("enc.no_cpg", why=why))
 
@@ -229,7 +227,7 @@ def text_file_encoding(path: Path, override: str | None = None) -> EncodingChoic
     if override:
         name = codepage_to_encoding(override)
         if name is None:
-            raise InvalidInput(f"unknown encoding {override!r}", given=override)
+            raise InvalidInput(both("enc.unknown", name=override), given=override)
         if name == "UTF-8":
             # utf-8-sig reads plain UTF-8 too and drops a BOM that would otherwise stick to the
             # first column name.

@@ -9,6 +9,7 @@ from common.errors import InvalidInput
 from importers.source import SourceChunk, SourceInfo
 from importers.tabular import open_csv, open_xlsx
 from importers.vector import open_geojson, open_geojsonseq, open_geopackage, open_shapefile
+from registry.messages import both
 
 DEFAULT_CHUNK_SIZE = 50_000
 
@@ -30,19 +31,20 @@ SUPPORTED_EXTENSIONS: dict[str, str] = {
 }
 
 # Formats people send that cannot be read as they are, with what to do instead.
+# The values are message keys (registry.messages).
 _ADVICE: dict[str, str] = {
-    ".xls": "old binary Excel (.xls) is not supported: save it as .xlsx",
-    ".dbf": "a .dbf alone has no geometry: send the whole shapefile (.shp, .shx, .dbf, .prj, .cpg)",
-    ".shx": "open the .shp file of this shapefile instead",
-    ".prj": "open the .shp file of this shapefile instead",
-    ".kml": "KML is not supported: export GeoJSON or a shapefile",
-    ".kmz": "KMZ is not supported: export GeoJSON or a shapefile",
-    ".dwg": "CAD drawings are not supported: export the layer as a shapefile",
-    ".dxf": "CAD drawings are not supported: export the layer as a shapefile",
-    ".mdb": "personal geodatabases are not supported: export each layer as a shapefile or GeoPackage",
-    ".gdb": "file geodatabases are not supported: export each layer as a GeoPackage",
-    ".rar": "RAR archives are not supported: send a .zip",
-    ".7z": "7z archives are not supported: send a .zip",
+    ".xls": "file.advice.xls",
+    ".dbf": "file.advice.dbf",
+    ".shx": "file.advice.part",
+    ".prj": "file.advice.part",
+    ".kml": "file.advice.kml",
+    ".kmz": "file.advice.kmz",
+    ".dwg": "file.advice.cad",
+    ".dxf": "file.advice.cad",
+    ".mdb": "file.advice.mdb",
+    ".gdb": "file.advice.gdb",
+    ".rar": "file.advice.rar",
+    ".7z": "file.advice.7z",
 }
 
 
@@ -64,18 +66,18 @@ def open_source(
     """
     path = Path(path)
     if chunk_size < 1:
-        raise InvalidInput(f"chunk_size must be at least 1, got {chunk_size}")
+        raise InvalidInput(both("file.chunk_size", size=chunk_size))
     suffix = path.suffix.lower()
     if suffix in _ADVICE:
-        raise InvalidInput(f"{path.name}: {_ADVICE[suffix]}", file=path.name)
+        raise InvalidInput(both("file.advice", file=path.name, advice=both(_ADVICE[suffix])), file=path.name)
     if suffix not in SUPPORTED_EXTENSIONS:
         kinds = ", ".join(sorted(SUPPORTED_EXTENSIONS))
+        shown = suffix or both("file.no_extension")
         raise InvalidInput(
-            f"{path.name}: unsupported file type {suffix or '(no extension)'!r}; supported: {kinds}",
-            file=path.name,
+            both("file.unsupported", file=path.name, suffix=shown, kinds=kinds), file=path.name
         )
     if not path.is_file():
-        raise InvalidInput(f"{path.name}: file not found", file=path.name)
+        raise InvalidInput(both("file.not_found", file=path.name), file=path.name)
     if suffix in (".shp", ".zip"):
         return open_shapefile(path, layer=layer, encoding=encoding, chunk_size=chunk_size)
     if suffix == ".gpkg":

@@ -275,7 +275,7 @@ def _cut_texts(
         block = stream.read(block_bytes)
         if not block:
             if carry.strip(_WS):
-                raise InvalidInput("the file ends inside the features array: is it truncated?")
+                raise InvalidInput(both("file.truncated"))
             break
         buf = carry + block
         positions, chars, depth = _structure(np.frombuffer(buf, dtype=np.uint8))
@@ -341,7 +341,7 @@ def _loads_array(text: bytes) -> list[Any]:
         # A view, because orjson refuses bytes subclasses such as FeatureArrayText.
         parsed: list[Any] = orjson.loads(memoryview(text))
     except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"invalid JSON in the features array: {exc}") from exc
+        raise InvalidInput(both("file.features_json", why=exc)) from exc
     return parsed
 
 

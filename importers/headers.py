@@ -277,11 +277,11 @@ def apply_mapping(profile: Profile, mapping: HeaderMapping, class_value: str | N
 def suggest_profile_toml(name: str, mapping: HeaderMapping, x_field: str | None, y_field: str | None) -> str:
     """A starter mapping profile (TOML, as importers.profiles reads it) for a file's columns."""
     lines = [
-        f"# Mapping profile suggested for {name}: check each line, then pass it with --mapping.",
-        "# Documented in docs/mapping.md.",
+        f"# {both('suggest.head', name=name)}",
+        f"# {both('suggest.docs')}",
         f'name = "{_toml_text(_profile_name(name))}"',
         'extends = "szcg"',
-        '# crs = "gcj02"   # uncomment when the file says nothing and detection cannot tell',
+        f'# crs = "gcj02"   # {both("suggest.crs")}',
         "",
         "[fields]",
     ]
@@ -292,15 +292,15 @@ def suggest_profile_toml(name: str, mapping: HeaderMapping, x_field: str | None,
         lines.append(f'y = ["{_toml_text(y_field)}"]')
     if mapping.ignored:
         lines.append("")
-        lines.append("# Columns no field takes (kept in each asset's attributes):")
+        lines.append(f"# {both('suggest.ignored')}")
         lines.extend(f"#   {column}" for column in mapping.ignored)
     lines += [
         "",
-        "# Local class names -> national class codes, e.g.",
+        f"# {both('suggest.classes')}",
         "# [classes]",
         '# "路灯" = "0501"',
         "",
-        "# Spellings of unit names in this file -> registered names, e.g.",
+        f"# {both('suggest.units')}",
         "# [units]",
         '# "深圳供电局" = "深圳供电局有限公司"',
         "",

@@ -30,6 +30,7 @@ from gis.area import ServiceArea
 from importers.pipeline import ImportOptions, ImportRefused, run_import
 from registry import tiles
 from registry.db import Actor, transaction
+from registry.messages import both
 from registry.work_queue import TableWorker, WorkTable
 
 log = logging.getLogger("smartcode.imports")
@@ -231,7 +232,7 @@ class ImportJobs:
             log.exception("import job %s failed", job_id)
             internal = {
                 "type": "InternalError",
-                "message": "internal error: the failure was logged on the server",
+                "message": str(both("job.internal")),
             }
             self._finish(job_id, "failed", "failed", error=internal)
         else:

@@ -577,7 +577,7 @@ def run_import(
             report.read = report.created = report.updated = report.unchanged = report.rejected = 0
             report.notes = [
                 *info.notes,
-                f"read twice: the direct load of an empty registry stopped ({restart})",
+                both("imp.read_twice", why=restart.args[0] if restart.args else str(restart)),
             ]
             run_once(info, chunks, False)
     except BaseException as exc:
@@ -625,15 +625,10 @@ def _refresh_tile_counts(engine: Engine, report: ImportReport, progress: Progres
     try:
         with transaction(engine) as session:
             if tiles.refresh_counts(session):
-                report.notes.append(
-                    "地图瓦片计数已在批量导入后重算 / map tile counts recounted after the bulk import"
-                )
+                report.notes.append(both("imp.tiles_recounted"))
     except (DBAPIError, DatabaseUnavailable) as exc:
         log.warning("tile counts not recounted after import batch %s: %s", report.batch_id, exc)
-        report.notes.append(
-            "地图瓦片计数暂未重算，第一次请求瓦片时会重算 / map tile counts not recounted now: the first "
-            "tile requested will recount them"
-        )
+        report.notes.append(both("imp.tiles_stale"))
 
 
 def _run(

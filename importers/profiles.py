@@ -21,6 +21,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from common.errors import InvalidInput
+from registry.messages import Bilingual, both, in_lang
 
 Target = Literal[
     "code",
@@ -99,7 +100,7 @@ class ValueMaps(BaseModel):
     def _known_states(cls, value: dict[str, str]) -> dict[str, str]:
         for key, state in value.items():
             if state not in STATES:
-                raise ValueError(f"{key!r} maps to {state!r}; a state must be one of {', '.join(STATES)}")
+                raise ValueError(both("profile.state", name=key, state=state, states=", ".join(STATES)))
         return value
 
 
@@ -138,7 +139,7 @@ class Profile(BaseModel):
     def _national_codes(cls, value: dict[str, str]) -> dict[str, str]:
         for key, code in value.items():
             if not _CLASS_CODE.match(code):
-                raise ValueError(f'{key!r} maps to {code!r}; a class code is 4 digits such as "0117"')
+                raise ValueError(both("profile.class_code", name=key, code=code))
         return value
 
     @field_validator("fixed", "defaults")
@@ -146,7 +147,7 @@ class Profile(BaseModel):
     def _value_targets(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
             if key not in VALUE_TARGETS:
-                raise ValueError(f"{key!r} cannot be given a value (coordinates come from the file)")
+                raise ValueError(both("profile.value_target", name=key))
         return value
 
     def coordinate_fields(self) -> tuple[list[str], list[str]]:
@@ -165,14 +166,23 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _format_errors(source: str, exc: ValidationError) -> str:
-    lines = []
+def _format_errors(source: str, exc: ValidationError) -> Bilingual:
+    halves: dict[str, list[str]] = {"zh": [], "en": []}
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-        message = message.removeprefix("Value error, ")
-        lines.append(f"{key}: {message}")
-    return f"mapping profile {source}: " + "; ".join(lines)
+        key = ".".join(str(part) for part in error["loc"]) or both("profile.top_level")
+        cause = (error.get("ctx") or {}).get("error")
+        given = cause.args[0] if isinstance(cause, ValueError) and cause.args else None
+        message: str
+        if error["type"] == "extra_forbidden":
+            message = both("profile.unknown_key")
+        elif isinstance(given, Bilingual):
+            message = given
+        else:  # pydantic's own words (a wrong type): the same in both halves
+            message = error["msg"].removeprefix("Value error, ")
+        halves["zh"].append(f"{in_lang(key, 'zh')}：{in_lang(message, 'zh')}")
+        halves["en"].append(f"{in_lang(key, 'en')}: {in_lang(message, 'en')}")
+    problems = Bilingual("；".join(halves["zh"]), "; ".join(halves["en"]))
+    return both("profile.invalid", source=source, problems=problems)
 
 
 def parse_profile(text: str, source: str = "<profile>", *, _seen: tuple[str, ...] = ()) -> Profile:
@@ -180,7 +190,7 @@ def parse_profile(text: str, source: str = "<profile>", *, _seen: tuple[str, ...
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise InvalidInput(f"mapping profile {source}: not valid TOML ({exc})", file=source) from exc
+        raise InvalidInput(both("profile.toml", source=source, why=exc), file=source) from exc
     base_name = data.get("extends")
     if base_name is not None:
         # Only a built-in profile may be extended: a path here would let an uploaded profile make
@@ -188,15 +198,12 @@ def parse_profile(text: str, source: str = "<profile>", *, _seen: tuple[str, ...
         known = builtin_profiles()
         if not isinstance(base_name, str) or base_name not in known:
             raise InvalidInput(
-                f"mapping profile {source}: extends must name a built-in profile "
-                f"({', '.join(known)}); other files cannot be extended / extends 只能是内置配置",
+                both("profile.extends", source=source, known=", ".join(known)),
                 file=source,
                 field="extends",
             )
         if base_name in _seen:
-            raise InvalidInput(
-                f"mapping profile {source}: extends: circular ({' -> '.join(_seen)})", file=source
-            )
+            raise InvalidInput(both("profile.circular", source=source, chain=" -> ".join(_seen)), file=source)
         base = _load_raw(base_name, (*_seen, source))
         data = _merge(base, data)
     try:
@@ -236,13 +243,13 @@ def _load(name_or_path: str | Path, seen: tuple[str, ...]) -> Profile:
     if not path.is_file():
         known = ", ".join(builtin_profiles())
         raise InvalidInput(
-            f"mapping profile {name_or_path}: no such file or built-in profile (built-in: {known})",
+            both("profile.missing", source=name_or_path, known=known),
             file=str(name_or_path),
         )
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InvalidInput(f"mapping profile {path.name}: not UTF-8 text ({exc})", file=path.name) from exc
+        raise InvalidInput(both("profile.utf8", source=path.name, why=exc), file=path.name) from exc
     return parse_profile(text, path.name, _seen=seen)
 
 

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import sys
 import time
+import unicodedata
 from typing import TextIO
+
+from registry.messages import all_keys, text
 
 
 class TerminalProgress:
     """Callable progress reporter; draws on ``stream`` (stderr) only when it is a terminal."""
 
-    def __init__(self, stream: TextIO | None = None, min_interval: float = 0.2) -> None:
+    def __init__(self, stream: TextIO | None = None, min_interval: float = 0.2, lang: str = "zh") -> None:
+        """Draw on ``stream`` (default stderr) in ``lang`` (the CLI's ``--lang``)."""
         self.stream = stream or sys.stderr
+        self.lang = lang
         self.enabled = self.stream.isatty()
         self.min_interval = min_interval
         self.started = time.monotonic()
@@ -30,10 +35,13 @@ class TerminalProgress:
         rate = done / elapsed if elapsed > 0 else 0.0
         if total:
             filled = int(30 * min(done, total) / total)
-            bar = f"[{'#' * filled}{'.' * (30 - filled)}] {done:,}/{total:,} rows"
+            rows = text(self.lang, "progress.rows_of", done=done, total=total)
+            bar = f"[{'#' * filled}{'.' * (30 - filled)}] {rows}"
         else:
-            bar = f"{done:,} rows"
-        line = f"{phase:<8} {bar}  {rate:,.0f} rows/s  {elapsed:.0f} s"
+            bar = text(self.lang, "progress.rows", done=done)
+        shown = text(self.lang, f"progress.{phase}") if f"progress.{phase}" in _PHASES else phase
+        shown += " " * max(0, 8 - _columns(shown))
+        line = f"{shown} {bar}  {text(self.lang, 'progress.rate', rate=rate, elapsed=elapsed)}"
         self.stream.write("\r" + line.ljust(self._width))
         self._width = len(line)
         self.stream.flush()
@@ -43,3 +51,11 @@ class TerminalProgress:
         if self.enabled and self._width:
             self.stream.write("\n")
             self.stream.flush()
+
+
+_PHASES = frozenset(key for key in all_keys() if key.startswith("progress."))
+
+
+def _columns(label: str) -> int:
+    # A Chinese phase name takes two terminal columns a character.
+    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in label)

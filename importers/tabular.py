@@ -150,9 +150,7 @@ def _find_layout(
         if fallback is None:
             fallback = _Layout(row_number, names, None, None, None)
     if fallback is None:
-        raise InvalidInput(
-            f"{display}: no header row found in the first {_HEADER_SCAN_ROWS} rows", file=display
-        )
+        raise InvalidInput(both("file.no_header", file=display, rows=_HEADER_SCAN_ROWS), file=display)
     if xs_wanted or ys_wanted:
         missing = [
             repr(f) for f in (*xs_wanted[:1], *ys_wanted[:1]) if _find_column(fallback.names, [f]) is None
@@ -360,7 +358,7 @@ def _open_rows(
 
 def _require_file(path: Path) -> None:
     if not path.exists():
-        raise InvalidInput(f"{path.name}: file not found", file=path.name)
+        raise InvalidInput(both("file.not_found", file=path.name), file=path.name)
 
 
 def _sniff_dialect(sample: str) -> type[csv.Dialect] | csv.Dialect:
@@ -476,7 +474,9 @@ def open_csv(
         with path.open("r", encoding=choice.encoding, newline="", errors="replace") as probe:
             sample = probe.read(64 << 10)
     except UnicodeDecodeError as exc:
-        raise InvalidInput(f"{path.name}: text is not {choice.encoding} ({exc})", file=path.name) from exc
+        raise InvalidInput(
+            both("file.not_encoding", file=path.name, encoding=choice.encoding, why=exc), file=path.name
+        ) from exc
     dialect = _sniff_dialect(sample)
     wide = "16" in choice.encoding or "32" in choice.encoding  # UTF-16/32: lines are not bytes lines
     stream: Any = (
@@ -491,7 +491,7 @@ def open_csv(
                 yield from _csv_records(lines, dialect)
             except UnicodeDecodeError as exc:
                 raise InvalidInput(
-                    f"{path.name}: text is not {choice.encoding} ({exc}); pass the right encoding",
+                    both("file.not_encoding_row", file=path.name, encoding=choice.encoding, why=exc),
                     file=path.name,
                 ) from exc
 
@@ -530,16 +530,18 @@ def open_xlsx(
     try:
         workbook = load_workbook(path, read_only=True, data_only=True)
     except (InvalidFileException, OSError, KeyError, ValueError) as exc:
-        raise InvalidInput(f"{path.name}: not a readable .xlsx workbook ({exc})", file=path.name) from exc
+        raise InvalidInput(both("file.xlsx", file=path.name, why=exc), file=path.name) from exc
     except Exception as exc:  # zipfile.BadZipFile and friends from a corrupt file
-        raise InvalidInput(f"{path.name}: not a readable .xlsx workbook ({exc})", file=path.name) from exc
+        raise InvalidInput(both("file.xlsx", file=path.name, why=exc), file=path.name) from exc
     names = tuple(workbook.sheetnames)
     if sheet is None:
         visible = [ws.title for ws in workbook.worksheets if ws.sheet_state == "visible"]
         sheet = visible[0] if visible else names[0]
     elif sheet not in names:
         workbook.close()
-        raise InvalidInput(f"{path.name}: no sheet {sheet!r}; sheets: {', '.join(names)}", file=path.name)
+        raise InvalidInput(
+            both("file.no_sheet", file=path.name, sheet=sheet, sheets=", ".join(names)), file=path.name
+        )
     worksheet = workbook[sheet]
     display = path.name
 

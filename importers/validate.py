@@ -187,7 +187,7 @@ class UnitResolver:
                     "create",
                     "unit",
                     unit_id,
-                    reason="unknown unit named in an inventory",
+                    reason=both("imp.unit_created"),
                 )
             # A name that differs from an existing one only by spacing is found on a second look.
             rest = [n for n in missing if n not in self.ids]

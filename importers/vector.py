@@ -80,12 +80,12 @@ def _locate_shapefile(path: Path, layer: str | None) -> _Shapefile:
             with zipfile.ZipFile(path) as archive:
                 entries = [i for i in archive.infolist() if not i.is_dir() and "__MACOSX" not in i.filename]
         except zipfile.BadZipFile as exc:
-            raise InvalidInput(f"{path.name}: not a readable zip archive ({exc})", file=path.name) from exc
+            raise InvalidInput(both("file.zip", file=path.name, why=exc), file=path.name) from exc
         names = [entry.filename for entry in entries]
         readable = {entry.filename: _zip_member_name(entry) for entry in entries}
         shps = sorted((n for n in names if n.lower().endswith(".shp")), key=lambda n: readable[n])
         if not shps:
-            raise InvalidInput(f"{path.name}: the zip archive holds no .shp file", file=path.name)
+            raise InvalidInput(both("file.zip_no_shp", file=path.name), file=path.name)
         stems = tuple(PurePosixPath(readable[n]).stem for n in shps)
         chosen = (
             shps[0]
@@ -94,7 +94,7 @@ def _locate_shapefile(path: Path, layer: str | None) -> _Shapefile:
         )
         if chosen is None:
             raise InvalidInput(
-                f"{path.name}: no shapefile layer {layer!r} in the archive; layers: {', '.join(stems)}",
+                both("file.zip_no_layer", file=path.name, layer=layer, layers=", ".join(stems)),
                 file=path.name,
             )
         base = chosen[:-4].lower()
@@ -108,7 +108,7 @@ def _locate_shapefile(path: Path, layer: str | None) -> _Shapefile:
         _check_parts(members, display, PurePosixPath(readable[chosen]).name)
         return _Shapefile(f"/vsizip/{path.resolve()}/{chosen}", display, stems, path, members)
     if not path.exists():
-        raise InvalidInput(f"{path.name}: file not found", file=path.name)
+        raise InvalidInput(both("file.not_found", file=path.name), file=path.name)
     members = _sibling_parts(path)
     _check_parts(members, path.name, path.name)
     return _Shapefile(str(path), path.name, (path.stem,), None, members)
@@ -137,7 +137,7 @@ def _zip_member_name(entry: zipfile.ZipInfo) -> str:
 def _check_parts(members: dict[str, str], display: str, shp_name: str) -> None:
     for ext in (".dbf", ".shx"):
         if ext not in members:
-            raise InvalidInput(f"{display}: missing {ext} beside {shp_name}", file=display)
+            raise InvalidInput(both("file.missing_part", file=display, ext=ext, shp=shp_name), file=display)
 
 
 def _open_part(shp: _Shapefile, ext: str, stack: ExitStack) -> IO[bytes] | None:
@@ -181,22 +181,24 @@ def open_shapefile(path: Path, *, layer: str | None, encoding: str | None, chunk
 def open_geopackage(path: Path, *, layer: str | None, chunk_size: int) -> Opened:
     """Open a GeoPackage layer (default: the first one with geometry)."""
     if not path.exists():
-        raise InvalidInput(f"{path.name}: file not found", file=path.name)
+        raise InvalidInput(both("file.not_found", file=path.name), file=path.name)
     try:
         listed = pyogrio.list_layers(path)
     except _GDAL_ERRORS as exc:
-        raise InvalidInput(f"{path.name}: not a readable GeoPackage ({exc})", file=path.name) from exc
+        raise InvalidInput(both("file.gpkg", file=path.name, why=exc), file=path.name) from exc
     names = tuple(str(name) for name, _ in listed)
     if not names:
-        raise InvalidInput(f"{path.name}: the GeoPackage has no layers", file=path.name)
+        raise InvalidInput(both("file.gpkg_empty", file=path.name), file=path.name)
     if layer is None:
         with_geometry = [str(name) for name, gtype in listed if gtype is not None]
         layer = with_geometry[0] if with_geometry else names[0]
     elif layer not in names:
         raise InvalidInput(
-            f"{path.name}: no layer {layer!r}; layers: {', '.join(names)}", file=path.name, layer=layer
+            both("file.no_layer", file=path.name, layer=layer, layers=", ".join(names)),
+            file=path.name,
+            layer=layer,
         )
-    choice = EncodingChoice("UTF-8", "format", "GeoPackage text is UTF-8")
+    choice = EncodingChoice("UTF-8", "format", both("enc.gpkg"))
     info = _gdal_info(str(path), path.name, "gpkg", layer, names, choice)
     return info, _gdal_chunks(str(path), path.name, layer, None, chunk_size, info.declared_crs)
 
@@ -212,9 +214,11 @@ def _gdal_info(
     try:
         raw = pyogrio.read_info(gdal_path, layer=layer, encoding=_gdal_encoding(choice, fmt))
     except _GDAL_ERRORS as exc:
-        raise InvalidInput(f"{display}: cannot read ({exc})", file=display) from exc
+        raise InvalidInput(both("file.unreadable", file=display, why=exc), file=display) from exc
     except UnicodeDecodeError as exc:
-        raise InvalidInput(f"{display}: field names are not {choice.encoding} ({exc})", file=display) from exc
+        raise InvalidInput(
+            both("file.field_names", file=display, encoding=choice.encoding, why=exc), file=display
+        ) from exc
     count = raw.get("features")
     return SourceInfo(
         file=display,
@@ -256,11 +260,12 @@ def _gdal_chunks(
                 first_row += batch.num_rows
                 yield chunk
     except _GDAL_ERRORS as exc:
-        raise InvalidInput(f"{display}: cannot read near feature {first_row} ({exc})", file=display) from exc
+        raise InvalidInput(
+            both("file.unreadable_near", file=display, row=first_row, why=exc), file=display
+        ) from exc
     except UnicodeDecodeError as exc:
         raise InvalidInput(
-            f"{display}: text is not {encoding} near feature {first_row}; pass the right encoding",
-            file=display,
+            both("file.not_encoding_near", file=display, encoding=encoding, row=first_row), file=display
         ) from exc
 
 
@@ -368,10 +373,7 @@ def geojson_crs(members: dict[str, Any]) -> tuple[str | None, str | None]:
     """The CRS declared by a GeoJSON ``crs`` member as "EPSG:<code>" where possible; (crs, note)."""
     crs = members.get("crs")
     if not isinstance(crs, dict):
-        return None, (
-            "GeoJSON has no crs member: RFC 7946 says WGS84, but many Chinese exports are GCJ-02 or "
-            "projected, so the coordinate system is left undeclared"
-        )
+        return None, both("note.geojson_no_crs")
     given = crs.get("properties")
     props: dict[str, Any] = given if isinstance(given, dict) else {}
     name = props.get("name")
@@ -379,7 +381,7 @@ def geojson_crs(members: dict[str, Any]) -> tuple[str | None, str | None]:
     if crs.get("type") == "EPSG" and code is not None:
         return f"EPSG:{code}", None
     if not isinstance(name, str) or not name.strip():
-        return None, f"GeoJSON crs member not understood: {orjson.dumps(crs).decode()}"
+        return None, both("note.geojson_crs_unknown", crs=orjson.dumps(crs).decode())
     text = name.strip()
     upper = text.upper()
     if upper.endswith("CRS84") or upper.endswith("CRS:84"):
@@ -394,7 +396,7 @@ def geojson_crs(members: dict[str, Any]) -> tuple[str | None, str | None]:
 def open_geojson(path: Path, *, chunk_size: int) -> Opened:
     """Open a GeoJSON file; a FeatureCollection is streamed, anything else read whole (if small)."""
     if not path.exists():
-        raise InvalidInput(f"{path.name}: file not found", file=path.name)
+        raise InvalidInput(both("file.not_found", file=path.name), file=path.name)
     with path.open("rb") as stream:
         layout = find_features_array(stream)
     if layout is not None:
@@ -407,7 +409,9 @@ def open_geojson(path: Path, *, chunk_size: int) -> Opened:
                     for text in iter_collection_texts(stream, offset, min(chunk_size, PARSE_UNIT)):
                         yield partial(parse_array, text)
                 except InvalidInput as exc:
-                    raise InvalidInput(f"{path.name}: {exc.message}", file=path.name) from exc
+                    raise InvalidInput(
+                        both("file.in_file", file=path.name, message=exc.message), file=path.name
+                    ) from exc
 
     else:
         members, features = _read_small_geojson(path)
@@ -423,31 +427,31 @@ def open_geojson(path: Path, *, chunk_size: int) -> Opened:
 def _read_small_geojson(path: Path) -> tuple[dict[str, Any], list[Any]]:
     """A single Feature, a bare geometry, or a FeatureCollection the splitter could not place."""
     if path.stat().st_size > _WHOLE_FILE_LIMIT:
-        raise InvalidInput(f"{path.name}: not a GeoJSON FeatureCollection", file=path.name)
+        raise InvalidInput(both("file.not_collection", file=path.name), file=path.name)
     try:
         doc = orjson.loads(path.read_bytes())
     except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"{path.name}: not valid JSON ({exc})", file=path.name) from exc
+        raise InvalidInput(both("file.json", file=path.name, why=exc), file=path.name) from exc
     if isinstance(doc, dict):
         kind = doc.get("type")
         if kind == "FeatureCollection" and isinstance(doc.get("features"), list):
             return doc, doc["features"]
         if kind == "Feature" or kind in GEOMETRY_TYPES:
             return doc, [doc]
-    raise InvalidInput(f"{path.name}: not a GeoJSON FeatureCollection, Feature or geometry", file=path.name)
+    raise InvalidInput(both("file.not_geojson", file=path.name), file=path.name)
 
 
 def open_geojsonseq(path: Path, *, chunk_size: int) -> Opened:
     """Open a GeoJSON text sequence (one feature per line, or RS-separated)."""
     if not path.exists():
-        raise InvalidInput(f"{path.name}: file not found", file=path.name)
+        raise InvalidInput(both("file.not_found", file=path.name), file=path.name)
 
     def batches() -> Iterator[_Batch]:
         with path.open("rb") as stream:
             for records in iter_seq_records(stream, min(chunk_size, PARSE_UNIT)):
                 yield partial(parse_records, records)
 
-    note = "GeoJSON text sequences carry no crs member: the coordinate system is not declared"
+    note = both("note.geojsonseq_no_crs")
     return _json_source(path, "geojsonseq", batches(), chunk_size, None, [note])
 
 

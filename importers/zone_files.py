@@ -62,10 +62,7 @@ def _source_crs(declared: str | None, given: str | None, file: str, file_format:
     try:
         return parse_crs(declared)
     except InvalidInput as exc:
-        raise InvalidInput(
-            f"{file}: its coordinate system is not one PROJ identifies ({declared[:80]}...): pass --crs",
-            file=file,
-        ) from exc
+        raise InvalidInput(both("file.crs_unknown", file=file, declared=declared[:80]), file=file) from exc
 
 
 def _cell(columns: dict[str, Any], column: str | None, index: int) -> str | None:
@@ -123,12 +120,12 @@ def read_polygon_file(
         # the service area, and say so in the report.
         vertices = shapely.get_coordinates([f[4] for f in features if f[4] is not None])
         if len(vertices) == 0:
-            raise InvalidInput(f"{path.name}: no geometries to read", file=path.name)
+            raise InvalidInput(both("file.no_geometries", file=path.name), file=path.name)
         guess = guess_crs(vertices[:, 0], vertices[:, 1], area or ServiceArea.from_settings())
         if guess.swapped:
-            raise InvalidInput(f"{path.name}: {guess.reason}; swap the axes or pass --crs", file=path.name)
+            raise InvalidInput(both("file.swapped", file=path.name, reason=guess.reason), file=path.name)
         source_crs = guess.crs
-        crs_label = f"{guess.crs.name} (guessed: {guess.reason})"
+        crs_label: str = both("zimp.crs_guessed", crs=guess.crs.name, reason=guess.reason)
     else:
         crs_label = source_crs.name
     if source_crs != WGS84:

@@ -404,6 +404,7 @@ _CATALOGUE: dict[str, tuple[str, str]] = {
         "{file}: its coordinate system is not one PROJ identifies ({declared}): pass --crs",
     ),
     "imp.no_rows": ("文件没有数据行", "the file has no rows"),
+    "imp.unit_created": ("台账中出现的未登记单位", "unknown unit named in an inventory"),
     "imp.reason": ("导入 {file}", "import of {file}"),
     "imp.reason_batch": ("导入 {file}（批次 {batch}）", "import of {file} (batch {batch})"),
     # notes on how a file was read
@@ -429,6 +430,269 @@ _CATALOGUE: dict[str, tuple[str, str]] = {
     "enc.given": ("编码 {encoding!r} 由调用者指定", "encoding {encoding!r} given by the caller"),
     "enc.bom": ("字节顺序标记（BOM）", "byte-order mark"),
     "enc.no_cpg": ("没有 .cpg 文件；{why}", "no .cpg file; {why}"),
+    "enc.cpg": (".cpg 文件声明为 {value!r}", ".cpg file says {value!r}"),
+    "enc.cpg_unknown": (
+        ".cpg 文件中的编码 {value!r} 无法识别；{why}",
+        ".cpg value {value!r} is unknown; {why}",
+    ),
+    "enc.ldid": ("DBF 文件头的语言驱动字节为 0x{ldid:02X}", "DBF language driver byte 0x{ldid:02X}"),
+    "enc.ldid_mismatch": (
+        "DBF 文件头的语言驱动 0x{ldid:02X} 与数据不符；{why}",
+        "DBF language driver 0x{ldid:02X} does not fit the data; {why}",
+    ),
+    "enc.gpkg": ("GeoPackage 的文字一律是 UTF-8", "GeoPackage text is UTF-8"),
+    "enc.unknown": ("未知的文字编码 {name!r}", "unknown encoding {name!r}"),
+    "note.geojson_no_crs": (
+        "GeoJSON 没有 crs 成员：按 RFC 7946 应为 WGS84，但国内导出的文件常是 GCJ-02 或投影坐标，"
+        "因此视为未声明坐标系",
+        "GeoJSON has no crs member: RFC 7946 says WGS84, but many Chinese exports are GCJ-02 or "
+        "projected, so the coordinate system is left undeclared",
+    ),
+    "note.geojson_crs_unknown": (
+        "GeoJSON 的 crs 成员无法识别：{crs}",
+        "GeoJSON crs member not understood: {crs}",
+    ),
+    "note.geojsonseq_no_crs": (
+        "GeoJSON 文本序列没有 crs 成员：未声明坐标系",
+        "GeoJSON text sequences carry no crs member: the coordinate system is not declared",
+    ),
+    # files that cannot be read (importers.formats, tabular, vector, geojson_stream, profiles, zone_files)
+    "file.advice": ("{file}：{advice}", "{file}: {advice}"),
+    "file.advice.xls": (
+        "不支持旧版二进制 Excel（.xls）：请另存为 .xlsx",
+        "old binary Excel (.xls) is not supported: save it as .xlsx",
+    ),
+    "file.advice.dbf": (
+        "单独的 .dbf 没有几何：请发送完整的 shapefile（.shp、.shx、.dbf、.prj、.cpg）",
+        "a .dbf alone has no geometry: send the whole shapefile (.shp, .shx, .dbf, .prj, .cpg)",
+    ),
+    "file.advice.part": (
+        "请改为打开该 shapefile 的 .shp 文件",
+        "open the .shp file of this shapefile instead",
+    ),
+    "file.advice.kml": (
+        "不支持 KML：请导出为 GeoJSON 或 shapefile",
+        "KML is not supported: export GeoJSON or a shapefile",
+    ),
+    "file.advice.kmz": (
+        "不支持 KMZ：请导出为 GeoJSON 或 shapefile",
+        "KMZ is not supported: export GeoJSON or a shapefile",
+    ),
+    "file.advice.cad": (
+        "不支持 CAD 图纸：请把图层导出为 shapefile",
+        "CAD drawings are not supported: export the layer as a shapefile",
+    ),
+    "file.advice.mdb": (
+        "不支持个人地理数据库（.mdb）：请把每个图层导出为 shapefile 或 GeoPackage",
+        "personal geodatabases are not supported: export each layer as a shapefile or GeoPackage",
+    ),
+    "file.advice.gdb": (
+        "不支持文件地理数据库（.gdb）：请把每个图层导出为 GeoPackage",
+        "file geodatabases are not supported: export each layer as a GeoPackage",
+    ),
+    "file.advice.rar": ("不支持 RAR 压缩包：请发送 .zip", "RAR archives are not supported: send a .zip"),
+    "file.advice.7z": ("不支持 7z 压缩包：请发送 .zip", "7z archives are not supported: send a .zip"),
+    "file.unsupported": (
+        "{file}：不支持的文件类型 {suffix!r}；支持：{kinds}",
+        "{file}: unsupported file type {suffix!r}; supported: {kinds}",
+    ),
+    "file.no_extension": ("（无扩展名）", "(no extension)"),
+    "file.not_found": ("{file}：找不到文件", "{file}: file not found"),
+    "file.no_header": (
+        "{file}：前 {rows} 行中找不到表头行",
+        "{file}: no header row found in the first {rows} rows",
+    ),
+    "file.not_encoding": ("{file}：文字不是 {encoding}（{why}）", "{file}: text is not {encoding} ({why})"),
+    "file.not_encoding_row": (
+        "{file}：文字不是 {encoding}（{why}）；请指定正确的编码（--encoding）",
+        "{file}: text is not {encoding} ({why}); pass the right encoding",
+    ),
+    "file.not_encoding_near": (
+        "{file}：第 {row} 个要素附近的文字不是 {encoding}；请指定正确的编码（--encoding）",
+        "{file}: text is not {encoding} near feature {row}; pass the right encoding",
+    ),
+    "file.field_names": (
+        "{file}：字段名不是 {encoding}（{why}）",
+        "{file}: field names are not {encoding} ({why})",
+    ),
+    "file.xlsx": (
+        "{file}：不是可读的 .xlsx 工作簿（{why}）",
+        "{file}: not a readable .xlsx workbook ({why})",
+    ),
+    "file.no_sheet": (
+        "{file}：没有工作表 {sheet!r}；现有：{sheets}",
+        "{file}: no sheet {sheet!r}; sheets: {sheets}",
+    ),
+    "file.zip": ("{file}：不是可读的 zip 压缩包（{why}）", "{file}: not a readable zip archive ({why})"),
+    "file.zip_no_shp": ("{file}：zip 压缩包中没有 .shp 文件", "{file}: the zip archive holds no .shp file"),
+    "file.zip_no_layer": (
+        "{file}：压缩包中没有 shapefile 图层 {layer!r}；现有：{layers}",
+        "{file}: no shapefile layer {layer!r} in the archive; layers: {layers}",
+    ),
+    "file.missing_part": ("{file}：{shp} 旁边缺少 {ext}", "{file}: missing {ext} beside {shp}"),
+    "file.gpkg": ("{file}：不是可读的 GeoPackage（{why}）", "{file}: not a readable GeoPackage ({why})"),
+    "file.gpkg_empty": ("{file}：GeoPackage 中没有图层", "{file}: the GeoPackage has no layers"),
+    "file.no_layer": (
+        "{file}：没有图层 {layer!r}；现有：{layers}",
+        "{file}: no layer {layer!r}; layers: {layers}",
+    ),
+    "file.unreadable": ("{file}：无法读取（{why}）", "{file}: cannot read ({why})"),
+    "file.unreadable_near": (
+        "{file}：第 {row} 个要素附近无法读取（{why}）",
+        "{file}: cannot read near feature {row} ({why})",
+    ),
+    "file.json": ("{file}：不是有效的 JSON（{why}）", "{file}: not valid JSON ({why})"),
+    "file.not_collection": ("{file}：不是 GeoJSON 要素集合", "{file}: not a GeoJSON FeatureCollection"),
+    "file.not_geojson": (
+        "{file}：不是 GeoJSON 要素集合、要素或几何",
+        "{file}: not a GeoJSON FeatureCollection, Feature or geometry",
+    ),
+    "file.in_file": ("{file}：{message}", "{file}: {message}"),
+    "file.truncated": (
+        "文件在 features 数组中间结束：文件是否不完整？",
+        "the file ends inside the features array: is it truncated?",
+    ),
+    "file.features_json": (
+        "features 数组中有无效的 JSON：{why}",
+        "invalid JSON in the features array: {why}",
+    ),
+    "file.no_geometries": ("{file}：没有可读的几何", "{file}: no geometries to read"),
+    "file.swapped": (
+        "{file}：{reason}；请交换坐标轴或用 --crs 指定坐标系",
+        "{file}: {reason}; swap the axes or pass --crs",
+    ),
+    "file.crs_unknown": (
+        "{file}：其坐标系无法识别（{declared}...）：请用 --crs 指定",
+        "{file}: its coordinate system is not one PROJ identifies ({declared}...): pass --crs",
+    ),
+    "file.chunk_size": ("chunk_size 至少为 1，实为 {size}", "chunk_size must be at least 1, got {size}"),
+    "profile.toml": (
+        "映射方案 {source}：不是有效的 TOML（{why}）",
+        "mapping profile {source}: not valid TOML ({why})",
+    ),
+    "profile.utf8": (
+        "映射方案 {source}：不是 UTF-8 文本（{why}）",
+        "mapping profile {source}: not UTF-8 text ({why})",
+    ),
+    "profile.missing": (
+        "映射方案 {source}：没有这个文件，也不是内置方案（内置：{known}）",
+        "mapping profile {source}: no such file or built-in profile (built-in: {known})",
+    ),
+    "profile.extends": (
+        "映射方案 {source}：extends 只能是内置方案（{known}），不能继承其他文件",
+        "mapping profile {source}: extends must name a built-in profile ({known}); "
+        "other files cannot be extended",
+    ),
+    "profile.circular": (
+        "映射方案 {source}：extends 循环（{chain}）",
+        "mapping profile {source}: extends: circular ({chain})",
+    ),
+    "profile.invalid": ("映射方案 {source}：{problems}", "mapping profile {source}: {problems}"),
+    "profile.unknown_key": ("未知的键", "unknown key"),
+    "profile.top_level": ("（顶层）", "(top level)"),
+    "profile.state": (
+        "{name!r} 对应 {state!r}；状态只能是 {states} 之一",
+        "{name!r} maps to {state!r}; a state must be one of {states}",
+    ),
+    "profile.class_code": (
+        '{name!r} 对应 {code!r}；设施类型代码是 4 位数字，例如 "0117"',
+        '{name!r} maps to {code!r}; a class code is 4 digits such as "0117"',
+    ),
+    "profile.value_target": (
+        "{name!r} 不能给定值（坐标来自文件）",
+        "{name!r} cannot be given a value (coordinates come from the file)",
+    ),
+    # the profile `smartcode mapping suggest` writes (importers.headers), as TOML comments
+    "suggest.head": (
+        "为 {name} 建议的映射方案：请逐行核对，再用 --mapping 传入",
+        "mapping profile suggested for {name}: check each line, then pass it with --mapping",
+    ),
+    "suggest.docs": ("说明见 docs/mapping.md", "documented in docs/mapping.md"),
+    "suggest.crs": (
+        "文件未声明坐标系且无法识别时取消注释",
+        "uncomment when the file says nothing and detection cannot tell",
+    ),
+    "suggest.ignored": (
+        "没有字段使用的列（保存在每个设施的其他属性中）：",
+        "columns no field takes (kept in each asset's attributes):",
+    ),
+    "suggest.classes": (
+        "本地类型名称 -> 国标类型代码，例如",
+        "local class names -> national class codes, e.g.",
+    ),
+    "suggest.units": (
+        "本文件中的单位名称写法 -> 已登记名称，例如",
+        "spellings of unit names in this file -> registered names, e.g.",
+    ),
+    # the progress line of a CLI import (importers.progress); the phases are the pipeline's words
+    "progress.reading": ("读取", "reading"),
+    "progress.indexing": ("建索引", "indexing"),
+    "progress.merging": ("合并", "merging"),
+    "progress.writing": ("写入", "writing"),
+    "progress.tiles": ("瓦片计数", "tiles"),
+    "progress.rows_of": ("{done:,}/{total:,} 行", "{done:,}/{total:,} rows"),
+    "progress.rows": ("{done:,} 行", "{done:,} rows"),
+    "progress.rate": ("{rate:,.0f} 行/秒  {elapsed:.0f} 秒", "{rate:,.0f} rows/s  {elapsed:.0f} s"),
+    # import batches (importers.batches, jobs)
+    "batch.none": ("没有编号为 {id} 的导入批次", "no import batch {id}"),
+    "batch.not_committed": (
+        "导入批次 {id} 的状态是 {status}：只有已提交的批次可以回滚",
+        "import batch {id} is {status}: only a committed batch can be rolled back",
+    ),
+    "batch.changed_since": (
+        "导入批次 {id} 无法回滚：其中 {count} 个设施在此后又被修改（{shown}），回滚会一并撤销这些修改；"
+        "请先改回，或逐个更正设施",
+        "import batch {id} cannot be rolled back: {count} of its assets changed after it ({shown}); "
+        "rolling back would also undo those later changes. Change them back first, or correct the "
+        "assets one by one.",
+    ),
+    "job.internal": (
+        "内部错误：详情已记入服务器日志",
+        "internal error: the failure was logged on the server",
+    ),
+    # the synthetic demo (importers.demo.load)
+    "demo.older": (
+        "本登记库中的演示数据由旧版 smartcode 生成，与刚写出的文件不同：请把当前演示数据载入新数据库查看",
+        "the demo in this registry was generated by an older smartcode; its files differ from the "
+        "ones just written: load the current demo into a fresh database to see them",
+    ),
+    "demo.other_seed": (
+        "本登记库已有种子为 {seed} 的演示数据，再载入一份会混在一起："
+        "其他种子请用另一个数据库（SMARTCODE_DATA_DIR 或 SMARTCODE_DATABASE_URL）",
+        "this registry already holds the demo with seed {seed}; a second demo would mix with it: use "
+        "another database (SMARTCODE_DATA_DIR or SMARTCODE_DATABASE_URL) for another seed",
+    ),
+    "demo.foreign": (
+        "本登记库已有不属于演示的数据（{listed}）：合成演示数据只载入空的登记库"
+        "（请把 SMARTCODE_DATA_DIR 或 SMARTCODE_DATABASE_URL 指向新数据库）",
+        "this registry already holds {listed} that are not demo data: the synthetic demo loads only "
+        "into an empty registry (point SMARTCODE_DATA_DIR or SMARTCODE_DATABASE_URL at a fresh database)",
+    ),
+    "demo.count.assets": ("{count} 个设施", "{count} assets"),
+    "demo.count.units": ("{count} 个单位", "{count} units"),
+    "demo.count.zones": ("{count} 个区域", "{count} zones"),
+    "demo.count.rules": ("{count} 条职责规则", "{count} rules"),
+    "demo.why.lamp": (
+        "坪山中心区的一盏路灯，权属单位为路灯管理所",
+        "a street lamp in 坪山中心区, owned by the street-lighting office",
+    ),
+    "demo.why.pole": ("中国铁塔的一根杆", "a pole of 中国铁塔"),
+    "demo.why.cable": (
+        "一段架空线（本地类型 2105 的线状设施）",
+        "an overhead cable (a line asset of local class 2105)",
+    ),
+    "demo.why.power_cover": (
+        "来自供电局数字城管 shapefile 的一个电力井盖",
+        "a power manhole cover from the utility's 数字城管 shapefile",
+    ),
+    "demo.why.rule_cover": (
+        "坪山中心区的一个无主井盖：试点规则指定街道办",
+        "an ownerless cover in 坪山中心区: the pilot's rule names the street office",
+    ),
+    "demo.why.street_cover": (
+        "坪环社区的一个无主井盖：按属地兜底由街道办负责",
+        "an ownerless cover in 坪环社区: the street office by jurisdiction (属地兜底)",
+    ),
     # --- errors of the registry the API returns (InvalidInput / NotFound / Conflict) ---------------------
     "err.code.empty": ("编码为空", "empty code"),
     "err.code.digits": (
@@ -620,6 +884,7 @@ _CATALOGUE: dict[str, tuple[str, str]] = {
     ),
     "zimp.what": ("第 {row} 行（{name}）", "row {row} ({name})"),
     "zimp.row": ("{what}：{message}", "{what}: {message}"),
+    "zimp.crs_guessed": ("{crs}（推测：{reason}）", "{crs} (guessed: {reason})"),
     "zimp.none": ("文件中没有要素", "the file has no features"),
     "zimp.nothing": ("{file}：未导入任何区域：{shown}", "{file}: nothing imported: {shown}"),
     "err.rule.more": ("；另有 {count} 个", "; and {count} more"),
@@ -638,6 +903,31 @@ _CATALOGUE: dict[str, tuple[str, str]] = {
     "imp.database": (
         "导入时数据库出错，未写入任何数据：{why}",
         "database error during import, nothing was written: {why}",
+    ),
+    "imp.read_twice": (
+        "文件读取了两次：空登记库的直接装载中途停止（{why}），改走常规导入",
+        "read twice: the direct load of an empty registry stopped ({why})",
+    ),
+    "imp.restart.repeats": ("重复的原编号超过 {most} 个", "more than {most} repeated source ids"),
+    "imp.restart.serial": (
+        "设施类型 {cls} 的指定顺序码 {number} 已被分配",
+        "explicit serial {number} of class {cls} was already allocated",
+    ),
+    "imp.restart.collision": ("一个重复的原编号是哈希冲突", "a repeated source id was a hash collision"),
+    "imp.needs_owner": (
+        "登记库为空，但本次导入所用的数据库角色不是资产表的所有者，因此没有直接装载（约快一倍）："
+        "首次大批量导入请以所有者身份运行 smartcode import（docs/database-roles.md）",
+        "the registry is empty, but this import's database role does not own the asset tables, so it "
+        "took the usual path instead of the direct load (about twice as fast): run a first large import "
+        "with `smartcode import` as the owner (docs/database-roles.md)",
+    ),
+    "imp.tiles_recounted": (
+        "地图瓦片计数已在批量导入后重算",
+        "map tile counts recounted after the bulk import",
+    ),
+    "imp.tiles_stale": (
+        "地图瓦片计数暂未重算，第一次请求瓦片时会重算",
+        "map tile counts not recounted now: the first tile requested will recount them",
     ),
     "imp.direct": (
         "登记库原为空：各行边读边写，索引在最后建立（{seconds:.1f} 秒）",

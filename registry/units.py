@@ -217,7 +217,7 @@ def ensure_unit(
     unit = Unit(name=name.strip(), kind="other", aliases=[], verified=False, county_code=county_code)
     session.add(unit)
     session.flush()
-    audit.record(session, actor, "create", "unit", unit.id, reason="unknown unit named in an inventory")
+    audit.record(session, actor, "create", "unit", unit.id, reason=both("imp.unit_created"))
     return unit, True
 
 

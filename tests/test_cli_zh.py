@@ -5,13 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 from sqlalchemy import Engine
 
 from cli import i18n
+from cli.main import app
 from common.settings import Settings
 from importers.pipeline import ImportOptions, run_import
 from registry import assets
@@ -20,6 +23,7 @@ from registry.schemas import UnitsChange
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import make_asset, make_unit
 from tests.test_cli import run
+from tests.test_importers_read import write_shapefile
 from tests.test_resolve import add_zone, box
 
 HANDED_OVER = dt.datetime(2026, 12, 6, 1, 0, tzinfo=dt.UTC)  # 2026-12-06 09:00 in Shanghai
@@ -191,3 +195,70 @@ def test_tables_count_chinese_characters_as_two_columns() -> None:
     lines = table.splitlines()
     assert [i18n.width(line) for line in lines] == [12, 12, 12, 12]
     assert lines[2] == "坪山街道   1" and lines[3] == "ab        22"
+
+
+# --- help: Chinese first, English beside; English alone for an English reader -------------------------
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def _commands(command: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    found = [(path, command)]
+    for name, sub in getattr(command, "commands", {}).items():
+        found += _commands(sub, (*path, name))
+    return found
+
+
+def test_every_command_and_option_has_its_help_in_chinese_first() -> None:
+    root = typer.main.get_command(app)
+    i18n.localise_help(root, "zh")
+    commands = _commands(root)
+    assert len(commands) > 50 and ("db", "replica", "status") in [path for path, _ in commands]
+    missing = []
+    for path, command in commands:
+        items = [("(command)", command), *((p.name, p) for p in command.get_params(typer.Context(command)))]
+        for name, item in items:
+            zh, sep, en = (item.help or "").partition(" / ")
+            if not (sep and CJK.search(zh) and re.search("[a-z]", en)):
+                missing.append(f"smartcode {' '.join(path)} {name}: {item.help!r}")
+    assert not missing, "\n".join(missing)
+
+
+def _help(*args: str, **env: str) -> str:
+    base = {k: v for k, v in os.environ.items() if k != "SMARTCODE_LANG"}
+    result = run(*args, "--help", env={**base, "COLUMNS": "250", **env})
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_help_is_bilingual_and_english_for_an_english_reader() -> None:
+    both = _help("import")
+    assert "试运行：全部检查，不写入 / check everything, write nothing" in both
+    assert "显示本帮助并退出 / show this message and exit." in both
+    english = _help("--lang", "en", "import")
+    assert "check everything, write nothing" in english and "试运行" not in english
+    assert "show this message and exit." in english and "显示本帮助" not in english
+    # The root's own help is read before --lang is acted on unless --lang comes first.
+    root = _help("--lang", "en")
+    assert "upgrade the schema" in root and "升级数据库结构" not in root and "显示本帮助" not in root
+    assert "升级数据库结构 / upgrade the schema" in _help()
+    from_setting = _help("db", "replica", SMARTCODE_LANG="en")
+    assert "print JSON for machines" not in from_setting  # a group: its subcommands, not their options
+    assert "start the standby" in from_setting and "启动备库" not in from_setting
+    assert "启动备库，补上主库期间写入的内容 / start the standby" in _help("db", "replica")
+
+
+def test_the_import_report_of_a_dbf_with_a_guessed_encoding_says_how_in_chinese(
+    db: Engine, env: dict[str, str], tmp_path: Path
+) -> None:
+    shp = write_shapefile(tmp_path / "路灯.shp", encoding="GBK", names=["路灯"] * 3)
+    (tmp_path / "路灯.cpg").write_text("ANSI 1234")  # a code page no one knows: the bytes decide
+    out = run("import", str(shp), "--dry-run", env=env).stdout
+    assert "  说明：编码 GBK：.cpg 文件中的编码 'ANSI 1234' 无法识别；文本不是 UTF-8，但可按 GBK 解码" in out
+    assert "unknown" not in out
+    english = run("--lang", "en", "import", str(shp), "--dry-run", env=env).stdout
+    assert (
+        "  note: encoding GBK: .cpg value 'ANSI 1234' is unknown; text is not UTF-8 but decodes as GBK"
+        in english
+    )
+    assert "无法识别" not in english

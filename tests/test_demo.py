@@ -220,5 +220,10 @@ def test_the_cli_loads_once_and_says_it_is_synthetic(db: Engine, migrated_url: s
     )
     assert second.returncode == 0, second.stderr
     assert "SYNTHETIC" in second.stdout and "合成演示数据" in second.stdout
-    assert "already loaded" in second.stdout and "nothing new loaded" in second.stdout
+    assert "本次未载入新数据" in second.stdout and "示例：" in second.stdout
+    english = subprocess.run(
+        [SMARTCODE, "--lang", "en", "demo"], capture_output=True, text=True, env=env, timeout=300, check=False
+    )
+    assert "already loaded" in english.stdout and "nothing new loaded" in english.stdout
+    assert "示例" not in english.stdout and "(a street lamp in 坪山中心区" in english.stdout
     assert _scalar(db, "SELECT count(*) FROM assets") == data["assets"]

@@ -188,4 +188,9 @@ def test_progress_line_only_on_a_terminal() -> None:
         progress("writing", 200_000, 200_000)
         progress.close()
     assert pipe.getvalue() == ""
-    assert "50,000/200,000 rows" in screen.getvalue() and screen.getvalue().endswith("\n")
+    assert "读取" in screen.getvalue() and "50,000/200,000 行" in screen.getvalue()
+    assert screen.getvalue().endswith("\n")
+    english = Tty()
+    progress = TerminalProgress(english, min_interval=0, lang="en")
+    progress("reading", 50_000, 200_000)
+    assert "reading" in english.getvalue() and "50,000/200,000 rows" in english.getvalue()

@@ -276,6 +276,8 @@ def test_mapping_suggest_writes_a_profile_the_importer_reads(tmp_path: Path) -> 
     path = write_csv(tmp_path / "路灯台账.csv", HEADER, lamps(2), "gbk")
     suggested = suggest_for_file(path)
     profile = parse_profile(suggested, "suggested.toml")
+    head = suggested.splitlines()[0]
+    assert head.startswith("# 为 ") and "请逐行核对，再用 --mapping 传入 / mapping profile suggested" in head
     assert profile.fields.owner == ["权属单位"] and profile.fields.maintainer == ["养护单位"]
     assert profile.fields.x == ["经度(°)"] and profile.fields.source_id == ["编号"]
 

@@ -120,6 +120,42 @@ def test_encoding_argument_wins(tmp_path: Path) -> None:
     assert column(chunks, "OBJNAME") == NAMES
 
 
+def test_every_dbf_encoding_note_is_chinese_first(tmp_path: Path) -> None:
+    declared = write_shapefile(tmp_path / "declared.shp", encoding="GBK")
+    (tmp_path / "declared.cpg").write_text("GBK")
+    guessed = write_shapefile(tmp_path / "guessed.shp", encoding="GBK")
+    (tmp_path / "guessed.cpg").write_text("ANSI 1234")  # a code page no one knows: detected instead
+    stale = write_shapefile(tmp_path / "stale.shp", encoding="UTF-8")
+    (tmp_path / "stale.cpg").unlink()
+    with (tmp_path / "stale.dbf").open("r+b") as dbf:  # a GBK language driver byte on UTF-8 data
+        dbf.seek(29)
+        dbf.write(bytes([0x4D]))
+    expected = {
+        declared: ("GBK", "编码 GBK：.cpg 文件声明为 'GBK'", "encoding GBK: .cpg file says 'GBK'"),
+        guessed: (
+            "GBK",
+            "编码 GBK：.cpg 文件中的编码 'ANSI 1234' 无法识别；文本不是 UTF-8，但可按 GBK 解码",
+            "encoding GBK: .cpg value 'ANSI 1234' is unknown; text is not UTF-8 but decodes as GBK",
+        ),
+        stale: (
+            "UTF-8",
+            "编码 UTF-8：DBF 文件头的语言驱动 0x4D 与数据不符；文本可按 UTF-8 解码",
+            "encoding UTF-8: DBF language driver 0x4D does not fit the data; text decodes as UTF-8",
+        ),
+    }
+    for shp, (encoding, zh, en) in expected.items():
+        info, chunks = read_all(shp)
+        assert info.encoding == encoding and column(chunks, "OBJNAME") == NAMES
+        assert info.notes[0] == f"{zh} / {en}", shp.name
+
+
+def test_an_unknown_encoding_is_refused_in_chinese_first(tmp_path: Path) -> None:
+    shp = write_shapefile(tmp_path / "poles.shp", encoding="GBK")
+    with pytest.raises(InvalidInput) as refused:
+        read_all(shp, encoding="klingon")
+    assert refused.value.message == "未知的文字编码 'klingon' / unknown encoding 'klingon'"
+
+
 @pytest.mark.filterwarnings("ignore:.crs. was not provided")
 def test_shapefile_without_prj_has_no_declared_crs(tmp_path: Path) -> None:
     shp = write_shapefile(tmp_path / "poles.shp", encoding="UTF-8", crs=None)

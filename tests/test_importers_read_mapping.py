@@ -14,6 +14,7 @@ from common.errors import InvalidInput
 from importers.mapping import DraftChunk, map_chunk, normalise_text, parse_date
 from importers.profiles import builtin_profiles, default_profile, load_profile, parse_profile
 from importers.source import RowProblem, SourceChunk
+from registry.messages import in_lang
 
 
 def chunk(columns: dict[str, list[Any]], *, first_row: int = 1, crs: str | None = "EPSG:4547") -> SourceChunk:
@@ -102,6 +103,19 @@ def test_profile_unknown_key_is_named(tmp_path: Path) -> None:
     path = write(tmp_path, 'name = "x"\n[fields]\nonwer = ["权属单位"]\n')
     with pytest.raises(InvalidInput, match=r"mine\.toml: fields\.onwer: unknown key"):
         load_profile(path)
+
+
+def test_profile_errors_read_chinese_first(tmp_path: Path) -> None:
+    path = write(tmp_path, 'name = "x"\n[fields]\nonwer = ["权属单位"]\n[values.state]\n"好" = "很好"\n')
+    with pytest.raises(InvalidInput) as caught:
+        load_profile(path)
+    message = caught.value.message
+    assert in_lang(message, "zh").startswith("映射方案 mine.toml：")
+    assert "fields.onwer：未知的键" in message
+    assert "'好' 对应 '很好'；状态只能是" in in_lang(message, "zh")
+    english = in_lang(message, "en")
+    assert english.startswith("mapping profile mine.toml: ") and "fields.onwer: unknown key" in english
+    assert "'好' maps to '很好'; a state must be one of" in english and "未知" not in english
 
 
 def test_profile_toml_syntax_error_names_the_file(tmp_path: Path) -> None:
