@@ -137,15 +137,26 @@ def export_command(
 
 @disputes_app.command("evidence")
 def evidence_command(
-    dispute_id: Annotated[int, typer.Argument(help="the dispute's id")],
-    files: Annotated[list[Path], typer.Argument(help="photos (JPEG, PNG, WebP) or PDF documents")],
-    version: Annotated[int, typer.Option("--version", help="the dispute's version you read (list --json)")],
+    dispute_id: Annotated[int, typer.Argument(help="异议编号 / the dispute's id")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="照片（JPEG、PNG、WebP）或 PDF 文件 / photos (JPEG, PNG, WebP) or PDF documents"),
+    ],
+    version: Annotated[
+        int,
+        typer.Option(
+            "--version",
+            help="你读到的异议版本号（list --json） / the dispute's version you read (list --json)",
+        ),
+    ],
     note: Annotated[
-        str | None, typer.Option("--note", help="what the files are (kept in the history)")
+        str | None,
+        typer.Option("--note", help="文件说明（记入历史） / what the files are (kept in the history)"),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Add evidence files to a dispute still open or under review (补充证据), as the administrator."""
+    """补充证据：向受理中或审核中的异议添加文件（以管理员身份） / add evidence files to a dispute still
+    open or under review, as the administrator."""
     with failures():
         from registry import disputes
 
