@@ -60,6 +60,53 @@ RETURNING id, received_at
 """
 
 
+async def _measure(
+    conn: AsyncConnection[Any], rules: HotspotSettings, samples: int, prefix: str
+) -> dict[str, Any]:
+    """Insert and check ``samples`` new complaints; the insert and check timings (ms) and one sample."""
+    rng = random.Random(20261206)
+    inserts: list[float] = []
+    checks: list[float] = []
+    sample: dict[str, Any] = {}
+    for i in range(samples):
+        busy = i % 10 == 0
+        lon = 114.30 + (i % 50) * 0.002 if busy else rng.uniform(WEST, EAST)
+        lat = 22.65 + (i % 50) * 0.001 if busy else rng.uniform(SOUTH, NORTH)
+        code = f"44031001180{rng.randrange(20000):06d}" if i % 3 == 0 else None
+        params = {"ref": f"{prefix}-{i}", "cat": rng.choice(CATEGORIES), "code": code, "lon": lon, "lat": lat}
+        async with conn.transaction():
+            t0 = time.perf_counter()
+            cur = await conn.execute(_ONE, params)
+            row = await cur.fetchone()
+            assert row is not None
+            inserts.append((time.perf_counter() - t0) * 1000)
+            new = hotspots.NewComplaint(
+                id=row[0],
+                reference=params["ref"],
+                received_at=row[1],
+                asset_code=code,
+                category=params["cat"],
+                located=True,
+                owner_id=None,
+            )
+            t0 = time.perf_counter()
+            await hotspots.check_complaint(conn, new, rules)
+            checks.append((time.perf_counter() - t0) * 1000)
+        if busy and code is not None and not sample:
+            sample = {"id": row[0], "at": row[1], "code": code, "category": params["cat"]}
+    return {"insert": sorted(inserts), "check": sorted(checks), "sample": sample}
+
+
+def _report(label: str, measured: dict[str, Any]) -> None:
+    for key in ("insert", "check"):
+        timings = measured[key]
+        p99 = timings[int(len(timings) * 0.99) - 1]
+        print(
+            f"{label}: {key} over {len(timings):,} complaints: p50 {statistics.median(timings):.2f} ms, "
+            f"p99 {p99:.2f} ms, max {timings[-1]:.2f} ms"
+        )
+
+
 async def run(url: str, args: argparse.Namespace) -> None:
     """Load, then measure."""
     conninfo = conninfo_from_url(url)
@@ -76,39 +123,22 @@ async def run(url: str, args: argparse.Namespace) -> None:
         await conn.execute("VACUUM ANALYZE complaints")
         print(f"loaded {args.complaints:,} complaints in {time.perf_counter() - started:.1f} s")
 
-        rng = random.Random(20261206)
-        timings: list[float] = []
-        sample: dict[str, Any] = {}
-        for i in range(args.samples):
-            busy = i % 10 == 0
-            lon = 114.30 + (i % 50) * 0.002 if busy else rng.uniform(WEST, EAST)
-            lat = 22.65 + (i % 50) * 0.001 if busy else rng.uniform(SOUTH, NORTH)
-            code = f"44031001180{rng.randrange(20000):06d}" if i % 3 == 0 else None
-            params = {"ref": f"S-{i}", "cat": rng.choice(CATEGORIES), "code": code, "lon": lon, "lat": lat}
-            async with conn.transaction():
-                cur = await conn.execute(_ONE, params)
-                row = await cur.fetchone()
-                assert row is not None
-                new = hotspots.NewComplaint(
-                    id=row[0],
-                    reference=params["ref"],
-                    received_at=row[1],
-                    asset_code=code,
-                    category=params["cat"],
-                    located=True,
-                    owner_id=None,
-                )
-                t0 = time.perf_counter()
-                await hotspots.check_complaint(conn, new, rules)
-                timings.append((time.perf_counter() - t0) * 1000)
-            if busy and code is not None and not sample:
-                sample = {"id": row[0], "at": row[1], "code": code, "category": params["cat"]}
-        timings.sort()
-        p99 = timings[int(len(timings) * 0.99) - 1]
-        print(
-            f"check_complaint over {len(timings):,} complaints: p50 {statistics.median(timings):.2f} ms, "
-            f"p99 {p99:.2f} ms, max {timings[-1]:.2f} ms"
-        )
+        baseline = await _measure(conn, rules, args.samples, "S")
+        _report("complaints_category_geom_m_gist (category, received_at, geom_m)", baseline)
+        sample = baseline["sample"]
+        if args.compare_index:
+            # The alternative design, on the same registry: a plain GiST on the metric point, with the
+            # category and the window as filters on the few complaints near the new one.
+            await conn.execute("DROP INDEX complaints_category_geom_m_gist")
+            await conn.execute(
+                "CREATE INDEX bench_geom_m_gist ON complaints USING gist (geom_m) "
+                "WHERE geom_m IS NOT NULL AND category IS NOT NULL"
+            )
+            other = await _measure(conn, rules, args.samples, "T")
+            _report("gist (geom_m) only", other)
+            for key in ("insert", "check"):
+                ratio = statistics.median(baseline[key]) / statistics.median(other[key])
+                print(f"  {key} p50 ratio (3-column gist / geom_m gist): {ratio:.2f}x")
         cur = await conn.execute("SELECT count(*) FROM hotspot_warnings")
         print(f"warnings raised: {(await cur.fetchone() or [0])[0]}")
 
@@ -127,6 +157,11 @@ def main() -> None:
     )
     parser.add_argument("--complaints", type=int, default=200_000)
     parser.add_argument("--samples", type=int, default=2_000)
+    parser.add_argument(
+        "--compare-index",
+        action="store_true",
+        help="then measure again with a plain GiST on geom_m instead of the three-column one",
+    )
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="smartcode-bench-hotspots-"))
     base.chmod(0o755)
