@@ -12,6 +12,12 @@ a child process with the default settings. Then:
 * ``notify + POST``: the same, the listener POSTing each notification's payload to the receiver at
   once (one keep-alive connection): the least a delivery costs, nothing read, signed or recorded.
 
+With ``--idle``, instead: what the worker costs the process it runs in when nobody (or nobody
+interested) is subscribed, as inside ``smartcode serve``: a child process commits ``-n`` transactions
+of two events each (as an Open311 POST does) through ``emit`` on its main thread, with the worker's
+thread in the same process off, on (this checkout) and on (``--compare``'s checkout): commits per
+second and the process's CPU per commit, ratios against the worker off.
+
 Prints p50 / p95 / p99 / max of each, the ratios to ``notify + POST``, throughput and duplicates (requests per
 ``webhook-id`` beyond one). The goal of issue 15: p99 under 1 s.
 
@@ -71,6 +77,9 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
+        # A listen backlog of 5 (the class's default) drops the SYNs of a client opening its 8
+        # connections at once, which then wait 1 s to retry: a receiver's artefact, not the sender's.
+        ThreadingHTTPServer.request_queue_size = 128
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -285,6 +294,104 @@ def report(name: str, hooks: dict[str, object], n: int) -> dict[str, float]:
     return w
 
 
+_IDLE_CHILD = r"""
+import json, resource, sys, time
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+from common.settings import WebhookSettings
+from registry.db import make_engine
+from registry.events import emit
+from registry.resolution import conninfo_from_url
+
+mode, app_url, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+worker = None
+if mode != "off":
+    from registry.webhook_worker import WebhookWorker
+
+    worker = WebhookWorker(conninfo_from_url(app_url), WebhookSettings())
+    worker.start()
+    time.sleep(1.5)
+engine = make_engine(app_url, pool_size=1)
+
+
+def commits(count, offset):
+    with Session(engine) as session:
+        for i in range(offset, offset + count):
+            with session.begin():
+                emit(session, "complaint.created", {"n": i}, subject=f"C{i}")
+                emit(session, "complaint.resolved", {"n": i}, subject=f"C{i}")
+
+
+commits(300, 0)  # warm-up
+r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+commits(n, 300)
+t1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+cpu = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
+if worker is not None:
+    worker.stop()
+print(json.dumps({"per_s": n / (t1 - t0), "cpu_ms": cpu / n * 1000}))
+"""
+
+
+def run_idle(app_url: str, owner_url: str, n: int, compare: Path | None) -> None:
+    """The worker's in-process cost per commit with no subscription, then with one to other events."""
+    from sqlalchemy import text
+
+    from common.settings import WebhookSettings
+    from registry.db import Actor, make_engine, transaction
+    from registry.webhooks import create_subscription
+
+    roots = [("worker off", ROOT), ("worker on", ROOT)]
+    if compare is not None:
+        roots.append(("compared on", compare.resolve()))
+    owner = make_engine(owner_url, pool_size=1)
+    for case in ("no subscription", "a subscription to other events"):
+        if case != "no subscription":
+            with transaction(make_engine(app_url, pool_size=1)) as session:
+                create_subscription(
+                    session,
+                    Actor("bench", admin=True),
+                    WebhookSettings(),
+                    url="http://127.0.0.1:9/never",
+                    events=["dispute.upheld"],
+                )
+        figures: dict[str, list[dict[str, float]]] = {name: [] for name, _ in roots}
+        for _ in range(2):  # alternated twice: the machine is shared
+            for name, root in roots:
+                env = {**os.environ, "PYTHONPATH": str(root)}
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        "-c",
+                        _IDLE_CHILD,
+                        "off" if name == "worker off" else "on",
+                        app_url,
+                        str(n),
+                    ],
+                    env=env,
+                    cwd=tempfile.gettempdir(),
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                figures[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        with transaction(owner) as session:
+            pending = session.execute(
+                text("SELECT count(*) FROM event_outbox WHERE fanned_out_at IS NULL")
+            ).scalar()
+        print(f"{case}: {n:,} commits of 2 events each, best of 2 runs (unmarked events left: {pending})")
+        off = max(f["per_s"] for f in figures["worker off"])
+        off_cpu = min(f["cpu_ms"] for f in figures["worker off"])
+        for name, runs in figures.items():
+            per_s = max(f["per_s"] for f in runs)
+            cpu = min(f["cpu_ms"] for f in runs)
+            print(
+                f"  {name:12} {per_s:7.0f} commits/s ({per_s / off:4.2f}x off), "
+                f"process CPU {cpu:5.2f} ms/commit ({cpu / off_cpu:4.2f}x off)"
+            )
+    owner.dispose()
+
+
 def main() -> None:
     """Parse arguments, run the baselines and the worker(s), print the comparison."""
     parser = argparse.ArgumentParser(
@@ -301,6 +408,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--profile", type=Path, metavar="PREFIX", help="py-spy (raw) of each worker to PREFIX-<name>.txt"
+    )
+    parser.add_argument(
+        "--idle", action="store_true", help="measure the worker's in-process cost without subscribers instead"
     )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args()
@@ -322,6 +432,9 @@ def main() -> None:
             f"N = {args.n:,} events at {'a burst' if args.rate <= 0 else f'{args.rate:g}/s'}; "
             f"load average {os.getloadavg()[0]:.2f} (2 cores, shared)"
         )
+        if args.idle:
+            run_idle(app_url, owner_url, args.n, args.compare)
+            return
         base_lat = run_baseline(conninfo_from_url(app_url), args.n, args.rate)
         post_lat = run_baseline_post(conninfo_from_url(app_url), args.n, args.rate)
         workers: list[tuple[str, Path]] = []
