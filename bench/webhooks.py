@@ -23,6 +23,9 @@ Prints p50 / p95 / p99 / max of each, the ratios to ``notify + POST``, throughpu
 
     .venv/bin/python bench/webhooks.py                    # 2,000 events at 200/s
     .venv/bin/python bench/webhooks.py --rate 0 -n 2000   # a burst
+    git worktree add --detach /tmp/main-worker main     # then, against main's worker, same run:
+    .venv/bin/python bench/webhooks.py --rate 0 --compare /tmp/main-worker
+    .venv/bin/python bench/webhooks.py --idle -n 3000 --compare /tmp/main-worker
 """
 
 from __future__ import annotations

@@ -252,7 +252,7 @@ class WebhookWorker:
         self._next_bulk = 0.0  # monotonic time of the next fan-out while no subscription is live
         self._keys: dict[str, bytes] = {}
         self._proxies: dict[str, str | None] = {}
-        self._record_lock = asyncio.Lock()
+        self._record_lock: asyncio.Lock | None = None
 
     # -- life cycle ---------------------------------------------------------------------------------------
 
@@ -287,6 +287,7 @@ class WebhookWorker:
         self._wake = asyncio.Event()
         self._urgent = asyncio.Event()
         self._to_record = asyncio.Event()
+        self._record_lock = asyncio.Lock()
         s = self.settings
         self._slots = asyncio.Semaphore(s.concurrency)
         self._started.set()
@@ -529,6 +530,7 @@ class WebhookWorker:
             await self._record(pool)
 
     async def _record(self, pool: AsyncConnectionPool[Any]) -> None:
+        assert self._record_lock is not None
         async with self._record_lock:  # the drain's last record waits for one under way
             batch, self._finished = self._finished, []
             if batch:

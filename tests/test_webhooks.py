@@ -382,7 +382,7 @@ def test_a_claim_that_waited_too_long_for_a_slot_is_handed_back_unsent_and_uncou
 def test_with_no_subscription_commits_cost_the_worker_nothing_and_a_new_one_is_served_at_once(
     db: Engine, receiver: Receiver, start_worker: Callable[..., WebhookWorker]
 ) -> None:
-    worker = start_worker()
+    worker = start_worker(FAST.model_copy(update={"poll_s": 2.0}))
     _wait(lambda: worker._live is False, what="the worker to see no subscription")
     _emit(db, "asset.created", "A", n=0)
     time.sleep(0.1)
@@ -390,7 +390,7 @@ def test_with_no_subscription_commits_cost_the_worker_nothing_and_a_new_one_is_s
     for n in range(1, 41):
         _emit(db, "asset.created", f"S{n}", n=n)
     time.sleep(0.2)
-    # Forty commits, no subscription: the worker did not wake for them (its poll may have stepped once).
+    # Forty commits, no subscription: the worker did not wake for them (its 2 s poll may have stepped once).
     assert worker.stats["steps"] - steps <= 1
     _wait(  # marked in bulk at the next poll, nothing delivered
         lambda: _count(db, "SELECT count(*) FROM event_outbox WHERE fanned_out_at IS NULL") == 0,
