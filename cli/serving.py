@@ -51,13 +51,11 @@ def run_worker() -> None:
 
     from registry.db import service_url
     from registry.resolution import conninfo_from_url
-    from registry.webhook_worker import WebhookWorker
+    from registry.webhook_worker import WebhookWorker, run_loop
 
     s = context.settings()
     context.ready_url()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx logs every request at INFO: thousands of lines an hour that say nothing the delivery log does not.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     worker = WebhookWorker(conninfo_from_url(service_url(s)), s.webhooks, name="smartcode-worker")
 
     async def main() -> None:
@@ -67,4 +65,4 @@ def run_worker() -> None:
         await worker.run()
 
     typer.echo("smartcode worker: 投递 webhook (delivering webhooks); Ctrl-C 停止")
-    asyncio.run(main())
+    run_loop(main())

@@ -33,6 +33,9 @@ SECRET_PREFIX = "whsec_"
 # The specification's bounds on the key behind a whsec_ secret.
 _MIN_KEY_BYTES, _MAX_KEY_BYTES = 24, 64
 ALL_EVENTS = "*"
+# Notified at the commit of any change to the subscriptions: a worker with none enabled does not listen
+# to commits, and starts again when it hears this (registry.webhook_worker).
+SUBSCRIPTIONS_CHANNEL = "smartcode_webhook_subscriptions"
 _LOG_LIMIT = 200
 _ATTEMPTS_SHOWN = 20
 
@@ -148,6 +151,13 @@ def check_events(events: Sequence[str]) -> list[str]:
 
 # --- subscriptions ---------------------------------------------------------------------------------------
 
+
+def _changed(session: Session, subscription_id: int) -> None:
+    session.execute(
+        text("SELECT pg_notify(:c, :id)"), {"c": SUBSCRIPTIONS_CHANNEL, "id": str(subscription_id)}
+    )
+
+
 _COLUMNS = (
     "id, url, events, description, enabled, disabled_reason, created_by, created_at, updated_at, "
     "(SELECT count(*) FROM webhook_deliveries d WHERE d.subscription_id = s.id AND d.state = 'pending') "
@@ -219,6 +229,7 @@ def create_subscription(
     audit.record(
         session, actor, "create", "webhook_subscription", new_id, details={"url": url, "events": chosen}
     )
+    _changed(session, new_id)
     view = {**_view(_get(session, new_id)), "secret": secret}
     return {**view, "warnings": internal_warnings(url, settings)}
 
@@ -266,6 +277,7 @@ def update_subscription(
         {**values, "id": subscription_id},
     )
     audit.record(session, actor, "update", "webhook_subscription", subscription_id, details=values)
+    _changed(session, subscription_id)
     view = _view(_get(session, subscription_id))
     return {**view, "warnings": internal_warnings(view["url"], settings)}
 
@@ -282,6 +294,7 @@ def delete_subscription(session: Session, actor: Actor, subscription_id: int) ->
         {"id": subscription_id},
     )
     audit.record(session, actor, "delete", "webhook_subscription", subscription_id)
+    _changed(session, subscription_id)
     return {**view, "enabled": False, "deleted": True}
 
 

@@ -324,6 +324,96 @@ def test_deliveries_keep_the_order_of_events_per_subject(
     assert names.index("B1") < names.index("A2")  # B did not wait for A
 
 
+def test_outcomes_recorded_together_keep_each_deliverys_own_result(
+    db: Engine, receiver: Receiver, start_worker: Callable[..., WebhookWorker]
+) -> None:
+    failed: list[int] = []
+
+    def answer(headers: dict[str, str], body: bytes) -> int:
+        # One delivery of the batch fails once; the other nine are answered at once.
+        if json.loads(body)["data"]["n"] == 3 and not failed:
+            failed.append(3)
+            return 500
+        return 200
+
+    receiver.answer = answer
+    _subscribe(db, receiver.url)
+    worker = start_worker()
+    with Session(db) as session, session.begin():  # one commit: claimed together, recorded in batches
+        ids = [emit(session, "asset.created", {"n": n}, subject=f"S{n}") for n in range(10)]
+    _wait(lambda: set(_states(db).values()) == {"delivered"} and len(_states(db)) == 10, what="all ten")
+    with db.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT d.event_id, d.attempts, d.last_status, d.delivered_at IS NOT NULL, "
+                "array_agg(a.status_code ORDER BY a.id), array_agg(a.attempt ORDER BY a.id) "
+                "FROM webhook_deliveries d JOIN webhook_attempts a ON a.delivery_id = d.id "
+                "GROUP BY d.id ORDER BY d.event_id"
+            )
+        ).all()
+    failing = ids[3]
+    assert [tuple(r) for r in rows] == [
+        (i, 2, 200, True, [500, 200], [1, 2]) if i == failing else (i, 1, 200, True, [200], [1]) for i in ids
+    ]
+    assert sorted(h.id for h in receiver.ok()) == sorted(f"evt_{i}" for i in ids)
+    assert worker.stats["records"] < 11  # fewer statements than the eleven outcomes
+
+
+def test_a_claim_that_waited_too_long_for_a_slot_is_handed_back_unsent_and_uncounted(
+    db: Engine, receiver: Receiver, start_worker: Callable[..., WebhookWorker]
+) -> None:
+    def answer(headers: dict[str, str], body: bytes) -> int:
+        time.sleep(0.7)  # longer than a claim may wait for the only slot: (lease 3 s - timeout 2 s) / 2
+        return 200
+
+    receiver.answer = answer
+    _subscribe(db, receiver.url)
+    start_worker(FAST.model_copy(update={"concurrency": 1}))
+    with Session(db) as session, session.begin():
+        ids = [emit(session, "asset.created", {"n": n}, subject=f"S{n}") for n in range(3)]
+    _wait(lambda: set(_states(db).values()) == {"delivered"} and len(_states(db)) == 3, 20, what="all three")
+    assert sorted(h.id for h in receiver.hits) == sorted(f"evt_{i}" for i in ids)  # each sent once
+    with db.connect() as conn:
+        attempts = conn.execute(text("SELECT attempts FROM webhook_deliveries")).scalars().all()
+        logged = conn.execute(text("SELECT count(*) FROM webhook_attempts")).scalar()
+    assert attempts == [1, 1, 1] and logged == 3  # a hand-back is no attempt
+
+
+def test_with_no_subscription_commits_cost_the_worker_nothing_and_a_new_one_is_served_at_once(
+    db: Engine, receiver: Receiver, start_worker: Callable[..., WebhookWorker]
+) -> None:
+    worker = start_worker(FAST.model_copy(update={"poll_s": 2.0}))
+    _wait(lambda: worker._live is False, what="the worker to see no subscription")
+    _emit(db, "asset.created", "A", n=0)
+    time.sleep(0.1)
+    steps = worker.stats["steps"]
+    for n in range(1, 41):
+        _emit(db, "asset.created", f"S{n}", n=n)
+    time.sleep(0.2)
+    # Forty commits, no subscription: the worker did not wake for them (its 2 s poll may have stepped once).
+    assert worker.stats["steps"] - steps <= 1
+    _wait(  # marked in bulk at the next poll, nothing delivered
+        lambda: _count(db, "SELECT count(*) FROM event_outbox WHERE fanned_out_at IS NULL") == 0,
+        what="the events marked",
+    )
+    assert _count(db, "SELECT count(*) FROM webhook_deliveries") == 0
+    _subscribe(db, receiver.url, ["asset.handed_over"])  # its NOTIFY starts the listening again
+    _wait(lambda: worker._live is True, 2.0, what="the worker to see the subscription")
+    t0 = time.monotonic()
+    for n in range(20):  # events nobody wants do not hold up the one that is wanted
+        _emit(db, "asset.created", f"S{n}", n=n)
+    wanted = _emit(db, "asset.handed_over", "H", n=99)
+    _wait(lambda: len(receiver.ok()) == 1, 2.0, what="the delivery")
+    assert receiver.ok()[0].at - t0 < 1.0 and receiver.ok()[0].id == f"evt_{wanted}"
+    _wait(lambda: _count(db, "SELECT count(*) FROM event_outbox WHERE fanned_out_at IS NULL") == 0)
+    assert _count(db, "SELECT count(*) FROM webhook_deliveries") == 1
+
+
+def _count(db: Engine, sql: str) -> int:
+    with db.connect() as conn:
+        return int(conn.execute(text(sql)).scalar_one())
+
+
 def test_410_gone_disables_the_subscription(
     db: Engine,
     receiver: Receiver,
