@@ -551,6 +551,10 @@ class WebhookSettings(BaseSettings):
         return self
 
 
+# The largest 热点 radius a deployment may set; the warning lookup uses it as a box bound.
+HOTSPOT_RADIUS_MAX_M = 1000.0
+
+
 class HotspotSettings(BaseSettings):
     """Hot-spot warnings (高频 / 热点预警): how many complaints, in how many days, within what distance."""
 
@@ -572,7 +576,7 @@ class HotspotSettings(BaseSettings):
     radius_m: float = Field(
         default=50.0,
         gt=0,
-        le=1000,
+        le=HOTSPOT_RADIUS_MAX_M,
         description="R: complaints of the same category within this many metres of each other count "
         "towards one 热点 (measured in the metric SRID).",
     )

@@ -29,7 +29,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from common.errors import Conflict, InvalidInput, NotFound
-from common.settings import HotspotSettings
+from common.settings import HOTSPOT_RADIUS_MAX_M, HotspotSettings
 from registry.access import Action, Actor, require
 from registry.events import emit_async
 
@@ -75,16 +75,18 @@ SELECT pg_advisory_xact_lock(k) FROM (
 
 # Join the live 高频 warning of the asset, if any; retire one whose window has passed.
 _JOIN_ASSET = """
-WITH stale AS (
+stale AS (
   UPDATE hotspot_warnings SET state = 'expired', expired_at = last_at + make_interval(days => window_days)
   WHERE kind = 'asset' AND asset_code = %(code)s AND state <> 'expired'
     AND last_at <= %(at)s - make_interval(days => window_days)
   RETURNING id
+),
+joined AS (
+  UPDATE hotspot_warnings SET count = count + 1, last_complaint_id = %(id)s, last_at = %(at)s
+  WHERE kind = 'asset' AND asset_code = %(code)s AND state <> 'expired'
+    AND last_at > %(at)s - make_interval(days => window_days)
+  RETURNING id
 )
-UPDATE hotspot_warnings SET count = count + 1, last_complaint_id = %(id)s, last_at = %(at)s
-WHERE kind = 'asset' AND asset_code = %(code)s AND state <> 'expired'
-  AND last_at > %(at)s - make_interval(days => window_days)
-RETURNING id
 """
 
 # The complaints about the asset within the window (index-only on complaints_asset_received_idx).
@@ -111,16 +113,22 @@ RETURNING id, (xmax = 0) AS raised, ST_X(centre), ST_Y(centre), count
 """
 
 # Join the nearest live 热点 warning of the category whose centre is within its radius of the complaint.
-_JOIN_PLACE = """
-UPDATE hotspot_warnings SET count = count + 1, last_complaint_id = %(id)s, last_at = %(at)s
-WHERE id = (
-  SELECT w.id FROM hotspot_warnings w, complaints c
-  WHERE c.id = %(id)s AND w.kind = 'place' AND w.state <> 'expired' AND w.category = %(category)s
-    AND ST_DWithin(w.centre_m, c.geom_m, w.radius_m)
-    AND w.last_at > %(at)s - make_interval(days => w.window_days)
-  ORDER BY w.centre_m <-> c.geom_m LIMIT 1
+# Each warning has its own radius, which no index can use; the box of the largest radius allowed can
+# (hotspot_warnings_place_live_gist on category and centre), so a category with many live warnings
+# elsewhere in the district costs no more than one with few.
+_JOIN_PLACE = f"""
+joined AS (
+  UPDATE hotspot_warnings SET count = count + 1, last_complaint_id = %(id)s, last_at = %(at)s
+  WHERE id = (
+    SELECT w.id FROM hotspot_warnings w, complaints c
+    WHERE c.id = %(id)s AND w.kind = 'place' AND w.state <> 'expired' AND w.category = %(category)s
+      AND w.centre_m && ST_Expand(c.geom_m, {HOTSPOT_RADIUS_MAX_M})
+      AND ST_DWithin(w.centre_m, c.geom_m, w.radius_m)
+      AND w.last_at > %(at)s - make_interval(days => w.window_days)
+    ORDER BY w.centre_m <-> c.geom_m LIMIT 1
+  )
+  RETURNING id
 )
-RETURNING id
 """
 
 # The complaints of the category within R of the complaint in the window: one scan of
@@ -132,6 +140,20 @@ FROM complaints c JOIN complaints o
  AND ST_DWithin(o.geom_m, c.geom_m, %(r)s)
 WHERE c.id = %(id)s AND o.geom_m IS NOT NULL AND o.category IS NOT NULL
 """
+
+
+# Join a live warning, or else count: one statement (one round trip on the posting hot path). The
+# count runs only when nothing was joined (a one-time filter on the joined id); it sees every complaint
+# committed before the lock statement that precedes it.
+def _join_or_count(join: str, count: str) -> str:
+    return (
+        f"WITH {join} SELECT j.id, n.* FROM (SELECT min(id) AS id FROM joined) j "
+        f"LEFT JOIN LATERAL ({count} AND j.id IS NULL) n ON true"
+    )
+
+
+_JOIN_OR_COUNT_ASSET = _join_or_count(_JOIN_ASSET, COUNT_ASSET_SQL)
+_JOIN_OR_COUNT_PLACE = _join_or_count(_JOIN_PLACE, COUNT_PLACE_SQL)
 
 _RAISE_PLACE = """
 INSERT INTO hotspot_warnings (
@@ -190,12 +212,11 @@ async def check_complaint(
     }
     if complaint.asset_code is not None:
         await conn.execute(_LOCK_ASSET, (complaint.asset_code,), prepare=True)
-        cur = await conn.execute(_JOIN_ASSET, params, prepare=True)
-        if await cur.fetchone() is None:
-            cur = await conn.execute(COUNT_ASSET_SQL, params, prepare=True)
-            counted = await cur.fetchone()
-            assert counted is not None  # an aggregate always answers one row
-            count, first = int(counted[0]), counted[1]
+        cur = await conn.execute(_JOIN_OR_COUNT_ASSET, params, prepare=True)
+        counted = await cur.fetchone()
+        assert counted is not None  # one row: the joined warning's id, else the count
+        if counted[0] is None:
+            count, first = int(counted[1]), counted[2]
             if count >= rules.min_complaints:
                 cur = await conn.execute(
                     _RAISE_ASSET, {**params, "count": count, "first": first}, prepare=True
@@ -208,12 +229,11 @@ async def check_complaint(
                     await emit_async(conn, "hotspot.warning", data, subject=complaint.asset_code)
     if complaint.category is not None and complaint.located:
         await conn.execute(_LOCK_PLACE, params, prepare=True)
-        cur = await conn.execute(_JOIN_PLACE, params, prepare=True)
-        if await cur.fetchone() is None:
-            cur = await conn.execute(COUNT_PLACE_SQL, params, prepare=True)
-            counted = await cur.fetchone()
-            assert counted is not None
-            count, first, first_id = int(counted[0]), counted[1], counted[2]
+        cur = await conn.execute(_JOIN_OR_COUNT_PLACE, params, prepare=True)
+        counted = await cur.fetchone()
+        assert counted is not None
+        if counted[0] is None:
+            count, first, first_id = int(counted[1]), counted[2], counted[3]
             if count >= rules.min_complaints:
                 cur = await conn.execute(
                     _RAISE_PLACE,

@@ -257,7 +257,7 @@ async def post_request(request: Request, fmt: str) -> Response:
             if not service_code:
                 raise InvalidInput("缺少 service_code / service_code is required", field="service_code")
             reporter = {k: _field(form, k)[:200] for k in ("email", "phone", "first_name", "last_name")}
-            category = await open311.check_service_code(conn, service_code)
+            category = await sc.service_code(conn, service_code)
             lat, lon = _coordinate(form, "lat"), _coordinate(form, "long")
             asset_code = _field(form, f"attribute[{open311.ASSET_CODE_ATTRIBUTE}]")
             if lat is None and lon is None and not asset_code:

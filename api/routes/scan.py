@@ -48,7 +48,7 @@ from api.routes.resolve import runtime as resolve_runtime
 from common.errors import CheckDigitMismatch, InvalidCode, InvalidInput, NotFound, SmartcodeError
 from common.settings import Settings
 from qr.signing import LabelKeys, LabelVerdict, keys_from_settings, verify
-from registry import complaints
+from registry import categories, complaints, open311
 from registry.access import Action, Actor, authorize
 from registry.codes import parse_code
 from registry.labels import LabelStatus
@@ -88,6 +88,11 @@ VERDICT_HINT = {
 }
 
 
+# How long the categories offered on the scan page and the Open311 service codes are trusted: they
+# change a few times a year, and are asked on every report.
+CATEGORY_TTL_S = 30.0
+
+
 class ScanRuntime:
     """The scan page's templates, form key, rate limiter and write connections (to the primary)."""
 
@@ -111,6 +116,7 @@ class ScanRuntime:
             loader=FileSystemLoader(PAGES), autoescape=select_autoescape(["html"]), auto_reload=False
         )
         self._categories: dict[str, tuple[float, list[str]]] = {}
+        self._service_codes: dict[str, tuple[float, str]] = {}
         self.revoked = RevokedLabels(self.config.revocation_check_s)
 
     async def open(self) -> None:
@@ -171,8 +177,21 @@ class ScanRuntime:
         hit = self._categories.get(class_code)
         if hit is None or hit[0] < now:
             names = await complaints.categories_for_class(conn, class_code)
-            hit = (now + 30.0, [*names, *complaints.SCAN_CATEGORIES])
+            hit = (now + CATEGORY_TTL_S, [*names, *complaints.SCAN_CATEGORIES])
             self._categories[class_code] = hit
+        return hit[1]
+
+    async def service_code(self, conn: AsyncConnection[Any], given: str) -> str:
+        """The active category an Open311 ``service_code`` names (known names kept ``CATEGORY_TTL_S``)."""
+        now = time.monotonic()
+        key = categories.fold(given)
+        hit = self._service_codes.get(key)
+        if hit is None or hit[0] < now:
+            # Only names that exist are kept, by their folded spelling (unknown codes are asked every
+            # time), so the cache is bounded by the categories; a deactivated one is refused after at
+            # most the TTL.
+            hit = (now + CATEGORY_TTL_S, await open311.check_service_code(conn, key))
+            self._service_codes[key] = hit
         return hit[1]
 
 
