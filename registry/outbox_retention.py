@@ -1,4 +1,4 @@
-"""Retention of the event outbox and the webhook delivery log: old events go, undelivered ones never.
+"""Retention of the event outbox and the webhook delivery log: old events go, owed ones never.
 
 An outbox event is deleted, with its deliveries and their attempts, when all of these hold:
 
@@ -7,7 +7,8 @@ An outbox event is deleted, with its deliveries and their attempts, when all of 
 - none of its deliveries is pending for a subscription that is not deleted (a disabled subscription
   sends what waited when it is enabled again), nor leased by a worker right now;
 - none of its deliveries was created, delivered or declared dead within the keep period, so the log
-  an administrator may still want (to see what happened, or to redeliver) stays whole.
+  an administrator may still want (to see what happened, or to redeliver) stays whole. A delivery
+  declared dead is not owed: after the keep period it goes with its event, and cannot be redelivered.
 
 An event that matched no subscription has no deliveries and goes after the keep period. The worker
 prunes at start and every :data:`EVERY_S` seconds (:func:`keep_pruning`); ``smartcode db events
@@ -37,6 +38,25 @@ EVERY_S = 3600.0  # the worker's schedule
 _PAUSE_S = 0.05  # between the worker's batches, so deliveries are not starved of connections
 
 _CUTOFF = "SELECT statement_timestamp() - make_interval(days => %(keep)s) AS cutoff"
+
+# Before a batch decides, it locks the old events it may delete and their deliveries. A redelivery
+# (an administrator sending an old event again) that committed while these waited is then seen by the
+# batch statement, whose snapshot begins after them, and keeps its event; one that comes later waits
+# for the batch and finds the event gone (its insert fails on the foreign key instead of being deleted
+# unseen). Without the locks the batch's DELETE would wait for the redelivery and then delete the row it
+# had just set pending: a DELETE rechecks only its join condition after a wait, not the NOT EXISTS.
+_LOCK_EVENTS = """
+SELECT 1 FROM event_outbox
+WHERE id IN (SELECT id FROM event_outbox WHERE id > %(after)s ORDER BY id LIMIT %(n)s)
+  AND occurred_at < %(cutoff)s
+ORDER BY id FOR UPDATE
+"""
+_LOCK_DELIVERIES = """
+SELECT 1 FROM webhook_deliveries
+WHERE event_id IN (SELECT id FROM event_outbox WHERE id > %(after)s ORDER BY id LIMIT %(n)s)
+  AND event_id IN (SELECT id FROM event_outbox WHERE occurred_at < %(cutoff)s)
+ORDER BY id FOR UPDATE
+"""
 
 # One batch: the next BATCH events by id, the old ones among them that nothing needs, deleted with their
 # deliveries and attempts (the attempts' cascade would do it too; deleting them here counts them).
@@ -125,6 +145,8 @@ def prune(engine: Engine, actor: Actor, keep_days: int) -> Pruned:
             if done.cutoff is None:
                 done.cutoff = conn.exec_driver_sql(_CUTOFF, {"keep": keep_days}).scalar_one()
             params = {"after": after, "n": BATCH, "cutoff": done.cutoff}
+            conn.exec_driver_sql(_LOCK_EVENTS, params)
+            conn.exec_driver_sql(_LOCK_DELIVERIES, params)
             after = done.add(conn.exec_driver_sql(_BATCH_SQL, params).one())
     if done.events:
         with transaction(engine) as session:
@@ -145,6 +167,8 @@ async def prune_async(pool: AsyncConnectionPool[Any], actor: Actor, keep_days: i
             if done.cutoff is None:
                 done.cutoff = (await (await conn.execute(_CUTOFF, {"keep": keep_days})).fetchone())[0]
             params = {"after": after, "n": BATCH, "cutoff": done.cutoff}
+            await conn.execute(_LOCK_EVENTS, params)
+            await conn.execute(_LOCK_DELIVERIES, params)
             after = done.add(await (await conn.execute(_BATCH_SQL, params)).fetchone())
         if after is not None:
             await asyncio.sleep(_PAUSE_S)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from typing import Any
 
@@ -209,3 +210,30 @@ def test_the_cli_prunes_and_reports_the_counts_in_chinese_and_as_json(db: Engine
         "kept": 1,
     }
     assert set(data["rows_estimated"]) == {"event_outbox", "webhook_deliveries", "webhook_attempts"}
+
+
+def test_a_redelivery_committed_while_a_prune_waits_keeps_its_event(db: Engine) -> None:
+    # An administrator sends an old dead delivery again at the moment the worker prunes: the prune must
+    # see the delivery pending again, not delete the row it just waited for.
+    with db.begin() as conn:
+        sub = _subscription(conn)
+        event = _event(conn, 40)
+        delivery = _delivery(conn, sub, event, "dead", 40)
+    redeliver = db.connect()
+    pending = redeliver.begin()
+    redeliver.execute(
+        text("UPDATE webhook_deliveries SET state = 'pending', dead_at = NULL WHERE id = :d"), {"d": delivery}
+    )
+    done: dict[str, Any] = {}
+    pruner = threading.Thread(target=lambda: done.update(pruned=prune(db, OPS, 30)))
+    pruner.start()
+    time.sleep(0.5)  # the prune is now waiting for the delivery's row
+    pending.commit()
+    redeliver.close()
+    pruner.join(timeout=20)
+    assert not pruner.is_alive()
+    assert done["pruned"].events == 0 and done["pruned"].kept == 1
+    with db.connect() as conn:
+        state = conn.execute(text("SELECT state FROM webhook_deliveries WHERE id = :d"), {"d": delivery})
+        assert state.scalar_one() == "pending"
+    assert event in _ids(db, "event_outbox")
