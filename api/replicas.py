@@ -275,8 +275,13 @@ class ReadRouter:
         try:
             (primary_lsn,) = await asyncio.wait_for(self._query("primary", PRIMARY_LSN_SQL), CHECK_TIMEOUT_S)
         except (psycopg.Error, OSError, TimeoutError):
-            # With the primary away nothing new is written: the replica is the best answer there is.
             lag = measure_lag(in_recovery, replayed, age, None)
+            if self._joining:
+                # A replica just found may lack writes answered before it was known (they carried no
+                # WAL position): it waits until the primary can say how far it must replay.
+                reason = "just found: the primary cannot say how far to replay"
+                return self._record(ReplicaHealth(True, False, lag, time.monotonic(), reason))
+            # With the primary away nothing new is written: the replica is the best answer there is.
             return self._record(ReplicaHealth(True, True, lag, time.monotonic(), None))
         lag = measure_lag(in_recovery, replayed, age, primary_lsn)
         if not self._caught_up_since_found(in_recovery, replayed, primary_lsn):

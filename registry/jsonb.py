@@ -13,7 +13,9 @@ def _dumps(value: Any) -> bytes:
     try:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
     except TypeError:
-        # What orjson refuses (Decimal, very large integers), the standard library may still write.
+        # orjson refuses integers beyond 64 bits, which the standard library writes; anything neither
+        # can encode (a Decimal, a set) raises here as it did before. Unlike json, orjson writes NaN as
+        # null and datetimes as ISO 8601; the callers pass neither.
         return json.dumps(value, ensure_ascii=False).encode()
 
 

@@ -30,10 +30,21 @@ def _hash(token: str) -> str:
 
 def admin_token(settings: Settings) -> str:
     """The deployment's administrator token: ``SMARTCODE_API_TOKEN``, else one kept in ``var/api-token``."""
-    ensure_admin_token(settings)
     if settings.api.api_token:
         return settings.api.api_token
-    return (settings.embedded.var_dir / "api-token").read_text().strip()
+    ensure_admin_token(settings)
+    path = settings.embedded.var_dir / "api-token"
+    # Every posted request compares against it: read the file again only when it changed (a stat,
+    # not a read, on the hot path).
+    stamp = path.stat().st_mtime_ns
+    kept = _KEPT_ADMIN_TOKENS.get(path)
+    if kept is None or kept[0] != stamp:
+        kept = (stamp, path.read_text().strip())
+        _KEPT_ADMIN_TOKENS[path] = kept
+    return kept[1]
+
+
+_KEPT_ADMIN_TOKENS: dict[Path, tuple[int, str]] = {}
 
 
 def ensure_admin_token(settings: Settings) -> str | None:

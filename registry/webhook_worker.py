@@ -216,10 +216,12 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
     """Run ``main`` on a new event loop: uvloop's when installed (less CPU per request), else asyncio's."""
     try:
         import uvloop
-    except ImportError:  # pragma: no cover - uvicorn[standard] brings it on Linux
+
+        run = uvloop.run  # uvloop 0.18 and later
+    except (ImportError, AttributeError):  # pragma: no cover - uvicorn[standard] brings it on Linux
         asyncio.run(main)
     else:
-        uvloop.run(main)
+        run(main)
 
 
 class WebhookWorker:

@@ -228,3 +228,22 @@ def test_a_category_name_with_a_control_character_is_refused(
     assert answer.status_code == 400
     assert "U+0007" in answer.json()["error"]["message"]
     assert all(s["service_code"] != "坏\x07类别" for s in client.get(f"{BASE}/services.json").json())
+
+
+def test_every_token_role_may_post_and_a_revoked_key_is_refused_at_once(
+    client: TestClient, db: Engine, admin: Actor, lamp: Any
+) -> None:
+    # The posting path checks the key on its own connection, without the ORM: the same roles as
+    # everywhere else may file a case, and a revocation counts from the next post, not after a cache.
+    with transaction(db) as session:
+        unit_key = tokens.create_token(session, "street-office", "unit", admin, unit_id=lamp.owner_id)
+        reader_key = tokens.create_token(session, "12345-desk", "reader", admin)
+    form = {"service_code": "路灯不亮", "attribute[asset_code]": lamp.code}
+    for key in (unit_key, reader_key):
+        assert _post(client, api_key=key, **form).status_code == 200
+    with transaction(db) as session:
+        tokens.revoke_token(session, "12345-desk", admin)
+    refused = _post(client, api_key=reader_key, **form)
+    assert refused.status_code == 403
+    assert "api_key" in conforms(refused.json(), "errors")[0]["description"]
+    assert _post(client, api_key=unit_key, **form).status_code == 200

@@ -1,7 +1,7 @@
 """Evidence added to a pending dispute (补充证据), each addition a row of the dispute's history.
 
 Revision ID: 0022_dispute_evidence_added
-Revises: 0020_hotspots
+Revises: 0021_outbox_retention
 Create Date: 2026-12-06
 
 A dispute gathers evidence while it waits for its decision: the objecting unit finds the hand-over
