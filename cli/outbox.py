@@ -5,35 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from sqlalchemy import text
 
 from cli import context, i18n
 from cli.output import emit
 
 _TABLES = ("event_outbox", "webhook_deliveries", "webhook_attempts")
 
-# Row counts as the planner estimates them (an exact count would read the tables); the two counts that
-# matter exactly (what waits) are answered by the worker's partial indexes.
-_STATS = """
-SELECT (SELECT json_object_agg(relname, greatest(reltuples, 0)::bigint) FROM pg_class
-        WHERE oid IN ('event_outbox'::regclass, 'webhook_deliveries'::regclass, 'webhook_attempts'::regclass))
-           AS estimates,
-       (SELECT count(*) FROM webhook_deliveries WHERE state = 'pending') AS pending,
-       (SELECT count(*) FROM event_outbox WHERE fanned_out_at IS NULL) AS unfanned,
-       (SELECT occurred_at FROM event_outbox ORDER BY id LIMIT 1) AS oldest
-"""
-
 
 def show(prune: bool, as_json: bool) -> None:
     """Prune when asked, then print what the outbox and the log hold."""
-    from registry.outbox_retention import Pruned
+    from registry.outbox_retention import Pruned, outbox_stats
     from registry.outbox_retention import prune as run_prune
 
     keep = context.settings().webhooks.keep_days
     engine = context.engine()
     pruned: Pruned | None = run_prune(engine, context.cli_actor(), keep) if prune else None
-    with engine.connect() as conn:
-        stats = conn.execute(text(_STATS)).one()
+    stats = outbox_stats(engine)
     data: dict[str, Any] = {
         "keep_days": keep,
         "pruned": pruned.details() if pruned is not None else None,

@@ -372,6 +372,31 @@ def event_subject(asset_code: str | None, resolution: dict[str, Any] | None, ref
     return reference
 
 
+async def file_complaint(
+    read_conn: AsyncConnection[Any],
+    write_conn: AsyncConnection[Any],
+    resolver: Resolver,
+    log: ResolutionLog,
+    data: ComplaintIn,
+    *,
+    actor: str,
+    settings: AreaSettings,
+    hotspot_rules: HotspotSettings | None = None,
+) -> tuple[str, Resolved]:
+    """Resolve (on ``read_conn``) and record (on ``write_conn``) one complaint; its reference and answer.
+
+    The two may be one connection to the primary (an Open311 post uses one: a second checkout per
+    request cost more than it spread).
+    """
+    resolved = await resolve_complaint(
+        read_conn, resolver, log, data, actor=actor, metric_srid=settings.metric_srid
+    )
+    reference = await record_complaint(
+        write_conn, data, resolved, actor=actor, timezone=settings.timezone, hotspot_rules=hotspot_rules
+    )
+    return reference, resolved
+
+
 async def create_complaint(
     read_conn: AsyncConnection[Any],
     write_conn: AsyncConnection[Any],
@@ -383,12 +408,10 @@ async def create_complaint(
     settings: AreaSettings,
     hotspot_rules: HotspotSettings | None = None,
 ) -> dict[str, Any]:
-    """Resolve (on ``read_conn``) and record (on ``write_conn``) one complaint; its view."""
-    resolved = await resolve_complaint(
-        read_conn, resolver, log, data, actor=actor, metric_srid=settings.metric_srid
-    )
-    reference = await record_complaint(
-        write_conn, data, resolved, actor=actor, timezone=settings.timezone, hotspot_rules=hotspot_rules
+    """:func:`file_complaint`, then the complaint's view as the API shows it."""
+    rules = hotspot_rules
+    reference, _ = await file_complaint(
+        read_conn, write_conn, resolver, log, data, actor=actor, settings=settings, hotspot_rules=rules
     )
     return await get_complaint(write_conn, reference, contact=True)
 

@@ -26,7 +26,7 @@ import logging
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from registry import audit
 from registry.db import Actor, transaction
@@ -202,3 +202,21 @@ async def keep_pruning(
         except Exception as exc:  # the database may be down: the deliveries do not depend on this
             log.warning("%s: pruning the outbox failed: %s", actor.name, exc)
         await asyncio.sleep(every_s)
+
+
+# Row counts as the planner estimates them (an exact count would read the tables); the two counts that
+# matter exactly (what waits) are answered by the worker's partial indexes.
+_STATS = """
+SELECT (SELECT json_object_agg(relname, greatest(reltuples, 0)::bigint) FROM pg_class
+        WHERE oid IN ('event_outbox'::regclass, 'webhook_deliveries'::regclass, 'webhook_attempts'::regclass))
+           AS estimates,
+       (SELECT count(*) FROM webhook_deliveries WHERE state = 'pending') AS pending,
+       (SELECT count(*) FROM event_outbox WHERE fanned_out_at IS NULL) AS unfanned,
+       (SELECT occurred_at FROM event_outbox ORDER BY id LIMIT 1) AS oldest
+"""
+
+
+def outbox_stats(engine: Engine) -> Any:
+    """The outbox's and the delivery log's estimated sizes, what waits, and the oldest event (one row)."""
+    with engine.connect() as conn:
+        return conn.execute(text(_STATS)).one()

@@ -248,8 +248,7 @@ async def post_request(request: Request, fmt: str) -> Response:
         form = await _form(request)
         api_key = _api_key(_field(form, "api_key"))
         rt, sc = runtime(request), scan_runtime(request)
-        # One connection to the primary for the whole post: token, service code, resolution and the
-        # write (a second pool checkout per request cost more than it spread).
+        # One connection to the primary for the whole post: token, service code, resolution and the write.
         async with sc.write_pool.connection() as conn:
             actor = await _authenticate_on(conn, sc.settings, api_key)
             _jurisdiction(request, _field(form, "jurisdiction_id"))
@@ -279,16 +278,14 @@ async def post_request(request: Request, fmt: str) -> Response:
                 address=_field(form, "address_string") or None,
                 client_ip=request.client.host if request.client else None,
             )
-            area = sc.settings.area
-            resolved = await complaints.resolve_complaint(
-                conn, rt.resolver, rt.log, data, actor=actor.name, metric_srid=area.metric_srid
-            )
-            reference = await complaints.record_complaint(
+            reference, resolved = await complaints.file_complaint(
                 conn,
+                conn,
+                rt.resolver,
+                rt.log,
                 data,
-                resolved,
                 actor=actor.name,
-                timezone=area.timezone,
+                settings=sc.settings.area,
                 hotspot_rules=sc.settings.hotspots,
             )
         unit = open311.agency_of(resolved.answer)
