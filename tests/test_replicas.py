@@ -115,20 +115,24 @@ def test_a_replica_created_while_the_api_runs_takes_reads_and_a_removed_one_is_l
     try:
         with TestClient(app) as client:
 
-            def served_by() -> str | None:
+            def served_by(*, settled: bool = True) -> str | None:
                 response = client.get("/api/v1/resolve", params={"code": lamp.code})
                 assert response.status_code == 200, response.text
                 asset = client.get(f"/api/v1/assets/{lamp.code}", headers=AUTH)
                 assert asset.status_code == 200, asset.text
-                assert asset.headers.get("x-served-by") == response.headers.get("x-served-by")
+                if settled:  # while the router changes its mind, two lookups may be answered apart
+                    assert asset.headers.get("x-served-by") == response.headers.get("x-served-by")
                 return response.headers.get("x-served-by")
 
             assert served_by() is None and "replica" not in client.get("/api/v1/health").json()
             new = {"class_code": "0118", "geometry": point()}
             assert "x-smartcode-lsn" not in client.post("/api/v1/assets", json=new, headers=AUTH).headers
             standby.create()  # as `smartcode db replica create` does, with the API up
-            took = wait_until(lambda: served_by() == "replica", what="reads on the new replica", timeout=3.0)
+            took = wait_until(
+                lambda: served_by(settled=False) == "replica", what="reads on the new replica", timeout=3.0
+            )
             assert took < 3.0  # a few checks of 0.5 s, no restart
+            assert served_by() == "replica"  # both lookups, now that it is settled
             health = client.get("/api/v1/health").json()["replica"]
             assert health["state"] == "serving" and health["serving_reads"] is True
             # Writes now carry their position, so their writers read them back (from here on).
