@@ -479,8 +479,12 @@ def _move(
     state: str,
     reason: str | None,
     *,
+    audit_action: str,
+    settings: Settings | None,
     decision: dict[str, Any] | None = None,
-) -> None:
+) -> dict[str, Any]:
+    # Every state change: the row moves (version checked), the audit log and the outbox learn it; the
+    # dispute's view after the move is returned.
     decided = state in OUTCOMES
     result = session.execute(
         text(
@@ -503,6 +507,10 @@ def _move(
     )
     if result.rowcount == 0:  # type: ignore[attr-defined]
         raise StaleVersion(f"dispute {row.id} changed meanwhile; reload and retry", dispute_id=row.id)
+    audit.record(session, actor, audit_action, "dispute", row.id, reason=reason, details=decision)
+    view = get_dispute(session, row.id, settings=settings)
+    _emit(session, f"dispute.{state}", view)
+    return view
 
 
 def _json(value: dict[str, Any]) -> str:
@@ -523,11 +531,7 @@ def start_review(
     row = _locked(session, dispute_id)
     _check_move(row, version, ("open",), "taken up for review")
     note = (note or "").strip()[:REASON_MAX] or None
-    _move(session, actor, row, "under_review", note)
-    audit.record(session, actor, "review", "dispute", dispute_id, reason=note)
-    view = get_dispute(session, dispute_id, settings=settings)
-    _emit(session, "dispute.under_review", view)
-    return view
+    return _move(session, actor, row, "under_review", note, audit_action="review", settings=settings)
 
 
 def withdraw(
@@ -545,11 +549,7 @@ def withdraw(
     require(actor, Action.WITHDRAW_DISPUTE, row.unit_id, what=f"dispute {dispute_id}")
     _check_move(row, version, PENDING, "withdrawn")
     reason = (reason or "").strip()[:REASON_MAX] or None
-    _move(session, actor, row, "withdrawn", reason)
-    audit.record(session, actor, "withdraw", "dispute", dispute_id, reason=reason)
-    view = get_dispute(session, dispute_id, settings=settings)
-    _emit(session, "dispute.withdrawn", view)
-    return view
+    return _move(session, actor, row, "withdrawn", reason, audit_action="withdraw", settings=settings)
 
 
 def add_evidence(
@@ -660,11 +660,10 @@ def decide(
     record: dict[str, Any] = {"outcome": decision.outcome}
     if decision.outcome == "upheld":
         record["change"] = _correct(session, actor, row, decision, reason, settings)
-    _move(session, actor, row, decision.outcome, reason, decision=record)
-    audit.record(session, actor, decision.outcome, "dispute", dispute_id, reason=reason, details=record)
-    view = get_dispute(session, dispute_id, settings=settings)
-    _emit(session, f"dispute.{decision.outcome}", view)
-    return view
+    outcome = decision.outcome
+    return _move(
+        session, actor, row, outcome, reason, audit_action=outcome, settings=settings, decision=record
+    )
 
 
 def _correct(
