@@ -217,6 +217,21 @@ def worker_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def notify_paced(conninfo: str, channel: str, n: int, rate: float) -> dict[str, float]:
+    """Commit ``n`` NOTIFYs on ``channel`` at ``rate`` per second, payloads 0..n-1; when each was sent."""
+    import psycopg
+
+    sent: dict[str, float] = {}
+    with psycopg.connect(conninfo) as conn:
+        start = time.perf_counter()
+        for i in range(n):
+            pace(i, start, rate)
+            conn.execute("SELECT pg_notify(%s, %s)", (channel, str(i)))
+            conn.commit()
+            sent[str(i)] = time.time()
+    return sent
+
+
 def run_baseline(conninfo: str, n: int, rate: float) -> list[float]:
     """Bare NOTIFY commits heard by a LISTEN connection: latencies in seconds."""
     import psycopg
@@ -234,14 +249,7 @@ def run_baseline(conninfo: str, n: int, rate: float) -> list[float]:
     thread = threading.Thread(target=listen, daemon=True)
     thread.start()
     ready.wait(10)
-    sent: dict[str, float] = {}
-    with psycopg.connect(conninfo) as conn:
-        start = time.perf_counter()
-        for i in range(n):
-            pace(i, start, rate)
-            conn.execute("SELECT pg_notify('bench_baseline', %s)", (str(i),))
-            conn.commit()
-            sent[str(i)] = time.time()
+    sent = notify_paced(conninfo, "bench_baseline", n, rate)
     thread.join(60)
     return [heard[k] - t for k, t in sent.items() if k in heard]
 
@@ -267,14 +275,7 @@ def run_baseline_post(conninfo: str, n: int, rate: float) -> list[float]:
     thread = threading.Thread(target=listen, daemon=True)
     thread.start()
     ready.wait(10)
-    sent: dict[str, float] = {}
-    with psycopg.connect(conninfo) as conn:
-        start = time.perf_counter()
-        for i in range(n):
-            pace(i, start, rate)
-            conn.execute("SELECT pg_notify('bench_post', %s)", (str(i),))
-            conn.commit()
-            sent[str(i)] = time.time()
+    sent = notify_paced(conninfo, "bench_post", n, rate)
     thread.join(60)
     receiver.server.shutdown()
     return [receiver.arrivals[k][0] - t for k, t in sent.items() if k in receiver.arrivals]
