@@ -26,8 +26,9 @@ import logging
 import math
 import time
 import zoneinfo
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -54,6 +55,7 @@ from registry.codes import parse_code
 from registry.labels import LabelStatus
 from registry.resolution import resolution_connection_kwargs
 
+T = TypeVar("T")
 router = APIRouter(tags=["scan page"])
 log = logging.getLogger("smartcode.scan")
 
@@ -173,26 +175,30 @@ class ScanRuntime:
 
     async def categories(self, conn: AsyncConnection[Any], class_code: str) -> list[str]:
         """Complaint categories offered for a class: those that concern it, then the scan page's own."""
-        now = time.monotonic()
-        hit = self._categories.get(class_code)
-        if hit is None or hit[0] < now:
+
+        async def load() -> list[str]:
             names = await complaints.categories_for_class(conn, class_code)
-            hit = (now + CATEGORY_TTL_S, [*names, *complaints.SCAN_CATEGORIES])
-            self._categories[class_code] = hit
-        return hit[1]
+            return [*names, *complaints.SCAN_CATEGORIES]
+
+        return await _kept(self._categories, class_code, load)
 
     async def service_code(self, conn: AsyncConnection[Any], given: str) -> str:
         """The active category an Open311 ``service_code`` names (known names kept ``CATEGORY_TTL_S``)."""
-        now = time.monotonic()
+        # Only names that exist are kept, by their folded spelling (unknown codes raise and are asked
+        # every time), so the store is bounded by the categories; a deactivated one is refused after
+        # at most the TTL.
         key = categories.fold(given)
-        hit = self._service_codes.get(key)
-        if hit is None or hit[0] < now:
-            # Only names that exist are kept, by their folded spelling (unknown codes are asked every
-            # time), so the cache is bounded by the categories; a deactivated one is refused after at
-            # most the TTL.
-            hit = (now + CATEGORY_TTL_S, await open311.check_service_code(conn, key))
-            self._service_codes[key] = hit
-        return hit[1]
+        return await _kept(self._service_codes, key, lambda: open311.check_service_code(conn, key))
+
+
+async def _kept(store: dict[str, tuple[float, T]], key: str, load: Callable[[], Awaitable[T]]) -> T:
+    # The value kept under ``key`` while it is younger than CATEGORY_TTL_S, else a fresh one.
+    now = time.monotonic()
+    hit = store.get(key)
+    if hit is None or hit[0] < now:
+        hit = (now + CATEGORY_TTL_S, await load())
+        store[key] = hit
+    return hit[1]
 
 
 class RevokedLabels:
