@@ -45,18 +45,14 @@ _CUTOFF = "SELECT statement_timestamp() - make_interval(days => %(keep)s) AS cut
 # for the batch and finds the event gone (its insert fails on the foreign key instead of being deleted
 # unseen). Without the locks the batch's DELETE would wait for the redelivery and then delete the row it
 # had just set pending: a DELETE rechecks only its join condition after a wait, not the NOT EXISTS.
-_LOCK_EVENTS = """
-SELECT 1 FROM event_outbox
-WHERE id IN (SELECT id FROM event_outbox WHERE id > %(after)s ORDER BY id LIMIT %(n)s)
-  AND occurred_at < %(cutoff)s
-ORDER BY id FOR UPDATE
+_OLD_OF_BATCH = """
+SELECT b.id FROM (SELECT id, occurred_at FROM event_outbox WHERE id > %(after)s ORDER BY id LIMIT %(n)s) b
+WHERE b.occurred_at < %(cutoff)s
 """
-_LOCK_DELIVERIES = """
-SELECT 1 FROM webhook_deliveries
-WHERE event_id IN (SELECT id FROM event_outbox WHERE id > %(after)s ORDER BY id LIMIT %(n)s)
-  AND event_id IN (SELECT id FROM event_outbox WHERE occurred_at < %(cutoff)s)
-ORDER BY id FOR UPDATE
-"""
+_LOCK_EVENTS = f"SELECT 1 FROM event_outbox WHERE id IN ({_OLD_OF_BATCH}) ORDER BY id FOR UPDATE"
+_LOCK_DELIVERIES = (
+    f"SELECT 1 FROM webhook_deliveries WHERE event_id IN ({_OLD_OF_BATCH}) ORDER BY id FOR UPDATE"
+)
 
 # One batch: the next BATCH events by id, the old ones among them that nothing needs, deleted with their
 # deliveries and attempts (the attempts' cascade would do it too; deleting them here counts them).
