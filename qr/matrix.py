@@ -16,11 +16,10 @@ import qrcode
 import qrcode.util
 from qrcode.constants import ERROR_CORRECT_Q
 
+from qr.segments import shortest_segments
+
 # Version 5 is 37x37 modules: at 25 mm that is 0.68 mm a module, which a phone reads from about 30 cm.
 MAX_VERSION = 5
-# Splitting runs of at least this many digits / alphanumerics into their own segments lets the 17-digit
-# code and the upper-case signature use the denser numeric and alphanumeric modes instead of bytes.
-_SEGMENT_MIN = 4
 # Rule 3 of the penalty: a finder-like 1:1:3:1:1 run with four light modules on one side.
 _FINDER_LIKE = (
     np.array([1, 0, 1, 1, 1, 0, 1, 0, 0, 0, 0], dtype=bool),
@@ -31,9 +30,15 @@ Matrix = npt.NDArray[np.bool_]
 
 
 def _symbol(url: str) -> qrcode.QRCode:
-    symbol = qrcode.QRCode(error_correction=ERROR_CORRECT_Q, border=0)
-    symbol.add_data(url, optimize=_SEGMENT_MIN)
-    symbol.best_fit(start=None)
+    # The 17-digit code goes in numeric mode and the upper-case signature in alphanumeric mode; the
+    # split is priced for versions 1-9 first and again for a larger band only if the text needs one.
+    for band_top in (9, 26, 40):
+        symbol = qrcode.QRCode(error_correction=ERROR_CORRECT_Q, border=0)
+        for segment in shortest_segments(url, band_top):
+            symbol.add_data(segment)
+        symbol.best_fit(start=None)
+        if symbol.version <= band_top:
+            break
     return symbol
 
 

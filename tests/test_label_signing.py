@@ -90,7 +90,14 @@ def test_default_url_fits_version_5_at_q_and_decodes(keys: LabelKeys) -> None:
     assert qr_version(url) <= MAX_VERSION
     # The documented longest base URL (30 characters, lower case; key id < 10, edition < 100) still fits.
     assert qr_version(label_url(CODE, keys, "https://smartcode.pingshan.com", edition=99)) <= MAX_VERSION
-    matrix = qr_matrix(url)
+    found = _decode(url)
+    assert found.text == url
+    assert found.ec_level in ("Q", "H")
+    assert verify(CODE, found.text.split("?s=")[1], keys).valid
+
+
+def _decode(text: str) -> zxingcpp.Barcode:
+    matrix = qr_matrix(text)
     scale, quiet = 6, 4
     size = (len(matrix) + 2 * quiet) * scale
     image = Image.new("L", (size, size), 255)
@@ -100,6 +107,24 @@ def test_default_url_fits_version_5_at_q_and_decodes(keys: LabelKeys) -> None:
                 x0, y0 = (x + quiet) * scale, (y + quiet) * scale
                 image.paste(0, (x0, y0, x0 + scale, y0 + scale))
     (found,) = zxingcpp.read_barcodes(image)
-    assert found.text == url
-    assert found.ec_level in ("Q", "H")
-    assert verify(CODE, found.text.split("?s=")[1], keys).valid
+    return found
+
+
+def test_a_signature_with_a_run_of_digits_still_fits_version_5() -> None:
+    # A greedy split made "32243" a numeric segment of its own and pushed this label to version 6.
+    url = f"https://smartcode.pingshan.com/c/{CODE}?s=1.99.TNES32243FAA"
+    assert qr_version(url) <= MAX_VERSION
+    assert _decode(url).text == url
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0123456789" * 30,
+        "HTTPS://SC.EXAMPLE.CN/C/44031001180001234",
+        "https://sc.example.cn/c/44031001180001234?s=1.ABCDEF234567&n=井盖 №7",
+        "a1b22c333d4444E55555F" * 12,
+    ],
+)
+def test_any_text_round_trips_through_the_segmenter(text: str) -> None:
+    assert _decode(text).text == text
