@@ -38,13 +38,29 @@ EVENT_TYPES = (
     "hotspot.warning",
 )
 
-_INSERT = """
-WITH e AS (
-    INSERT INTO event_outbox (type, subject, data) VALUES (:type, :subject, CAST(:data AS jsonb))
+# Events of one subject take their ids in the order their transactions commit: the insert first waits
+# for the subject's transaction lock (held to commit or rollback), and only then draws its id. Without
+# it two complaints on one asset could draw ids 10 and 11 and commit 11 first; the worker, reading the
+# outbox in id order, would send 11 before 10 became visible. The lock is a CTE because PostgreSQL
+# never folds a CTE with a volatile function into its reader, so it runs before the row (and its id)
+# is made. A transaction emits for one subject at a time (an import emits one event for its batch), so
+# it holds a handful of these locks, not thousands.
+_LOCKED_INSERT = """
+WITH l AS (SELECT pg_advisory_xact_lock(hashtextextended('smartcode.subject:' || {subject}, 0))),
+e AS (
+    INSERT INTO event_outbox (type, subject, data)
+    SELECT v.type, v.subject, v.data FROM l, (VALUES {rows}) AS v (type, subject, data)
     RETURNING id
 )
-SELECT id, pg_notify('smartcode_events', id::text) FROM e
 """
+
+_INSERT = (
+    _LOCKED_INSERT.format(
+        subject="CAST(:subject AS text)",
+        rows="(CAST(:type AS text), CAST(:subject AS text), CAST(:data AS jsonb))",
+    )
+    + "SELECT id, pg_notify('smartcode_events', id::text) FROM e"
+)
 
 
 def _check(event_type: str, subject: str) -> None:
@@ -77,9 +93,8 @@ async def emit_async(
 # cost more than the second statement it saves.
 @functools.cache
 def _insert_many(n: int) -> str:
-    rows = ", ".join(["(%s, %s, %s)"] * n)
-    return (
-        f"WITH e AS (INSERT INTO event_outbox (type, subject, data) VALUES {rows} RETURNING id) "
+    rows = ", ".join(["(%s::text, %s::text, %s::jsonb)"] * n)
+    return _LOCKED_INSERT.format(subject="%s::text", rows=rows) + (
         "SELECT array_agg(id ORDER BY id), pg_notify('smartcode_events', max(id)::text) FROM e"
     )
 
@@ -88,7 +103,7 @@ async def emit_many_async(
     conn: AsyncConnection[Any], events: list[tuple[str, dict[str, Any]]], *, subject: str
 ) -> list[int]:
     """Append events of one subject on ``conn`` (inside the caller's transaction), in order; their ids."""
-    params: list[Any] = []
+    params: list[Any] = [subject]
     for event_type, data in events:
         _check(event_type, subject)
         params += (event_type, subject, jsonb(data))
