@@ -448,6 +448,10 @@ class MapSettings(BaseSettings):
     )
 
 
+def _date_set(value: str) -> frozenset[dt.date]:
+    return frozenset(dt.date.fromisoformat(p.strip()) for p in value.split(",") if p.strip())
+
+
 class DisputeSettings(BaseSettings):
     """Ownership disputes (异议): how long a review may take, what evidence a unit may attach."""
 
@@ -465,6 +469,11 @@ class DisputeSettings(BaseSettings):
         description="Public holidays that are not working days, as comma-separated dates "
         "(2027-01-01,2027-02-16); empty: only weekends are skipped.",
     )
+    workdays: str = Field(
+        default="",
+        description="Weekend days that are working days (调休上班日), as comma-separated dates "
+        "(2027-02-20); empty: every Saturday and Sunday is a day off.",
+    )
     evidence_max_mib: int = Field(
         default=10, ge=1, le=100, description="Largest evidence file (photo or PDF), in MiB."
     )
@@ -472,7 +481,7 @@ class DisputeSettings(BaseSettings):
         default=5, ge=1, le=20, description="Evidence files per dispute, those added later included."
     )
 
-    @field_validator("holidays")
+    @field_validator("holidays", "workdays")
     @classmethod
     def _dates(cls, value: str) -> str:
         for part in value.split(","):
@@ -486,7 +495,12 @@ class DisputeSettings(BaseSettings):
     @property
     def holiday_dates(self) -> frozenset[dt.date]:
         """The holidays as dates."""
-        return frozenset(dt.date.fromisoformat(p.strip()) for p in self.holidays.split(",") if p.strip())
+        return _date_set(self.holidays)
+
+    @property
+    def workday_dates(self) -> frozenset[dt.date]:
+        """The weekend days worked (调休) as dates."""
+        return _date_set(self.workdays)
 
 
 class WebhookSettings(BaseSettings):

@@ -169,17 +169,24 @@ def _store_evidence(
 # --- deadlines -----------------------------------------------------------------------------------------
 
 
-def due_on(opened_at: dt.datetime, working_days: int, timezone: str, holidays: frozenset[dt.date]) -> dt.date:
+def due_on(
+    opened_at: dt.datetime,
+    working_days: int,
+    timezone: str,
+    holidays: frozenset[dt.date],
+    workdays: frozenset[dt.date] = frozenset(),
+) -> dt.date:
     """The last day (local date) of the review: ``working_days`` working days after the opening day.
 
     Counting starts the day after the dispute was opened in the deployment's time zone; Saturdays,
-    Sundays and ``holidays`` are not working days. A dispute is overdue once that day has ended.
+    Sundays and ``holidays`` are not working days, except the weekend days in ``workdays`` (调休:
+    the Saturday worked to bridge a holiday). A dispute is overdue once that day has ended.
     """
     day = opened_at.astimezone(zoneinfo.ZoneInfo(timezone)).date()
     counted = 0
     while counted < working_days:
         day += dt.timedelta(days=1)
-        if day.weekday() < 5 and day not in holidays:
+        if (day.weekday() < 5 or day in workdays) and day not in holidays:
             counted += 1
     return day
 
@@ -326,6 +333,16 @@ def _check_reason(reason: str | None, zh: str, en: str) -> str:
     return value
 
 
+def _optional_note(value: str | None, field: str) -> str | None:
+    """A note or reason that may be left out; one too long is refused, never cut short unsaid."""
+    cleaned = (value or "").strip()
+    if len(cleaned) > REASON_MAX:
+        raise InvalidInput(
+            f"说明最多 {REASON_MAX} 字 / the {field} exceeds {REASON_MAX} characters", field=field
+        )
+    return cleaned or None
+
+
 def open_dispute(
     session: Session,
     actor: Actor,
@@ -389,7 +406,9 @@ def open_dispute(
             dispute_id=pending,
         )
     now = session.execute(text("SELECT now()")).scalar_one()
-    due = due_on(now, config.review_working_days, settings.area.timezone, config.holiday_dates)
+    due = due_on(
+        now, config.review_working_days, settings.area.timezone, config.holiday_dates, config.workday_dates
+    )
     dispute_id = session.execute(
         text(
             "INSERT INTO disputes (subject_kind, subject_id, asset_code, rule_id, complaint_id, class_code, "
@@ -530,7 +549,7 @@ def start_review(
     require(actor, Action.REVIEW_DISPUTE, what=f"dispute {dispute_id}")
     row = _locked(session, dispute_id)
     _check_move(row, version, ("open",), "taken up for review")
-    note = (note or "").strip()[:REASON_MAX] or None
+    note = _optional_note(note, "note")
     return _move(session, actor, row, "under_review", note, audit_action="review", settings=settings)
 
 
@@ -548,7 +567,7 @@ def withdraw(
     row = _locked(session, dispute_id)
     require(actor, Action.WITHDRAW_DISPUTE, row.unit_id, what=f"dispute {dispute_id}")
     _check_move(row, version, PENDING, "withdrawn")
-    reason = (reason or "").strip()[:REASON_MAX] or None
+    reason = _optional_note(reason, "reason")
     return _move(session, actor, row, "withdrawn", reason, audit_action="withdraw", settings=settings)
 
 
@@ -586,7 +605,7 @@ def add_evidence(
             dispute_id=row.id,
             state=row.state,
         )
-    note = (note or "").strip()[:REASON_MAX] or None
+    note = _optional_note(note, "note")
     attached, last_seq = session.execute(
         text("SELECT count(*), coalesce(max(seq), 0) FROM dispute_evidence WHERE dispute_id = :id"),
         {"id": dispute_id},

@@ -115,6 +115,20 @@ def test_the_review_deadline_counts_working_days_across_a_weekend_and_holidays()
     assert disputes.due_on(thursday_utc, 1, "Asia/Shanghai", frozenset()) == dt.date(2026, 12, 7)
 
 
+def test_the_deadline_skips_a_spring_festival_week_and_counts_its_weekend_working_day() -> None:
+    # 调休: the holiday week Mon 8 - Fri 12 Feb 2027 is off, Saturday 20 Feb is worked in its place.
+    holidays = frozenset(dt.date(2027, 2, d) for d in range(8, 13))
+    workdays = frozenset({dt.date(2027, 2, 20)})
+    friday = dt.datetime(2027, 2, 5, 10, 0, tzinfo=CST)
+    # Mon 15, Tue 16, ..., Fri 19 are days 1-5; Saturday 20 is the sixth, not the next Monday.
+    assert disputes.due_on(friday, 6, "Asia/Shanghai", holidays, workdays) == dt.date(2027, 2, 20)
+    assert disputes.due_on(friday, 6, "Asia/Shanghai", holidays) == dt.date(2027, 2, 22)
+    settings = DisputeSettings(holidays="2027-02-08, 2027-02-09", workdays="2027-02-20")
+    assert settings.workday_dates == workdays and dt.date(2027, 2, 9) in settings.holiday_dates
+    with pytest.raises(ValueError, match="2027-02-30"):
+        DisputeSettings(workdays="2027-02-30")
+
+
 def test_a_dispute_is_overdue_once_its_last_review_day_has_ended(
     db: Engine, admin: Actor, settings: Settings, world: dict[str, Any]
 ) -> None:
@@ -384,6 +398,33 @@ def test_the_objecting_unit_withdraws_before_a_decision(
         reason="补充证据后再提",
     )
     assert again["state"] == "open"
+
+
+def test_a_note_or_reason_too_long_is_refused_not_cut_short(
+    db: Engine, admin: Actor, settings: Settings, world: dict[str, Any]
+) -> None:
+    view = _open(
+        db, world["as_water"], settings, subject_kind="asset", subject_id=world["code"], reason="养护范围有误"
+    )
+    long = "说" * (disputes.REASON_MAX + 1)
+    with pytest.raises(InvalidInput, match="note") as review_error, transaction(db) as session:
+        disputes.start_review(session, admin, view["id"], version=view["version"], note=long)
+    assert review_error.value.details["field"] == "note"
+    with pytest.raises(InvalidInput, match="reason"), transaction(db) as session:
+        disputes.withdraw(session, world["as_water"], view["id"], version=view["version"], reason=long)
+    with pytest.raises(InvalidInput, match="note"), transaction(db) as session:
+        disputes.add_evidence(
+            session,
+            world["as_water"],
+            view["id"],
+            [Evidence("p.gif", GIF)],
+            version=view["version"],
+            note=long,
+        )
+    # Nothing moved: still open at the version the unit read, with no evidence added.
+    with transaction(db) as session:
+        after = disputes.get_dispute(session, view["id"])
+    assert after["state"] == "open" and after["version"] == view["version"] and not after["evidence"]
 
 
 # --- the rule ruling -----------------------------------------------------------------------------------

@@ -74,8 +74,19 @@ class DecisionIn(BaseModel):
     effective_at: dt.datetime | None = Field(default=None, description="from when (default: now)")
 
 
+# Evidence parts read from a form; beyond SMARTCODE_DISPUTES_EVIDENCE_MAX_FILES the service refuses
+# them by name rather than the form dropping them unsaid.
+_EVIDENCE_PARTS = 20
+# The forms list the first five evidence parts (the default cap); the rest follow the same pattern.
+_MORE_PARTS = (
+    "证据文件放在 evidence_1 … evidence_N 中，N 最多为 SMARTCODE_DISPUTES_EVIDENCE_MAX_FILES（默认 5，最多 "
+    f"{_EVIDENCE_PARTS}）/ evidence files go in the parts evidence_1 … evidence_N, N up to "
+    f"SMARTCODE_DISPUTES_EVIDENCE_MAX_FILES (default 5, at most {_EVIDENCE_PARTS})"
+)
+
 _FORM_SCHEMA: dict[str, Any] = {
     "type": "object",
+    "description": _MORE_PARTS,
     "required": ["subject_kind", "subject_id", "reason"],
     "properties": {
         "subject_kind": {"type": "string", "enum": list(dispute_service.SUBJECT_KINDS)},
@@ -86,11 +97,6 @@ _FORM_SCHEMA: dict[str, Any] = {
         **{f"evidence_{n}": {"type": "string", "format": "binary"} for n in range(1, 6)},
     },
 }
-
-
-# Evidence parts read from a form; beyond SMARTCODE_DISPUTES_EVIDENCE_MAX_FILES the service refuses
-# them by name rather than the form dropping them unsaid.
-_EVIDENCE_PARTS = 20
 
 
 def _evidence_fields(count: int) -> dict[str, str | None]:
@@ -332,6 +338,7 @@ def get_evidence(request: Request, dispute_id: RowId, seq: Seq) -> Response:
 
 _ADD_FORM_SCHEMA: dict[str, Any] = {
     "type": "object",
+    "description": _MORE_PARTS,
     "required": ["version", "evidence_1"],
     "properties": {
         "version": {"type": "integer", "minimum": 1, "description": "the dispute's version you read"},
@@ -381,12 +388,6 @@ async def add_evidence(request: Request, dispute_id: RowId) -> OrjsonResponse:
     evidence, fields = await _receive_evidence(request, svc.settings.disputes)
     version = _form_version(fields.get("version"))
     note = fields.get("note")
-    if note is not None and len(note) > dispute_service.REASON_MAX:
-        raise InvalidInput(
-            f"说明最多 {dispute_service.REASON_MAX} 字 / the note exceeds {dispute_service.REASON_MAX} "
-            "characters",
-            field="note",
-        )
 
     def write() -> dict[str, Any]:
         with svc.session() as session:
