@@ -285,6 +285,7 @@ def test_stopping_serve_stops_its_delivery_child(
 
 def test_a_killed_serve_leaves_no_delivery_process_behind(db: Engine, serve: Serve) -> None:
     child = serve.child()
+    assert "delivered by a child process" in serve.log.read_text()  # serve says which layout it runs
     serve.proc.send_signal(signal.SIGKILL)  # no shutdown at all: the child must see it by itself
     serve.proc.wait(10)
     _wait(lambda: not _alive(child), 15, "the orphaned child's end")
