@@ -38,13 +38,14 @@ from api.routes import (
     webmap,
     zones,
 )
-from common.settings import Settings, get_settings
+from common.settings import Settings, WebhookSettings, get_settings
 from gis.area import ServiceArea
 from importers.jobs import ImportJobs
 from registry.db import make_engine, service_url
 from registry.log_partitions import PartitionKeeper
 from registry.replica import embedded_standby, standby_read_url
 from registry.resolution import Resolver, conninfo_from_url
+from registry.webhook_process import DeliveryProcess
 from registry.webhook_worker import WebhookWorker
 
 API_PREFIX = "/api/v1"
@@ -78,11 +79,10 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     import_jobs = ImportJobs(engine, settings, area)
     log_partitions = PartitionKeeper(engine, settings.resolve.log_months_ahead)
     scan_runtime = scan.ScanRuntime(settings, conninfo_from_url(db_url))
-    # Webhooks are delivered by this process unless SMARTCODE_WEBHOOKS_ENABLED=false (then by
-    # `smartcode worker`); several servers may all run one: they share the work through the tables.
-    webhook_worker = (
-        WebhookWorker(conninfo_from_url(db_url), settings.webhooks) if settings.webhooks.enabled else None
-    )
+    # Webhooks are delivered by a child process of this one (SMARTCODE_WEBHOOKS_WORKER=process), a
+    # thread of it (thread), or elsewhere (off: `smartcode worker`); several servers and workers share
+    # the work through the tables. One child per API process: `smartcode serve` runs one API process.
+    delivery = _delivery(settings.webhooks, conninfo_from_url(db_url))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -90,13 +90,13 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
         await scan_runtime.open()
         import_jobs.start()
         log_partitions.start()
-        if webhook_worker is not None:
-            webhook_worker.start()
+        if delivery is not None:
+            await run_in_threadpool(delivery.start)
         try:
             yield
         finally:
-            if webhook_worker is not None:
-                await run_in_threadpool(webhook_worker.stop)
+            if delivery is not None:
+                await run_in_threadpool(delivery.stop)
             await run_in_threadpool(import_jobs.shutdown)
             await run_in_threadpool(log_partitions.stop)
             await scan_runtime.close()
@@ -116,7 +116,7 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     app.state.resolve = resolve_runtime
     app.state.import_jobs = import_jobs
     app.state.scan = scan_runtime
-    app.state.webhook_worker = webhook_worker
+    app.state.webhook_delivery = delivery
     errors.install(app)
     access_log.install()  # complaint coordinates never reach the access log
     docs.install(app)
@@ -198,3 +198,12 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     openapi.install(app)
 
     return app
+
+
+def _delivery(settings: WebhookSettings, conninfo: str) -> DeliveryProcess | WebhookWorker | None:
+    """What delivers webhooks for this server, as ``SMARTCODE_WEBHOOKS_WORKER`` says (not started)."""
+    if settings.worker == "process":
+        return DeliveryProcess(conninfo, settings)
+    if settings.worker == "thread":
+        return WebhookWorker(conninfo, settings)
+    return None

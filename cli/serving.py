@@ -28,7 +28,17 @@ def serve_app(host: str | None, port: int | None) -> None:
         typer.echo(f"已生成管理员令牌 (administrator token, shown once): {created}")
     else:
         typer.echo("管理员令牌: 运行 `smartcode token` 查看 (administrator token: `smartcode token`)")
+    typer.echo(_DELIVERY[s.webhooks.worker])
     uvicorn.run(create_app(s, url=url), host=bind_host, port=bind_port, log_level="info")
+
+
+# What serve says about webhook delivery (SMARTCODE_WEBHOOKS_WORKER), so the layout is never a guess.
+_DELIVERY = {
+    "process": "webhook 投递：独立子进程，随服务启停 (webhooks: delivered by a child process of this server)",
+    "thread": "webhook 投递：服务进程内的线程 (webhooks: delivered by a thread of this server)",
+    "off": "webhook 投递：已关闭，请另行运行 `smartcode worker` "
+    "(webhooks: not delivered here: run `smartcode worker`)",
+}
 
 
 def _apply_log_retention(s: Settings) -> None:

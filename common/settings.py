@@ -508,10 +508,11 @@ class WebhookSettings(BaseSettings):
 
     model_config = _config("SMARTCODE_WEBHOOKS_")
 
-    enabled: bool = Field(
-        default=True,
-        description="Run the delivery worker inside `smartcode serve`; false: only `smartcode worker` "
-        "delivers (run one there, or events wait in the outbox).",
+    worker: Literal["process", "thread", "off"] = Field(
+        default="process",
+        description="Where `smartcode serve` delivers: process: a delivery process of its own, started, "
+        "restarted and stopped with the server (the API keeps its interpreter to itself); thread: a "
+        "thread of the API process; off: not at all (run `smartcode worker`, or events wait in the outbox).",
     )
     timeout_s: float = Field(
         default=10.0,

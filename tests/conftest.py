@@ -60,7 +60,7 @@ def settings(cluster: EmbeddedCluster, tmp_path_factory: pytest.TempPathFactory)
         embedded=EmbeddedSettings(data_dir=var / "pgdata"),
         labels=LabelSettings(key_file=var / "label-keys"),
         # The app of the tests delivers no webhooks: tests/test_webhooks.py runs its own workers.
-        webhooks=WebhookSettings(enabled=False),
+        webhooks=WebhookSettings(worker="off"),
     )
 
 

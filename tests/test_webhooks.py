@@ -606,7 +606,9 @@ def test_the_server_delivers_by_itself_within_a_second(
 ) -> None:
     from api.app import create_app
 
-    app = create_app(settings.model_copy(update={"webhooks": FAST}), url=migrated_url)
+    # The thread layout: the worker is up when the app is (tests/test_webhook_process.py: the child).
+    webhooks = FAST.model_copy(update={"worker": "thread"})
+    app = create_app(settings.model_copy(update={"webhooks": webhooks}), url=migrated_url)
     with TestClient(app) as client:
         created = client.post(
             "/api/v1/webhooks", headers=auth, json={"url": receiver.url, "events": ["asset.*"]}

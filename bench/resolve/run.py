@@ -14,9 +14,12 @@ What it does, in one run on one machine:
    ``--compare-indexes`` also times step 1 under other index designs;
 3. HTTP with ``wrk`` (10 connections, one server process): resolve by code (log batched, then log
    synchronous), Open311 ``POST requests.json`` (a complaint by code or lat/long: resolution, insert,
-   hot-spot check, outbox rows; again with the in-process webhook worker off), resolve by location with
+   hot-spot check, outbox rows; again with the server's webhook worker off), resolve by location with
    a class, then with GCJ-02 coordinates and a category, the bare FastAPI + psycopg baseline, and tipg's
-   feature-by-id on the same table (tipg from a separate venv, ``--tipg-venv``).
+   feature-by-id on the same table (tipg from a separate venv, ``--tipg-venv``); with ``--webhooks``
+   also Open311 POST with a live subscription and a receiver, the delivery worker as a thread of the
+   API process and as its child process (``SMARTCODE_WEBHOOKS_WORKER``), in the same run
+   (``--webhooks-only``: only that, of the HTTP part).
 
 Figures and ratios are printed and written to ``bench/out/resolve-<timestamp>.json``, with the machine's
 load average at each phase (other work on the machine skews them). Never run from the tests.
@@ -562,6 +565,144 @@ def _written(conninfo: str) -> dict[str, int]:
         )
 
 
+def _server_children(pid: int) -> list[int]:
+    """The processes ``pid`` started (the API server's delivery child), from /proc (Linux)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def webhook_layouts(
+    ours: Any, base: str, bodies: list[str], url: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Open311 POST with a live subscription: the delivery worker as a thread, a child, a separate process.
+
+    Layouts: ``thread`` and ``process`` (``SMARTCODE_WEBHOOKS_WORKER``), and ``separate``: the server
+    with ``off`` and a ``smartcode worker`` started by hand beside it (what the child replaces).
+    A receiver in this process (an HTTP/1.1 server thread, on the same cores) is subscribed to
+    ``complaint.created`` and ``complaint.resolved``: two deliveries per post. For each layout, a fresh
+    subscription and server; wrk as for the other POST runs, once a first post's events have arrived;
+    then every delivery made is waited for. Webhook latency: arrival at the receiver minus the event's
+    ``occurred_at`` (the start of its transaction: an upper bound of commit-to-receipt). CPU: the API
+    process, and the delivery process beside it. ``--webhook-rounds 2`` runs the layouts forwards then
+    backwards, so that drift hits all alike.
+    """
+    from sqlalchemy import text
+
+    from bench.webhooks import Receiver, percentiles, worker_cpu_s
+    from common.settings import WebhookSettings
+    from registry.db import Actor, make_engine, transaction
+    from registry.webhooks import create_subscription
+
+    engine = make_engine(url, pool_size=1)
+
+    conninfo = resolution.conninfo_from_url(url)
+    layouts = ["thread", "process", "separate"]
+    order = layouts + layouts[::-1] if args.webhook_rounds == 2 else layouts
+    out: dict[str, Any] = {layout: [] for layout in layouts}
+    worker_env = {**os.environ, "SMARTCODE_DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
+    for layout in order:
+        receiver = Receiver()
+        with transaction(engine) as session:
+            # Events nobody marked yet (a run with the worker off before this one) would be the new
+            # subscription's too, and their deliveries would be measured as late as they are old.
+            session.execute(text("UPDATE event_outbox SET fanned_out_at = now() WHERE fanned_out_at IS NULL"))
+            sub = create_subscription(
+                session,
+                Actor("bench", admin=True),
+                WebhookSettings(),
+                url=receiver.url,
+                events=["complaint.created", "complaint.resolved"],
+            )["id"]
+        server = ours("batch", SMARTCODE_WEBHOOKS_WORKER="off" if layout == "separate" else layout)
+        separate = None
+        if layout == "separate":
+            separate = subprocess.Popen(
+                [sys.executable, "-m", "cli.main", "worker"],
+                env=worker_env,
+                cwd=OUT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        try:
+            # Measured once delivering: one post's events received (a child process takes a second or
+            # so to import and connect; events of that second would otherwise wait for it).
+            probe = urllib.request.Request(f"{base}{OPEN311_PATH}", data=bodies[0].encode(), method="POST")
+            urllib.request.urlopen(probe, timeout=30).read()
+            deadline = time.monotonic() + 60
+            while not receiver.arrivals and time.monotonic() < deadline:
+                time.sleep(0.02)
+            children = [separate.pid] if separate else _server_children(server.proc.pid)
+            cpu0 = worker_cpu_s(server.proc.pid), sum(worker_cpu_s(c) for c in children)
+            run = wrk(
+                base,
+                bodies,
+                f"Open311 POST, live subscription, worker: {layout}",
+                headers=[],
+                post_to=OPEN311_PATH,
+                seconds=args.seconds,
+                connections=args.connections,
+            )
+            cpu1 = worker_cpu_s(server.proc.pid), sum(worker_cpu_s(c) for c in children)
+            deadline = time.monotonic() + 120
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                while time.monotonic() < deadline:
+                    pending = conn.execute(
+                        "SELECT count(*) FILTER (WHERE state = 'pending'), count(*) FROM webhook_deliveries "
+                        "WHERE subscription_id = %s",
+                        (sub,),
+                    ).fetchone()
+                    assert pending is not None
+                    if pending[0] == 0:
+                        break
+                    time.sleep(0.1)
+                occurred = dict(
+                    conn.execute(
+                        "SELECT 'evt_' || e.id, extract(epoch FROM e.occurred_at) FROM webhook_deliveries d "
+                        "JOIN event_outbox e ON e.id = d.event_id WHERE d.subscription_id = %s",
+                        (sub,),
+                    ).fetchall()
+                )
+                conn.execute(
+                    "UPDATE webhook_subscriptions SET enabled = false, deleted_at = now() WHERE id = %s",
+                    (sub,),
+                )
+        finally:
+            server.stop()
+            if separate is not None:
+                separate.terminate()
+                separate.wait(30)
+            receiver.server.shutdown()
+        with receiver.lock:
+            arrivals = {k: v[0] for k, v in receiver.arrivals.items()}
+        latencies = [arrivals[k] - float(t) for k, t in occurred.items() if k in arrivals]
+        posts = run["requests_per_s"] * run["seconds"]
+        run.update(
+            layout=layout,
+            delivery_children=len(children),
+            deliveries_made=len(occurred),
+            deliveries_received=len(latencies),
+            webhook_ms={k: round(v, 1) for k, v in percentiles(latencies).items()} if latencies else None,
+            api_cpu_ms_per_post=round((cpu1[0] - cpu0[0]) * 1000 / posts, 2),
+            child_cpu_ms_per_post=round((cpu1[1] - cpu0[1]) * 1000 / posts, 2) if children else None,
+        )
+        say(
+            f"    {layout}: {len(latencies)} of {len(occurred)} deliveries received, webhook "
+            f"{run['webhook_ms']}, API process CPU {run['api_cpu_ms_per_post']} ms/post, "
+            f"delivery process {run['child_cpu_ms_per_post']} ms/post"
+        )
+        out[layout].append(run)
+    engine.dispose()
+    return out
+
+
 def http_suite(cluster: EmbeddedCluster, url: str, args: argparse.Namespace) -> dict[str, Any]:
     """Resolve by code (batched and synchronous log), Open311 POST, by location, the bare baseline, tipg."""
     rng = random.Random(args.seed + 1)
@@ -606,6 +747,9 @@ def http_suite(cluster: EmbeddedCluster, url: str, args: argparse.Namespace) -> 
         return Server(cmd, env, f"http://127.0.0.1:{port}/api/v1/health", OUT / f"server-{mode}.log")
 
     base = f"http://127.0.0.1:{port}"
+    if args.webhooks_only:
+        results["open311_post_webhooks"] = webhook_layouts(ours, base, bodies, url, args)
+        return results
     server = ours("batch")
     try:
         results["code"] = wrk(
@@ -652,9 +796,9 @@ def http_suite(cluster: EmbeddedCluster, url: str, args: argparse.Namespace) -> 
         )
     finally:
         server.stop()
-    # The same POSTs with the in-process webhook worker off (a deployment running `smartcode worker`
-    # elsewhere): the worker wakes on every outbox commit and shares the process's interpreter.
-    server = ours("batch", SMARTCODE_WEBHOOKS_ENABLED="false")
+    # The same POSTs with the server's webhook worker off (a deployment running `smartcode worker`
+    # elsewhere); without a subscription the worker (a child process by default) hears no commits.
+    server = ours("batch", SMARTCODE_WEBHOOKS_WORKER="off")
     try:
         results["open311_post_no_worker"] = wrk(
             base,
@@ -666,6 +810,8 @@ def http_suite(cluster: EmbeddedCluster, url: str, args: argparse.Namespace) -> 
         )
     finally:
         server.stop()
+    if args.webhooks:
+        results["open311_post_webhooks"] = webhook_layouts(ours, base, bodies, url, args)
     server = ours("sync")
     try:
         results["code_sync_log"] = wrk(
@@ -680,7 +826,7 @@ def http_suite(cluster: EmbeddedCluster, url: str, args: argparse.Namespace) -> 
     with psycopg.connect(conninfo, autocommit=True) as conn:
         logged = conn.execute("SELECT count(*) FROM resolution_log").fetchone()[0] - log_before  # type: ignore[index]
     answered = sum(
-        r["requests_per_s"] * r["seconds"] for r in results.values()
+        r["requests_per_s"] * r["seconds"] for r in results.values() if "requests_per_s" in r
     )  # approximate: wrk's count excludes the warm-up runs, which were logged too
     results["log_rows_written"] = logged
     results["answers_measured_approx"] = round(answered)
@@ -858,6 +1004,22 @@ def main() -> None:
         action="store_true",
         help="leave the assets in random physical order (no CLUSTER; use a fresh --dir)",
     )
+    parser.add_argument(
+        "--webhooks",
+        action="store_true",
+        help="also Open311 POST with a live subscription, the delivery worker as a thread, a child process "
+        "and a separate `smartcode worker`",
+    )
+    parser.add_argument(
+        "--webhooks-only", action="store_true", help="of the HTTP part, only the --webhooks comparison"
+    )
+    parser.add_argument(
+        "--webhook-rounds",
+        type=int,
+        default=1,
+        choices=(1, 2),
+        help="2: the layouts forwards, then backwards",
+    )
     parser.add_argument("--destroy", action="store_true", help="delete the cluster afterwards")
     args = parser.parse_args()
     if shutil.which("wrk") is None and not args.skip_http:
@@ -984,6 +1146,15 @@ def summary(report: dict[str, Any]) -> None:
             print(
                 f"  {off['label']}: {off['requests_per_s']} req/s, p50 {off['p50_ms']} ms, "
                 f"p99 {off['p99_ms']} ms, non-2xx {off['non_2xx']}"
+            )
+    for layout, runs in http.get("open311_post_webhooks", {}).items():
+        for run in runs:
+            print(
+                f"HTTP Open311 POST, live subscription, worker {layout}: {run['requests_per_s']} req/s, "
+                f"p50 {run['p50_ms']} ms, p99 {run['p99_ms']} ms, non-2xx {run['non_2xx']}; "
+                f"{run['deliveries_received']} of {run['deliveries_made']} deliveries received, "
+                f"webhook ms {run['webhook_ms']}; CPU ms/post: API {run['api_cpu_ms_per_post']}, "
+                f"delivery process {run['child_cpu_ms_per_post']}"
             )
     if "location" in http:
         loc = http["location"]
