@@ -135,6 +135,24 @@ def test_a_case_posted_with_the_scanned_code_answers_in_xml(
     assert one["agency_responsible"] == "深圳供电局有限公司" and one["lat"] is None
 
 
+def test_a_form_sent_as_unescaped_utf8_reads_its_chinese_fields(
+    client: TestClient, lamp: Any, api_key: str
+) -> None:
+    # `curl -d 'service_code=路灯不亮'` (the README's walk-through) and many case systems send UTF-8
+    # without percent-encoding it; read as Latin-1, the service code was unknown (400) and mangled.
+    form = f"api_key={api_key}&service_code=路灯不亮&attribute[asset_code]={lamp.code}&description=整晚不亮"
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    posted = client.post(f"{BASE}/requests.json", content=form.encode(), headers=headers)
+    assert posted.status_code == 200, posted.text
+    reference = conforms(posted.json(), "request-created")[0]["service_request_id"]
+    one = client.get(f"{BASE}/requests/{reference}.json").json()[0]
+    assert one["service_code"] == "路灯不亮" and one["description"] == "整晚不亮"
+
+    gbk = client.post(f"{BASE}/requests.json", content=form.encode("gbk"), headers=headers)
+    assert gbk.status_code == 400
+    assert "UTF-8" in conforms(gbk.json(), "errors")[0]["description"]
+
+
 @pytest.mark.parametrize(
     ("fields", "status", "said"),
     [

@@ -14,12 +14,13 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from psycopg import AsyncConnection
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 
 from api.deps import services
 from api.params import optional_number
@@ -216,9 +217,33 @@ async def _authenticate(
 _REVOKED = "api_key 无效或已吊销 / the api_key is unknown or revoked"
 
 
-async def _form(request: Request) -> FormData:
+_MAX_FIELDS = 64
+
+
+def _urlencoded(body: bytes) -> FormData:
+    # Starlette reads unescaped bytes of a urlencoded body as Latin-1, but `curl -d 'service_code=井盖破损'`
+    # and many case systems send UTF-8 unescaped: read the body as UTF-8, then unescape (also UTF-8).
     try:
-        return await request.form(max_files=0, max_fields=64)
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            "表单须为 UTF-8 编码 / the form-encoded body must be UTF-8 (percent-encoded or not)"
+        ) from exc
+    try:
+        pairs: list[tuple[str, str | UploadFile]] = list(
+            parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_FIELDS)
+        )
+    except ValueError as exc:
+        raise InvalidInput(f"表单字段过多 / the form has more than {_MAX_FIELDS} fields") from exc
+    return FormData(pairs)
+
+
+async def _form(request: Request) -> FormData:
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type == "application/x-www-form-urlencoded":
+        return _urlencoded(await request.body())
+    try:
+        return await request.form(max_files=0, max_fields=_MAX_FIELDS)
     except Exception as exc:  # Starlette reports unreadable bodies in several exception types
         raise InvalidInput("表单无法读取 / the form-encoded body could not be read") from exc
 
