@@ -165,6 +165,12 @@ def test_a_form_sent_as_unescaped_utf8_reads_its_chinese_fields(
         ({"key": True, "service_code": "路灯不亮"}, 400, "lat"),
         ({"key": True, "service_code": "路灯不亮", "lat": "north", "long": "114.3"}, 400, "lat"),
         ({"key": True, "service_code": "路灯不亮", "attribute[asset_code]": "12345"}, 400, ""),
+        (
+            {"key": True, "service_code": "路灯不亮", "attribute[asset_code]": "440310-0118-999999-9"},
+            400,
+            "asset_code",
+        ),
+        ({"key": True, "service_code": "路灯不亮", "lat": "22.69"}, 400, "long"),
     ],
 )
 def test_posting_errors_follow_the_specification(

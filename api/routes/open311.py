@@ -267,6 +267,10 @@ async def post_request(request: Request, fmt: str) -> Response:
             category = await sc.service_code(conn, service_code)
             lat, lon = _coordinate(form, "lat"), _coordinate(form, "long")
             asset_code = _field(form, f"attribute[{open311.ASSET_CODE_ATTRIBUTE}]")
+            if (lat is None) != (lon is None):
+                raise InvalidInput(
+                    "lat 与 long 须同时提供 / lat and long must be given together", field="lat"
+                )
             if lat is None and lon is None and not asset_code:
                 hint = " (address_id is not supported)" if _field(form, "address_id") else ""
                 raise InvalidInput(
@@ -286,16 +290,27 @@ async def post_request(request: Request, fmt: str) -> Response:
                 address=_field(form, "address_string") or None,
                 client_ip=request.client.host if request.client else None,
             )
-            reference, resolved = await complaints.file_complaint(
-                conn,
-                conn,
-                rt.resolver,
-                rt.log,
-                data,
-                actor=actor.name,
-                settings=sc.settings.area,
-                hotspot_rules=sc.settings.hotspots,
-            )
+            try:
+                reference, resolved = await complaints.file_complaint(
+                    conn,
+                    conn,
+                    rt.resolver,
+                    rt.log,
+                    data,
+                    actor=actor.name,
+                    settings=sc.settings.area,
+                    hotspot_rules=sc.settings.hotspots,
+                )
+            except NotFound as exc:
+                # A posted field naming nothing is a bad request (400), as the specification says;
+                # 404 is for a resource asked for by its address (a request id, a service definition).
+                if "code" not in exc.details:
+                    raise
+                raise InvalidInput(
+                    f"attribute[asset_code]：智慧码 {exc.details['code']} 未登记 / "
+                    f"attribute[asset_code]: code {exc.details['code']} is not registered",
+                    field=f"attribute[{open311.ASSET_CODE_ATTRIBUTE}]",
+                ) from exc
         unit = open311.agency_of(resolved.answer)
         notice = (
             f"已受理，责任单位：{unit} / received; responsible unit: {unit}" if unit else "已受理 / received"
