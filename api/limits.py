@@ -5,6 +5,7 @@ The upload endpoints (multipart files) have their own, larger caps (api.uploads)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
 
 from starlette.exceptions import HTTPException
@@ -27,17 +28,25 @@ class BodyLimit:
         *,
         max_bytes: int,
         exempt: Collection[str] = (),
+        exempt_pattern: re.Pattern[str] | None = None,
         by_prefix: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.exempt = frozenset(exempt)
+        # Upload paths with an id in them (a dispute's evidence) cap their own bodies too.
+        self.exempt_pattern = exempt_pattern
         # Paths under these prefixes have their own cap (the scan page's report form carries a photo).
         self.by_prefix = dict(by_prefix or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request on, with its body counted."""
-        if scope["type"] != "http" or scope["path"].rstrip("/") in self.exempt:
+        path = scope["path"].rstrip("/") if scope["type"] == "http" else ""
+        if (
+            scope["type"] != "http"
+            or path in self.exempt
+            or (self.exempt_pattern is not None and self.exempt_pattern.fullmatch(path))
+        ):
             await self.app(scope, receive, send)
             return
         limit = self.max_bytes
