@@ -227,7 +227,7 @@ class ComplaintCreate(_Strict):
     reported_at: dt.datetime | None = Field(
         default=None, description="when it happened (resolved as of then); without a zone: local time"
     )
-    description: str = Field(default="", max_length=2000)
+    description: str = Field(default="", max_length=4000)
     address: str | None = _short()
     reporter: dict[
         Literal["name", "phone", "email"], Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]

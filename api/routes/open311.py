@@ -10,6 +10,7 @@ post which is the access policy's (``registry.complaint_status``).
 
 from __future__ import annotations
 
+import logging
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
@@ -17,10 +18,13 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
+import psycopg
+import sqlalchemy.exc
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from psycopg import AsyncConnection
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 
 from api.deps import services
 from api.params import optional_number
@@ -40,9 +44,12 @@ from registry import complaint_status, complaints, open311, tokens
 from registry.access import Action, Actor, require, require_role
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
+log = logging.getLogger("smartcode.api")
 
 FORMATS = ("json", "xml")
 _FIELD_MAX = 4000
+# A reporter's contact field: longer is refused, never cut (a cut e-mail address reaches nobody).
+_CONTACT_MAX = 200
 
 # GeoReport's element names for list items, by their list's name.
 _ITEM_TAGS = {
@@ -115,6 +122,10 @@ def render(fmt: str, root: str, body: Any, status: int = 200) -> Response:
 def _error(fmt: str, exc: SmartcodeError) -> Response:
     status = _status(exc)
     message = exc.message if status < 500 else "内部错误 / internal error"
+    return _error_body(fmt, status, message)
+
+
+def _error_body(fmt: str, status: int, message: str) -> Response:
     if fmt == "xml":
         errors = ET.Element("errors")
         error = ET.SubElement(errors, "error")
@@ -136,6 +147,18 @@ async def _answer(fmt: str, make: Callable[[], Awaitable[Response]]) -> Response
         return await make()
     except SmartcodeError as exc:
         return _error(fmt, exc)
+    # Open311 clients parse every error as [{code, description}]: the body cap's 413, a lost database
+    # and a bug are answered in that shape too, never in /api/v1's (and never with the cause's text).
+    except HTTPException as exc:
+        return _error_body(fmt, exc.status_code, str(exc.detail))
+    except (psycopg.OperationalError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError) as exc:
+        log.warning("database unavailable on an Open311 request: %s", type(exc).__name__)
+        return _error_body(fmt, 503, "数据库暂不可用，请稍后重试 / the database is unavailable: retry later")
+    except Exception:
+        log.exception("unexpected error on an Open311 request")
+        return _error_body(
+            fmt, 500, "内部错误，已记录 / internal error: the failure was logged on the server"
+        )
 
 
 def _split(name: str) -> tuple[str, str]:
@@ -263,7 +286,13 @@ async def post_request(request: Request, fmt: str) -> Response:
             service_code = _field(form, "service_code")
             if not service_code:
                 raise InvalidInput("缺少 service_code / service_code is required", field="service_code")
-            reporter = {k: _field(form, k)[:200] for k in ("email", "phone", "first_name", "last_name")}
+            reporter = {k: _field(form, k) for k in ("email", "phone", "first_name", "last_name")}
+            for name, value in reporter.items():
+                if len(value) > _CONTACT_MAX:
+                    raise InvalidInput(
+                        f"{name} 最多 {_CONTACT_MAX} 字 / {name} is longer than {_CONTACT_MAX} characters",
+                        field=name,
+                    )
             category = await sc.service_code(conn, service_code)
             lat, lon = _coordinate(form, "lat"), _coordinate(form, "long")
             asset_code = _field(form, f"attribute[{open311.ASSET_CODE_ATTRIBUTE}]")
@@ -280,7 +309,7 @@ async def post_request(request: Request, fmt: str) -> Response:
                 )
             data = complaints.ComplaintIn(
                 source="open311",
-                description=_field(form, "description")[: complaints.DESCRIPTION_MAX],
+                description=_field(form, "description"),
                 category=category,
                 code=asset_code or None,
                 x=lon,
