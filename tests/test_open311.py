@@ -318,3 +318,22 @@ def test_unexpected_failures_are_answered_in_the_specifications_error_shape(
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert too_big.status_code == 413 and conforms(too_big.json(), "errors")[0]["code"] == 413
+
+
+def test_a_photo_sent_as_a_file_part_is_refused_by_its_part_name(
+    client: TestClient, db: Engine, lamp: Any, api_key: str
+) -> None:
+    # Some Open311 clients upload the photo as a "media" part; the answer was "the form could not be
+    # read", naming nothing. Photos come through the scan page (size-capped and type-checked there).
+    fields = {"api_key": api_key, "service_code": "路灯不亮", "attribute[asset_code]": lamp.code}
+    answer = client.post(
+        f"{BASE}/requests.json",
+        data=fields,
+        files={"media": ("p.jpg", b"\xff\xd8\xff" + b"0" * 64, "image/jpeg")},
+    )
+    assert answer.status_code == 400
+    assert "'media'" in conforms(answer.json(), "errors")[0]["description"]
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM complaints")).scalar() == 0
+    as_parts = client.post(f"{BASE}/requests.json", files={k: (None, v) for k, v in fields.items()})
+    assert as_parts.status_code == 200, as_parts.text

@@ -241,6 +241,7 @@ _REVOKED = "api_key 无效或已吊销 / the api_key is unknown or revoked"
 
 
 _MAX_FIELDS = 64
+_MAX_FILE_PARTS = 5
 
 
 def _urlencoded(body: bytes) -> FormData:
@@ -266,9 +267,21 @@ async def _form(request: Request) -> FormData:
     if media_type == "application/x-www-form-urlencoded":
         return _urlencoded(await request.body())
     try:
-        return await request.form(max_files=0, max_fields=_MAX_FIELDS)
+        # A few file parts are read only to be refused by name (a client sending a photo as "media").
+        form = await request.form(max_files=_MAX_FILE_PARTS, max_fields=_MAX_FIELDS)
+    except HTTPException:
+        raise  # the body cap (413)
     except Exception as exc:  # Starlette reports unreadable bodies in several exception types
         raise InvalidInput("表单无法读取 / the form-encoded body could not be read") from exc
+    files = [name for name, value in form.multi_items() if not isinstance(value, str)]
+    if files:
+        await form.close()
+        raise InvalidInput(
+            f"此处不接收文件（{files[0]}）：照片请经扫码页提交 / part {files[0]!r} is a file: Open311 "
+            "requests take no files here (media_url is ignored; photos come through the scan page)",
+            field=files[0],
+        )
+    return form
 
 
 @router.post("/requests.{fmt}", summary="Post a service request (a complaint), form-encoded")
