@@ -337,3 +337,23 @@ def test_a_photo_sent_as_a_file_part_is_refused_by_its_part_name(
         assert conn.execute(text("SELECT count(*) FROM complaints")).scalar() == 0
     as_parts = client.post(f"{BASE}/requests.json", files={k: (None, v) for k, v in fields.items()})
     assert as_parts.status_code == 200, as_parts.text
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "requests/%00.json",
+        "services/%00.xml",
+        "requests.json?service_request_id=%00",
+        "requests.json?service_code=%00",
+        "servicerequestupdates.json?service_request_id=%00",
+    ],
+)
+def test_a_nul_character_in_an_id_or_code_is_a_bad_request(client: TestClient, path: str) -> None:
+    # PostgreSQL text cannot hold NUL: the database's refusal was answered 500 "internal error".
+    answer = client.get(f"{BASE}/{path}")
+    assert answer.status_code == 400, answer.text
+    if ".xml" in path:
+        assert ET.fromstring(answer.content).findtext("error/code") == "400"
+    else:
+        assert "NUL" in conforms(answer.json(), "errors")[0]["description"]

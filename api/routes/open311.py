@@ -151,6 +151,13 @@ async def _answer(fmt: str, make: Callable[[], Awaitable[Response]]) -> Response
     # and a bug are answered in that shape too, never in /api/v1's (and never with the cause's text).
     except HTTPException as exc:
         return _error_body(fmt, exc.status_code, str(exc.detail))
+    except (psycopg.DataError, sqlalchemy.exc.DataError):
+        # A value the database cannot hold (a NUL character in an id or a code) is the caller's input.
+        return _error_body(
+            fmt,
+            400,
+            "请求中有无法保存的值（如 NUL 字符）/ a value in the request cannot be stored (e.g. a NUL)",
+        )
     except (psycopg.OperationalError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError) as exc:
         log.warning("database unavailable on an Open311 request: %s", type(exc).__name__)
         return _error_body(fmt, 503, "数据库暂不可用，请稍后重试 / the database is unavailable: retry later")
