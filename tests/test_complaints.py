@@ -157,6 +157,7 @@ def test_the_case_system_files_a_complaint_by_the_json_api_once_per_case(
         ({"x": gx, "crs": "gcj02"}, 400, "x"),
         ({"code": "440310-0118-999999-9"}, 404, "not registered"),
         ({"code": lamp.code, "source": "open311"}, 422, "source"),
+        ({"code": lamp.code, "reported_at": "2091-01-01T08:00:00+08:00"}, 400, "future"),
     ):
         refused = client.post("/api/v1/complaints", headers=auth, json=body)
         assert refused.status_code == status and said in refused.text, (body, refused.text)

@@ -60,7 +60,7 @@ async def post_complaint(request: Request, body: ComplaintCreate) -> Response:
     """Record a complaint from the case system (``source: case_system``) or another client (``api``).
 
     Give the scanned ``code``, a location (``x``/``y`` in ``crs``: WGS84, GCJ-02, BD-09, CGCS2000 or an
-    EPSG code), or both; ``category`` is a complaint category (or one of its aliases). The answer is the
+    EPSG code), or both; ``category`` is a complaint category by its name. The answer is the
     complaint as ``GET /complaints/{reference}`` shows it: its resolution (owner, maintainer, supervisor,
     rule chain) and status. ``external_id`` (the sender's own case id) makes a repeated post harmless:
     the second is refused with 409 naming the first reference.
@@ -79,6 +79,13 @@ async def post_complaint(request: Request, body: ComplaintCreate) -> Response:
     reported_at = body.reported_at
     if reported_at is not None and reported_at.tzinfo is None:
         reported_at = reported_at.replace(tzinfo=zoneinfo.ZoneInfo(sc.settings.area.timezone))
+    # A few minutes of clock skew between the case system and us are not an error; a date ahead is a typo
+    # that would resolve the complaint against a registry that does not exist yet.
+    if reported_at is not None and reported_at > dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5):
+        raise InvalidInput(
+            f"reported_at {reported_at.isoformat()} 在将来 / reported_at is in the future",
+            field="reported_at",
+        )
     async with sc.write_pool.connection() as conn:
         category = None
         if body.category:
