@@ -137,6 +137,7 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
         exempt_pattern=re.compile(rf"{API_PREFIX}/disputes/[0-9]+/evidence"),
         # The report form has its own cap (answered as a page); this one catches bodies without a length.
         by_prefix={"/c/": 2 * scan.REPORT_MAX_BYTES},
+        answer_by_prefix={"/open311/": open311.body_too_large},
     )
     # The resolve hot path is answered before FastAPI's routing (see api/routes/resolve.py), and
     # added last so it is the outermost layer: a GET it never reads the body of, so the layers

@@ -310,6 +310,11 @@ def test_unexpected_failures_are_answered_in_the_specifications_error_shape(
             assert conforms(answer.json(), "errors")[0]["code"] == 500
         else:
             assert ET.fromstring(answer.content).findtext("error/code") == "500"
+    huge = {"api_key": api_key, "service_code": "路灯不亮", "description": "x" * (5 * 1024 * 1024)}
+    declared = _post(client, **huge)  # refused on its Content-Length, before the route runs
+    assert declared.status_code == 413 and conforms(declared.json(), "errors")[0]["code"] == 413
+    declared_xml = _post(client, "xml", **huge)
+    assert ET.fromstring(declared_xml.content).findtext("error/code") == "413"
     # A body sent without a length, counted past the cap while it is read.
     chunks = iter([f"api_key={api_key}&description=".encode()] + [b"x" * 65536] * 80)
     too_big = client.post(

@@ -140,6 +140,11 @@ def _error_body(fmt: str, status: int, message: str) -> Response:
     )
 
 
+def body_too_large(path: str, message: str) -> Response:
+    """The body cap's 413 in GeoReport's error shape, in the format the path asks for."""
+    return _error_body("xml" if path.endswith(".xml") else "json", 413, message)
+
+
 async def _answer(fmt: str, make: Callable[[], Awaitable[Response]]) -> Response:
     if fmt not in FORMATS:
         return _error("json", _BadFormat("格式须为 .json 或 .xml / the format must be .json or .xml"))
