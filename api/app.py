@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -132,8 +133,11 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
         BodyLimit,
         max_bytes=settings.api.max_body_kb * 1024,
         exempt=uploads,
+        # Evidence added later (补充证据) is capped by its route like the opening's, not at the JSON size.
+        exempt_pattern=re.compile(rf"{API_PREFIX}/disputes/[0-9]+/evidence"),
         # The report form has its own cap (answered as a page); this one catches bodies without a length.
         by_prefix={"/c/": 2 * scan.REPORT_MAX_BYTES},
+        answer_by_prefix={"/open311/": open311.body_too_large},
     )
     # The resolve hot path is answered before FastAPI's routing (see api/routes/resolve.py), and
     # added last so it is the outermost layer: a GET it never reads the body of, so the layers

@@ -5,9 +5,11 @@ The upload endpoints (multipart files) have their own, larger caps (api.uploads)
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import re
+from collections.abc import Callable, Collection, Mapping
 
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_body
@@ -27,17 +29,28 @@ class BodyLimit:
         *,
         max_bytes: int,
         exempt: Collection[str] = (),
+        exempt_pattern: re.Pattern[str] | None = None,
         by_prefix: Mapping[str, int] | None = None,
+        answer_by_prefix: Mapping[str, Callable[[str, str], Response]] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.exempt = frozenset(exempt)
+        # Upload paths with an id in them (a dispute's evidence) cap their own bodies too.
+        self.exempt_pattern = exempt_pattern
         # Paths under these prefixes have their own cap (the scan page's report form carries a photo).
         self.by_prefix = dict(by_prefix or {})
+        # Paths whose clients read another error shape (Open311): (path, message) -> the 413 answer.
+        self.answer_by_prefix = dict(answer_by_prefix or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request on, with its body counted."""
-        if scope["type"] != "http" or scope["path"].rstrip("/") in self.exempt:
+        path = scope["path"].rstrip("/") if scope["type"] == "http" else ""
+        if (
+            scope["type"] != "http"
+            or path in self.exempt
+            or (self.exempt_pattern is not None and self.exempt_pattern.fullmatch(path))
+        ):
             await self.app(scope, receive, send)
             return
         limit = self.max_bytes
@@ -47,7 +60,19 @@ class BodyLimit:
                 break
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                response = OrjsonResponse(error_body("HTTPError", _too_large(limit)), status_code=413)
+                answer = next(
+                    (
+                        make
+                        for prefix, make in self.answer_by_prefix.items()
+                        if scope["path"].startswith(prefix)
+                    ),
+                    None,
+                )
+                response = (
+                    answer(scope["path"], _too_large(limit))
+                    if answer is not None
+                    else OrjsonResponse(error_body("HTTPError", _too_large(limit)), status_code=413)
+                )
                 await response(scope, receive, send)
                 return
         received = 0

@@ -38,7 +38,8 @@ STATUS_LABELS = {"received": "已受理", "accepted": "已签收", "returned": "
 
 PHOTO_MAX_BYTES = 5 * 1024 * 1024
 PHOTOS_MAX = 3
-DESCRIPTION_MAX = 2000
+# GeoReport v2 lets a description run to 4000 characters; the scan page's form asks for at most 2000.
+DESCRIPTION_MAX = 4000
 # Categories the scan page offers beside those of the asset's class: a problem with the label
 # itself, and a label found far from where the registry places the asset.
 LABEL_CATEGORY = "标签损坏或疑似伪造"

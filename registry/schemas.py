@@ -202,6 +202,38 @@ class Decommission(_Strict):
     at: dt.datetime | None = None
 
 
+class ComplaintCreate(_Strict):
+    """A complaint (诉求) posted by the case system or another API client: a code, a location, or both."""
+
+    source: Literal["case_system", "api"] = Field(
+        default="api", description="case_system: the 12345 case system; api: any other client"
+    )
+    external_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TEXT_CHARS,
+        description="the sender's own case id; posting it again for the same source is refused (409)",
+    )
+    category: str | None = Field(
+        default=None, max_length=MAX_TEXT_CHARS, description="案件类别, e.g. 路灯不亮"
+    )
+    code: str | None = Field(default=None, max_length=MAX_TEXT_CHARS, description="the scanned asset code")
+    x: float | None = Field(default=None, allow_inf_nan=False, description="longitude or easting")
+    y: float | None = Field(default=None, allow_inf_nan=False, description="latitude or northing")
+    crs: str = Field(
+        default="wgs84", max_length=MAX_TEXT_CHARS, description="wgs84, gcj02, bd09, cgcs2000 or EPSG:n"
+    )
+    accuracy_m: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    reported_at: dt.datetime | None = Field(
+        default=None, description="when it happened (resolved as of then); without a zone: local time"
+    )
+    description: str = Field(default="", max_length=4000)
+    address: str | None = _short()
+    reporter: dict[
+        Literal["name", "phone", "email"], Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
+    ] = Field(default_factory=dict, description="the reporter's contact (never shown to the public)")
+
+
 class ComplaintStatusChange(_Strict):
     """A status update of a complaint from the case system or the unit it was routed to."""
 

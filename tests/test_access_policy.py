@@ -332,6 +332,17 @@ CASES = [
         {**_expect(200, owner=200, maintainer=200, other=200, reader=200), "anonymous": 403},
     ),
     Case(
+        "file a complaint by the JSON API",
+        "POST /api/v1/complaints",
+        lambda c, w, h: c.post(
+            "/api/v1/complaints",
+            headers=h,
+            json={"source": "case_system", "code": w.code, "category": "路灯不亮"},
+        ),
+        # Any token files a case, as by Open311 (the case system holds a reader token).
+        _expect(201, owner=201, maintainer=201, other=201, reader=201),
+    ),
+    Case(
         "accept a complaint",
         "POST /api/v1/complaints/{reference}/status",
         lambda c, w, h: c.post(

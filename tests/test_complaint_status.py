@@ -381,3 +381,31 @@ def test_a_return_by_the_unit_itself_is_its_dispute_and_a_failed_return_opens_no
         (world.maintainer, "不归我们养护"),
         (world.owner, "非本单位资产"),
     }
+
+
+def test_a_complaint_placed_by_its_location_moves_through_its_statuses(
+    client: TestClient, db: Engine, world: World
+) -> None:
+    # A located complaint carries geom_m, a generated column (migration 0020) that a BEFORE trigger
+    # sees as NULL in NEW: the guard took every status change of such a complaint for an edit of what
+    # arrived and answered 500. Scan-page reports always have a location, so none could be accepted.
+    from tests.test_resolve import at_m
+
+    lon, lat = at_m(1, 0)
+    form = {"api_key": ADMIN_TOKEN, "service_code": "路灯不亮", "lat": str(lat), "long": str(lon)}
+    posted = client.post("/open311/v2/requests.json", data=form)
+    assert posted.status_code == 200, posted.text
+    reference = posted.json()[0]["service_request_id"]
+    for version, status in ((1, "accepted"), (2, "closed")):
+        answer = _post(client, reference, ADMIN, status=status, version=version)
+        assert answer.status_code == 200, answer.text
+    with db.connect() as conn:
+        assert conn.execute(
+            text("SELECT geom_m IS NOT NULL FROM complaints WHERE reference = :r"), {"r": reference}
+        ).scalar()
+    # What arrived is still guarded: the location cannot be edited.
+    with pytest.raises(Exception, match="kept as it arrived"), db.begin() as conn:
+        conn.execute(
+            text("UPDATE complaints SET geom = ST_Translate(geom, 0.001, 0) WHERE reference = :r"),
+            {"r": reference},
+        )

@@ -117,3 +117,54 @@ def test_with_a_code_an_unusable_location_is_kept_but_not_placed(
     )
     assert view["asset_code"] == lamp.code and view["location"] is None and view["distance_m"] is None
     assert view["location_given"]["x"] == 116.39 and view["location_given"]["note"]
+
+
+def test_the_case_system_files_a_complaint_by_the_json_api_once_per_case(
+    client: Any, db: Engine, auth: dict[str, str], lamp: Any
+) -> None:
+    # The domain took a source and the case system's own id, but no endpoint let a client send them:
+    # every complaint came from the scan page or Open311 (source open311, no external id).
+    lon, lat = at_m(1, 0)
+    gx, gy = from_wgs84(lon, lat, GCJ02)
+    case = {
+        "source": "case_system",
+        "external_id": "12345-2026-000888",
+        "category": "路灯不亮",
+        "x": gx,
+        "y": gy,
+        "crs": "gcj02",
+        "description": "路灯整晚不亮",
+        "reporter": {"phone": "13800000000"},
+    }
+    posted = client.post("/api/v1/complaints", headers=auth, json=case)
+    assert posted.status_code == 201, posted.text
+    view = posted.json()
+    assert posted.headers["location"] == f"/api/v1/complaints/{view['reference']}"
+    assert view["source"] == "case_system" and view["external_id"] == "12345-2026-000888"
+    assert view["resolution"]["owner"]["name"] == "深圳供电局有限公司"
+    assert view["location"] == pytest.approx({"lon": lon, "lat": lat}, abs=1e-5)
+    assert client.get(posted.headers["location"], headers=auth).json()["reference"] == view["reference"]
+
+    again = client.post("/api/v1/complaints", headers=auth, json=case)
+    assert again.status_code == 409 and view["reference"] in again.json()["error"]["message"]
+
+    by_code = client.post("/api/v1/complaints", headers=auth, json={"code": lamp.code})
+    assert by_code.status_code == 201 and by_code.json()["source"] == "api"
+
+    for body, status, said in (
+        ({"category": "路灯不亮"}, 400, "code"),
+        ({"code": lamp.code, "category": "没有这个类别"}, 400, "category"),
+        ({"x": gx, "crs": "gcj02"}, 400, "x"),
+        ({"code": "440310-0118-999999-9"}, 404, "not registered"),
+        ({"code": lamp.code, "source": "open311"}, 422, "source"),
+        ({"code": lamp.code, "reported_at": "2091-01-01T08:00:00+08:00"}, 400, "future"),
+    ):
+        refused = client.post("/api/v1/complaints", headers=auth, json=body)
+        assert refused.status_code == status and said in refused.text, (body, refused.text)
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM complaints")).scalar() == 2
+        created = conn.execute(
+            text("SELECT count(*) FROM event_outbox WHERE type = 'complaint.created'")
+        ).scalar()
+    assert created == 2
+    assert client.post("/api/v1/complaints", json={"code": lamp.code}).status_code == 401

@@ -1131,3 +1131,21 @@ def test_the_cli_adds_evidence_as_the_administrator(
     assert shown["history"][-1]["event"] == "evidence" and shown["history"][-1]["reason"] == "移交合同"
     stale = run("disputes", "evidence", str(view["id"]), str(contract), "--version", "1", env=env)
     assert stale.returncode == 1 and "version 2, not 1" in stale.stderr
+
+
+def test_evidence_added_later_may_be_as_large_as_the_evidence_cap_not_the_json_cap(
+    client: Any, db: Engine, admin: Actor, settings: Settings, world: dict[str, Any]
+) -> None:
+    # The JSON body cap (SMARTCODE_MAX_BODY_KB, 4 MiB) stood in front of POST /disputes/{id}/evidence:
+    # a 5 MiB site photo, well under the 10 MiB evidence cap, was refused with 413 "larger than 4096 KiB".
+    power = _unit_token(db, admin, "power", world["power"])
+    view = _open(db, world["as_power"], settings, subject_kind="asset", subject_id=world["code"], reason="x")
+    photo = PNG + b"\x00" * (5 * 1024 * 1024)
+    added = _add(client, power, view["id"], 1, ("现场.png", photo, "image/png"))
+    assert added.status_code == 200, added.text
+    assert [e["size"] for e in added.json()["evidence"]] == [len(photo)]
+    # Over the evidence cap: refused by the service, naming the file; nothing stored.
+    too_big = PDF + b"\x00" * (settings.disputes.evidence_max_mib * 1024 * 1024)
+    refused = _add(client, power, view["id"], 2, ("合同.pdf", too_big, "application/pdf"))
+    assert refused.status_code == 400 and "合同.pdf" in refused.json()["error"]["message"]
+    assert client.get(f"/api/v1/disputes/{view['id']}", headers=power).json()["evidence_count"] == 1

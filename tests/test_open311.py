@@ -135,6 +135,43 @@ def test_a_case_posted_with_the_scanned_code_answers_in_xml(
     assert one["agency_responsible"] == "深圳供电局有限公司" and one["lat"] is None
 
 
+def test_a_form_sent_as_unescaped_utf8_reads_its_chinese_fields(
+    client: TestClient, lamp: Any, api_key: str
+) -> None:
+    # `curl -d 'service_code=路灯不亮'` (the README's walk-through) and many case systems send UTF-8
+    # without percent-encoding it; read as Latin-1, the service code was unknown (400) and mangled.
+    form = f"api_key={api_key}&service_code=路灯不亮&attribute[asset_code]={lamp.code}&description=整晚不亮"
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    posted = client.post(f"{BASE}/requests.json", content=form.encode(), headers=headers)
+    assert posted.status_code == 200, posted.text
+    reference = conforms(posted.json(), "request-created")[0]["service_request_id"]
+    one = client.get(f"{BASE}/requests/{reference}.json").json()[0]
+    assert one["service_code"] == "路灯不亮" and one["description"] == "整晚不亮"
+
+    gbk = client.post(f"{BASE}/requests.json", content=form.encode("gbk"), headers=headers)
+    assert gbk.status_code == 400
+    assert "UTF-8" in conforms(gbk.json(), "errors")[0]["description"]
+
+
+def test_a_long_description_is_kept_whole_or_refused_never_cut(
+    client: TestClient, db: Engine, lamp: Any, api_key: str
+) -> None:
+    # GeoReport v2 allows 4000 characters; 2001 to 4000 were cut to 2000 without a word, and a
+    # reporter's e-mail address over 200 characters was cut too.
+    fields = {"api_key": api_key, "service_code": "路灯不亮", "attribute[asset_code]": lamp.code}
+    text_3000 = "灯" * 3000
+    posted = _post(client, **fields, description=text_3000)
+    assert posted.status_code == 200, posted.text
+    reference = posted.json()[0]["service_request_id"]
+    assert client.get(f"{BASE}/requests/{reference}.json").json()[0]["description"] == text_3000
+    too_long = _post(client, **fields, description="灯" * 4001)
+    assert too_long.status_code == 400 and "description" in too_long.json()[0]["description"]
+    long_email = _post(client, **fields, email="a" * 201 + "@example.cn")
+    assert long_email.status_code == 400 and "email" in long_email.json()[0]["description"]
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM complaints")).scalar() == 1
+
+
 @pytest.mark.parametrize(
     ("fields", "status", "said"),
     [
@@ -147,6 +184,12 @@ def test_a_case_posted_with_the_scanned_code_answers_in_xml(
         ({"key": True, "service_code": "路灯不亮"}, 400, "lat"),
         ({"key": True, "service_code": "路灯不亮", "lat": "north", "long": "114.3"}, 400, "lat"),
         ({"key": True, "service_code": "路灯不亮", "attribute[asset_code]": "12345"}, 400, ""),
+        (
+            {"key": True, "service_code": "路灯不亮", "attribute[asset_code]": "440310-0118-999999-9"},
+            400,
+            "asset_code",
+        ),
+        ({"key": True, "service_code": "路灯不亮", "lat": "22.69"}, 400, "long"),
     ],
 )
 def test_posting_errors_follow_the_specification(
@@ -247,3 +290,75 @@ def test_every_token_role_may_post_and_a_revoked_key_is_refused_at_once(
     assert refused.status_code == 403
     assert "api_key" in conforms(refused.json(), "errors")[0]["description"]
     assert _post(client, api_key=unit_key, **form).status_code == 200
+
+
+def test_unexpected_failures_are_answered_in_the_specifications_error_shape(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, lamp: Any, api_key: str
+) -> None:
+    # A bug or an oversized body came back as /api/v1's {"error": {...}}, which an Open311 client
+    # cannot read; the cause's text (SQL, paths) must not be shown either.
+    from registry import open311
+
+    async def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("SELECT secret FROM /srv/smartcode")
+
+    monkeypatch.setattr(open311, "get_request", broken)
+    for fmt in ("json", "xml"):
+        answer = client.get(f"{BASE}/requests/SC-20261206-000001.{fmt}")
+        assert answer.status_code == 500 and "SELECT" not in answer.text and "/srv" not in answer.text
+        if fmt == "json":
+            assert conforms(answer.json(), "errors")[0]["code"] == 500
+        else:
+            assert ET.fromstring(answer.content).findtext("error/code") == "500"
+    huge = {"api_key": api_key, "service_code": "路灯不亮", "description": "x" * (5 * 1024 * 1024)}
+    declared = _post(client, **huge)  # refused on its Content-Length, before the route runs
+    assert declared.status_code == 413 and conforms(declared.json(), "errors")[0]["code"] == 413
+    declared_xml = _post(client, "xml", **huge)
+    assert ET.fromstring(declared_xml.content).findtext("error/code") == "413"
+    # A body sent without a length, counted past the cap while it is read.
+    chunks = iter([f"api_key={api_key}&description=".encode()] + [b"x" * 65536] * 80)
+    too_big = client.post(
+        f"{BASE}/requests.json",
+        content=chunks,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert too_big.status_code == 413 and conforms(too_big.json(), "errors")[0]["code"] == 413
+
+
+def test_a_photo_sent_as_a_file_part_is_refused_by_its_part_name(
+    client: TestClient, db: Engine, lamp: Any, api_key: str
+) -> None:
+    # Some Open311 clients upload the photo as a "media" part; the answer was "the form could not be
+    # read", naming nothing. Photos come through the scan page (size-capped and type-checked there).
+    fields = {"api_key": api_key, "service_code": "路灯不亮", "attribute[asset_code]": lamp.code}
+    answer = client.post(
+        f"{BASE}/requests.json",
+        data=fields,
+        files={"media": ("p.jpg", b"\xff\xd8\xff" + b"0" * 64, "image/jpeg")},
+    )
+    assert answer.status_code == 400
+    assert "'media'" in conforms(answer.json(), "errors")[0]["description"]
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM complaints")).scalar() == 0
+    as_parts = client.post(f"{BASE}/requests.json", files={k: (None, v) for k, v in fields.items()})
+    assert as_parts.status_code == 200, as_parts.text
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "requests/%00.json",
+        "services/%00.xml",
+        "requests.json?service_request_id=%00",
+        "requests.json?service_code=%00",
+        "servicerequestupdates.json?service_request_id=%00",
+    ],
+)
+def test_a_nul_character_in_an_id_or_code_is_a_bad_request(client: TestClient, path: str) -> None:
+    # PostgreSQL text cannot hold NUL: the database's refusal was answered 500 "internal error".
+    answer = client.get(f"{BASE}/{path}")
+    assert answer.status_code == 400, answer.text
+    if ".xml" in path:
+        assert ET.fromstring(answer.content).findtext("error/code") == "400"
+    else:
+        assert "NUL" in conforms(answer.json(), "errors")[0]["description"]

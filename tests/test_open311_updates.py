@@ -124,6 +124,23 @@ def test_extended_statuses_map_to_complaint_statuses(
     assert _complaint(client, reference)["status"] == expected
 
 
+def test_a_return_reason_sent_as_unescaped_utf8_is_kept_as_written(client: TestClient, world: World) -> None:
+    # `curl -d 'description=该井盖属燃气公司'` sends UTF-8 unescaped; read as Latin-1 it was stored as
+    # mojibake without a word, and the dispute it opened carried the garbled reason.
+    reference = file_complaint(client, world.code)
+    body = (
+        f"api_key={_key(world, 'maintainer')}&service_request_id={reference}"
+        "&status=NOT_COUNCILS_RESPONSIBILITY&description=该路灯属于小区物业"
+    )
+    posted = client.post(
+        f"{BASE}/servicerequestupdates.json",
+        content=body.encode(),
+        headers={"content-type": "application/x-www-form-urlencoded; charset=UTF-8"},
+    )
+    assert posted.status_code == 200, posted.text
+    assert _complaint(client, reference)["status_reason"] == "该路灯属于小区物业"
+
+
 def test_updates_are_listed_in_json_and_xml_between_dates(client: TestClient, world: World) -> None:
     first = file_complaint(client, world.code)
     second = file_complaint(client, world.code)

@@ -2,6 +2,7 @@
 
 The reporter's contact is shown to administrators and to the units responsible for the asset
 (owner, maintainer, supervisor); other token holders see the complaint without it.
+``POST /api/v1/complaints`` files one (the case system's JSON door beside Open311), and
 ``POST /api/v1/complaints/{reference}/status`` moves a complaint (签收 / 退件 / 办结) as
 ``registry.complaint_status`` allows.
 """
@@ -19,13 +20,14 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.deps import require_actor, services
 from api.params import BIGINT_MAX
+from api.routes.resolve import runtime
 from api.routes.scan import scan_runtime
 from common.errors import InvalidInput, NotFound
-from registry import complaint_status, complaints
+from registry import categories, complaint_status, complaints
 from registry.access import Action
 from registry.db import Actor
 from registry.dispatch_accuracy import dispatch_accuracy
-from registry.schemas import ComplaintStatusChange
+from registry.schemas import ComplaintCreate, ComplaintStatusChange
 
 router = APIRouter(tags=["complaints"])
 
@@ -42,6 +44,86 @@ async def _actor(request: Request) -> Actor:
             return require_actor(request, session)
 
     return await run_in_threadpool(check)
+
+
+@router.post(
+    "/complaints",
+    status_code=201,
+    summary="File a complaint (诉求): resolved on arrival, answered with the responsible units (token)",
+    responses={
+        201: {"description": "the complaint with its resolution; Location names it"},
+        404: {"description": "NotFound: the code is well-formed but not registered"},
+        409: {"description": "Conflict: this source already sent a case with this external_id"},
+    },
+)
+async def post_complaint(request: Request, body: ComplaintCreate) -> Response:
+    """Record a complaint from the case system (``source: case_system``) or another client (``api``).
+
+    Give the scanned ``code``, a location (``x``/``y`` in ``crs``: WGS84, GCJ-02, BD-09, CGCS2000 or an
+    EPSG code), or both; ``category`` is a complaint category by its name. The answer is the
+    complaint as ``GET /complaints/{reference}`` shows it: its resolution (owner, maintainer, supervisor,
+    rule chain) and status. ``external_id`` (the sender's own case id) makes a repeated post harmless:
+    the second is refused with 409 naming the first reference.
+    """
+
+    def check() -> Actor:
+        with services(request).session() as session:
+            return require_actor(request, session, Action.POST_COMPLAINT)
+
+    actor = await run_in_threadpool(check)
+    if body.code is None and body.x is None and body.y is None:
+        raise InvalidInput(
+            "须提供 code 或位置（x、y）/ give the scanned code, a location (x and y), or both", field="code"
+        )
+    rt, sc = runtime(request), scan_runtime(request)
+    reported_at = body.reported_at
+    if reported_at is not None and reported_at.tzinfo is None:
+        reported_at = reported_at.replace(tzinfo=zoneinfo.ZoneInfo(sc.settings.area.timezone))
+    # A few minutes of clock skew between the case system and us are not an error; a date ahead is a typo
+    # that would resolve the complaint against a registry that does not exist yet.
+    if reported_at is not None and reported_at > dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5):
+        raise InvalidInput(
+            f"reported_at {reported_at.isoformat()} 在将来 / reported_at is in the future",
+            field="reported_at",
+        )
+    async with sc.write_pool.connection() as conn:
+        category = None
+        if body.category:
+            try:
+                category = await sc.service_code(conn, body.category)
+            except InvalidInput as exc:
+                raise InvalidInput(
+                    f"未知的诉求类别 / unknown category {categories.fold(body.category)!r} "
+                    "(GET /api/v1/categories lists them)",
+                    field="category",
+                ) from exc
+        data = complaints.ComplaintIn(
+            source=body.source,
+            description=body.description,
+            category=category,
+            code=body.code,
+            x=body.x,
+            y=body.y,
+            crs=body.crs if body.x is not None or body.y is not None else None,
+            accuracy_m=body.accuracy_m,
+            external_id=body.external_id,
+            reported_at=reported_at,
+            reporter={str(k): v for k, v in body.reporter.items() if v},
+            address=body.address,
+            client_ip=request.client.host if request.client else None,
+        )
+        view = await complaints.create_complaint(
+            conn,
+            conn,
+            rt.resolver,
+            rt.log,
+            data,
+            actor=actor.name,
+            settings=sc.settings.area,
+            hotspot_rules=sc.settings.hotspots,
+        )
+    headers = {**_etag(view), "Location": f"{request.url.path}/{view['reference']}"}
+    return Response(orjson.dumps(view), status_code=201, media_type="application/json", headers=headers)
 
 
 @router.get("/assets/{code}/complaints", summary="Complaints about one asset, newest first (token)")

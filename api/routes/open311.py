@@ -10,16 +10,21 @@ post which is the access policy's (``registry.complaint_status``).
 
 from __future__ import annotations
 
+import logging
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
+import psycopg
+import sqlalchemy.exc
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from psycopg import AsyncConnection
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 
 from api.deps import services
 from api.params import optional_number
@@ -39,9 +44,12 @@ from registry import complaint_status, complaints, open311, tokens
 from registry.access import Action, Actor, require, require_role
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
+log = logging.getLogger("smartcode.api")
 
 FORMATS = ("json", "xml")
 _FIELD_MAX = 4000
+# A reporter's contact field: longer is refused, never cut (a cut e-mail address reaches nobody).
+_CONTACT_MAX = 200
 
 # GeoReport's element names for list items, by their list's name.
 _ITEM_TAGS = {
@@ -114,6 +122,10 @@ def render(fmt: str, root: str, body: Any, status: int = 200) -> Response:
 def _error(fmt: str, exc: SmartcodeError) -> Response:
     status = _status(exc)
     message = exc.message if status < 500 else "内部错误 / internal error"
+    return _error_body(fmt, status, message)
+
+
+def _error_body(fmt: str, status: int, message: str) -> Response:
     if fmt == "xml":
         errors = ET.Element("errors")
         error = ET.SubElement(errors, "error")
@@ -128,6 +140,11 @@ def _error(fmt: str, exc: SmartcodeError) -> Response:
     )
 
 
+def body_too_large(path: str, message: str) -> Response:
+    """The body cap's 413 in GeoReport's error shape, in the format the path asks for."""
+    return _error_body("xml" if path.endswith(".xml") else "json", 413, message)
+
+
 async def _answer(fmt: str, make: Callable[[], Awaitable[Response]]) -> Response:
     if fmt not in FORMATS:
         return _error("json", _BadFormat("格式须为 .json 或 .xml / the format must be .json or .xml"))
@@ -135,6 +152,25 @@ async def _answer(fmt: str, make: Callable[[], Awaitable[Response]]) -> Response
         return await make()
     except SmartcodeError as exc:
         return _error(fmt, exc)
+    # Open311 clients parse every error as [{code, description}]: the body cap's 413, a lost database
+    # and a bug are answered in that shape too, never in /api/v1's (and never with the cause's text).
+    except HTTPException as exc:
+        return _error_body(fmt, exc.status_code, str(exc.detail))
+    except (psycopg.DataError, sqlalchemy.exc.DataError):
+        # A value the database cannot hold (a NUL character in an id or a code) is the caller's input.
+        return _error_body(
+            fmt,
+            400,
+            "请求中有无法保存的值（如 NUL 字符）/ a value in the request cannot be stored (e.g. a NUL)",
+        )
+    except (psycopg.OperationalError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError) as exc:
+        log.warning("database unavailable on an Open311 request: %s", type(exc).__name__)
+        return _error_body(fmt, 503, "数据库暂不可用，请稍后重试 / the database is unavailable: retry later")
+    except Exception:
+        log.exception("unexpected error on an Open311 request")
+        return _error_body(
+            fmt, 500, "内部错误，已记录 / internal error: the failure was logged on the server"
+        )
 
 
 def _split(name: str) -> tuple[str, str]:
@@ -216,11 +252,48 @@ async def _authenticate(
 _REVOKED = "api_key 无效或已吊销 / the api_key is unknown or revoked"
 
 
-async def _form(request: Request) -> FormData:
+_MAX_FIELDS = 64
+_MAX_FILE_PARTS = 5
+
+
+def _urlencoded(body: bytes) -> FormData:
+    # Starlette reads unescaped bytes of a urlencoded body as Latin-1, but `curl -d 'service_code=井盖破损'`
+    # and many case systems send UTF-8 unescaped: read the body as UTF-8, then unescape (also UTF-8).
     try:
-        return await request.form(max_files=0, max_fields=64)
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            "表单须为 UTF-8 编码 / the form-encoded body must be UTF-8 (percent-encoded or not)"
+        ) from exc
+    try:
+        pairs: list[tuple[str, str | UploadFile]] = list(
+            parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_FIELDS)
+        )
+    except ValueError as exc:
+        raise InvalidInput(f"表单字段过多 / the form has more than {_MAX_FIELDS} fields") from exc
+    return FormData(pairs)
+
+
+async def _form(request: Request) -> FormData:
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type == "application/x-www-form-urlencoded":
+        return _urlencoded(await request.body())
+    try:
+        # A few file parts are read only to be refused by name (a client sending a photo as "media").
+        form = await request.form(max_files=_MAX_FILE_PARTS, max_fields=_MAX_FIELDS)
+    except HTTPException:
+        raise  # the body cap (413)
     except Exception as exc:  # Starlette reports unreadable bodies in several exception types
         raise InvalidInput("表单无法读取 / the form-encoded body could not be read") from exc
+    files = [name for name, value in form.multi_items() if not isinstance(value, str)]
+    if files:
+        await form.close()
+        raise InvalidInput(
+            f"此处不接收文件（{files[0]}）：照片请经扫码页提交 / part {files[0]!r} is a file: Open311 "
+            "requests take no files here (media_url is ignored; photos come through the scan page)",
+            field=files[0],
+        )
+    return form
 
 
 @router.post("/requests.{fmt}", summary="Post a service request (a complaint), form-encoded")
@@ -238,10 +311,20 @@ async def post_request(request: Request, fmt: str) -> Response:
             service_code = _field(form, "service_code")
             if not service_code:
                 raise InvalidInput("缺少 service_code / service_code is required", field="service_code")
-            reporter = {k: _field(form, k)[:200] for k in ("email", "phone", "first_name", "last_name")}
+            reporter = {k: _field(form, k) for k in ("email", "phone", "first_name", "last_name")}
+            for name, value in reporter.items():
+                if len(value) > _CONTACT_MAX:
+                    raise InvalidInput(
+                        f"{name} 最多 {_CONTACT_MAX} 字 / {name} is longer than {_CONTACT_MAX} characters",
+                        field=name,
+                    )
             category = await sc.service_code(conn, service_code)
             lat, lon = _coordinate(form, "lat"), _coordinate(form, "long")
             asset_code = _field(form, f"attribute[{open311.ASSET_CODE_ATTRIBUTE}]")
+            if (lat is None) != (lon is None):
+                raise InvalidInput(
+                    "lat 与 long 须同时提供 / lat and long must be given together", field="lat"
+                )
             if lat is None and lon is None and not asset_code:
                 hint = " (address_id is not supported)" if _field(form, "address_id") else ""
                 raise InvalidInput(
@@ -251,7 +334,7 @@ async def post_request(request: Request, fmt: str) -> Response:
                 )
             data = complaints.ComplaintIn(
                 source="open311",
-                description=_field(form, "description")[: complaints.DESCRIPTION_MAX],
+                description=_field(form, "description"),
                 category=category,
                 code=asset_code or None,
                 x=lon,
@@ -261,16 +344,27 @@ async def post_request(request: Request, fmt: str) -> Response:
                 address=_field(form, "address_string") or None,
                 client_ip=request.client.host if request.client else None,
             )
-            reference, resolved = await complaints.file_complaint(
-                conn,
-                conn,
-                rt.resolver,
-                rt.log,
-                data,
-                actor=actor.name,
-                settings=sc.settings.area,
-                hotspot_rules=sc.settings.hotspots,
-            )
+            try:
+                reference, resolved = await complaints.file_complaint(
+                    conn,
+                    conn,
+                    rt.resolver,
+                    rt.log,
+                    data,
+                    actor=actor.name,
+                    settings=sc.settings.area,
+                    hotspot_rules=sc.settings.hotspots,
+                )
+            except NotFound as exc:
+                # A posted field naming nothing is a bad request (400), as the specification says;
+                # 404 is for a resource asked for by its address (a request id, a service definition).
+                if "code" not in exc.details:
+                    raise
+                raise InvalidInput(
+                    f"attribute[asset_code]：智慧码 {exc.details['code']} 未登记 / "
+                    f"attribute[asset_code]: code {exc.details['code']} is not registered",
+                    field=f"attribute[{open311.ASSET_CODE_ATTRIBUTE}]",
+                ) from exc
         unit = open311.agency_of(resolved.answer)
         notice = (
             f"已受理，责任单位：{unit} / received; responsible unit: {unit}" if unit else "已受理 / received"
