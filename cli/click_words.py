@@ -133,7 +133,9 @@ class LocalisedContext(typer.Context):
 _KIND = {"argument": "参数", "option": "选项", "parameter": "参数"}
 _TYPE = {
     "integer": "整数",
+    "int": "整数",
     "float": "数字",
+    "bool": "布尔值",
     "number": "数字",
     "boolean": "布尔值",
     "date": "日期",
@@ -162,13 +164,13 @@ def _names(hint: str) -> str:
 
 def _value_rules() -> list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]]:
     # What a parameter type says about a bad value: Click's own types, Typer's, and Pydantic's (Typer
-    # 0.26 and later convert through Pydantic, whose messages name the type but not the value).
+    # 0.29 converts through Pydantic, whose messages name the type but not the value).
     return [
         (
             re.compile(
                 r"(?:Value )?(?P<v>.+?) is not a valid (?P<t>integer range|float range|[\w ]+?)\b.*", re.S
             ),
-            lambda m: f"{m['v']} 不是有效的{_TYPE.get(m['t'], m['t'])}",
+            lambda m: f"{m['v']} 不是有效的{_TYPE.get(m['t'], ' ' + m['t'])}",
         ),
         (
             re.compile(r"(?:Value error, )?(?P<v>.+?) is not one of (?P<c>.+?)\.?", re.S),
@@ -187,13 +189,21 @@ def _value_rules() -> list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]
         ),
         (
             re.compile(r"Input should be a valid (?P<t>[\w ]+?)(?:,.*)?", re.S),
-            lambda m: f"应为{_TYPE.get(m['t'], m['t'])}",
+            lambda m: f"应为{_TYPE.get(m['t'], ' ' + m['t'])}",
         ),
         (
             re.compile(r"Input should be (?P<op>(?:less|greater) than(?: or equal to)?) (?P<n>.+)"),
             lambda m: f"{_COMPARE[m['op']]} {m['n']}",
         ),
         (re.compile(r"Input should be (?P<c>'.*')"), lambda m: f"应为 {m['c'].replace(' or ', ' 或 ')}"),
+        (
+            re.compile(r"(?P<v>.+?) does not match the formats? (?P<f>.+?)\.?"),
+            lambda m: f"{m['v']} 不符合格式 {m['f']}",
+        ),
+        (
+            re.compile(r"(?P<n>\d+) values are required, but (?P<g>\d+) (?:was|were) given\.?"),
+            lambda m: f"需要 {m['n']} 个值，给了 {m['g']} 个",
+        ),
         (
             re.compile(r"(?P<k>File|Directory|Path|file|directory|path) (?P<p>'.*') (?P<w>.+?)\.?"),
             lambda m: _path(m["k"], m["p"], m["w"]),
@@ -240,21 +250,26 @@ def _missing(m: re.Match[str]) -> str:
     return text
 
 
+# What Click suggests after an unknown name, as its releases word it.
+_POSSIBLE = (
+    r"(?: Did you mean (?P<one>.+)\?"
+    r"| \((?:Possible options|Did you mean one of): (?P<many>.+?)\??\))?"
+)
+
+
 def _suggest(possible: str | None) -> str:
     return f"（可能是 {possible}）" if possible else ""
 
 
 _RULES: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = [
     (
-        re.compile(
-            r"No such option: (?P<name>\S+)"
-            r"(?: Did you mean (?P<one>.+)\?| \(Possible options: (?P<many>.+)\))?"
-        ),
+        # "No such option: --x" (Click 8.1-8.3, Typer's copy), "No such option '--x'." (Click 8.4 and later)
+        re.compile(r"No such option:? (?P<name>\S+?)\.?" + _POSSIBLE),
         lambda m: f"没有这个选项：{m['name']}{_suggest(m['one'] or m['many'])}",
     ),
     (
-        re.compile(r"No such command (?P<name>.+?)\.(?: Did you mean (?P<one>.+)\?)?"),
-        lambda m: f"没有这个命令：{m['name']}{_suggest(m['one'])}",
+        re.compile(r"No such command (?P<name>.+?)\." + _POSSIBLE),
+        lambda m: f"没有这个命令：{m['name']}{_suggest(m['one'] or m['many'])}",
     ),
     (re.compile(r"Missing command\."), lambda m: "缺少命令"),
     (
