@@ -1,9 +1,10 @@
 """What Typer and Click say themselves — help headings, usage lines, usage errors — in the reader's language.
 
 Typer draws ``--help`` with rich (panels titled from module constants of ``typer.rich_utils``) or, without
-rich, with Click's plain formatter; Click words its usage errors in English (older Click through gettext's
-global domain, the Click Typer carries since 0.26 not at all). None of it has a translation, so the CLI
-localises at the documented seams instead of forking either library:
+rich, with Click's plain formatter; Click words its usage errors in English. Click up to 8.x passes them
+through gettext's process-wide default domain, but the Click Typer carries since 0.26 has no gettext at all
+(and a catalogue for the shared "messages" domain would speak for every library in the process). So the
+CLI localises at seams both libraries expose, without forking either:
 
 * the panel titles and ``[default: …]`` markers are ``typer.rich_utils`` constants, set before rendering;
 * the usage line and the plain formatter's headings come from the context's ``formatter_class``
