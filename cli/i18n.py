@@ -5,7 +5,8 @@ Times are shown as local wall-clock time in the deployment's zone (``SMARTCODE_T
 Asia/Shanghai), the zone and its offset said once per output. ``--json`` never goes through here.
 The resolver's explanation lines are domain data and come from :mod:`registry.messages`.
 The ``--help`` texts are written ``中文 / English`` beside the options; :func:`localise_help` shows
-them whole (Chinese first) or, for an English reader, their English half.
+them whole (Chinese first) or, for an English reader, their English half. Typer's and Click's own words
+(headings, usage lines, usage errors) follow the same language through :mod:`cli.click_words`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
+from cli import click_words
 from common.errors import ConfigurationError
 from common.settings import get_settings
 from registry.messages import Bilingual, check_lang, in_lang
@@ -197,6 +199,10 @@ _LABELS: dict[str, tuple[str, str]] = {
     "how.values are class names": ("列值是设施类型名称", "values are class names"),
     "alias.added": ("{name}：别名 {aliases}", "{name}: aliases {aliases}"),
     "wrote": ("已写入 {path}", "wrote {path}"),
+    "arg.lang": (
+        "没有 {value!r} 这种界面语言：请用 zh（中文）或 en（英文）",
+        "unknown language {value!r}: use zh or en",
+    ),
     "arg.unexpected": ("多余的参数 {value}", "unexpected argument {value}"),
     "arg.profile_or_mapping": ("--profile 和 --mapping 只能给一个", "give --profile or --mapping, not both"),
     "arg.batch_number": (
@@ -494,8 +500,13 @@ def _localise(item: Any, language: str) -> None:
 
 
 def localise_help(command: Any, language: str | None = None) -> None:
-    """Set the help of ``command``, its options and subcommands for ``language`` (default :func:`lang`)."""
+    """Set the help of ``command``, its options and subcommands for ``language`` (default :func:`lang`).
+
+    Their usage lines, headings and usage errors (Typer's and Click's own words) follow it too.
+    """
     language = language or lang()
+    click_words.use(language)
+    command.context_class = click_words.LocalisedContext
     ctx = typer.Context(command)
     help_option = command.get_help_option(ctx)
     if help_option is not None:
@@ -512,7 +523,23 @@ def localise_help(command: Any, language: str | None = None) -> None:
 
 
 class LocalisedGroup(TyperGroup):
-    """The root command: its own ``--help`` (read before ``--lang`` is) shows help in the chosen language."""
+    """The root command: its own ``--help`` (read before ``--lang`` is) shows help in the chosen language,
+    and every usage error under it (a mistyped option, a missing argument, a bad value) is worded so too.
+    """
+
+    context_class = click_words.LocalisedContext
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        """Localise the tree for the settings' language, then parse the root's options (``--lang`` may
+        change the language; an error before it is read speaks the settings' language)."""
+        localise_help(self)
+        with click_words.localised_errors():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the subcommand; its usage errors are reworded in the chosen language."""
+        with click_words.localised_errors():
+            return super().invoke(ctx)
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         """Localise the help texts, then format as Typer does."""

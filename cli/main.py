@@ -46,8 +46,8 @@ def _choose_lang(ctx: typer.Context, lang: str | None) -> str | None:
     if lang is not None:
         try:
             chosen = i18n.set_lang(lang)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--lang") from None
+        except ValueError:
+            raise typer.BadParameter(i18n.t("arg.lang", value=lang), param_hint="'--lang'") from None
         # The resolver's explanation lines follow the deployment setting: this command overrides it.
         import os
 
@@ -55,7 +55,7 @@ def _choose_lang(ctx: typer.Context, lang: str | None) -> str | None:
 
         os.environ["SMARTCODE_LANG"] = chosen
         get_settings.cache_clear()
-    i18n.localise_help(ctx.find_root().command)
+        i18n.localise_help(ctx.find_root().command)
     return lang
 
 

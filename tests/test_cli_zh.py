@@ -6,6 +6,8 @@ import datetime as dt
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -262,3 +264,146 @@ def test_the_import_report_of_a_dbf_with_a_guessed_encoding_says_how_in_chinese(
         in english
     )
     assert "无法识别" not in english
+
+
+# --- Typer's and Click's own words: headings, usage lines, usage errors -------------------------------
+
+
+def test_help_headings_and_markers_are_chinese_first() -> None:
+    root = _help()
+    assert "用法 / Usage: smartcode [OPTIONS] COMMAND" in root
+    assert "选项 / Options" in root and "命令 / Commands" in root
+    show = _help("show")
+    assert "参数 / Arguments" in show and "[必填]" in show and "[required]" not in show
+    assert "[默认：no-history]" in show and "[default:" not in show
+    english = _help("--lang", "en", "show")
+    assert "Usage: smartcode show" in english and "Arguments" in english and "[required]" in english
+    assert "用法" not in english and "必填" not in english and "默认" not in english
+
+
+def _usage_error(*args: str, **env: str) -> list[str]:
+    """Run a mistyped command: exit status 2, nothing on stdout; the lines of the error box, unframed."""
+    base = {k: v for k, v in os.environ.items() if k != "SMARTCODE_LANG"}
+    result = run(*args, env={**base, "COLUMNS": "250", **env})
+    assert result.returncode == 2, (args, result.stdout, result.stderr)
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    return [line.strip("│╭╮╰╯─ ") for line in result.stderr.splitlines()]
+
+
+def _chinese_then_english(lines: list[str], chinese: str, english: str) -> None:
+    assert chinese in lines and english in lines, lines
+    assert lines.index(chinese) + 1 == lines.index(english)  # Click's original right under the Chinese
+
+
+def test_a_mistyped_option_is_said_in_chinese_first() -> None:
+    lines = _usage_error("show", "4403100118000123", "--histroy")
+    # Click 8.4 and later quote the name and word the suggestion their own way; the Chinese follows.
+    said = next(line for line in lines if line.replace("'", "").startswith("没有这个选项：--histroy（"))
+    assert "--history" in said and lines[lines.index(said) + 1].startswith("No such option")
+    assert any(line.startswith("用法 / Usage: smartcode show [OPTIONS] ") for line in lines)
+    assert "运行 'smartcode show --help' 查看帮助。" in lines and "错误 / Error" in lines
+    assert not any(line.startswith("Try ") for line in lines)
+    # At the root too, where --lang is not read yet.
+    lines = _usage_error("--langs", "en")
+    said = lines[lines.index("错误 / Error") + 1].replace("'", "")
+    assert said.startswith("没有这个选项：--langs（可能是 --lang")
+
+
+def test_a_missing_argument_or_option_is_said_in_chinese_first() -> None:
+    name = "'text'" if "{text}" in _help("code") else "'TEXT'"  # Typer 0.26 and later: 'text'
+    _chinese_then_english(_usage_error("code"), f"缺少参数 {name}", f"Missing argument {name}.")
+    lines = _usage_error("labels", "print", "--code", "4403100118000123")
+    _chinese_then_english(lines, "缺少选项 '--output' 或 '-o'", "Missing option '--output' / '-o'.")
+
+
+def test_a_bad_value_names_the_option_in_chinese_first(tmp_path: Path) -> None:
+    lines = _usage_error("labels", "print", "-o", str(tmp_path / "l.pdf"), "--unit", "seven")
+    said = next(line for line in lines if line.startswith("'--unit' 的值无效："))
+    assert lines[lines.index(said) + 1].startswith("Invalid value for '--unit': ")
+    # Typer 0.29 converts through Pydantic, which does not repeat the value; Click and earlier Typer did.
+    assert said in ("'--unit' 的值无效：应为整数", "'--unit' 的值无效：'seven' 不是有效的整数")
+    lines = _usage_error("code", "1", "2")
+    assert lines[lines.index("多余的参数：2") + 1].startswith("Got unexpected extra argument")
+    lines = _usage_error("--lang", "fr", "code", "1")
+    assert "'--lang' 的值无效：没有 'fr' 这种界面语言：请用 zh（中文）或 en（英文）" in lines
+
+
+def test_an_english_reader_gets_clicks_own_words() -> None:
+    for env in ({"SMARTCODE_LANG": "en"}, {}):
+        args = ("code",) if env else ("--lang", "en", "code")
+        lines = _usage_error(*args, **env)
+        assert "Error" in lines and any(line.startswith("Missing argument ") for line in lines)
+        assert not any(CJK.search(line) for line in lines), lines
+
+
+_SCRATCH_APP = '''
+import enum, sys
+import typer
+from cli import i18n
+
+class Colour(str, enum.Enum):
+    red = "red"
+    green = "green"
+
+app = typer.Typer(cls=i18n.LocalisedGroup, rich_markup_mode=None if sys.argv.pop(1) == "plain" else "rich")
+
+@app.command()
+def paint(colour: Colour = typer.Option(Colour.red, "--colour", help="颜色 / colour"), n: int = 1) -> None:
+    """上色 / paint."""
+
+@app.command()
+def other() -> None:
+    """另一个 / another."""
+
+app()
+'''
+
+
+@pytest.mark.parametrize("drawing", ["rich", "plain"])
+def test_a_bad_choice_and_the_plain_formatter(drawing: str, tmp_path: Path) -> None:
+    script = tmp_path / "paint.py"
+    script.write_text(_SCRATCH_APP, encoding="utf-8")
+    base = {k: v for k, v in os.environ.items() if k != "SMARTCODE_LANG"}
+
+    def paint(*args: str) -> Any:
+        command = [sys.executable, str(script), drawing, *args]
+        return subprocess.run(
+            command, capture_output=True, text=True, env={**base, "COLUMNS": "250"}, timeout=120, check=False
+        )
+
+    bad = paint("paint", "--colour", "blue")
+    assert bad.returncode == 2 and bad.stdout == "", bad.stderr
+    said = next(line.strip("│ ") for line in bad.stderr.splitlines() if "的值无效" in line)
+    assert said.startswith("错误：" if drawing == "plain" else "'--colour'")
+    assert said.endswith("'--colour' 的值无效：'blue' 不是可选的值，可选：'red', 'green'")
+    assert "'blue' is not one of 'red', 'green'" in bad.stderr
+    help_text = paint("paint", "--help").stdout
+    assert "用法 / Usage: " in help_text and "选项 / Options" in help_text and "[默认：" in help_text
+    if drawing == "plain":
+        assert "运行 '" in bad.stderr and "Try '" not in bad.stderr and "Error:" not in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("english", "chinese"),
+    [  # the wordings of the Click releases before Typer carried its own (8.1, 8.2 and later)
+        ("Invalid value for '--n': 'x' is not a valid float.", "'--n' 的值无效：'x' 不是有效的数字"),
+        ("Invalid value for '--r': 9 is not in the range 1<=x<=5.", "'--r' 的值无效：9 不在范围 1<=x<=5 内"),
+        ("No such option: --histroy Did you mean --history?", "没有这个选项：--histroy（可能是 --history）"),
+        (
+            "No such option '--hist'. (Did you mean one of: '--history', '--no-history'?)",
+            "没有这个选项：'--hist'（可能是 '--history', '--no-history'）",
+        ),
+        ("No such command 'pront'. Did you mean 'print'?", "没有这个命令：'pront'（可能是 'print'）"),
+        ("Got unexpected extra arguments (a b)", "多余的参数：a b"),
+        ("Got unexpected extra argument (a)", "多余的参数：a"),
+        ("Missing option '--c'. Choose from:\n\tred,\n\tgreen.", "缺少选项 '--c'，可选：red, green"),
+        ("Invalid value for 'FILE': Path 'x.csv' does not exist.", "'FILE' 的值无效：路径 'x.csv' 不存在"),
+        ("Option '--at' requires 2 arguments.", "选项 '--at' 需要 2 个值"),
+        ("Something Click says one day.", "命令行用法有误"),
+    ],
+)
+def test_clicks_other_wordings_are_said_too(english: str, chinese: str) -> None:
+    from cli import click_words
+
+    assert click_words.chinese(english) == chinese
+    assert click_words.reworded(english) == f"{chinese}\n{english}"
