@@ -45,7 +45,8 @@ def test_a_commit_wakes_a_listener_and_a_rollback_does_not(db: Engine, migrated_
             raise RuntimeError("rolled back")
         with Session(db) as session, session.begin():
             event_id = emit(session, "complaint.created", {}, subject="SC-2")
-        notes = list(listener.notifies(timeout=2, stop_after=1))
+        # Returns at the first notification; the limit only ends a wait for one that never comes.
+        notes = list(listener.notifies(timeout=30, stop_after=1))
     assert [n.payload for n in notes] == [str(event_id)]
 
 

@@ -237,12 +237,14 @@ def test_long_arrays_are_converted_like_short_ones() -> None:
 
 
 def test_gcj_inverse_is_vectorised_fast() -> None:
-    # A per-point Python loop would take several seconds for 200,000 points.
+    # A per-point Python loop would take several seconds for 200,000 points (about 25 s of CPU here);
+    # the vectorised inverse takes well under a tenth of a second. CPU time of this thread, not the
+    # wall clock: other processes (and threads) on a busy test machine do not count against it.
     rng = np.random.default_rng(3)
     gx, gy = wgs84_to_gcj02(rng.uniform(114.28, 114.45, 200_000), rng.uniform(22.63, 22.78, 200_000))
-    started = time.perf_counter()
+    started = time.thread_time()
     to_wgs84_arrays(gx, gy, GCJ02)
-    assert time.perf_counter() - started < 2.0
+    assert time.thread_time() - started < 2.0
 
 
 # --- BD-09 --------------------------------------------------------------------------------------------

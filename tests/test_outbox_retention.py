@@ -77,6 +77,17 @@ def _ids(db: Engine, table: str) -> set[int]:
         return set(conn.execute(text(f"SELECT id FROM {table}")).scalars())
 
 
+def _waits_for(db: Engine, pid: int) -> bool:
+    """Whether some session is waiting for a lock that the backend ``pid`` holds."""
+    with db.connect() as conn:
+        return bool(
+            conn.execute(
+                text("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE :pid = ANY (pg_blocking_pids(pid)))"),
+                {"pid": pid},
+            ).scalar_one()
+        )
+
+
 def _audit(db: Engine) -> list[Any]:
     with db.connect() as conn:
         return conn.execute(
@@ -224,12 +235,20 @@ def test_a_redelivery_committed_while_a_prune_waits_keeps_its_event(db: Engine) 
     redeliver.execute(
         text("UPDATE webhook_deliveries SET state = 'pending', dead_at = NULL WHERE id = :d"), {"d": delivery}
     )
+    blocked_by = redeliver.execute(text("SELECT pg_backend_pid()")).scalar_one()
     done: dict[str, Any] = {}
     pruner = threading.Thread(target=lambda: done.update(pruned=prune(db, OPS, 30)))
     pruner.start()
-    time.sleep(0.5)  # the prune is now waiting for the delivery's row
-    pending.commit()
-    redeliver.close()
+    # Commit only once the prune is blocked on the delivery's row: after a fixed sleep, a slow machine
+    # could commit first and the test would pass without the race it is about ever happening.
+    deadline = time.monotonic() + 20
+    try:
+        while not _waits_for(db, blocked_by):
+            assert pruner.is_alive() and time.monotonic() < deadline, "the prune never waited for the row"
+            time.sleep(0.02)
+    finally:
+        pending.commit()
+        redeliver.close()
     pruner.join(timeout=20)
     assert not pruner.is_alive()
     assert done["pruned"].events == 0 and done["pruned"].kept == 1
