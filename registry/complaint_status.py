@@ -52,11 +52,15 @@ class _Routed:
     maintainer_id: int | None
 
 
+# FOR NO KEY UPDATE, not FOR UPDATE: a status change never touches the key, and a new complaint that
+# raises a hot-spot warning naming this one as its first takes FOR KEY SHARE on it (the foreign key)
+# while holding its subject's event lock, which this change waits for next: with FOR UPDATE the two
+# would deadlock and the new complaint would be lost.
 _ROW_SQL = """
 SELECT id, reference, external_id, source, status, version, asset_code, resolution,
        owner_id, maintainer_id, supervisor_id, status_at
 FROM complaints WHERE reference = :reference
-FOR UPDATE
+FOR NO KEY UPDATE
 """
 
 

@@ -227,6 +227,36 @@ def test_concurrent_complaints_raise_exactly_one_warning(
     assert len(_events(db)) == 2
 
 
+def test_a_status_change_on_the_first_complaint_does_not_block_the_one_raising_the_warning(
+    db: Engine, migrated_url: str, settings: Settings, lamp: Any
+) -> None:
+    import threading
+
+    from registry import complaint_status
+
+    first, _ = _post(migrated_url, settings, [_on_asset(lamp.code)] * 2)
+    raised: list[Any] = []
+    # A status change of the first complaint holds its row lock (and would next wait for the asset's
+    # event lock); the third complaint, raising a warning whose first complaint is that row, must
+    # not wait for it, or the two deadlock.
+    with db.connect() as holder:
+        holder.begin()
+        holder.execute(text(complaint_status._ROW_SQL), {"reference": first["reference"]}).one()
+        poster = threading.Thread(
+            target=lambda: raised.extend(_post(migrated_url, settings, [_on_asset(lamp.code)]))
+        )
+        poster.start()
+        poster.join(timeout=30)
+        assert not poster.is_alive() and raised, "the third complaint waited for the status change's row lock"
+        holder.rollback()
+    with db.connect() as conn:
+        first_id = conn.execute(
+            text("SELECT id FROM complaints WHERE reference = :r"), {"r": first["reference"]}
+        ).scalar_one()
+    (warning,) = _warnings(db)
+    assert warning.first_complaint_id == first_id and warning.count == 3
+
+
 def _three_on(client: TestClient, auth: dict[str, str], code: str) -> None:
     for _ in range(3):
         response = client.post(
