@@ -260,6 +260,9 @@ def test_the_command_loads_a_cgcs2000_file_and_names_a_bad_row(
     done = run("addresses", "import", str(good), "--crs", "cgcs2000", "--json", env=env)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["added"] == 1 and json.loads(done.stdout)["crs"] == "EPSG:4490"
+    again = run("addresses", "import", str(good), "--crs", "cgcs2000", env=env)
+    assert again.returncode == 0, again.stderr
+    assert "未变" in again.stdout and "新增" in again.stdout and "unchanged" not in again.stdout
 
     bad = write_csv(tmp_path / "bad.csv", [("B-2", "坪山大道 2 号", "abc", f"{lat:.8f}")])
     refused = run("addresses", "import", str(bad), env=env)
