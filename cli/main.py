@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cli import addresses as addresses_cli
 from cli import context, i18n
 from cli import demo as demo_cli
 from cli import disputes as disputes_cli
@@ -554,6 +555,7 @@ imports_cli.register(app)
 labels_cli.register(app)
 export_cli.register(app)
 disputes_cli.register(app)
+addresses_cli.register(app)
 
 
 def main() -> None:

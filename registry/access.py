@@ -89,6 +89,7 @@ class Action(StrEnum):
     WITHDRAW_DISPUTE = "withdraw_dispute"  # target: the objecting unit id
     ADD_DISPUTE_EVIDENCE = "add_dispute_evidence"  # target: the objecting unit id
     MANAGE_WEBHOOKS = "manage_webhooks"  # subscriptions, their delivery log, redelivery
+    MANAGE_ADDRESSES = "manage_addresses"  # load the standard address register (标准地址库)
 
 
 class Owned(Protocol):
@@ -159,6 +160,11 @@ POLICY: Mapping[Action, Rule] = {
     Action.MANAGE_CATEGORIES: Rule(_ADMIN, "none", "only administrators manage complaint categories"),
     Action.MANAGE_ZONES: Rule(_ADMIN, "none", "only administrators manage zones"),
     Action.MANAGE_RULES: Rule(_ADMIN, "none", "only administrators manage responsibility rules"),
+    Action.MANAGE_ADDRESSES: Rule(
+        _ADMIN,
+        "none",
+        "只有管理员可以导入标准地址库 / only administrators load the standard address register",
+    ),
     Action.IMPORT: Rule(_ADMIN, "any", "importing needs the administrator token or a unit token"),
     Action.ROLLBACK_IMPORT: Rule(
         _ADMIN, "own", "only an administrator or the unit whose token made the batch may roll it back"

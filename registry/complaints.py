@@ -112,6 +112,7 @@ class ComplaintIn:
     label_status: str | None = None
     client_ip: str | None = None
     address: str | None = None  # as the reporter wrote it (Open311 address_string); kept with the location
+    address_id: str | None = None  # the standard address register's id the location was taken from
 
 
 def reference_for(complaint_id: int, received_at: dt.datetime, timezone: str) -> str:
@@ -193,6 +194,8 @@ async def resolve_complaint(
             location_given["note"] = exc.message
     if data.address:
         location_given = {**(location_given or {}), "address": data.address[:500]}
+    if data.address_id:
+        location_given = {**(location_given or {}), "address_id": data.address_id}
     if data.code is not None:
         answer, _ = await resolver.resolve_code(
             conn, data.code, at=data.reported_at, log=log, actor=actor, channel=data.source

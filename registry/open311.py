@@ -23,7 +23,7 @@ from psycopg import AsyncConnection
 from sqlalchemy.orm import Session
 
 from common.errors import InvalidInput, NotFound
-from registry import categories
+from registry import addresses, categories
 from registry.complaints import STATUS_LABELS
 
 ASSET_CODE_ATTRIBUTE = "asset_code"
@@ -138,6 +138,18 @@ async def check_service_code(conn: AsyncConnection[Any], service_code: str) -> s
     return str(row[0])
 
 
+async def locate_address(conn: AsyncConnection[Any], county_code: str, address_id: str) -> addresses.Address:
+    """The registered address a posted ``address_id`` names; ``InvalidInput`` (400) for an unknown one."""
+    found = await addresses.find_address(conn, county_code, address_id)
+    if found is None:
+        raise InvalidInput(
+            f"address_id：标准地址库中没有 {address_id!r} / address_id: {address_id!r} is not in the "
+            "standard address register",
+            field="address_id",
+        )
+    return found
+
+
 @dataclass
 class RequestFilter:
     """What ``GET requests`` asks for; ``ids`` wins over every other filter, as the specification says."""
@@ -164,7 +176,8 @@ def parse_datetime(text: str, name: str, timezone: str) -> dt.datetime:
 
 _REQUEST_SQL = """
 SELECT c.reference, c.category, c.description, c.status, c.status_at, c.received_at,
-       ST_X(c.geom), ST_Y(c.geom), c.resolution, c.location_given ->> 'address', c.status_reason
+       ST_X(c.geom), ST_Y(c.geom), c.resolution, c.location_given ->> 'address', c.status_reason,
+       c.location_given ->> 'address_id'
 FROM complaints c
 """
 
@@ -194,7 +207,7 @@ def _request_view(row: Sequence[Any], timezone: str) -> dict[str, Any]:
         "updated_datetime": row[4].astimezone(zone).isoformat(timespec="seconds"),
         "expected_datetime": None,
         "address": row[9],
-        "address_id": None,
+        "address_id": row[11],
         "zipcode": None,
         "lat": round(row[7], 7) if row[7] is not None else None,
         "long": round(row[6], 7) if row[6] is not None else None,

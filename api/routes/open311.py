@@ -325,11 +325,17 @@ async def post_request(request: Request, fmt: str) -> Response:
                 raise InvalidInput(
                     "lat 与 long 须同时提供 / lat and long must be given together", field="lat"
                 )
+            address = _field(form, "address_string") or None
+            address_id = _field(form, "address_id") or None
+            if lat is not None:
+                address_id = None  # lat/long win over an address id (docs/open311.md)
+            elif address_id is not None:
+                place = await open311.locate_address(conn, sc.settings.area.county_code, address_id)
+                lat, lon, address = place.lat, place.lon, place.name
             if lat is None and lon is None and not asset_code:
-                hint = " (address_id is not supported)" if _field(form, "address_id") else ""
                 raise InvalidInput(
-                    "须提供 lat/long 或 attribute[asset_code] / a location (lat and long) or "
-                    f"attribute[asset_code] is required{hint}",
+                    "须提供 lat/long、address_id 或 attribute[asset_code] / a location (lat and long), "
+                    "an address_id or attribute[asset_code] is required",
                     field="lat",
                 )
             data = complaints.ComplaintIn(
@@ -341,7 +347,8 @@ async def post_request(request: Request, fmt: str) -> Response:
                 y=lat,
                 crs="wgs84" if lat is not None else None,
                 reporter={k: v for k, v in reporter.items() if v},
-                address=_field(form, "address_string") or None,
+                address=address,
+                address_id=address_id,
                 client_ip=request.client.host if request.client else None,
             )
             try:
