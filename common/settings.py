@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -514,6 +514,11 @@ class WebhookSettings(BaseSettings):
         "restarted and stopped with the server (the API keeps its interpreter to itself); thread: a "
         "thread of the API process; off: not at all (run `smartcode worker`, or events wait in the outbox).",
     )
+    enabled: bool | None = Field(
+        default=None,
+        description="Before `worker` existed: false meant what `worker=off` means now, and still does "
+        "when `worker` is not set (a deployment delivering from `smartcode worker` elsewhere stays so).",
+    )
     timeout_s: float = Field(
         default=10.0,
         gt=0,
@@ -556,6 +561,15 @@ class WebhookSettings(BaseSettings):
         description="Outbox events and their delivery log are deleted after this many days, unless a "
         'delivery of the event still waits (docs/webhooks.md, "Retention"); 0 keeps everything.',
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_switch(cls, data: Any) -> Any:
+        # The switch this setting replaced: an upgraded deployment that had delivery off keeps it off.
+        old = str(data.get("enabled", "")).strip().lower() if isinstance(data, dict) else ""
+        if old in ("false", "0", "no", "off") and "worker" not in data:
+            return {**data, "worker": "off"}
+        return data
 
     @model_validator(mode="after")
     def _lease_outlives_request(self) -> WebhookSettings:

@@ -209,6 +209,17 @@ def test_the_setting_names_the_three_layouts_and_defaults_to_the_process() -> No
         WebhookSettings(worker="inline")  # type: ignore[arg-type]
 
 
+def test_the_old_switch_off_still_means_no_delivery_from_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A deployment that delivered from `smartcode worker` elsewhere set SMARTCODE_WEBHOOKS_ENABLED=false.
+    monkeypatch.setenv("SMARTCODE_WEBHOOKS_ENABLED", "false")
+    assert WebhookSettings().worker == "off"
+    monkeypatch.setenv("SMARTCODE_WEBHOOKS_WORKER", "thread")
+    assert WebhookSettings().worker == "thread"  # the new setting, when given, decides
+    monkeypatch.delenv("SMARTCODE_WEBHOOKS_WORKER")
+    monkeypatch.setenv("SMARTCODE_WEBHOOKS_ENABLED", "true")
+    assert WebhookSettings().worker == "process"
+
+
 # --- `smartcode serve` itself --------------------------------------------------------------------------
 
 
