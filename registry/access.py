@@ -80,6 +80,7 @@ class Action(StrEnum):
     PRINT_LABELS = "print_labels"  # target: each asset (owner or maintainer)
     REVOKE_LABEL = "revoke_label"  # target: the asset (owner or maintainer)
     POST_COMPLAINT = "post_complaint"  # a case system (Open311, API) files a complaint
+    FILE_AS_CASE_SYSTEM = "file_as_case_system"  # source case_system: its case ids are the 12345 system's
     ROUTE_COMPLAINT = "route_complaint"  # accept (签收) or return (退件); target: the complaint's units
     CLOSE_COMPLAINT = "close_complaint"  # close (办结) a complaint: the case system's word
     ACKNOWLEDGE_HOTSPOT = "acknowledge_hotspot"  # target: the warning's responsible unit id
@@ -184,6 +185,14 @@ POLICY: Mapping[Action, Rule] = {
         _ADMIN, "own", "only the receiving unit or an administrator may accept or decline a proposal"
     ),
     Action.POST_COMPLAINT: Rule(_TOKEN, "any", "filing a case needs an API token (the case system's)"),
+    # A case id (external_id) is unique per source: a unit filing as the case system could take the next
+    # 12345 case id first, and the real case would be refused as already recorded.
+    Action.FILE_AS_CASE_SYSTEM: Rule(
+        _TOKEN,
+        "none",
+        "只有案件系统（管理员或只读令牌）可以以 case_system 来源提交诉求 / only the case system (an "
+        "administrator or reader token) files complaints as source case_system; a unit files as api",
+    ),
     # The case system holds an admin or reader token (docs/open311.md); the unit a complaint was routed
     # to (its owner or maintainer) answers for itself: it accepts it or returns it as not its own.
     Action.ROUTE_COMPLAINT: Rule(

@@ -335,12 +335,21 @@ CASES = [
         "file a complaint by the JSON API",
         "POST /api/v1/complaints",
         lambda c, w, h: c.post(
+            "/api/v1/complaints", headers=h, json={"source": "api", "code": w.code, "category": "路灯不亮"}
+        ),
+        # Any token files a case, as by Open311 (the case system holds a reader token).
+        _expect(201, owner=201, maintainer=201, other=201, reader=201),
+    ),
+    Case(
+        "file a complaint as the case system",
+        "POST /api/v1/complaints",
+        lambda c, w, h: c.post(
             "/api/v1/complaints",
             headers=h,
             json={"source": "case_system", "code": w.code, "category": "路灯不亮"},
         ),
-        # Any token files a case, as by Open311 (the case system holds a reader token).
-        _expect(201, owner=201, maintainer=201, other=201, reader=201),
+        # Only the case system's own token (reader) or an administrator: its case ids are 12345's.
+        _expect(201, owner=403, maintainer=403, other=403, reader=201),
     ),
     Case(
         "accept a complaint",

@@ -168,3 +168,22 @@ def test_the_case_system_files_a_complaint_by_the_json_api_once_per_case(
         ).scalar()
     assert created == 2
     assert client.post("/api/v1/complaints", json={"code": lamp.code}).status_code == 401
+
+
+def test_a_unit_files_as_api_and_cannot_take_the_case_systems_case_ids(
+    client: Any, db: Engine, admin: Actor, lamp: Any
+) -> None:
+    from registry import tokens
+    from registry.db import transaction
+
+    with transaction(db) as session:
+        token = tokens.create_token(session, "gas", "unit", admin, unit_id=lamp.owner_id)
+    unit = {"Authorization": f"Bearer {token}"}
+    squat = {"source": "case_system", "external_id": "12345-2026-000999", "code": lamp.code}
+    refused = client.post("/api/v1/complaints", headers=unit, json=squat)
+    assert refused.status_code == 403 and "case_system" in refused.text
+    own = client.post("/api/v1/complaints", headers=unit, json={**squat, "source": "api"})
+    assert own.status_code == 201 and own.json()["source"] == "api"
+    with db.connect() as conn:
+        sources = conn.execute(text("SELECT source FROM complaints")).scalars().all()
+    assert sources == ["api"]

@@ -24,7 +24,7 @@ from api.routes.resolve import runtime
 from api.routes.scan import scan_runtime
 from common.errors import InvalidInput, NotFound
 from registry import categories, complaint_status, complaints
-from registry.access import Action
+from registry.access import Action, require
 from registry.db import Actor
 from registry.dispatch_accuracy import dispatch_accuracy
 from registry.schemas import ComplaintCreate, ComplaintStatusChange
@@ -71,6 +71,8 @@ async def post_complaint(request: Request, body: ComplaintCreate) -> Response:
             return require_actor(request, session, Action.POST_COMPLAINT)
 
     actor = await run_in_threadpool(check)
+    if body.source == "case_system":
+        require(actor, Action.FILE_AS_CASE_SYSTEM)
     if body.code is None and body.x is None and body.y is None:
         raise InvalidInput(
             "须提供 code 或位置（x、y）/ give the scanned code, a location (x and y), or both", field="code"
