@@ -64,6 +64,7 @@ _LABELS: dict[str, tuple[str, str]] = {
     "installed_on": ("安装日期", "installed"),
     "source_id": ("原编号", "source id"),
     "batch_id": ("导入批次", "import batch"),
+    "dispute_id": ("异议编号", "dispute"),
     "created_at": ("登记时间", "registered"),
     "changed_at": ("最近修改", "last changed"),
     "version": ("版本", "version"),

@@ -419,7 +419,16 @@ def render_asset(view: dict[str, Any]) -> str:
 
 
 # Columns every version carries that say nothing about what changed.
-_BOOKKEEPING = {"version", "changed_at", "changed_by", "change_reason", "change_action", "batch_id", "geom_m"}
+_BOOKKEEPING = {
+    "version",
+    "changed_at",
+    "changed_by",
+    "change_reason",
+    "change_action",
+    "change_dispute_id",
+    "batch_id",
+    "geom_m",
+}
 
 
 def render_history(versions: list[dict[str, Any]], periods: list[dict[str, Any]]) -> str:
@@ -444,10 +453,11 @@ def render_history(versions: list[dict[str, Any]], periods: list[dict[str, Any]]
                 i18n.t(f"act.{v.get('action')}") if i18n.has(f"act.{v.get('action')}") else v.get("action"),
                 i18n.pick(v.get("reason")) if v.get("reason") else None,
                 v.get("batch_id"),
+                v.get("dispute_id"),
                 changed,
             ]
         )
-    headers = ["version", "recorded_at", "actor", "action", "reason", "batch_id", "changed"]
+    headers = ["version", "recorded_at", "actor", "action", "reason", "batch_id", "dispute_id", "changed"]
     parts = [i18n.t("versions"), i18n.table([i18n.t(h) for h in headers], rows, right=(0,))]
     if periods:
         period_rows = [

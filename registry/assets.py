@@ -417,8 +417,13 @@ def apply_units_change(
     effective_at: dt.datetime | None,
     reason: str | None,
     actor: Actor,
+    *,
+    dispute_id: int | None = None,
 ) -> Asset:
-    """Write a change of responsible units (the caller checked who may): closes the current period."""
+    """Write a change of responsible units (the caller checked who may): closes the current period.
+
+    ``dispute_id``: the upheld dispute that orders the change, recorded with the new version.
+    """
     now = session.scalar(select(func.now()))
     assert now is not None
     effective = effective_at or now
@@ -429,7 +434,9 @@ def apply_units_change(
             both("err.time.after_period", at=effective.isoformat(), start=open_from.isoformat()),
             field="effective_at",
         )
-    set_change_context(session, actor, reason, action="change_units", effective_at=effective)
+    set_change_context(
+        session, actor, reason, action="change_units", effective_at=effective, dispute_id=dispute_id
+    )
     before = {role: getattr(asset, role) for role in _ROLES}
     asset = _apply_versioned_update(session, asset, version, values)
     changed = {
@@ -565,6 +572,7 @@ def _versions(session: Session, asset: Asset) -> list[AssetHistory]:
         reason=asset.change_reason,
         action=asset.change_action,
         batch_id=asset.batch_id,
+        dispute_id=asset.change_dispute_id,
         data=data,
         geom=asset.geom,
     )
@@ -584,6 +592,7 @@ def _version_view(row: AssetHistory) -> dict[str, Any]:
         "reason": row.reason,
         "action": row.action,
         "batch_id": row.batch_id,
+        "dispute_id": row.dispute_id,
         "data": row.data,
         "geometry": mapping(to_shape(row.geom)),
     }

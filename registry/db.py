@@ -106,14 +106,15 @@ def set_change_context(
     action: str | None = None,
     effective_at: dt.datetime | None = None,
     batch_id: int | None = None,
+    dispute_id: int | None = None,
 ) -> None:
-    """Tell the history triggers who changes what and why, for the rest of this transaction."""
+    """Tell the history triggers who changes what, why and on which upheld dispute, for this transaction."""
     # set_config(..., true) is transaction-local, so a pooled connection never leaks the context.
     session.execute(
         text(
             "SELECT set_config('smartcode.actor', :a, true), set_config('smartcode.reason', :r, true),"
             " set_config('smartcode.action', :c, true), set_config('smartcode.effective_at', :e, true),"
-            " set_config('smartcode.batch_id', :b, true)"
+            " set_config('smartcode.batch_id', :b, true), set_config('smartcode.dispute_id', :d, true)"
         ),
         {
             "a": actor.name,
@@ -121,6 +122,7 @@ def set_change_context(
             "c": action or "",
             "e": effective_at.isoformat() if effective_at else "",
             "b": str(batch_id) if batch_id is not None else "",
+            "d": str(dispute_id) if dispute_id is not None else "",
         },
     )
 

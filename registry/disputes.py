@@ -15,7 +15,9 @@ Every change carries the version the caller read (a stale one is refused), is a 
 append-only ``dispute_history`` (a trigger, migration 0018), an audit entry and an outbox event, all
 in the caller's transaction: nothing here commits. An upheld dispute corrects the registry through
 :mod:`registry.assets` (a hand-over of the disputed roles from a date, recorded in the asset's
-history with the dispute's id) or :mod:`registry.rules` (the rule closed or replaced).
+history with the dispute's id) or :mod:`registry.rules` (the rule closed or replaced). The rows it
+writes name the dispute in a column (migration 0027): the asset's new version (``dispute_id`` in its
+history), the replacing rule's ``dispute_id`` and the ended rule's ``ended_by_dispute_id``.
 """
 
 from __future__ import annotations
@@ -723,9 +725,9 @@ def _hand_over(session: Session, actor: Actor, row: Any, decision: Decision, why
             code=asset.code,
         )
     values: dict[str, int | None] = {f"{r}_id": decision.new_unit_id for r in moved}
-    # The dispute's id travels in the change's reason: the asset's history shows which ruling moved it.
+    # The new version names the dispute (a column, and in its reason for people reading the history).
     changed = asset_service.apply_units_change(
-        session, asset, asset.version, values, decision.effective_at, why, actor
+        session, asset, asset.version, values, decision.effective_at, why, actor, dispute_id=row.id
     )
     effective = decision.effective_at or asset_service.current_period_start(session, changed)
     return {
@@ -746,7 +748,9 @@ def _correct_rule(
     if rule["valid_to"] is not None:
         raise Conflict(f"rule {rule['id']} already ended at {rule['valid_to']}", rule_id=rule["id"])
     if decision.new_unit_id is None:
-        closed = rule_service.close_rule(session, actor, rule["id"], at=decision.effective_at, reason=why)
+        closed = rule_service.close_rule(
+            session, actor, rule["id"], at=decision.effective_at, reason=why, dispute_id=row.id
+        )
         return {"kind": "rule", "action": "closed", "rule_id": rule["id"], "effective_at": closed["valid_to"]}
     if decision.new_unit_id == rule["unit"]["id"]:
         raise InvalidInput("new_unit_id is the rule's own unit", field="new_unit_id")
@@ -761,7 +765,9 @@ def _correct_rule(
         valid_from=effective,
         note=rule["note"],
     )
-    new, _, _ = rule_service.save_rule(session, actor, data, county=settings.area.county_code, reason=why)
+    new, _, _ = rule_service.save_rule(
+        session, actor, data, county=settings.area.county_code, reason=why, dispute_id=row.id
+    )
     return {
         "kind": "rule",
         "action": "replaced",

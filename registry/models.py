@@ -6,11 +6,12 @@ The database also keeps ``assets.geom_m``, a generated column in the deployment'
 computed by PostGIS and deliberately not mapped here.
 The asset row holds its current version and who recorded it (``changed_by``, ``changed_at``,
 ``change_reason``, ``change_action``, ``batch_id``) and since when its units are responsible
-(``responsible_since``); those columns default from the transaction's change context (see
-``registry.db.set_change_context``). Replaced versions (``asset_history``) and closed
-responsibility periods (``asset_responsibility``) are written by the update trigger, so no write
-path can skip them. References from assets to units and classes are checked once per statement
-by a trigger (migration 0004), not by per-row foreign keys.
+(``responsible_since``), and which upheld dispute made it (``change_dispute_id``); those columns
+default from the transaction's change context (see ``registry.db.set_change_context``). Replaced
+versions (``asset_history``) and closed responsibility periods (``asset_responsibility``) are
+written by the update trigger, so no write path can skip them. References from assets to units
+and classes are checked once per statement by a trigger (migration 0004), not by per-row foreign
+keys.
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ class Asset(Base):
     changed_by: Mapped[str] = mapped_column(Text, server_default=FetchedValue())
     change_reason: Mapped[str | None] = mapped_column(Text, server_default=FetchedValue())
     change_action: Mapped[str] = mapped_column(Text, server_default=FetchedValue())
+    change_dispute_id: Mapped[int | None] = mapped_column(BigInteger, server_default=FetchedValue())
     responsible_since: Mapped[dt.datetime | None] = mapped_column(
         DateTime(timezone=True), server_default=FetchedValue()
     )
@@ -147,6 +149,7 @@ class AssetHistory(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     action: Mapped[str] = mapped_column(Text)
     batch_id: Mapped[int | None] = mapped_column(BigInteger)
+    dispute_id: Mapped[int | None] = mapped_column(BigInteger)
     data: Mapped[dict[str, Any]] = mapped_column(JSONB)
     geom: Mapped[Any] = mapped_column(Geometry(srid=STORAGE_SRID, spatial_index=False))
 

@@ -33,7 +33,7 @@ OPTIONAL_COLUMNS = ("valid_from", "valid_to", "note")
 _RULE_COLUMNS = (
     "r.id, r.zone_level, r.zone_name, r.class_code, c.name AS class_name, r.category, r.unit_id, "
     "u.name AS unit_name, r.priority, nullif(r.valid_from, '-infinity') AS valid_from, r.valid_to, r.note, "
-    "r.created_at, r.actor, r.reason"
+    "r.created_at, r.actor, r.reason, r.dispute_id, r.ended_by_dispute_id"
 )
 _FROM = (
     "FROM responsibility_rules r JOIN units u ON u.id = r.unit_id "
@@ -72,6 +72,9 @@ def rule_view(row: Any) -> dict[str, Any]:
         "created_at": row.created_at.isoformat(),
         "actor": row.actor,
         "reason": row.reason,
+        # The upheld disputes that created this version and that ended it (migration 0027).
+        "dispute_id": row.dispute_id,
+        "ended_by_dispute_id": row.ended_by_dispute_id,
     }
 
 
@@ -169,9 +172,18 @@ def _resolve_input(session: Session, actor: Actor, data: RuleInput, county: str)
 
 
 def save_rule(
-    session: Session, actor: Actor, data: RuleInput, *, county: str, reason: str | None = None
+    session: Session,
+    actor: Actor,
+    data: RuleInput,
+    *,
+    county: str,
+    reason: str | None = None,
+    dispute_id: int | None = None,
 ) -> tuple[dict[str, Any], str, str | None]:
-    """Save a rule: 'created', 'replaced' (the previous version is closed) or 'unchanged'; plus a new unit."""
+    """Save a rule: 'created', 'replaced' (the previous version is closed) or 'unchanged'; plus a new unit.
+
+    ``dispute_id``: the upheld dispute that orders it, recorded on the new version and the closed one.
+    """
     require(actor, Action.MANAGE_RULES)
     ref = _resolve_input(session, actor, data, county)
     for bound in (data.valid_from, data.valid_to):
@@ -208,17 +220,17 @@ def save_rule(
                 field="valid_from",
             )
         session.execute(
-            text("UPDATE responsibility_rules SET valid_to = :t WHERE id = :id"),
-            {"t": valid_from, "id": current.id},
+            text("UPDATE responsibility_rules SET valid_to = :t, ended_by_dispute_id = :d WHERE id = :id"),
+            {"t": valid_from, "d": dispute_id, "id": current.id},
         )
     try:
         with session.begin_nested():
             rule_id = session.execute(
                 text(
                     "INSERT INTO responsibility_rules (county_code, zone_level, zone_name, class_code, "
-                    "category, unit_id, priority, valid_from, valid_to, note, actor, reason) "
+                    "category, unit_id, priority, valid_from, valid_to, note, actor, reason, dispute_id) "
                     "VALUES (:c, :l, :z, :cls, :cat, "
-                    ":u, :p, :vf, :vt, :note, :actor, :reason) RETURNING id"
+                    ":u, :p, :vf, :vt, :note, :actor, :reason, :dispute) RETURNING id"
                 ),
                 {
                     **key,
@@ -229,6 +241,7 @@ def save_rule(
                     "note": data.note,
                     "actor": actor.name,
                     "reason": reason,
+                    "dispute": dispute_id,
                 },
             ).scalar_one()
     except IntegrityError as exc:
@@ -252,14 +265,25 @@ def save_rule(
 
 
 def close_rule(
-    session: Session, actor: Actor, rule_id: int, *, at: dt.datetime | None = None, reason: str | None = None
+    session: Session,
+    actor: Actor,
+    rule_id: int,
+    *,
+    at: dt.datetime | None = None,
+    reason: str | None = None,
+    dispute_id: int | None = None,
 ) -> dict[str, Any]:
-    """End a rule's validity at ``at`` (default now)."""
+    """End a rule's validity at ``at`` (default now); ``dispute_id``: the upheld dispute that orders it."""
     require(actor, Action.MANAGE_RULES)
     current = get_rule(session, rule_id)
     validity.close_version(
         session, actor, kind="rule", table="responsibility_rules", current=current, at=at, reason=reason
     )
+    if dispute_id is not None:
+        session.execute(
+            text("UPDATE responsibility_rules SET ended_by_dispute_id = :d WHERE id = :id"),
+            {"d": dispute_id, "id": rule_id},
+        )
     return get_rule(session, rule_id)
 
 

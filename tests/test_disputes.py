@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 from typing import Any
 
 import pytest
@@ -89,6 +90,21 @@ def _registry(db: Engine) -> str:
                     "valid_to), ';' ORDER BY id) FROM responsibility_rules))"
                 )
             ).scalar_one()
+        )
+
+
+def _naming_disputes(db: Engine) -> tuple[int, ...]:
+    """How many asset versions (current, replaced) and rule versions (made, ended) name a dispute."""
+    with db.connect() as conn:
+        return tuple(
+            conn.execute(
+                text(
+                    "SELECT (SELECT count(*) FROM assets WHERE change_dispute_id IS NOT NULL), "
+                    "(SELECT count(*) FROM asset_history WHERE dispute_id IS NOT NULL), "
+                    "(SELECT count(*) FROM responsibility_rules WHERE dispute_id IS NOT NULL), "
+                    "(SELECT count(*) FROM responsibility_rules WHERE ended_by_dispute_id IS NOT NULL)"
+                )
+            ).one()
         )
 
 
@@ -264,6 +280,9 @@ def test_an_upheld_asset_dispute_hands_the_role_over_from_the_date_with_the_disp
         assert f"#{view['id']}" in (periods[-1]["reason"] or "")
         history = assets.history(session, code)
         assert history[-1]["action"] == "change_units" and f"dispute #{view['id']}" in history[-1]["reason"]
+        # The hand-over's version names the dispute in a field, the registration before it none.
+        assert [h["dispute_id"] for h in history] == [None, view["id"]]
+        assert view["decision"]["change"]["asset_version"] == history[-1]["version"]
         audit = (
             session.execute(
                 text("SELECT action FROM audit_log WHERE entity = 'dispute' AND entity_id = :id ORDER BY id"),
@@ -288,6 +307,123 @@ def test_an_upheld_asset_dispute_hands_the_role_over_from_the_date_with_the_disp
     assert upheld["due_on"] == view["due_on"] and upheld["decision"]["change"]["kind"] == "asset"
 
 
+def _upheld_hand_over(db: Engine, admin: Actor, settings: Settings, world: dict[str, Any]) -> dict[str, Any]:
+    """Power's objection to owning the lamp, upheld: gas owns it now."""
+    view = _open(
+        db, world["as_power"], settings, subject_kind="asset", subject_id=world["code"], reason="已移交"
+    )
+    view = _review(db, admin, settings, view)
+    return _decide(db, admin, settings, view, Decision("upheld", "移交协议有效", world["gas"]))
+
+
+def test_the_asset_history_names_the_upheld_dispute_in_the_api_and_the_cli_and_ordinary_edits_none(
+    db: Engine,
+    admin: Actor,
+    settings: Settings,
+    migrated_url: str,
+    client: Any,
+    auth: dict[str, str],
+    world: dict[str, Any],
+) -> None:
+    import os
+
+    from tests.conftest import ADMIN_TOKEN
+    from tests.test_cli import run
+
+    code = world["code"]
+    view = _upheld_hand_over(db, admin, settings, world)
+    # Ordinary edits after the ruling: a note, then a hand-over back; the ruling's version is now
+    # a replaced one, kept by the update trigger in the append-only history.
+    edited = client.patch(f"/api/v1/assets/{code}", json={"version": 2, "note": "巡查"}, headers=auth)
+    assert edited.status_code == 200, edited.text
+    back = client.post(
+        f"/api/v1/assets/{code}/units",
+        json={"version": 3, "maintainer_id": world["power"], "reason": "养护合同到期"},
+        headers=auth,
+    )
+    assert back.status_code == 200, back.text
+    answer = client.get(f"/api/v1/assets/{code}/history", headers=auth)
+    assert answer.status_code == 200, answer.text
+    versions = answer.json()["versions"]
+    assert [(v["version"], v["action"], v["dispute_id"]) for v in versions] == [
+        (1, "create", None),
+        (2, "change_units", view["id"]),
+        (3, "update", None),
+        (4, "change_units", None),
+    ]
+    url = versions[1]["dispute_url"]
+    assert url == f"/api/v1/disputes/{view['id']}"
+    assert [v["dispute_url"] for v in versions if v["version"] != 2] == [None, None, None]
+    linked = client.get(url, headers=auth)
+    assert linked.status_code == 200 and linked.json()["decision"]["change"]["asset_version"] == 2
+    # The column is the database's, written with the change: "which changes came from dispute n".
+    with db.connect() as conn:
+        found = conn.execute(
+            text(
+                "SELECT a.code, h.version FROM asset_history h JOIN assets a ON a.id = h.asset_id "
+                "WHERE h.dispute_id = :d"
+            ),
+            {"d": view["id"]},
+        ).all()
+    assert [tuple(r) for r in found] == [(code, 2)]
+
+    env = {k: v for k, v in os.environ.items() if k not in ("SMARTCODE_LANG", "SMARTCODE_TIMEZONE")}
+    env.update(SMARTCODE_DATABASE_URL=migrated_url, SMARTCODE_API_TOKEN=ADMIN_TOKEN)
+    shown = run("show", code, "--history", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "异议编号" in shown.stdout
+    rows = [line.split() for line in shown.stdout.splitlines() if line.strip()[:1].isdigit()]
+    by_version = {row[0]: row for row in rows}
+    # The dispute's number stands in its own column of the ruling's row only.
+    assert str(view["id"]) in by_version["2"][1:]
+    assert all(str(view["id"]) not in by_version[v][1:] for v in ("1", "3", "4"))
+    as_json = run("show", code, "--history", "--json", env=env)
+    assert as_json.returncode == 0, as_json.stderr
+    assert [v["dispute_id"] for v in json.loads(as_json.stdout)] == [None, view["id"], None, None]
+
+
+def test_the_history_keeps_its_guards_with_the_dispute_column(
+    db: Engine, owner_engine: Engine, admin: Actor, settings: Settings, world: dict[str, Any]
+) -> None:
+    from sqlalchemy.exc import DBAPIError, ProgrammingError
+
+    view = _upheld_hand_over(db, admin, settings, world)
+    with transaction(db) as session:
+        assets.apply_units_change(
+            session,
+            assets.get_by_code(session, world["code"]),
+            2,
+            {"maintainer_id": world["power"]},
+            None,
+            "ordinary",
+            admin,
+        )
+    # The service's role still only appends to the history: it cannot relink nor unlink a version.
+    with pytest.raises(ProgrammingError, match="permission denied"), db.begin() as conn:
+        conn.execute(
+            text("UPDATE asset_history SET dispute_id = NULL WHERE dispute_id = :d"), {"d": view["id"]}
+        )
+    # A change naming a dispute that does not exist is refused, as a foreign key would refuse it.
+    with pytest.raises(DBAPIError, match="there is no dispute"), transaction(db) as session:
+        assets.apply_units_change(
+            session,
+            assets.get_by_code(session, world["code"]),
+            3,
+            {"owner_id": world["power"]},
+            None,
+            "x",
+            admin,
+            dispute_id=view["id"] + 1000,
+        )
+    # Only the trigger sets the current version's dispute: a direct write of the column is overwritten.
+    with owner_engine.begin() as conn:
+        conn.execute(
+            text("UPDATE assets SET change_dispute_id = :d, note = 'x' WHERE code = :c"),
+            {"d": view["id"], "c": world["code"]},
+        )
+        assert conn.execute(text("SELECT change_dispute_id FROM assets")).scalar_one() is None
+
+
 def test_a_rejected_dispute_leaves_the_registry_as_it_was(
     db: Engine, admin: Actor, settings: Settings, world: dict[str, Any]
 ) -> None:
@@ -302,6 +438,7 @@ def test_a_rejected_dispute_leaves_the_registry_as_it_was(
     assert view["state"] == "rejected" and view["state_reason"] == "竣工资料显示权属为供电局"
     assert view["decision"] == {"outcome": "rejected"}
     assert _registry(db) == before
+    assert _naming_disputes(db) == (0, 0, 0, 0)
     assert [t for t, _, _ in _events(db)][-1] == "dispute.rejected"
 
 
@@ -482,6 +619,9 @@ def test_an_upheld_rule_dispute_replaces_the_rule_and_the_next_resolution_names_
         old, new = rules.get_rule(session, ruled["rule"]), rules.get_rule(session, change["new_rule_id"])
     assert old["valid_to"] is not None and new["unit"]["id"] == ruled["roads"]
     assert f"dispute #{view['id']}" in new["reason"]
+    # The replacing version names the dispute that made it, the replaced one the dispute that ended it.
+    assert (old["dispute_id"], old["ended_by_dispute_id"]) == (None, view["id"])
+    assert (new["dispute_id"], new["ended_by_dispute_id"]) == (view["id"], None)
     answer = locate(conninfo, resolver, *PINGSHAN, classes=["0118"])
     assert (
         answer["owner"]["id"] == ruled["roads"] and answer["matched_rule"]["rule_id"] == change["new_rule_id"]
@@ -491,6 +631,39 @@ def test_an_upheld_rule_dispute_replaces_the_rule_and_the_next_resolution_names_
     assert earlier["owner"]["id"] == ruled["lamps"]
     # Events about a subject without an asset go under the dispute.
     assert {s for _, s, _ in _events(db)} == {f"dispute:{view['id']}"}
+
+
+def test_the_rule_versions_name_the_dispute_that_made_and_ended_them_in_the_api(
+    db: Engine, admin: Actor, settings: Settings, client: Any, auth: dict[str, str], ruled: dict[str, Any]
+) -> None:
+    view = _open(
+        db, ruled["as_lamps"], settings, subject_kind="rule", subject_id=str(ruled["rule"]), reason="归交通局"
+    )
+    view = _review(db, admin, settings, view)
+    view = _decide(db, admin, settings, view, Decision("upheld", "经核实属交通局", ruled["roads"]))
+    new_id = view["decision"]["change"]["new_rule_id"]
+    # An ordinary rule saved by an administrator names no dispute.
+    plain = client.post(
+        "/api/v1/rules", json={"class": "0118", "unit_id": ruled["lamps"], "reason": "新增"}, headers=auth
+    )
+    assert plain.status_code == 201, plain.text
+    answer = client.get("/api/v1/rules", params={"all_versions": "true"}, headers=auth)
+    assert answer.status_code == 200, answer.text
+    url = f"/api/v1/disputes/{view['id']}"
+    found = {
+        item["id"]: (
+            item["dispute_id"],
+            item["dispute_url"],
+            item["ended_by_dispute_id"],
+            item["ended_by_dispute_url"],
+        )
+        for item in answer.json()["items"]
+    }
+    assert found == {
+        ruled["rule"]: (None, None, view["id"], url),
+        new_id: (view["id"], url, None, None),
+        plain.json()["id"]: (None, None, None, None),
+    }
 
 
 def test_an_upheld_rule_dispute_without_a_new_unit_closes_the_rule(
@@ -509,6 +682,13 @@ def test_an_upheld_rule_dispute_without_a_new_unit_closes_the_rule(
     view = _review(db, admin, settings, view)
     view = _decide(db, admin, settings, view, Decision("upheld", "规则停用"))
     assert view["decision"]["change"]["action"] == "closed"
+    with transaction(db) as session:
+        from registry import rules
+
+        closed = rules.get_rule(session, ruled["rule"])
+    assert closed["valid_to"] is not None
+    assert (closed["dispute_id"], closed["ended_by_dispute_id"]) == (None, view["id"])
+    assert _naming_disputes(db) == (0, 0, 0, 1)
     answer = locate(conninfo_from_url(migrated_url), Resolver(settings), *PINGSHAN, classes=["0118"])
     assert answer["rule"] != "responsibility_rule"
 

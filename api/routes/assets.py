@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import client_address, current_actor, require_actor, services
 from api.params import UnitFilter, parse_bbox
+from api.routes.disputes import dispute_url
 from registry import assets as asset_service
 from registry import export as export_service
 from registry.access import Action, require
@@ -182,9 +183,13 @@ def history(
         require_actor(request, session)
         if at is not None:
             return asset_service.as_of(session, code, at)
+        versions = asset_service.history(session, code)
+        for version in versions:
+            # A version an upheld dispute wrote links to the dispute's own view.
+            version["dispute_url"] = dispute_url(request, version["dispute_id"])
         return {
             "code": asset_service.get_by_code(session, code).code,
-            "versions": asset_service.history(session, code),
+            "versions": versions,
             "responsibility": asset_service.responsibility_periods(session, code),
         }
 

@@ -206,6 +206,13 @@ async def open_dispute(request: Request) -> OrjsonResponse:
     return OrjsonResponse(_with_urls(view, url), status_code=201, headers={"Location": url})
 
 
+def dispute_url(request: Request, dispute_id: int | None) -> str | None:
+    """The path of a dispute's own view (``GET /api/v1/disputes/{id}``), or None for no dispute."""
+    if dispute_id is None:
+        return None
+    return str(request.app.url_path_for("get_dispute", dispute_id=str(dispute_id)))
+
+
 def _with_urls(view: dict[str, Any], base: str) -> dict[str, Any]:
     for item in view.get("evidence", []):
         item["url"] = f"{base}/evidence/{item['seq']}"

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from api.deps import require_actor, services
 from api.params import RowId, UnitFilter
+from api.routes.disputes import dispute_url
 from api.routes.resolve import parse_optional_time
 from api.uploads import MIB, ReceivedForm, busy, check_declared_size, missing, receive_form, upload_slots
 from common.errors import InvalidInput
@@ -287,6 +288,10 @@ def list_rules(
         items, total = rule_service.list_rules(
             session, zone=zone, level=level, unit_id=unit, versions=page.versions(svc.settings)
         )
+    for item in items:
+        # A version an upheld dispute created or ended links to the dispute's own view.
+        item["dispute_url"] = dispute_url(request, item["dispute_id"])
+        item["ended_by_dispute_url"] = dispute_url(request, item["ended_by_dispute_id"])
     return {"total": total, "items": items}
 
 
