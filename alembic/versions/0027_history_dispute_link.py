@@ -1,7 +1,7 @@
 """The changes an upheld dispute makes carry the dispute's id in a column, not only in their reason text.
 
 Revision ID: 0027_history_dispute_link
-Revises: 0024_complaint_guard_generated
+Revises: 0025_addresses
 Create Date: 2026-12-06
 
 An upheld dispute (异议成立, migration 0018) corrects the registry: an asset's roles are handed over,
@@ -33,7 +33,7 @@ from alembic.script import ScriptDirectory
 from alembic import context, op
 
 revision: str = "0027_history_dispute_link"
-down_revision: str | None = "0024_complaint_guard_generated"
+down_revision: str | None = "0025_addresses"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
