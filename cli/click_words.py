@@ -27,10 +27,10 @@ from typing import IO, Any
 import typer
 
 try:  # Typer 0.26 and later carry their own copy of Click
-    from typer._click.exceptions import ClickException, UsageError
+    from typer._click.exceptions import UsageError
     from typer._click.formatting import HelpFormatter
 except ImportError:  # earlier Typer runs on Click itself
-    from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
+    from click.exceptions import UsageError  # type: ignore[assignment]
     from click.formatting import HelpFormatter  # type: ignore[assignment]
 
 _state = {"lang": "zh"}
@@ -307,11 +307,15 @@ def chinese(message: str) -> str:
 
     A message this module does not know still gets a Chinese sentence saying what kind of trouble it is.
     """
+    return _said(message) or "命令行用法有误"
+
+
+def _said(message: str) -> str | None:
     for pattern, say in _RULES:
         match = pattern.fullmatch(message.strip())
         if match:
             return say(match)
-    return "命令行用法有误"
+    return None
 
 
 def reworded(message: str) -> str:
@@ -319,8 +323,10 @@ def reworded(message: str) -> str:
 
     A message that already holds Chinese (a command's own ``BadParameter``) is not repeated.
     """
-    said = chinese(message)
-    return said if CJK.search(message) else f"{said}\n{message}"
+    if CJK.search(message):
+        # Already Chinese: a known wording is said our way, anything else is kept whole, never replaced.
+        return _said(message) or message
+    return f"{chinese(message)}\n{message}"
 
 
 class LocalisedUsageError(UsageError):
@@ -346,7 +352,8 @@ def localised_errors() -> Iterator[None]:
     """Reword the usage errors raised inside for a Chinese reader; an English one gets Click's own."""
     try:
         yield
-    except ClickException as exc:
+    except UsageError as exc:
+        # Only usage errors: a command's own ClickException (exit 1) is no usage mistake, and shown as is.
         # Typer draws the help for a bare group through this error: it is no error to reword.
         if (
             language() != "zh"

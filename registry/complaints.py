@@ -231,7 +231,7 @@ async def record_complaint(
     try:
         return await _insert(conn, data, resolved, actor=actor, timezone=timezone, rules=rules)
     except errors.UniqueViolation as exc:
-        if data.external_id is None:
+        if data.external_id is None or exc.diag.constraint_name != "complaints_external_idx":
             raise
         cur = await conn.execute(
             "SELECT reference FROM complaints WHERE source = %s AND external_id = %s",

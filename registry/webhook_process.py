@@ -164,8 +164,13 @@ class DeliveryProcess:
             if self._stopping.is_set():
                 return None, None
             try:
+                # -P: not the working directory first on sys.path; the child holds the database password,
+                # and a stray registry.py where serve was started must not be what it imports.
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", _MODULE], stdin=subprocess.PIPE, start_new_session=True, env=env
+                    [sys.executable, "-P", "-m", _MODULE],
+                    stdin=subprocess.PIPE,
+                    start_new_session=True,
+                    env=env,
                 )
             except OSError as exc:
                 return None, f"{type(exc).__name__}: {exc.strerror or exc}"

@@ -407,3 +407,10 @@ def test_clicks_other_wordings_are_said_too(english: str, chinese: str) -> None:
 
     assert click_words.chinese(english) == chinese
     assert click_words.reworded(english) == f"{chinese}\n{english}"
+
+
+def test_a_chinese_message_no_rule_knows_is_kept_whole() -> None:
+    from cli import click_words
+
+    said = "数据库不可用 / database unavailable"
+    assert click_words.reworded(said) == said

@@ -151,6 +151,11 @@ def test_a_form_sent_as_unescaped_utf8_reads_its_chinese_fields(
     gbk = client.post(f"{BASE}/requests.json", content=form.encode("gbk"), headers=headers)
     assert gbk.status_code == 400
     assert "UTF-8" in conforms(gbk.json(), "errors")[0]["description"]
+    # GBK percent-encoded is refused too, not stored as replacement characters.
+    escaped = form.replace("整晚不亮", quote("整晚不亮", encoding="gbk"))
+    gbk_escaped = client.post(f"{BASE}/requests.json", content=escaped.encode(), headers=headers)
+    assert gbk_escaped.status_code == 400
+    assert "UTF-8" in conforms(gbk_escaped.json(), "errors")[0]["description"]
 
 
 def test_a_long_description_is_kept_whole_or_refused_never_cut(

@@ -266,9 +266,14 @@ def _urlencoded(body: bytes) -> FormData:
             "表单须为 UTF-8 编码 / the form-encoded body must be UTF-8 (percent-encoded or not)"
         ) from exc
     try:
+        # errors="strict": a percent-encoded GBK value would otherwise become U+FFFD and be stored so.
         pairs: list[tuple[str, str | UploadFile]] = list(
-            parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_FIELDS)
+            parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_FIELDS, errors="strict")
         )
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            "表单须为 UTF-8 编码 / the form-encoded body must be UTF-8 (percent-encoded or not)"
+        ) from exc
     except ValueError as exc:
         raise InvalidInput(f"表单字段过多 / the form has more than {_MAX_FIELDS} fields") from exc
     return FormData(pairs)
@@ -281,8 +286,10 @@ async def _form(request: Request) -> FormData:
     try:
         # A few file parts are read only to be refused by name (a client sending a photo as "media").
         form = await request.form(max_files=_MAX_FILE_PARTS, max_fields=_MAX_FIELDS)
-    except HTTPException:
-        raise  # the body cap (413)
+    except HTTPException as exc:
+        if exc.status_code == 413:
+            raise  # the body cap
+        raise InvalidInput(f"表单无法读取 / the form could not be read: {exc.detail}") from exc
     except Exception as exc:  # Starlette reports unreadable bodies in several exception types
         raise InvalidInput("表单无法读取 / the form-encoded body could not be read") from exc
     files = [name for name, value in form.multi_items() if not isinstance(value, str)]
