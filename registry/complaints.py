@@ -86,18 +86,25 @@ class Photo:
         return hashlib.sha256(self.data).hexdigest()
 
 
-def check_photo(data: bytes) -> Photo:
-    """A photo after the checks: not empty, at most ``PHOTO_MAX_BYTES``, JPEG/PNG/WebP by its bytes."""
+def check_photo(data: bytes, part: str | None = None) -> Photo:
+    """A photo after the checks: not empty, at most ``PHOTO_MAX_BYTES``, JPEG/PNG/WebP by its bytes.
+
+    ``part`` names the form part the photo came in (``photo_2``): the error then says which photo it was.
+    """
+    name, prefix = part or "photo", f"{part}：" if part else ""
     if not data:
-        raise InvalidInput("照片是空文件 / the photo is empty", field="photo")
+        raise InvalidInput(prefix + "照片是空文件 / the photo is empty", field=name)
     if len(data) > PHOTO_MAX_BYTES:
         raise InvalidInput(
-            f"照片超过 {PHOTO_MAX_BYTES // (1024 * 1024)} MiB / the photo is larger than "
+            f"{prefix}照片超过 {PHOTO_MAX_BYTES // (1024 * 1024)} MiB / the photo is larger than "
             f"{PHOTO_MAX_BYTES // (1024 * 1024)} MiB",
-            field="photo",
+            field=name,
             size=len(data),
         )
-    return Photo(data=data, content_type=sniff_image(data))
+    try:
+        return Photo(data=data, content_type=sniff_image(data))
+    except InvalidInput as exc:
+        raise InvalidInput(prefix + exc.message, field=name) from None
 
 
 def check_media_url(url: str) -> str:
