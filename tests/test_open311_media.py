@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import IntegrityError
 
 from registry import complaints, tokens
 from registry.db import Actor, transaction
@@ -93,3 +94,25 @@ def test_a_bad_media_url_is_refused_in_georeport_shape_and_nothing_is_stored(
     assert description.index("/") > 0 and not description.isascii()  # Chinese first
     with db.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM complaints")).scalar() == 0
+
+
+def test_the_column_itself_refuses_what_the_service_refuses(db: Engine, owner_engine: Engine) -> None:
+    # Another writer (a script, a later door) that skips check_media_url still cannot store such a link:
+    # the constraint as migrated is tried on a scratch table.
+    with owner_engine.begin() as conn:
+        definition = conn.execute(
+            text(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conname = 'complaints_media_url_http'"
+            )
+        ).scalar_one()
+        conn.execute(text(f"CREATE TEMP TABLE media_probe (media_url text, CONSTRAINT probe {definition})"))
+        conn.execute(text("INSERT INTO media_probe VALUES (:u), (NULL)"), {"u": PHOTO})
+        for bad in (
+            "javascript:alert(1)",
+            "ftp://x.cn/p.jpg",
+            "https://x.cn/a b",
+            "https://x.cn/" + "a" * 2000,
+        ):
+            with pytest.raises(IntegrityError), conn.begin_nested():
+                conn.execute(text("INSERT INTO media_probe VALUES (:u)"), {"u": bad})
