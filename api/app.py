@@ -122,12 +122,14 @@ def create_app(settings: Settings | None = None, *, url: str | None = None) -> F
     access_log.install()  # complaint coordinates never reach the access log
     docs.install(app)
     app.add_middleware(scan.ScanFastPath)
-    # Opening a dispute may carry evidence files: the route caps its own body (api/routes/disputes.py).
+    # Opening a dispute may carry evidence files, a complaint photos: those routes cap their own bodies
+    # (api/routes/disputes.py, api/routes/complaints.py).
     uploads = (
         f"{API_PREFIX}/imports",
         f"{API_PREFIX}/zones/import",
         f"{API_PREFIX}/rules/import",
         f"{API_PREFIX}/disputes",
+        f"{API_PREFIX}/complaints",
     )
     app.add_middleware(
         BodyLimit,

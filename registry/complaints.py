@@ -15,10 +15,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
+import re
 import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from psycopg import AsyncConnection, errors
 
@@ -38,6 +40,11 @@ STATUS_LABELS = {"received": "已受理", "accepted": "已签收", "returned": "
 
 PHOTO_MAX_BYTES = 5 * 1024 * 1024
 PHOTOS_MAX = 3
+# An Open311 photo link (media_url): stored as sent, never fetched. Longer links are refused, not cut.
+MEDIA_URL_MAX = 2000
+# Spaces and C0/C1 control characters have no place in a URL (they would be percent-encoded); a link
+# carrying them is a mistake or an attempt to smuggle a second line into whatever displays it.
+_URL_UNSAFE = re.compile(r"[\x00-\x20\x7f-\x9f]")
 # GeoReport v2 lets a description run to 4000 characters; the scan page's form asks for at most 2000.
 DESCRIPTION_MAX = 4000
 # Categories the scan page offers beside those of the asset's class: a problem with the label
@@ -79,18 +86,61 @@ class Photo:
         return hashlib.sha256(self.data).hexdigest()
 
 
-def check_photo(data: bytes) -> Photo:
-    """A photo after the checks: not empty, at most ``PHOTO_MAX_BYTES``, JPEG/PNG/WebP by its bytes."""
+def check_photo(data: bytes, part: str | None = None) -> Photo:
+    """A photo after the checks: not empty, at most ``PHOTO_MAX_BYTES``, JPEG/PNG/WebP by its bytes.
+
+    ``part`` names the form part the photo came in (``photo_2``): the error then says which photo it was.
+    """
+    name, prefix = part or "photo", f"{part}：" if part else ""
     if not data:
-        raise InvalidInput("照片是空文件 / the photo is empty", field="photo")
+        raise InvalidInput(prefix + "照片是空文件 / the photo is empty", field=name)
     if len(data) > PHOTO_MAX_BYTES:
         raise InvalidInput(
-            f"照片超过 {PHOTO_MAX_BYTES // (1024 * 1024)} MiB / the photo is larger than "
+            f"{prefix}照片超过 {PHOTO_MAX_BYTES // (1024 * 1024)} MiB / the photo is larger than "
             f"{PHOTO_MAX_BYTES // (1024 * 1024)} MiB",
-            field="photo",
+            field=name,
             size=len(data),
         )
-    return Photo(data=data, content_type=sniff_image(data))
+    try:
+        return Photo(data=data, content_type=sniff_image(data))
+    except InvalidInput as exc:
+        raise InvalidInput(prefix + exc.message, field=name) from None
+
+
+def check_media_url(url: str) -> str:
+    """A photo link as GeoReport's ``media_url``: an http(s) URL, at most ``MEDIA_URL_MAX`` characters.
+
+    Refused (``InvalidInput`` naming media_url): other schemes (``ftp:``, ``javascript:``, ``data:``),
+    credentials in the link (``user:pass@``), spaces and control characters, a link with no host.
+    The registry stores the link and never fetches it.
+    """
+    if len(url) > MEDIA_URL_MAX:
+        raise InvalidInput(
+            f"media_url 最多 {MEDIA_URL_MAX} 字符 / media_url is longer than {MEDIA_URL_MAX} characters",
+            field="media_url",
+        )
+    if _URL_UNSAFE.search(url):
+        raise InvalidInput(
+            "media_url 不能含空格或控制字符 / media_url must not contain spaces or control characters",
+            field="media_url",
+        )
+    try:
+        parts = urlsplit(url)
+        scheme, host, _ = parts.scheme.lower(), parts.hostname, parts.port  # a bad port raises ValueError
+    except ValueError:
+        scheme, host = "", None
+    if scheme not in ("http", "https") or not host:
+        raise InvalidInput(
+            "media_url 须为 http:// 或 https:// 开头的图片地址 / media_url must be an http or https URL "
+            "with a host",
+            field="media_url",
+        )
+    if "@" in urlsplit(url).netloc:
+        raise InvalidInput(
+            "media_url 不能含用户名或密码 / media_url must not carry a user name or password (user:pass@)",
+            field="media_url",
+        )
+    return url
 
 
 @dataclass
@@ -113,6 +163,7 @@ class ComplaintIn:
     client_ip: str | None = None
     address: str | None = None  # as the reporter wrote it (Open311 address_string); kept with the location
     address_id: str | None = None  # the standard address register's id the location was taken from
+    media_url: str | None = None  # Open311's link to a photo the client hosts; stored, never fetched
 
 
 def reference_for(complaint_id: int, received_at: dt.datetime, timezone: str) -> str:
@@ -129,6 +180,8 @@ def _check(data: ComplaintIn) -> None:
             f"问题描述最多 {DESCRIPTION_MAX} 字 / the description exceeds {DESCRIPTION_MAX} characters",
             field="description",
         )
+    if data.media_url is not None:
+        check_media_url(data.media_url)
     if len(data.photos) > PHOTOS_MAX:
         raise InvalidInput(f"at most {PHOTOS_MAX} photos per complaint", field="photo")
     if (data.x is None) != (data.y is None):
@@ -274,7 +327,7 @@ async def _insert(
                 id, reference, source, external_id, received_at, reported_at, category, asset_code,
                 label_status, description, geom, location_given, accuracy_m, distance_m, reporter,
                 client_ip, resolution_id, resolution_status, resolution_rule, owner_id, maintainer_id,
-                supervisor_id, resolution, actor, status, status_at, status_by)
+                supervisor_id, resolution, actor, status, status_at, status_by, media_url)
             OVERRIDING SYSTEM VALUE
             VALUES (%(id)s, %(ref)s, %(source)s, %(ext)s, %(at)s, %(reported)s, %(category)s, %(code)s,
                 %(label)s, %(description)s,
@@ -282,7 +335,7 @@ async def _insert(
                      ELSE ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326) END,
                 %(given)s, %(accuracy)s, %(distance)s, %(reporter)s, %(ip)s, %(rid)s, %(rstatus)s,
                 %(rule)s, %(owner)s, %(maintainer)s, %(supervisor)s, %(answer)s, %(actor)s,
-                'received', %(at)s, %(actor)s)
+                'received', %(at)s, %(actor)s, %(media_url)s)
             """,
             {
                 "id": complaint_id,
@@ -310,6 +363,7 @@ async def _insert(
                 "supervisor": unit_id("supervisor"),
                 "answer": jsonb(answer),
                 "actor": actor,
+                "media_url": data.media_url,
             },
             prepare=True,
         )
@@ -426,7 +480,7 @@ SELECT c.reference, c.source, c.external_id, c.received_at, c.reported_at, c.cat
        c.distance_m, c.reporter, c.resolution_id, c.resolution_status, c.resolution_rule, c.resolution,
        c.status, c.status_at, c.version,
        (SELECT count(*) FROM complaint_photos p WHERE p.complaint_id = c.id), c.id, c.status_reason,
-       c.status_unit_id
+       c.status_unit_id, c.media_url
 FROM complaints c
 """
 
@@ -452,6 +506,7 @@ def row_view(row: Sequence[Any], *, contact: bool) -> dict[str, Any]:
         "distance_m": row[13],
         "reporter": row[14] if contact else None,
         "photos": row[22],
+        "media_url": row[26],
         "status": row[19],
         "status_label": STATUS_LABELS.get(row[19], row[19]),
         "status_at": row[20].isoformat(),

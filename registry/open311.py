@@ -177,7 +177,7 @@ def parse_datetime(text: str, name: str, timezone: str) -> dt.datetime:
 _REQUEST_SQL = """
 SELECT c.reference, c.category, c.description, c.status, c.status_at, c.received_at,
        ST_X(c.geom), ST_Y(c.geom), c.resolution, c.location_given ->> 'address', c.status_reason,
-       c.location_given ->> 'address_id'
+       c.location_given ->> 'address_id', c.media_url
 FROM complaints c
 """
 
@@ -211,7 +211,8 @@ def _request_view(row: Sequence[Any], timezone: str) -> dict[str, Any]:
         "zipcode": None,
         "lat": round(row[7], 7) if row[7] is not None else None,
         "long": round(row[6], 7) if row[6] is not None else None,
-        "media_url": None,
+        # The link the client posted; photos uploaded on the scan page have no public address.
+        "media_url": row[12],
     }
 
 

@@ -2,7 +2,8 @@
 
 The reporter's contact is shown to administrators and to the units responsible for the asset
 (owner, maintainer, supervisor); other token holders see the complaint without it.
-``POST /api/v1/complaints`` files one (the case system's JSON door beside Open311), and
+``POST /api/v1/complaints`` files one (the case system's JSON door beside Open311; with photos, the
+same fields as ``multipart/form-data`` parts and the photos in ``photo_1`` … ``photo_3``), and
 ``POST /api/v1/complaints/{reference}/status`` moves a complaint (签收 / 退件 / 办结) as
 ``registry.complaint_status`` allows.
 """
@@ -10,18 +11,23 @@ The reporter's contact is shown to administrators and to the units responsible f
 from __future__ import annotations
 
 import datetime as dt
+import pathlib
 import re
+import tempfile
 import zoneinfo
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from api.deps import require_actor, services
 from api.params import BIGINT_MAX
 from api.routes.resolve import runtime
 from api.routes.scan import scan_runtime
+from api.uploads import MIB, check_declared_size, receive_form, too_large
 from common.errors import InvalidInput, NotFound
 from registry import categories, complaint_status, complaints
 from registry.access import Action, require
@@ -46,31 +52,134 @@ async def _actor(request: Request) -> Actor:
     return await run_in_threadpool(check)
 
 
+# Photo parts read from a form: a few beyond PHOTOS_MAX are read so they can be refused by name.
+_PHOTO_PARTS = complaints.PHOTOS_MAX + 5
+_PHOTO_LIMIT = complaints.PHOTOS_MAX * complaints.PHOTO_MAX_BYTES + MIB
+_REPORTER_PART = re.compile(r"reporter\[(\w+)\]")
+_PHOTOS = (
+    f"照片放在 photo_1 … photo_{complaints.PHOTOS_MAX} 中（每张最多 "
+    f"{complaints.PHOTO_MAX_BYTES // MIB} MiB，JPEG、PNG 或 WebP）；其余字段与 JSON 同名，reporter 写作 "
+    f"reporter[phone] 等 / photos go in the parts photo_1 … photo_{complaints.PHOTOS_MAX} (at most "
+    f"{complaints.PHOTO_MAX_BYTES // MIB} MiB each, JPEG, PNG or WebP, judged by their bytes); the other "
+    "parts are the JSON fields by name, the reporter as reporter[name], reporter[phone], reporter[email]"
+)
+_FORM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": _PHOTOS,
+    "properties": {
+        **{name: {"type": "string"} for name in ComplaintCreate.model_fields if name != "reporter"},
+        **{f"reporter[{k}]": {"type": "string"} for k in ("name", "phone", "email")},
+        **{f"photo_{n}": {"type": "string", "format": "binary"} for n in range(1, complaints.PHOTOS_MAX + 1)},
+    },
+}
+
+
+def _validated(payload: Any) -> ComplaintCreate:
+    try:
+        return ComplaintCreate.model_validate(payload)
+    except ValidationError as exc:
+        # As FastAPI reports a body it validated itself (422, each problem under "body").
+        problems = exc.errors(include_url=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in problems]) from None
+
+
+async def _json_complaint(request: Request, limit: int) -> ComplaintCreate:
+    # The route is exempt from the app's body cap (a form with photos is larger): it caps JSON itself.
+    check_declared_size(request, limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise too_large(limit)
+    try:
+        payload = orjson.loads(bytes(body))
+    except orjson.JSONDecodeError as exc:
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error", "input": {}}]
+        ) from None
+    return _validated(payload)
+
+
+def _photo_number(part: str) -> int:
+    digits = part.rpartition("_")[2]
+    return int(digits) if digits.isdigit() else 0
+
+
+async def _form_complaint(request: Request) -> tuple[ComplaintCreate, list[complaints.Photo]]:
+    """The fields and photos of a multipart post; every photo checked before anything is stored."""
+    check_declared_size(request, _PHOTO_LIMIT)
+    wanted: dict[str, str | None] = {f"photo_{n}": f"photo-{n}" for n in range(1, _PHOTO_PARTS + 1)}
+    wanted["photo"] = "photo"  # the scan page's part name: refused by name below, not dropped unsaid
+    photos: list[complaints.Photo] = []
+    with tempfile.TemporaryDirectory(prefix="smartcode-complaint-") as folder:
+        form = await receive_form(request, pathlib.Path(folder), limit=_PHOTO_LIMIT, files=wanted)
+        for name in sorted(form.files, key=_photo_number):
+            if not 1 <= _photo_number(name) <= complaints.PHOTOS_MAX:
+                raise InvalidInput(
+                    f"{name}：每件诉求最多 {complaints.PHOTOS_MAX} 张照片，放在 photo_1 … "
+                    f"photo_{complaints.PHOTOS_MAX} 中 / {name}: at most {complaints.PHOTOS_MAX} photos, in "
+                    f"the parts photo_1 … photo_{complaints.PHOTOS_MAX}",
+                    field=name,
+                )
+            photos.append(complaints.check_photo(form.files[name].path.read_bytes(), part=name))
+    payload: dict[str, Any] = {}
+    reporter: dict[str, str] = {}
+    for name, value in form.fields.items():
+        if not value:
+            continue  # an empty part is an absent field, as in an HTML form
+        if match := _REPORTER_PART.fullmatch(name):
+            reporter[match.group(1)] = value
+        else:
+            payload[name] = value
+    if reporter:
+        payload["reporter"] = reporter
+    return _validated(payload), photos
+
+
 @router.post(
     "/complaints",
     status_code=201,
     summary="File a complaint (诉求): resolved on arrival, answered with the responsible units (token)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": ComplaintCreate.model_json_schema()},
+                "multipart/form-data": {"schema": _FORM_SCHEMA},
+            },
+        }
+    },
     responses={
         201: {"description": "the complaint with its resolution; Location names it"},
         404: {"description": "NotFound: the code is well-formed but not registered"},
         409: {"description": "Conflict: this source already sent a case with this external_id"},
+        413: {"description": "the body (JSON, or the form with its photos) is larger than allowed"},
     },
 )
-async def post_complaint(request: Request, body: ComplaintCreate) -> Response:
+async def post_complaint(request: Request) -> Response:
     """Record a complaint from the case system (``source: case_system``) or another client (``api``).
 
     Give the scanned ``code``, a location (``x``/``y`` in ``crs``: WGS84, GCJ-02, BD-09, CGCS2000 or an
     EPSG code), or both; ``category`` is a complaint category by its name. The answer is the
     complaint as ``GET /complaints/{reference}`` shows it: its resolution (owner, maintainer, supervisor,
     rule chain) and status. ``external_id`` (the sender's own case id) makes a repeated post harmless:
-    the second is refused with 409 naming the first reference.
+    the second is refused with 409 naming the first reference. Photos come as ``multipart/form-data``
+    (``photo_1`` … ``photo_3``, checked like the scan page's: size-capped, type-checked by their bytes);
+    one refused refuses the post, and nothing is stored.
     """
 
     def check() -> Actor:
         with services(request).session() as session:
             return require_actor(request, session, Action.POST_COMPLAINT)
 
+    # The token first: nobody's photos are read before the caller may post.
     actor = await run_in_threadpool(check)
+    photos: list[complaints.Photo] = []
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        body, photos = await _form_complaint(request)
+    else:
+        body = await _json_complaint(request, services(request).settings.api.max_body_kb * 1024)
     if body.source == "case_system":
         require(actor, Action.FILE_AS_CASE_SYSTEM)
     if body.code is None and body.x is None and body.y is None:
@@ -112,6 +221,7 @@ async def post_complaint(request: Request, body: ComplaintCreate) -> Response:
             reported_at=reported_at,
             reporter={str(k): v for k, v in body.reporter.items() if v},
             address=body.address,
+            photos=photos,
             client_ip=request.client.host if request.client else None,
         )
         view = await complaints.create_complaint(

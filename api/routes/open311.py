@@ -296,8 +296,8 @@ async def _form(request: Request) -> FormData:
     if files:
         await form.close()
         raise InvalidInput(
-            f"此处不接收文件（{files[0]}）：照片请经扫码页提交 / part {files[0]!r} is a file: Open311 "
-            "requests take no files here (media_url is ignored; photos come through the scan page)",
+            f"此处不接收文件（{files[0]}）：照片请以 media_url 链接提交 / part {files[0]!r} is a file: "
+            "Open311 requests take no files here (send a link to the photo as media_url)",
             field=files[0],
         )
     return form
@@ -356,6 +356,7 @@ async def post_request(request: Request, fmt: str) -> Response:
                 reporter={k: v for k, v in reporter.items() if v},
                 address=address,
                 address_id=address_id,
+                media_url=_field(form, "media_url") or None,  # checked by the service; never fetched
                 client_ip=request.client.host if request.client else None,
             )
             try:
