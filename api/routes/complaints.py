@@ -27,7 +27,7 @@ from api.deps import require_actor, services
 from api.params import BIGINT_MAX
 from api.routes.resolve import runtime
 from api.routes.scan import scan_runtime
-from api.uploads import MIB, check_declared_size, receive_form, too_large
+from api.uploads import MIB, check_declared_size, read_capped_body, receive_form
 from common.errors import InvalidInput, NotFound
 from registry import categories, complaint_status, complaints
 from registry.access import Action, require
@@ -85,14 +85,8 @@ def _validated(payload: Any) -> ComplaintCreate:
 
 async def _json_complaint(request: Request, limit: int) -> ComplaintCreate:
     # The route is exempt from the app's body cap (a form with photos is larger): it caps JSON itself.
-    check_declared_size(request, limit)
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise too_large(limit)
     try:
-        payload = orjson.loads(bytes(body))
+        payload = orjson.loads(await read_capped_body(request, limit))
     except orjson.JSONDecodeError as exc:
         raise RequestValidationError(
             [{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error", "input": {}}]

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from api.deps import require_actor, services
 from api.params import BIGINT_MAX, RowId
 from api.responses import OrjsonResponse
-from api.uploads import MIB, check_declared_size, missing, receive_form, too_large
+from api.uploads import MIB, check_declared_size, missing, read_capped_body, receive_form
 from common.errors import InvalidInput
 from common.settings import DisputeSettings
 from registry import disputes as dispute_service
@@ -126,14 +126,9 @@ async def _receive_evidence(
 
 
 async def _json_body(request: Request, limit: int) -> Any:
-    check_declared_size(request, limit)
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise too_large(limit)
+    body = await read_capped_body(request, limit)
     try:
-        return orjson.loads(bytes(body))
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
         raise InvalidInput("the body is not valid JSON") from None
 
